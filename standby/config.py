@@ -1,0 +1,260 @@
+"""Configuration: pydantic models (unknown keys rejected), loaded once from YAML with
+``${ENV_VAR}`` interpolation, validated at start-up.
+
+A bad file fails with one line: ``standby.yaml: backends.gemini.timeouts.connect_s: Input
+should be greater than 0``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from standby.errors import ConfigError
+
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer keys clients must send; empty = no gateway auth (local use only).",
+    )
+    max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_blank_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        if any(not k.get_secret_value().strip() for k in keys):
+            raise ValueError("an API key is empty (is its environment variable set?)")
+        return keys
+
+
+class Timeouts(Strict):
+    """Per-backend limits. ``first_token_s`` and ``idle_s`` apply to streams; a non-streaming
+    call is bounded by ``total_s``."""
+
+    connect_s: PositiveSeconds = 2.0
+    first_token_s: PositiveSeconds = 10.0
+    idle_s: PositiveSeconds = 10.0
+    total_s: PositiveSeconds = 60.0
+
+
+class BreakerConfig(Strict):
+    """Open after ``failures`` consecutive failures, or when at least ``min_requests`` calls in
+    ``window_s`` failed at ``failure_ratio`` or more; stay open ``cooldown_s`` (or the
+    backend's Retry-After, if longer, up to ``max_cooldown_s``); then let one probe through."""
+
+    failures: Annotated[int, Field(ge=1)] = 5
+    window_s: PositiveSeconds = 30.0
+    failure_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    min_requests: Annotated[int, Field(ge=1)] = 20
+    cooldown_s: PositiveSeconds = 30.0
+    max_cooldown_s: PositiveSeconds = 300.0
+
+
+class _Backend(Strict):
+    timeouts: Timeouts = Timeouts()
+    breaker: BreakerConfig | None = None
+
+
+class GeminiBackend(_Backend):
+    """Google Gemini over its REST API (``generateContent`` / ``streamGenerateContent``)."""
+
+    type: Literal["gemini"]
+    model: str
+    api_key: SecretStr | None = None
+    base_url: str = "https://generativelanguage.googleapis.com"
+    api_version: str = "v1beta"
+    on_blocked: Literal["content_filter", "fallback"] = "content_filter"
+
+
+class OpenAIBackend(_Backend):
+    """Any OpenAI-compatible server: vLLM, TGI's Messages API, ``transformers serve``, Ollama."""
+
+    type: Literal["openai"]
+    base_url: str
+    model: str
+    api_key: SecretStr | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+
+class TGIBackend(_Backend):
+    """Text Generation Inference's native ``/generate_stream`` via huggingface_hub."""
+
+    type: Literal["tgi"]
+    base_url: str
+    api_key: SecretStr | None = None
+    chat_template_model: str | None = Field(
+        default=None,
+        description="Local path or Hub id whose tokenizer chat template renders the prompt; "
+        "default: Gemma's turn format.",
+    )
+    max_new_tokens: Annotated[int, Field(ge=1)] = 512
+
+
+class LiteLLMBackend(_Backend):
+    """Any provider litellm knows (``model`` in litellm's ``provider/name`` form)."""
+
+    type: Literal["litellm"]
+    model: str
+    api_key: SecretStr | None = None
+    api_base: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class LocalBackend(_Backend):
+    """In-process transformers (+ peft adapter): the embedded default fallback."""
+
+    type: Literal["local"]
+    model: str = Field(description="Local path or Hub id of the base model.")
+    revision: str | None = None
+    adapter: str | None = Field(default=None, description="Path or Hub id of a LoRA adapter.")
+    adapter_revision: str | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_batch_size: Annotated[int, Field(ge=1)] = 8
+    max_queue: Annotated[int, Field(ge=1)] = 64
+    max_new_tokens: Annotated[int, Field(ge=1)] = 256
+    timeouts: Timeouts = Timeouts(first_token_s=30, idle_s=30, total_s=120)
+
+
+BackendConfig = Annotated[
+    GeminiBackend | OpenAIBackend | TGIBackend | LiteLLMBackend | LocalBackend,
+    Field(discriminator="type"),
+]
+
+
+class RouteConfig(Strict):
+    backends: Annotated[list[str], Field(min_length=1)]
+
+
+class CaptureConfig(Strict):
+    enabled: bool = True
+    bus: str = "sqlite:///./.standby/events.db"
+
+
+class Settings(Strict):
+    """The whole ``standby.yaml``."""
+
+    server: ServerConfig = ServerConfig()
+    backends: Annotated[dict[str, BackendConfig], Field(min_length=1)]
+    routes: Annotated[dict[str, RouteConfig], Field(min_length=1)]
+    breaker: BreakerConfig = BreakerConfig()
+    capture: CaptureConfig = CaptureConfig()
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _route_shorthand(cls, routes: Any) -> Any:
+        # `alias: [gemini, gemma]` is shorthand for `alias: {backends: [gemini, gemma]}`.
+        if isinstance(routes, dict):
+            return {k: {"backends": v} if isinstance(v, list) else v for k, v in routes.items()}
+        return routes
+
+    @model_validator(mode="after")
+    def _routes_name_backends(self) -> Settings:
+        for alias, route in self.routes.items():
+            for name in route.backends:
+                if name not in self.backends:
+                    known = ", ".join(sorted(self.backends))
+                    raise ValueError(
+                        f"route {alias!r} names backend {name!r}, which is not defined "
+                        f"(defined: {known})"
+                    )
+            if len(set(route.backends)) != len(route.backends):
+                raise ValueError(f"route {alias!r} lists a backend twice")
+        return self
+
+    def breaker_for(self, backend: str) -> BreakerConfig:
+        return self.backends[backend].breaker or self.breaker
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, where: str) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; an unset variable without a
+    default is an error (an empty secret must never silently disable auth)."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            got = os.environ.get(name)
+            if got is None:
+                if default is None:
+                    raise ConfigError(f"{where}: environment variable {name} is not set")
+                return default
+            return got
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    # Discriminated unions put the tag in the location ("backends.gemini.gemini.model").
+    parts = loc.split(".")
+    if len(parts) >= 3 and parts[0] == "backends" and parts[1] and parts[2] in _BACKEND_TYPES:
+        loc = ".".join(parts[:2] + parts[3:])
+    msg = first["msg"].removeprefix("Value error, ")
+    more = err.error_count() - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{loc}: {msg}{suffix}" if loc else f"{msg}{suffix}"
+
+
+_BACKEND_TYPES = {"gemini", "openai", "tgi", "litellm", "local"}
+
+
+def parse_settings(data: Any, source: str = "<config>") -> Settings:
+    """Validate an already-parsed mapping; errors name ``source``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return Settings.model_validate(_interpolate(data, ""))
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_first_error(e)}") from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate a ``standby.yaml``; every failure is one ConfigError line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: invalid YAML{at}: {problem}") from None
+    return parse_settings(data, str(p))

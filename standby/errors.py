@@ -1,0 +1,166 @@
+"""The one error hierarchy of standby.
+
+    GatewayError
+     ├── ConfigError                 bad configuration file or flags (start-up fails with one line)
+     ├── RequestError                the client's request is wrong: OpenAI error, no failover
+     │    ├── AuthenticationError    401 missing / wrong gateway key
+     │    ├── ModelNotFoundError     404 unknown model alias
+     │    └── BodyTooLargeError      413 request body over server.max_body_bytes
+     ├── UpstreamError               a backend failed; carries the backend name
+     │    ├── UpstreamTimeout        connect / first_token / idle / total
+     │    ├── UpstreamConnectError   refused, reset, DNS failure
+     │    ├── UpstreamStatusError    the backend answered an HTTP error status
+     │    ├── UpstreamProtocolError  the backend answered something we cannot parse
+     │    ├── UpstreamBlocked        the backend refused to answer (safety, recitation)
+     │    ├── BackendBusy            a local backend's queue is full
+     │    └── BreakerOpen            skipped: the backend's circuit breaker is open
+     └── AllBackendsFailed           every backend of a route failed; keeps each error in order
+
+Foreign exceptions (aiohttp, litellm, huggingface_hub, torch) are translated into these at one
+boundary per provider; everything after that classifies by type and status code only.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+# Status codes a backend returns when the *client's* request is at fault: no failover.
+CLIENT_STATUSES = frozenset({400, 404, 413, 422})
+
+
+class GatewayError(Exception):
+    """Base of every error standby raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration cannot be used; the message is one line naming file, field, problem."""
+
+
+class RequestError(GatewayError):
+    """The client's request is invalid; maps to an OpenAI error body."""
+
+    status: int = 400
+    type: str = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class AuthenticationError(RequestError):
+    status = 401
+    type = "authentication_error"
+
+
+class ModelNotFoundError(RequestError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class BodyTooLargeError(RequestError):
+    status = 413
+    type = "invalid_request_error"
+
+
+class UpstreamError(GatewayError):
+    """A backend failed. ``reason`` is the fixed metric label; ``failover`` says whether the
+    router should try the next backend; ``counts`` whether the breaker records a failure."""
+
+    reason: ClassVar[str] = "server_error"
+    failover: bool = True
+    counts: bool = True
+
+    def __init__(self, backend: str, message: str) -> None:
+        super().__init__(f"{backend}: {message}")
+        self.backend = backend
+        self.message = message
+
+    @property
+    def kind(self) -> str:
+        """Short class name shown to clients in an all-backends-failed body."""
+        return type(self).__name__
+
+
+class UpstreamTimeout(UpstreamError):
+    reason = "timeout"
+
+    def __init__(self, backend: str, phase: str, seconds: float) -> None:
+        super().__init__(backend, f"{phase} timeout after {seconds:g}s")
+        self.phase = phase
+
+
+class UpstreamConnectError(UpstreamError):
+    reason = "connect"
+
+
+class UpstreamProtocolError(UpstreamError):
+    reason = "server_error"
+
+
+class UpstreamStatusError(UpstreamError):
+    """An HTTP error status from the backend, classified by code (DESIGN failover table)."""
+
+    def __init__(
+        self,
+        backend: str,
+        status: int,
+        message: str,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(backend, f"HTTP {status}: {message}")
+        self.status = status
+        self.upstream_message = message
+        self.retry_after = retry_after
+        self.failover = status not in CLIENT_STATUSES
+        self.counts = self.failover
+
+    @property
+    def reason(self) -> str:  # type: ignore[override]
+        if self.status == 429:
+            return "rate_limited"
+        if self.status in (401, 403):
+            return "auth"
+        if self.status in CLIENT_STATUSES:
+            return "client_error"
+        return "server_error"
+
+
+class UpstreamBlocked(UpstreamError):
+    """The backend refused to answer; only raised when the route opts into ``on_blocked:
+    fallback`` (the default returns ``finish_reason: content_filter`` to the client)."""
+
+    reason = "blocked"
+    counts = False
+
+
+class BackendBusy(UpstreamError):
+    reason = "busy"
+    counts = False
+
+
+class BreakerOpen(UpstreamError):
+    reason = "breaker_open"
+    counts = False
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(backend, "circuit breaker open")
+
+
+class AllBackendsFailed(GatewayError):
+    """Every backend of a route failed; ``errors`` keeps each one in route order."""
+
+    def __init__(self, route: str, errors: list[UpstreamError]) -> None:
+        self.route = route
+        self.errors = errors
+        detail = "; ".join(f"{e.backend}: {e.kind} ({e.message})" for e in errors)
+        super().__init__(f"all backends of route {route!r} failed: {detail}")
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a client should wait: the shortest Retry-After a backend gave, else 1."""
+        hints = [e.retry_after for e in self.errors if isinstance(e, UpstreamStatusError)]
+        known = [h for h in hints if h is not None]
+        return max(1, int(min(known))) if known else 1

@@ -1,0 +1,118 @@
+"""Shared plumbing for providers that speak HTTP through one pooled aiohttp session.
+
+aiohttp is the cheapest Python HTTP client measured on this machine (~0.2 ms CPU per call vs
+2-4 ms for httpx or the openai SDK), and the gateway's hot path goes through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from standby.config import Timeouts
+from standby.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+
+MAX_ERROR_TEXT = 300
+
+
+def new_session(timeouts: Timeouts, *, limit: int = 256) -> aiohttp.ClientSession:
+    """A pooled session. Only the connect timeout lives here: the router enforces
+    time-to-first-token, idle and total limits the same way for every provider."""
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, enable_cleanup_closed=True)
+    timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        json_serialize=lambda o: orjson.dumps(o).decode(),
+        auto_decompress=True,
+        trust_env=False,
+    )
+
+
+def translate(backend: str, exc: BaseException, connect_s: float) -> UpstreamError:
+    """The one mapping from aiohttp / OS exceptions to ours, most specific first."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(backend, "connect", connect_s)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectError(backend, f"cannot connect ({type(exc.os_error).__name__})")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return UpstreamConnectError(backend, "connection closed by the backend")
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
+        return UpstreamConnectError(backend, "connection reset")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamProtocolError(backend, type(exc).__name__)
+    if isinstance(exc, ValueError):  # bad JSON, bad UTF-8
+        return UpstreamProtocolError(backend, "malformed response body")
+    raise exc
+
+
+def retry_after(headers: Mapping[str, str], body: Any = None) -> float | None:
+    """Seconds from ``Retry-After`` (delta or HTTP date) or a google.rpc.RetryInfo detail."""
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    details = body.get("error", {}).get("details", []) if isinstance(body, dict) else []
+    for d in details if isinstance(details, list) else []:
+        delay = d.get("retryDelay") if isinstance(d, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return float(delay[:-1])
+            except ValueError:
+                pass
+    return None
+
+
+async def raise_for_status(backend: str, resp: aiohttp.ClientResponse) -> None:
+    """Turn an HTTP error answer into ``UpstreamStatusError`` with a short, key-free message."""
+    if resp.status < 400:
+        return
+    raw = await resp.read()
+    body: Any = None
+    try:
+        body = orjson.loads(raw)
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, list) and err:  # Gemini's OpenAI surface wraps errors in a list
+            err = err[0].get("error", err[0])
+        message = str(err.get("message", "")) if isinstance(err, dict) else str(err or "")
+    except (orjson.JSONDecodeError, AttributeError):
+        message = raw[:MAX_ERROR_TEXT].decode("utf-8", "replace")
+    raise UpstreamStatusError(
+        backend,
+        resp.status,
+        (message or resp.reason or "error")[:MAX_ERROR_TEXT],
+        retry_after=retry_after(resp.headers, body),
+    )
+
+
+async def sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of a server-sent-event stream, in order."""
+    async for line in resp.content:
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload:
+                yield payload
+
+
+async def aclose_quietly(session: aiohttp.ClientSession | None) -> None:
+    if session is not None and not session.closed:
+        await session.close()
+        await asyncio.sleep(0)

@@ -1,0 +1,13 @@
+"""Shared fixtures live in tests/fixtures/ (one module per kind of real server or artefact)."""
+
+import os
+
+# litellm must not try to fetch its cost map from the internet at import.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+pytest_plugins = [
+    "tests.fixtures.sim",
+    "tests.fixtures.tiny_model",
+]
