@@ -177,11 +177,11 @@ class Settings(Strict):
                 if name not in self.backends:
                     known = ", ".join(sorted(self.backends))
                     raise ValueError(
-                        f"route {alias!r} names backend {name!r}, which is not defined "
+                        f"routes.{alias}: names backend {name!r}, which is not defined "
                         f"(defined: {known})"
                     )
             if len(set(route.backends)) != len(route.backends):
-                raise ValueError(f"route {alias!r} lists a backend twice")
+                raise ValueError(f"routes.{alias}: lists a backend twice")
         return self
 
     def breaker_for(self, backend: str) -> BreakerConfig:

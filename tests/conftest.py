@@ -10,4 +10,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 pytest_plugins = [
     "tests.fixtures.sim",
     "tests.fixtures.tiny_model",
+    "tests.fixtures.gateway",
 ]

@@ -45,25 +45,31 @@ ProviderFactory = Callable[[str, "BackendConfig"], Provider]
 def build_provider(name: str, config: BackendConfig) -> Provider:
     """Create the provider for one backend entry of the config (imports lazily, so the gateway
     image needs neither torch nor litellm unless a backend uses them)."""
-    kind = config.type
-    if kind == "gemini":
+    from standby import config as c
+
+    if isinstance(config, c.GeminiBackend):
         from standby.providers.gemini import GeminiProvider
 
-        return GeminiProvider(name, config)  # type: ignore[arg-type]
-    if kind == "openai":
+        return GeminiProvider(name, config)
+    if isinstance(config, c.OpenAIBackend):
         from standby.providers.openai_compat import OpenAICompatProvider
 
-        return OpenAICompatProvider(name, config)  # type: ignore[arg-type]
-    if kind == "tgi":
+        return OpenAICompatProvider(name, config)
+    if isinstance(config, c.TGIBackend):
         from standby.providers.tgi import TGIProvider
 
-        return TGIProvider(name, config)  # type: ignore[arg-type]
-    if kind == "litellm":
+        return TGIProvider(name, config)
+    if isinstance(config, c.LiteLLMBackend):
         from standby.providers.litellm import LiteLLMProvider
 
-        return LiteLLMProvider(name, config)  # type: ignore[arg-type]
-    if kind == "local":
-        from standby.providers.local import LocalProvider
+        return LiteLLMProvider(name, config)
+    from standby.providers.local import LocalProvider
 
-        return LocalProvider(name, config)  # type: ignore[arg-type]
-    raise AssertionError(f"unknown backend type {kind!r}")
+    return LocalProvider(name, config)
+
+
+async def aclose(iterator: AsyncIterator[object]) -> None:
+    """Close an async generator (a provider's stream) so its connection is released now."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()

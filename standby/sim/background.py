@@ -109,11 +109,11 @@ class UvicornServer(BackgroundServer):
         kwargs.setdefault("log_level", "warning")
         kwargs.setdefault("lifespan", "on")
         self.server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, **kwargs))
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
 
     async def _serve(self) -> None:
         serve = asyncio.ensure_future(self.server.serve())
-        while not self.server.started and not serve.done():
+        # uvicorn exposes start-up only as a flag, so poll it.
+        while not self.server.started and not serve.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         if serve.done():
             serve.result()

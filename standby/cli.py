@@ -1,0 +1,119 @@
+"""``standby`` command line: one thin sub-command per tool.
+
+Every failure the user can fix (bad config, missing file, port taken) ends with one line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from standby.errors import ConfigError, GatewayError
+
+DEFAULT_CONFIG = "standby.yaml"
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from standby.config import load_settings
+    from standby.gateway.server import serve
+
+    settings = load_settings(args.config)
+    server = settings.server.model_copy(
+        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    )
+    settings = settings.model_copy(update={"server": server})
+    serve(settings, log_level=args.log_level)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from standby.sim.demo import run_demo
+
+    run_demo(
+        host=args.host,
+        port=args.port,
+        sim_port=args.sim_port,
+        model_dir=Path(args.model_dir),
+        log_level=args.log_level,
+    )
+
+
+def cmd_sim_gemini(args: argparse.Namespace) -> None:
+    from standby.sim.gemini import serve
+
+    print(f"simulated Gemini (not Google) on http://{args.host}:{args.port}", flush=True)
+    serve(args.host, args.port, api_key=args.api_key)
+
+
+def cmd_sim_tiny_model(args: argparse.Namespace) -> None:
+    from standby.sim.tiny_model import build_tiny_gemma
+
+    path = build_tiny_gemma(args.path, seed=args.seed)
+    print(path)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="standby",
+        description="OpenAI-compatible gateway: Gemini primary, a local Gemma as the fallback.",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("STANDBY_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"])  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", "--from-config", dest="config", default=DEFAULT_CONFIG,
+                       help=f"YAML config file (default: {DEFAULT_CONFIG})")  # fmt: skip
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser(
+        "demo", help="offline demo: simulated Gemini primary + tiny local Gemma fallback"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--sim-port", type=int, default=8090)
+    demo.add_argument("--model-dir", default=".standby/tiny-gemma")
+    demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("sim", help="simulation kit (tests, demo, failover drills)")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
+    gem = sim_sub.add_parser("gemini", help="run the simulated Gemini REST server")
+    gem.add_argument("--host", default="127.0.0.1")
+    gem.add_argument("--port", type=int, default=8090)
+    gem.add_argument("--api-key", default=None, help="require this key (default: any)")
+    gem.set_defaults(func=cmd_sim_gemini)
+    tiny = sim_sub.add_parser("tiny-model", help="build a tiny random-weight Gemma in PATH")
+    tiny.add_argument("path")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_sim_tiny_model)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except (ConfigError, GatewayError) as e:
+        print(f"standby: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # port taken, unreadable file...
+        print(f"standby: error: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""The FastAPI application: builds providers from the config, starts them, serves routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from standby.config import Settings
+from standby.errors import GatewayError
+from standby.gateway.auth import KeyRing
+from standby.gateway.errors import error_response
+from standby.gateway.metrics import Metrics
+from standby.gateway.router import Router
+from standby.gateway.routes import router as http_routes
+from standby.protocol import ChatCompletionRequest
+from standby.providers.base import Provider, build_provider
+
+log = logging.getLogger("standby.gateway")
+
+
+class Gateway:
+    """Everything a request handler needs, built once from the settings."""
+
+    def __init__(self, settings: Settings, providers: dict[str, Provider] | None = None):
+        self.settings = settings
+        self.created = int(time.time())
+        self.metrics = Metrics()
+        self.keys = KeyRing(settings.server.api_keys)
+        self.providers = providers or {
+            name: build_provider(name, cfg) for name, cfg in settings.backends.items()
+        }
+        self.router = Router(settings, self.providers, self.metrics)
+
+    async def start(self) -> None:
+        """Start every backend; a backend that cannot start stops the gateway with its error."""
+        await asyncio.gather(*(p.start() for p in self.providers.values()))
+        for name, provider in self.providers.items():
+            self.metrics.backend_ready.labels(name).set(1 if provider.ready() else 0)
+        if not self.keys.enabled:
+            log.warning("server.api_keys is empty: the gateway accepts requests without a key")
+
+    async def close(self) -> None:
+        await asyncio.gather(*(p.close() for p in self.providers.values()))
+
+
+def create_app(gw: Gateway) -> FastAPI:
+    """The ASGI app over a gateway. Starting and closing the gateway is ``server.py``'s job,
+    outside uvicorn's lifespan, so a backend that cannot start fails with one clear line."""
+    app = FastAPI(title="standby", summary="OpenAI-compatible failover gateway", version="0.1.0")
+    app.state.gateway = gw
+    app.include_router(http_routes)
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    app.add_exception_handler(GatewayError, handle)
+    app.add_exception_handler(HTTPException, handle)
+    app.add_exception_handler(Exception, handle)
+    _add_request_schema(app)
+    return app
+
+
+def _add_request_schema(app: FastAPI) -> None:
+    """Publish the chat request model in the OpenAPI document (the handler parses the raw body
+    itself, to enforce the size limit and answer in OpenAI's error shape)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            defs = ChatCompletionRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(defs.pop("$defs", {}))
+            components["ChatCompletionRequest"] = defs
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,54 @@
+"""The one mapping from any exception to an HTTP status and an OpenAI error body."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from standby.errors import AllBackendsFailed, RequestError, UpstreamError, UpstreamStatusError
+from standby.protocol import error_body
+
+log = logging.getLogger("standby.gateway")
+
+JSON = "application/json"
+
+
+def error_response(exc: BaseException) -> Response:
+    status, headers = 500, {}
+    if isinstance(exc, RequestError):
+        status = exc.status
+        body = error_body(exc.message, type=exc.type, param=exc.param, code=exc.code)
+    elif isinstance(exc, AllBackendsFailed):
+        status = 503
+        headers["Retry-After"] = str(exc.retry_after)
+        body = error_body(
+            str(exc), type="service_unavailable_error", code="all_backends_failed"
+        )
+        body["standby"] = {
+            "errors": [
+                {"backend": e.backend, "error": e.kind, "reason": e.reason, "message": e.message}
+                for e in exc.errors
+            ]
+        }
+    elif isinstance(exc, UpstreamStatusError) and not exc.failover:
+        # The backend says the client's request is wrong: pass that on, do not fail over.
+        status = 400 if exc.status == 422 else exc.status
+        body = error_body(
+            f"backend {exc.backend!r} rejected the request: {exc.upstream_message}",
+            type="invalid_request_error",
+            code="upstream_rejected",
+        )
+    elif isinstance(exc, UpstreamError):
+        status = 502
+        body = error_body(str(exc), type="server_error", code=exc.reason)
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        body = error_body(str(exc.detail), type="invalid_request_error")
+        headers.update(exc.headers or {})
+    else:
+        log.error("unhandled error", exc_info=exc)
+        body = error_body("Internal error in the gateway.", type="server_error")
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=JSON)

@@ -1,0 +1,53 @@
+"""Prometheus metrics (names and labels from DESIGN.md). Label values come only from the
+config (route, backend names) or fixed sets (reason, outcome): never a user, key or prompt."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from standby.gateway.breaker import State
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """All gateway series, on their own registry (one per app, so tests and several apps in
+    one process never share counters)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "standby_requests", "Requests answered, by the backend that answered.",
+            ["route", "backend", "outcome"], registry=r,
+        )  # fmt: skip
+        self.fallbacks = Counter(
+            "standby_fallbacks", "Requests moved from one backend to the next.",
+            ["route", "from_backend", "to_backend", "reason"], registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "standby_request_duration_seconds", "Whole request duration.",
+            ["route", "backend"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "standby_time_to_first_token_seconds", "Time to the first streamed token.",
+            ["route", "backend"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "standby_tokens", "Tokens in and out, as the backend reported them.",
+            ["backend", "type"], registry=r,
+        )  # fmt: skip
+        self.breaker_state = Gauge(
+            "standby_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["backend"], registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "standby_in_flight_requests", "Requests being served now.", ["route"], registry=r
+        )
+        self.backend_ready = Gauge(
+            "standby_backend_ready", "1 when the backend can take requests now.",
+            ["backend"], registry=r,
+        )  # fmt: skip
+
+    def breaker_changed(self, backend: str, old: State, new: State) -> None:
+        self.breaker_state.labels(backend).set(int(new))

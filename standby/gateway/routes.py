@@ -1,0 +1,192 @@
+"""HTTP surface: thin handlers that parse, call the router and shape the answer."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import orjson
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from standby.errors import AllBackendsFailed, BodyTooLargeError, RequestError
+from standby.gateway.errors import JSON, error_response
+from standby.gateway.router import Outcome
+from standby.gateway.streaming import sse_body
+from standby.protocol import (
+    ChatCompletionRequest,
+    ChatRequest,
+    completion_body,
+    log_ignored_fields,
+)
+
+if TYPE_CHECKING:
+    from standby.gateway.app import Gateway
+
+router = APIRouter()
+
+CHAT_SCHEMA_REF = {"$ref": "#/components/schemas/ChatCompletionRequest"}
+
+
+def _gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(f"Request body is over the limit of {limit} bytes.")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise BodyTooLargeError(f"Request body is over the limit of {limit} bytes.")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def parse_request(body: bytes) -> ChatCompletionRequest:
+    try:
+        parsed = ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"]
+        raise RequestError(f"{loc}: {msg}" if loc else msg, param=loc or None) from None
+    log_ignored_fields(parsed)
+    return parsed
+
+
+@router.post(
+    "/v1/chat/completions",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CHAT_SCHEMA_REF}},
+        }
+    },
+)
+async def chat_completions(request: Request) -> Response:
+    gw = _gateway(request)
+    gw.keys.check(request.headers.get("authorization"))
+    parsed = parse_request(await read_body(request, gw.settings.server.max_body_bytes))
+    alias = parsed.model
+    gw.router.resolve(alias)
+    chat = ChatRequest.from_openai(parsed)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    started = time.perf_counter()
+    in_flight = gw.metrics.in_flight.labels(alias)
+    in_flight.inc()
+    if parsed.stream:
+        return await _stream(gw, parsed, chat, completion_id, started)
+    outcome = Outcome(alias)
+    status = "client_error"
+    try:
+        completion = await gw.router.complete(chat, outcome)
+        status = "ok"
+    except AllBackendsFailed:
+        status = "error"
+        raise
+    finally:
+        in_flight.dec()
+        gw.router.record(outcome, started, status)
+    body = completion_body(
+        completion_id=completion_id, model=alias, completion=completion, extra=outcome.extra()
+    )
+    return Response(orjson.dumps(body), media_type=JSON, headers=_headers(outcome))
+
+
+async def _stream(
+    gw: Gateway,
+    parsed: ChatCompletionRequest,
+    chat: ChatRequest,
+    completion_id: str,
+    started: float,
+) -> Response:
+    alias = parsed.model
+    in_flight = gw.metrics.in_flight.labels(alias)
+    stream = gw.router.stream(alias, chat)
+    try:
+        first = await stream.first()
+    except BaseException as e:
+        in_flight.dec()
+        status = "error" if isinstance(e, AllBackendsFailed) else "client_error"
+        gw.router.record(stream.outcome, started, status)
+        raise
+
+    def on_end(status: str) -> None:
+        in_flight.dec()
+        gw.router.record(stream.outcome, started, status)
+
+    include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+    body = sse_body(
+        stream, first, completion_id=completion_id, model=alias,
+        include_usage=include_usage, on_end=on_end,
+    )  # fmt: skip
+    headers = _headers(stream.outcome)
+    headers["cache-control"] = "no-cache"
+    headers["x-accel-buffering"] = "no"
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+def _headers(outcome: Outcome) -> dict[str, str]:
+    headers = {"x-standby-backend": outcome.first_backend or outcome.backend}
+    if outcome.fallback_reason is not None:
+        headers["x-standby-fallback-reason"] = outcome.fallback_reason
+    return headers
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    gw = _gateway(request)
+    gw.keys.check(request.headers.get("authorization"))
+    data = [
+        {"id": alias, "object": "model", "created": gw.created, "owned_by": "standby"}
+        for alias in gw.router.routes
+    ]
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', media_type=JSON)
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    """Which backends can take a request now; 503 when no route has a usable backend."""
+    gw = _gateway(request)
+    backends = {}
+    for name, provider in gw.router.providers.items():
+        breaker = gw.router.breakers[name]
+        ready = provider.ready()
+        gw.metrics.backend_ready.labels(name).set(1 if ready else 0)
+        backends[name] = {
+            "ready": ready,
+            "breaker": breaker.state.name.lower().replace("_", "-"),
+            "retry_in_s": round(breaker.seconds_until_retry(), 3),
+        }
+    usable = {
+        alias: [n for n in names if backends[n]["ready"] and backends[n]["breaker"] != "open"]
+        for alias, names in gw.router.routes.items()
+    }
+    ok = any(usable.values())
+    body = {"status": "ready" if ok else "unavailable", "backends": backends, "routes": usable}
+    return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type=JSON)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    gw = _gateway(request)
+    for name, provider in gw.router.providers.items():
+        gw.metrics.backend_ready.labels(name).set(1 if provider.ready() else 0)
+    return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+__all__ = ["error_response", "router"]

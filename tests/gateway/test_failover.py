@@ -1,0 +1,191 @@
+"""Every row of the DESIGN failover table: what the client sees, which backend answered, and
+the primary's breaker afterwards. Primary: the simulated Gemini; fallback: the tiny local
+Gemma served in-process by the local backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from standby.sim.background import free_port
+from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
+from tests.fixtures.sim import RunningSim
+
+HELLO = [{"role": "user", "content": "Tell me about failover."}]
+
+
+@pytest.fixture
+def gateway(sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway) -> GatewayServer:
+    return start_gateway(base_config(sim.url, tiny_model_dir))
+
+
+def ask(gw: GatewayServer, *, stream: bool = False) -> tuple[httpx.Headers, str, str | None]:
+    """One request through the SDK: (headers, answer text, finish reason)."""
+    client = gw.client()
+    if not stream:
+        raw = client.chat.completions.with_raw_response.create(model=ROUTE, messages=HELLO)
+        done = raw.parse()
+        return raw.headers, done.choices[0].message.content or "", done.choices[0].finish_reason
+    raw_stream = client.chat.completions.with_raw_response.create(
+        model=ROUTE, messages=HELLO, stream=True
+    )
+    chunks = list(raw_stream.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+    return raw_stream.headers, text, finish
+
+
+FAILOVER = [
+    ("error-429", "rate_limited"),
+    ("error-500", "server_error"),
+    ("error-502", "server_error"),
+    ("error-503", "server_error"),
+    ("error-504", "server_error"),
+    ("error-401", "auth"),
+    ("error-403", "auth"),
+    ("malformed", "server_error"),
+    ("reset", "connect"),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize(("fault", "reason"), FAILOVER)
+def test_failure_moves_to_the_fallback_and_counts(
+    gateway: GatewayServer, sim: RunningSim, fault: str, reason: str, stream: bool
+) -> None:
+    sim.sim.set_fault(fault)
+    for attempt in range(3):
+        headers, _, finish = ask(gateway, stream=stream)
+        assert headers["x-standby-backend"] == "gemma"
+        assert headers["x-standby-fallback-reason"] == reason
+        assert finish in ("stop", "length")
+        expected = "CLOSED" if attempt < 2 else "OPEN"
+        assert gateway.breaker("gemini") == expected
+    assert sim.sim.requests == 3
+    # Open breaker: the primary is skipped without being called.
+    headers, _, _ = ask(gateway, stream=stream)
+    assert headers["x-standby-fallback-reason"] == "breaker_open"
+    assert sim.sim.requests == 3
+
+
+def test_connection_refused_fails_over(tiny_model_dir: Path, start_gateway: StartGateway) -> None:
+    gw = start_gateway(base_config(f"http://127.0.0.1:{free_port()}", tiny_model_dir))
+    headers, _, _ = ask(gw)
+    assert headers["x-standby-backend"] == "gemma"
+    assert headers["x-standby-fallback-reason"] == "connect"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_hanging_primary_times_out_and_fails_over(
+    sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway, stream: bool
+) -> None:
+    config = base_config(sim.url, tiny_model_dir)
+    config["backends"]["gemini"]["timeouts"] = {
+        "connect_s": 1, "first_token_s": 0.5, "idle_s": 0.5, "total_s": 0.7,
+    }  # fmt: skip
+    gw = start_gateway(config)
+    sim.sim.set_fault("hang")
+    headers, _, _ = ask(gw, stream=stream)
+    assert headers["x-standby-backend"] == "gemma"
+    assert headers["x-standby-fallback-reason"] == "timeout"
+
+
+def test_stalled_stream_hits_the_idle_timeout(
+    sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway
+) -> None:
+    config = base_config(sim.url, tiny_model_dir)
+    config["backends"]["gemini"]["timeouts"] = {
+        "connect_s": 1, "first_token_s": 2, "idle_s": 0.3, "total_s": 10,
+    }  # fmt: skip
+    gw = start_gateway(config)
+    sim.sim.set_fault("idle-2000")
+    headers, text, finish = ask(gw, stream=True)
+    # The first chunk came from Gemini, so the answer is stitched onto the fallback.
+    assert headers["x-standby-backend"] == "gemini"
+    assert text.startswith("Simulated Gemini answer")
+    assert finish in ("stop", "length")
+
+
+def test_rate_limit_opens_the_breaker_for_retry_after(
+    sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway
+) -> None:
+    gw = start_gateway(base_config(sim.url, tiny_model_dir), breaker={"failures": 1})
+    sim.sim.set_fault("error-429-retry-5")
+    headers, _, _ = ask(gw)
+    assert headers["x-standby-fallback-reason"] == "rate_limited"
+    state = httpx.get(f"{gw.url}/readyz").json()["backends"]["gemini"]
+    assert state["breaker"] == "open"
+    assert 3.5 < state["retry_in_s"] <= 5  # Retry-After 5 s beats the 1 s cool-down
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ("error-400", openai.BadRequestError),
+        ("error-404", openai.NotFoundError),
+        ("error-413", openai.APIStatusError),
+    ],
+)
+def test_client_errors_are_returned_not_failed_over(
+    gateway: GatewayServer, sim: RunningSim, fault: str, error: type[openai.APIStatusError]
+) -> None:
+    sim.sim.set_fault(fault)
+    for _ in range(4):
+        with pytest.raises(error) as raised:
+            ask(gateway)
+        assert raised.value.body["code"] == "upstream_rejected"
+        assert raised.value.response.headers["x-standby-backend"] == "gemini"
+    assert gateway.breaker("gemini") == "CLOSED"
+
+
+def test_blocked_answer_is_a_content_filter_by_default(
+    gateway: GatewayServer, sim: RunningSim
+) -> None:
+    for fault in ("safety", "blocked", "recitation"):
+        sim.sim.set_fault(fault)
+        for stream in (False, True):
+            headers, text, finish = ask(gateway, stream=stream)
+            assert headers["x-standby-backend"] == "gemini"
+            assert finish == "content_filter"
+            assert text == ""
+    assert gateway.breaker("gemini") == "CLOSED"
+
+
+def test_blocked_answer_can_opt_into_fallback(
+    sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway
+) -> None:
+    config = base_config(sim.url, tiny_model_dir)
+    config["backends"]["gemini"]["on_blocked"] = "fallback"
+    gw = start_gateway(config)
+    sim.sim.set_fault("safety")
+    for _ in range(4):
+        headers, _, finish = ask(gw)
+        assert headers["x-standby-backend"] == "gemma"
+        assert headers["x-standby-fallback-reason"] == "blocked"
+    assert gw.breaker("gemini") == "CLOSED"
+
+
+def test_every_backend_failing_is_a_503_naming_each(
+    sim: RunningSim, start_gateway: StartGateway
+) -> None:
+    config = base_config(sim.url, None)
+    config["backends"]["backup"] = {
+        "type": "gemini", "model": ROUTE, "base_url": f"http://127.0.0.1:{free_port()}",
+    }  # fmt: skip
+    config["routes"] = {ROUTE: ["gemini", "backup"]}
+    gw = start_gateway(config)
+    sim.sim.set_fault("error-503")
+    r = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": ROUTE, "messages": HELLO})
+    assert r.status_code == 503
+    assert int(r.headers["retry-after"]) >= 1
+    body = r.json()
+    assert body["error"]["code"] == "all_backends_failed"
+    assert [(e["backend"], e["reason"]) for e in body["standby"]["errors"]] == [
+        ("gemini", "server_error"),
+        ("backup", "connect"),
+    ]
+    with pytest.raises(openai.InternalServerError):
+        gw.client().chat.completions.create(model=ROUTE, messages=HELLO, stream=True)
