@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.sim",
     "tests.fixtures.tiny_model",
     "tests.fixtures.gateway",
+    "tests.fixtures.tgi_sim",
 ]

@@ -36,6 +36,7 @@ def error_response(exc: BaseException) -> Response:
     elif isinstance(exc, UpstreamStatusError) and not exc.failover:
         # The backend says the client's request is wrong: pass that on, do not fail over.
         status = 400 if exc.status == 422 else exc.status
+        headers["x-standby-backend"] = exc.backend
         body = error_body(
             f"backend {exc.backend!r} rejected the request: {exc.upstream_message}",
             type="invalid_request_error",

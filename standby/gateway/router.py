@@ -181,6 +181,7 @@ class RoutedStream:
         self.request = request
         self.outcome = Outcome(alias)
         self.started = time.perf_counter()
+        self._claimed: str | None = None
         self._gen = self._run()
 
     def __aiter__(self) -> AsyncIterator[Delta | StreamFailure]:
@@ -228,6 +229,17 @@ class RoutedStream:
         finally:
             await aclose(source)
 
+    def abandon(self) -> None:
+        """The client went away: give back the breaker claim of the backend in use now.
+        Synchronous, so it also runs when the closing task is being cancelled."""
+        if self._claimed is not None:
+            self.router.breakers[self._claimed].release()
+            self._claimed = None
+
+    def _settle(self, name: str, error: UpstreamError | None) -> None:
+        self._claimed = None
+        self.router._settle(name, error)
+
     async def _run(self) -> AsyncIterator[Delta | StreamFailure]:
         router, outcome = self.router, self.outcome
         request, sent = self.request, list[str]()
@@ -236,34 +248,36 @@ class RoutedStream:
             if skipped is not None:
                 outcome.failed(skipped)
                 continue
+            self._claimed = name
+            attempt = self._attempt(name, request, sent)
             try:
-                async for delta in self._attempt(name, request, sent):
-                    if not outcome.backend or outcome.backend != name:
+                async for delta in attempt:
+                    if outcome.backend != name:
                         router._answered(outcome, name, self.names)
                     if delta.text:
                         sent.append(delta.text)
                     if delta.finish_reason is not None:
                         router._count_tokens(name, delta)
                     yield delta
+                self._settle(name, None)
+                return
             except UpstreamError as error:
-                router._settle(name, error)
+                self._settle(name, error)
                 if not error.failover and not sent:
                     outcome.backend = name
                     raise
                 outcome.failed(error, mid_stream=bool(sent))
-                if sent and error.failover:
+                if not sent:
+                    continue
+                if error.failover:
                     request = self.request.continued("".join(sent))
                     outcome.provenance = "stitched"
                     continue
-                if sent:
-                    yield StreamFailure(error)
-                    return
-                continue
-            except BaseException:
-                router.breakers[name].release()
-                raise
-            router._settle(name, None)
-            return
+                yield StreamFailure(error)
+                return
+            finally:
+                self.abandon()
+                await aclose(attempt)
         failure = AllBackendsFailed(outcome.route, outcome.errors)
         if not sent:
             raise failure

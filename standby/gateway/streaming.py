@@ -70,8 +70,10 @@ async def sse_body(
         if status == "ok":
             yield DONE
     finally:
-        await stream.aclose()
+        # Bookkeeping first: if the client went away this task may be cancelled at any await.
+        stream.abandon()
         on_end(status)
+        await stream.aclose()
 
 
 def _failure_body(error: Exception) -> dict[str, object]:

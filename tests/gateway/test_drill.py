@@ -32,7 +32,7 @@ async def burst(gw: GatewayServer, n: int, *, stream: bool) -> list[tuple[str, f
                 raw = await client.chat.completions.with_raw_response.create(
                     model=ROUTE, messages=HELLO, stream=True
                 )
-                async for _ in await raw.parse():
+                async for _ in raw.parse():
                     pass
             else:
                 raw = await client.chat.completions.with_raw_response.create(

@@ -19,7 +19,8 @@ HELLO = [{"role": "user", "content": "Tell me about failover."}]
 
 @pytest.fixture
 def gateway(sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway) -> GatewayServer:
-    return start_gateway(base_config(sim.url, tiny_model_dir))
+    # A long cool-down: once open, the breaker stays open for the rest of the test.
+    return start_gateway(base_config(sim.url, tiny_model_dir), breaker={"cooldown_s": 60})
 
 
 def ask(gw: GatewayServer, *, stream: bool = False) -> tuple[httpx.Headers, str, str | None]:
