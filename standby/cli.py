@@ -45,7 +45,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_sim_gemini(args: argparse.Namespace) -> None:
     from standby.sim.gemini import serve
 
-    print(f"simulated Gemini (not Google) on http://{args.host}:{args.port}", flush=True)
     serve(args.host, args.port, api_key=args.api_key)
 
 

@@ -1,0 +1,184 @@
+"""Deterministic answers of the simulated Gemini server (a simulation, not Google's model).
+
+The same request always gets the same words, on every surface (native, OpenAI-compatible),
+streamed or whole, so tests can compare answers exactly. Tokens are whitespace-separated words.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+import orjson
+
+ANSWER_WORDS = 40
+STREAM_CHUNKS = 8
+
+_FILLER_TEXT = (
+    "This reply comes from the standby simulator, not from Google. It is deterministic: the "
+    "same prompt always gets the same words, so tests, demos, benchmarks and failover drills "
+    "can compare answers exactly across both surfaces, streamed or whole, and measure what a "
+    "gateway adds."
+)
+_FILLER = tuple(_FILLER_TEXT.split())
+_CONTINUATION = (
+    "and the simulated answer goes on from where the given text stopped, without repeating "
+    "it, until it reaches a natural end."
+)
+_WORD = re.compile(r"\S+")
+
+Finish = Literal["STOP", "MAX_TOKENS"]
+
+
+def count_tokens(text: str) -> int:
+    """Whitespace tokens: the simulator's only notion of a token."""
+    return len(text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class SimRequest:
+    """What both surfaces reduce a request to.
+
+    ``prompt`` is the last user message; ``prefill`` the text of a trailing model / assistant
+    turn to continue (``None`` when the request ends with a user turn). ``schema`` takes no
+    part in hashing: requests are cached by body, answers by the other fields."""
+
+    prompt: str
+    prefill: str | None = None
+    prompt_tokens: int = 0
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    json_mode: bool = False
+    schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    candidates: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    finish: Finish
+    tokens: int
+
+
+@lru_cache(maxsize=4096)
+def base_answer(prompt: str) -> str:
+    """``Simulated Gemini answer to: <first 60 chars>.`` plus filler to about 40 words."""
+    head = " ".join(prompt.split())[:60].rstrip()
+    text = f"Simulated Gemini answer to: {head}"
+    if not text.endswith((".", "?", "!")):
+        text += "."
+    missing = ANSWER_WORDS - count_tokens(text)
+    if missing > 0:
+        filler = " ".join(_FILLER[:missing]).rstrip(",:")
+        text = f"{text} {filler}" if filler.endswith(".") else f"{text} {filler}."
+    return text
+
+
+def example_for_schema(schema: Any, text: str, root: Any = None, depth: int = 0) -> Any:
+    """A value that satisfies a (Gemini OpenAPI-subset or JSON) schema: strings get ``text``,
+    enums their first value, numbers the schema's ``maximum`` (else ``minimum``, else 100),
+    booleans ``true``, arrays one item, objects every property. Local ``$ref`` is followed."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > 32:
+        return text
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        return example_for_schema(target, text, root, depth + 1)
+    for union in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(union)
+        if isinstance(options, list) and options:
+            usable = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+            return example_for_schema((usable or options)[0], text, root, depth + 1)
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if str(k).lower() != "null"), "null")
+    kind = str(kind).lower() if kind is not None else ("object" if "properties" in schema else "")
+    if kind == "object":
+        props = schema.get("properties")
+        if not isinstance(props, dict):
+            return {}
+        return {k: example_for_schema(v, text, root, depth + 1) for k, v in props.items()}
+    if kind == "array":
+        return [example_for_schema(schema.get("items"), text, root, depth + 1)]
+    if kind in ("integer", "number"):
+        bound = schema.get("maximum", schema.get("minimum", 100))
+        if not isinstance(bound, int | float):
+            bound = 100
+        return int(bound) if kind == "integer" else bound
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return text
+
+
+def full_answer(req: SimRequest) -> str:
+    """The whole answer before stop sequences and the token limit."""
+    text = base_answer(req.prompt)
+    if req.json_mode:
+        value = example_for_schema(req.schema, text) if req.schema else {"answer": text}
+        text = orjson.dumps(value).decode()
+    return text
+
+
+def answer(req: SimRequest) -> Answer:
+    """The answer to ``req``: a continuation when it ends with a model turn, cut at the first
+    stop sequence, then at ``max_tokens`` words (``MAX_TOKENS``)."""
+    if req.schema is None:
+        return _cached_answer(req.prompt, req.json_mode, req.prefill, req.max_tokens, req.stop)
+    return _limit(full_answer(req), req.prefill, req.max_tokens, req.stop)
+
+
+@lru_cache(maxsize=4096)
+def _cached_answer(
+    prompt: str, json_mode: bool, prefill: str | None, max_tokens: int | None, stop: tuple[str, ...]
+) -> Answer:
+    return _limit(full_answer(SimRequest(prompt, json_mode=json_mode)), prefill, max_tokens, stop)
+
+
+def _limit(text: str, prefill: str | None, max_tokens: int | None, stop: tuple[str, ...]) -> Answer:
+    if prefill is not None:
+        text = continuation(text, prefill)
+    for s in stop:
+        at = text.find(s)
+        if at >= 0:
+            text = text[:at]
+    finish: Finish = "STOP"
+    tokens = count_tokens(text)
+    if max_tokens is not None and tokens > max_tokens:
+        text = text[: list(_WORD.finditer(text))[max_tokens - 1].end()]
+        tokens = max_tokens
+        finish = "MAX_TOKENS"
+    return Answer(text, finish, tokens)
+
+
+def continuation(full: str, prefill: str) -> str:
+    """What follows ``prefill``: the rest of ``full`` when ``prefill`` is a prefix of it (a
+    stream cut from this simulator), else a fixed sentence that does not repeat ``prefill``."""
+    if full.startswith(prefill):
+        return full[len(prefill) :]
+    if not prefill or prefill[-1].isspace():
+        return _CONTINUATION
+    return " " + _CONTINUATION
+
+
+@lru_cache(maxsize=4096)
+def split_chunks(text: str, n: int = STREAM_CHUNKS) -> tuple[str, ...]:
+    """``text`` in up to ``n`` pieces at word starts; the pieces join back to ``text``."""
+    starts = [m.start() for m in _WORD.finditer(text)]
+    k = min(n, len(starts))
+    if k <= 1:
+        return (text,)
+    cuts = [0, *(starts[(i * len(starts)) // k] for i in range(1, k)), len(text)]
+    return tuple(text[a:b] for a, b in itertools.pairwise(cuts))

@@ -1,0 +1,322 @@
+"""SIMULATED Gemini server with fault injection: NOT Google's service and NOT a real model.
+
+It speaks the real Gemini REST protocol (``/v1beta/models/{m}:generateContent``,
+``:streamGenerateContent``, Google's error bodies) and Gemini's OpenAI-compatible surface
+(``/v1beta/openai/chat/completions``), answers deterministically (:mod:`standby.sim.answers`),
+and misbehaves on demand (:mod:`standby.sim.faults`): a model named like a fault spec
+(``error-429``, ``cut-3``, ...) always shows that fault; every other model shows the fault set
+with ``POST /_sim/fault``. The gateway tests, the demo, failover drills and benchmarks use it.
+
+Hot path: aiohttp + orjson, no pydantic; parsed requests are cached by body, answers by
+request, and rendered bodies by answer, so a repeated request costs little more than aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from standby.sim import gemini_openai
+from standby.sim.answers import SimRequest
+from standby.sim.faults import OK, Fault, parse_fault
+from standby.sim.gemini_native import NATIVE, parse_native
+from standby.sim.surface import BadRequest, Outcome, Surface, json_response
+
+_FLAKY_503 = Fault("flaky", "error", 503)
+_METHODS = frozenset({"generateContent", "streamGenerateContent"})
+
+
+class SimGemini:
+    """State of one simulated server: the fault for ordinary models, request counters, and an
+    optional API key (``None``: any key or none is accepted)."""
+
+    def __init__(self, api_key: str | None = None, fault: str = "ok") -> None:
+        self.api_key = api_key
+        self._fault = OK
+        self._flaky_used: dict[str, int] = {}
+        self.requests = 0
+        self.by_model: dict[str, int] = {}
+        self.in_flight = 0  # a live gauge: reset() leaves it alone
+        self.set_fault(fault)
+
+    @property
+    def fault(self) -> str:
+        return self._fault.spec
+
+    def set_fault(self, spec: str) -> None:
+        """Apply ``spec`` to every model whose name is not itself a spec; ``ok`` clears it."""
+        parsed = parse_fault(spec)
+        if parsed is None:
+            raise ValueError(f"unknown fault spec {spec!r}")
+        self._fault = parsed
+        self._flaky_used.pop("", None)
+
+    def reset(self) -> None:
+        """Forget counters and flaky progress; clear the fault."""
+        self._fault = OK
+        self._flaky_used = {}
+        self.requests = 0
+        self.by_model = {}
+
+    def stats(self) -> dict[str, Any]:
+        """Requests since the last reset (in total and by model), the fault, and how many
+        model requests are being handled right now (``in_flight``: a hung request counts
+        until its client goes away)."""
+        return {
+            "requests": self.requests,
+            "by_model": dict(self.by_model),
+            "fault": self.fault,
+            "in_flight": self.in_flight,
+        }
+
+    def admit(self, model: str) -> tuple[int, Fault]:
+        """Count a request for ``model`` (an empty name counts only in the total); its sequence
+        number and the fault it meets."""
+        self.requests += 1
+        if model:
+            self.by_model[model] = self.by_model.get(model, 0) + 1
+        fault, key = parse_fault(model), model
+        if fault is None:
+            fault, key = self._fault, ""
+        if fault.kind == "flaky":
+            used = self._flaky_used.get(key, 0)
+            if used >= fault.value:
+                return self.requests, OK
+            self._flaky_used[key] = used + 1
+            return self.requests, _FLAKY_503
+        return self.requests, fault
+
+    def key_error(self, key: str | None) -> tuple[int, str] | None:
+        """``None`` if ``key`` is accepted, else the status and message to answer with."""
+        if self.api_key is None or key == self.api_key:
+            return None
+        if not key:
+            return 401, (
+                "Request is missing required authentication credential: pass an API key in "
+                "the x-goog-api-key header (simulated Gemini)."
+            )
+        return 403, "API key not valid. Please pass a valid API key. (simulated Gemini)"
+
+
+class _Handlers:
+    """Request handlers of one app; ``closing`` wakes hung and sleeping handlers at shutdown."""
+
+    def __init__(self, sim: SimGemini) -> None:
+        self.sim = sim
+        self.closing = asyncio.Event()
+
+    async def on_startup(self, app: web.Application) -> None:
+        self.closing = asyncio.Event()
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        self.closing.set()
+
+    async def native(self, request: web.Request) -> web.StreamResponse:
+        model, sep, method = request.match_info["call"].rpartition(":")
+        if not sep or method not in _METHODS:
+            return NATIVE.error(
+                404,
+                f"Method {method or request.match_info['call']!r} is not found (simulated Gemini).",
+            )
+        seq, fault = self.sim.admit(model)
+        self.sim.in_flight += 1
+        try:
+            key = request.headers.get("x-goog-api-key") or request.query.get("key")
+            if denied := self.sim.key_error(key):
+                return NATIVE.error(*denied)
+            try:
+                req = parse_native(await request.read())
+            except BadRequest as e:
+                return NATIVE.error(400, e.message)
+            stream = method == "streamGenerateContent"
+            extra = {"sse": stream and request.query.get("alt") == "sse"}
+            return await self.run(request, NATIVE, fault, model, seq, req, stream, extra)
+        finally:
+            self.sim.in_flight -= 1
+
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        surface = gemini_openai.OPENAI
+        try:
+            model, req, stream, include_usage = gemini_openai.parse(await request.read())
+        except BadRequest as e:
+            self.sim.admit("")
+            return surface.error(400, e.message)
+        seq, fault = self.sim.admit(model)
+        self.sim.in_flight += 1
+        try:
+            auth = request.headers.get("Authorization", "")
+            bearer = auth[7:] if auth[:7].lower() == "bearer " else None
+            if denied := self.sim.key_error(bearer or request.headers.get("x-goog-api-key")):
+                return surface.error(*denied)
+            extra = {"include_usage": include_usage, "created": int(time.time())}
+            return await self.run(request, surface, fault, model, seq, req, stream, extra)
+        finally:
+            self.sim.in_flight -= 1
+
+    async def run(
+        self,
+        request: web.Request,
+        surface: Surface,
+        fault: Fault,
+        model: str,
+        seq: int,
+        req: SimRequest,
+        stream: bool,
+        extra: dict[str, Any],
+    ) -> web.StreamResponse:
+        """Apply ``fault`` and answer on ``surface``."""
+        kind = fault.kind
+        if kind == "reset":
+            return _abort(request, rst=True)
+        if kind == "hang":
+            await self._wait_gone(request)
+            return _abort(request, rst=False)
+        if kind == "slow" and not await self._sleep(fault.value):
+            return _abort(request, rst=False)
+        if kind == "error":
+            retry = fault.retry_after if fault.value == 429 else None
+            msg = f"{_ERROR_MESSAGES.get(fault.value, 'Error')} (simulated fault {fault.spec})"
+            return surface.error(fault.value, msg, retry)
+        if kind == "cut" and not stream:
+            return _abort(request, rst=False)
+        outcome: Outcome = kind if kind in ("safety", "blocked", "recitation") else "ok"
+        if not stream:
+            if kind == "malformed":
+                return web.Response(
+                    body=b"{simulated malformed body", content_type="application/json"
+                )
+            return web.Response(
+                body=surface.body(model, seq, req, outcome), content_type="application/json"
+            )
+        frames, finishing = surface.frames(model, seq, req, outcome, extra)
+        if kind == "malformed":
+            frames = [surface.malformed_frame(extra)]
+        limit = min(fault.value, finishing) if kind == "cut" else len(frames)
+        resp = web.StreamResponse(headers=surface.stream_headers(extra))
+        try:
+            await resp.prepare(request)
+            if kind == "idle":
+                for i, frame in enumerate(frames):
+                    if i and not await self._sleep(fault.value):
+                        return _abort(request, rst=False, resp=resp)
+                    await resp.write(frame)
+            elif kind == "cut":
+                if limit:
+                    await resp.write(b"".join(frames[:limit]))
+                return _abort(request, rst=False, resp=resp)
+            else:
+                # Nothing to wait for between frames: one write instead of one per frame.
+                await resp.write_eof(b"".join(frames))
+                return resp
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the client went away mid-stream
+        return resp
+
+    async def _sleep(self, ms: int) -> bool:
+        """Sleep ``ms``; False if the server began shutting down meanwhile."""
+        try:
+            await asyncio.wait_for(self.closing.wait(), ms / 1000)
+        except TimeoutError:
+            return True
+        return False
+
+    async def _wait_gone(self, request: web.Request) -> None:
+        # aiohttp does not cancel handlers when the client disconnects: poll the transport.
+        while not self.closing.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            await asyncio.sleep(0.05)
+
+    async def set_fault(self, request: web.Request) -> web.Response:
+        try:
+            spec = orjson.loads(await request.read())["fault"]
+            self.sim.set_fault(spec)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            return NATIVE.error(400, f'expected {{"fault": "<spec>"}} with a known spec: {e}')
+        return json_response({"fault": self.sim.fault})
+
+    async def get_fault(self, request: web.Request) -> web.Response:
+        return json_response({"fault": self.sim.fault})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return json_response(self.sim.stats())
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.sim.reset()
+        return json_response(self.sim.stats())
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok", "simulation": "gemini"})
+
+
+_ERROR_MESSAGES = {
+    400: "Request contains an invalid argument.",
+    401: "Request had invalid authentication credentials.",
+    403: "The caller does not have permission.",
+    404: "Requested entity was not found.",
+    413: "Request payload size exceeds the limit.",
+    422: "Request could not be processed.",
+    429: "Resource has been exhausted (e.g. check quota).",
+    500: "An internal error has occurred.",
+    502: "Bad gateway.",
+    503: "The model is overloaded. Please try again later.",
+    504: "Deadline expired before operation could complete.",
+}
+
+
+def _abort(
+    request: web.Request, *, rst: bool, resp: web.StreamResponse | None = None
+) -> web.StreamResponse:
+    """Drop the connection without (finishing) an answer; ``rst`` sends a TCP reset."""
+    transport = request.transport
+    if transport is not None:
+        if rst:
+            sock = transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    # aiohttp then fails to write this response, sees ConnectionError and stays quiet.
+    return resp if resp is not None else web.Response()
+
+
+def build_app(sim: SimGemini) -> web.Application:
+    """The aiohttp application serving ``sim`` (native, OpenAI-compatible and control routes)."""
+    h = _Handlers(sim)
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.on_startup.append(h.on_startup)
+    app.on_shutdown.append(h.on_shutdown)
+    app.router.add_post("/{version:v1beta|v1}/models/{call}", h.native)
+    app.router.add_post("/{version:v1beta|v1}/openai/chat/completions", h.openai)
+    app.router.add_post("/_sim/fault", h.set_fault)
+    app.router.add_get("/_sim/fault", h.get_fault)
+    app.router.add_get("/_sim/stats", h.stats)
+    app.router.add_post("/_sim/reset", h.reset)
+    app.router.add_get("/healthz", h.healthz)
+    return app
+
+
+def serve(host: str, port: int, api_key: str | None = None) -> None:
+    """Run the simulated Gemini until interrupted (uvloop when installed)."""
+    loop: asyncio.AbstractEventLoop | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    web.run_app(
+        build_app(SimGemini(api_key=api_key)),
+        host=host,
+        port=port,
+        access_log=None,
+        shutdown_timeout=1.0,
+        loop=loop,
+        print=lambda _: print(f"SIMULATED Gemini (not Google) on http://{host}:{port}", flush=True),
+    )
