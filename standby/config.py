@@ -135,6 +135,11 @@ class LocalBackend(_Backend):
     max_batch_size: Annotated[int, Field(ge=1)] = 8
     max_queue: Annotated[int, Field(ge=1)] = 64
     max_new_tokens: Annotated[int, Field(ge=1)] = 256
+    threads: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="torch intra-op threads (process-wide); None keeps torch's default. "
+        "Small models on a shared CPU run several times faster with 1.",
+    )
     timeouts: Timeouts = Timeouts(first_token_s=30, idle_s=30, total_s=120)
 
 

@@ -24,9 +24,7 @@ def error_response(exc: BaseException) -> Response:
     elif isinstance(exc, AllBackendsFailed):
         status = 503
         headers["Retry-After"] = str(exc.retry_after)
-        body = error_body(
-            str(exc), type="service_unavailable_error", code="all_backends_failed"
-        )
+        body = error_body(str(exc), type="service_unavailable_error", code="all_backends_failed")
         body["standby"] = {
             "errors": [
                 {"backend": e.backend, "error": e.kind, "reason": e.reason, "message": e.message}

@@ -27,7 +27,7 @@ def demo_settings(*, host: str, port: int, sim_url: str, model_dir: Path) -> Set
                 "base_url": sim_url,
                 "timeouts": {"connect_s": 1, "first_token_s": 2, "idle_s": 2, "total_s": 5},
             },
-            "gemma": {"type": "local", "model": str(model_dir), "max_new_tokens": 48},
+            "gemma": {"type": "local", "model": str(model_dir), "max_new_tokens": 48, "threads": 1},
         },
         "routes": {ROUTE: ["gemini", "gemma"]},
         "breaker": {"failures": 3, "cooldown_s": 10},

@@ -115,7 +115,9 @@ def test_unknown_model_is_404_in_openai_shape(gateway: GatewayServer) -> None:
         ({"model": ROUTE, "messages": [{"role": "system", "content": "x"}]}, "messages"),
     ],
 )
-def test_invalid_requests_are_400(gateway: GatewayServer, body: dict[str, object], param: str) -> None:
+def test_invalid_requests_are_400(
+    gateway: GatewayServer, body: dict[str, object], param: str
+) -> None:
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json=body)
     assert r.status_code == 400
     error = r.json()["error"]
@@ -162,7 +164,9 @@ def test_gateway_keys(sim: RunningSim, start_gateway: StartGateway) -> None:
     assert ok.choices[0].message.content
 
 
-def test_upstream_key_never_reaches_the_client(sim_with_key: RunningSim, start_gateway: StartGateway) -> None:  # noqa: E501
+def test_upstream_key_never_reaches_the_client(
+    sim_with_key: RunningSim, start_gateway: StartGateway
+) -> None:
     config = base_config(sim_with_key.url, None)
     config["backends"]["gemini"]["api_key"] = "sim-key"
     gw = start_gateway(config)

@@ -74,6 +74,7 @@ def test_stitched_stream_equals_the_unbroken_answer(
     expected = content(sse_events(gw)[1])
     sim.sim.set_fault("cut-3")
     headers, events = sse_events(gw)
+    assert headers["x-standby-backend"] == "gemini"  # the header went out with Gemini's chunks
     assert content(events) == expected
     final = json.loads(events[-2])
     assert final["standby"]["provenance"] == "stitched"

@@ -1,0 +1,260 @@
+"""In-process transformers (+ peft) provider: the embedded default fallback.
+
+Weights load in a worker thread at ``start()``; every ``generate()`` runs on one dedicated
+thread (``local_batching.GenerationWorker``), so the event loop never waits on the model.
+Requests beyond ``max_queue`` waiting ones get ``BackendBusy`` at once, so the router can fail
+over or answer 503 instead of queueing without bound.
+
+Errors raised here: ``UpstreamError`` for a model that cannot be loaded (one line naming the
+model and the cause), a prompt that cannot be rendered, or a failure inside generation;
+``BackendBusy`` when the queue is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from standby.config import LocalBackend
+from standby.errors import UpstreamError
+from standby.protocol import ChatRequest, Completion, Delta, Usage
+from standby.providers.local_batching import GenerationWorker, Job, WorkerStats, one_line
+
+log = logging.getLogger("standby.providers.local")
+
+
+def fold_system_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """Gemma has no system role: put the system text at the top of the first user message
+    (a user message is added when there is none)."""
+    system = [m["content"] for m in messages if m["role"] == "system"]
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if not system:
+        return rest
+    prefix = "\n\n".join(system)
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{prefix}\n\n{m['content']}"
+            return rest
+    return [{"role": "user", "content": prefix}, *rest]
+
+
+def render_prompt(
+    tokenizer: Any, messages: Sequence[Mapping[str, str]], *, continue_final: bool = False
+) -> list[int]:
+    """Token ids of the chat, by the tokenizer's own template, ready for the model's answer.
+
+    ``continue_final``: the last message is a partial assistant answer to continue. A template
+    that rejects system messages is retried with them folded into the first user turn.
+    Control tokens inside message text (``<end_of_turn>`` typed by a user) stay plain text.
+    """
+    kwargs: dict[str, Any] = {
+        "add_generation_prompt": not continue_final,
+        "continue_final_message": continue_final,
+        "tokenize": True,
+        "return_dict": False,
+        "sanitize_control_tokens": True,
+    }
+    chat = [dict(m) for m in messages]
+    try:
+        ids = tokenizer.apply_chat_template(chat, **kwargs)
+    except jinja2.TemplateError:
+        if not any(m["role"] == "system" for m in chat):
+            raise
+        ids = tokenizer.apply_chat_template(fold_system_messages(chat), **kwargs)
+    return [int(i) for i in ids]
+
+
+def resolve_device(wanted: str) -> str:
+    """``auto`` = cuda > mps > cpu; an explicit device must exist."""
+    import torch
+
+    has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if wanted == "auto":
+        return next((d for d in ("cuda", "mps") if has[d]), "cpu")
+    if wanted != "cpu" and not has[wanted]:
+        raise ValueError(f"device {wanted!r} is not available on this machine")
+    return wanted
+
+
+def resolve_dtype(wanted: str, device: str) -> Any:
+    """``auto`` = bfloat16 on CUDA, float32 elsewhere."""
+    import torch
+
+    if wanted == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, wanted)
+
+
+class LocalProvider:
+    """A Hugging Face causal LM (and optional LoRA adapter) served in this process."""
+
+    def __init__(self, name: str, config: LocalBackend) -> None:
+        self.name = name
+        self.config = config
+        self.worker: GenerationWorker | None = None
+        self.load_seconds: float | None = None
+        self._starting = asyncio.Lock()
+        source, revision = (
+            (config.adapter, config.adapter_revision)
+            if config.adapter
+            else (config.model, config.revision)
+        )
+        self.model_version = f"{source}@{revision}" if revision else source
+
+    @property
+    def stats(self) -> WorkerStats:
+        """Batch and token counters of the generation thread (empty before ``start()``)."""
+        return self.worker.stats if self.worker else WorkerStats()
+
+    async def start(self) -> None:
+        async with self._starting:
+            if self.worker is None:
+                await self._start()
+
+    async def _start(self) -> None:
+        began = time.perf_counter()
+        model, tokenizer = await asyncio.to_thread(self._load)
+        cfg = self.config
+        self.worker = GenerationWorker(
+            self.name,
+            model,
+            tokenizer,
+            self._render_with(tokenizer),
+            max_batch_size=cfg.max_batch_size,
+            max_queue=cfg.max_queue,
+            max_new_tokens=cfg.max_new_tokens,
+        )
+        self.worker.start()
+        self.load_seconds = time.perf_counter() - began
+        log.info("%s: loaded %s in %.1fs", self.name, self.model_version, self.load_seconds)
+
+    def _load(self) -> tuple[Any, Any]:
+        cfg = self.config
+        what = f"model {cfg.model!r}"
+        for kind, ref in (("model", cfg.model), ("adapter", cfg.adapter)):
+            if ref and _looks_like_path(ref) and not Path(ref).expanduser().is_dir():
+                raise UpstreamError(self.name, f"{kind} {ref!r}: no such directory")
+        try:
+            device = resolve_device(cfg.device)
+        except ValueError as e:
+            raise UpstreamError(self.name, str(e)) from None
+        if cfg.threads is not None:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(_local(cfg.model), revision=cfg.revision)
+            if not getattr(tokenizer, "chat_template", None):
+                raise UpstreamError(self.name, f"{what} has no chat template in its tokenizer")
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                _local(cfg.model), revision=cfg.revision, dtype=resolve_dtype(cfg.dtype, device)
+            )
+            model = model.to(device)
+            if cfg.adapter:
+                from peft import PeftModel
+
+                what = f"adapter {cfg.adapter!r}"
+                model = PeftModel.from_pretrained(
+                    model, _local(cfg.adapter), revision=cfg.adapter_revision
+                )
+            model.eval()
+        except UpstreamError:
+            raise
+        except Exception as e:  # the one boundary for hub / transformers / peft / torch errors
+            raise UpstreamError(self.name, f"cannot load {what}: {_load_reason(e)}") from e
+        return model, tokenizer
+
+    def _render_with(self, tokenizer: Any) -> Callable[[ChatRequest], list[int]]:
+        def render(request: ChatRequest) -> list[int]:
+            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            try:
+                return render_prompt(tokenizer, messages, continue_final=request.continue_final)
+            except Exception as e:  # a template that cannot render this conversation
+                raise UpstreamError(self.name, f"cannot render the prompt: {one_line(e)}") from e
+
+        return render
+
+    def ready(self) -> bool:
+        return self.worker is not None and self.worker.alive and not self.worker.full()
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        parts: list[str] = []
+        finish: Delta | None = None
+        async with contextlib.aclosing(self.stream(request)) as deltas:
+            async for delta in deltas:
+                parts.append(delta.text)
+                finish = delta
+        assert finish is not None and finish.finish_reason is not None
+        return Completion(
+            text="".join(parts),
+            finish_reason=finish.finish_reason,
+            usage=finish.usage or Usage(),
+            model_version=self.model_version,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        worker = self.worker
+        if worker is None:
+            raise UpstreamError(self.name, "local model is not loaded (start() not called)")
+        job = Job(request, asyncio.get_running_loop())
+        worker.submit(job)
+        try:
+            while True:
+                item = await job.out.get()
+                if isinstance(item, UpstreamError):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            if not job.finished:
+                worker.cancel(job)
+
+    async def close(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is None:
+            return
+        await asyncio.to_thread(worker.stop)
+        worker.model = None
+        del worker
+        gc.collect()
+        with contextlib.suppress(Exception):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def _looks_like_path(ref: str) -> bool:
+    """Hub ids are ``name`` or ``namespace/name``; these can only be local paths."""
+    return os.path.isabs(ref) or ref.startswith((".", "~"))
+
+
+def _local(ref: str) -> str:
+    return str(Path(ref).expanduser()) if ref.startswith("~") else ref
+
+
+def _load_reason(e: Exception) -> str:
+    """Why loading failed, in one line; Hub errors first, most specific first."""
+    from huggingface_hub import errors as hub
+
+    if isinstance(e, hub.GatedRepoError):
+        return "the repository is gated: accept its licence on the Hub and set HF_TOKEN"
+    if isinstance(e, hub.RevisionNotFoundError):
+        return "that revision does not exist"
+    if isinstance(e, hub.RepositoryNotFoundError):
+        return "no such repository on the Hub (or it is private: set HF_TOKEN)"
+    if isinstance(e, hub.LocalEntryNotFoundError | hub.OfflineModeIsEnabled):
+        return "not a local folder and not in the Hub cache (offline)"
+    return one_line(e)

@@ -1,0 +1,361 @@
+"""The local provider's generation worker: one thread, one bounded queue, batched ``generate()``.
+
+Requests wait in a bounded queue; the worker takes the oldest one plus up to
+``max_batch_size - 1`` others with the same sampling settings, left-pads their prompts and runs
+one ``generate()``. A ``StoppingCriteria`` sees every new token of every row: it stops each row on
+its own (end of turn, stop string, its token limit, cancellation) and streams each row's text to
+its request's ``asyncio.Queue`` through ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from standby.errors import BackendBusy, UpstreamError
+from standby.protocol import ChatRequest, Delta, FinishReason, Usage
+
+log = logging.getLogger("standby.providers.local")
+
+Item = Delta | UpstreamError
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, short enough for a log line or an error body."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:limit]
+
+
+class Job:
+    """One request on its way through the worker; ``out`` receives Deltas, then maybe an error."""
+
+    def __init__(self, request: ChatRequest, loop: asyncio.AbstractEventLoop) -> None:
+        self.request = request
+        self.loop = loop
+        self.out: asyncio.Queue[Item] = asyncio.Queue()
+        self.cancelled = False
+        self.finished = False
+        self.prompt_len = 0
+
+    def send(self, item: Item) -> None:
+        if self.cancelled:
+            return
+        if isinstance(item, UpstreamError) or item.finish_reason is not None:
+            self.finished = True
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        except RuntimeError:  # the consumer's event loop is closed: nobody is listening
+            self.cancelled = True
+
+    @property
+    def sampling(self) -> tuple[float | None, float | None, int | None]:
+        """Requests batch together only when these are equal."""
+        r = self.request
+        return (r.temperature, r.top_p, r.seed)
+
+
+class RowDecoder:
+    """Turns one row's new token ids into text deltas.
+
+    Each step decodes the row's whole output (exact for every tokenizer, cheap at these
+    lengths) and emits what is new, holding back a trailing U+FFFD (a multi-byte character
+    whose remaining bytes are still to come) and any tail that may be the start of a stop string.
+    """
+
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...], eos: frozenset[int], limit: int):
+        self.tokenizer = tokenizer
+        self.stop = tuple(s for s in stop if s)
+        self.eos = eos
+        self.limit = limit
+        self.ids: list[int] = []
+        self.tokens = 0
+        self.emitted = 0
+        self.finish: FinishReason | None = None
+
+    def push(self, token: int) -> str:
+        """Take one generated token; returns the text to emit now (maybe empty)."""
+        self.tokens += 1
+        if token in self.eos:
+            self.finish = "stop"
+            return self._advance(final=True)
+        self.ids.append(token)
+        final = self.tokens >= self.limit
+        text = self._advance(final=final)
+        if final and self.finish is None:
+            self.finish = "length"
+        return text
+
+    def flush(self) -> str:
+        """All text not emitted yet (the row ended for a reason the decoder did not see)."""
+        return self._advance(final=True)
+
+    def _advance(self, *, final: bool) -> str:
+        full = self.tokenizer.decode(
+            self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        text: str = full if final else full.rstrip("\ufffd")
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.finish = "stop"
+            end = cut
+        elif final:
+            end = len(text)
+        else:
+            end = len(text) - self._stop_prefix_len(text)
+        delta = text[self.emitted : end] if end > self.emitted else ""
+        self.emitted = max(self.emitted, end)
+        return delta
+
+    def _stop_prefix_len(self, text: str) -> int:
+        """Length of the longest tail of ``text`` that could begin a stop string."""
+        best = 0
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(text)), best, -1):
+                if text.endswith(s[:n]):
+                    best = n
+                    break
+        return best
+
+
+class _Rows(StoppingCriteria):
+    """Called by ``generate()`` after every step: feeds each row its token, says which stop."""
+
+    def __init__(self, jobs: list[Job], decoders: list[RowDecoder], stats: WorkerStats):
+        self.jobs = jobs
+        self.decoders = decoders
+        self.stats = stats
+        self.done = [False] * len(jobs)
+        self.closing = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        last = input_ids[:, -1].tolist()
+        for i, (job, dec) in enumerate(zip(self.jobs, self.decoders, strict=True)):
+            if self.done[i]:
+                continue
+            if job.cancelled or self.closing:
+                self.done[i] = True
+                self.stats.cancelled += 1
+                continue
+            text = dec.push(last[i])
+            self.stats.generated_tokens += 1
+            if dec.finish is not None:
+                self.done[i] = True
+                usage = Usage(prompt_tokens=job.prompt_len, completion_tokens=dec.tokens)
+                job.send(Delta(text=text, finish_reason=dec.finish, usage=usage))
+            elif text:
+                job.send(Delta(text=text))
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters for metrics and tests: batch sizes (how well batching works), tokens, cancels."""
+
+    batches: int = 0
+    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+    generated_tokens: int = 0
+    cancelled: int = 0
+
+
+class GenerationWorker:
+    """Owns the model after loading: one daemon thread runs every ``generate()``."""
+
+    def __init__(
+        self,
+        name: str,
+        model: Any,
+        tokenizer: Any,
+        render: Callable[[ChatRequest], list[int]],
+        *,
+        max_batch_size: int,
+        max_queue: int,
+        max_new_tokens: int,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.render = render
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.max_new_tokens = max_new_tokens
+        self.stats = WorkerStats()
+        gen = model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
+        self.eos = frozenset([eos] if isinstance(eos, int) else eos or [])
+        pad = gen.pad_token_id if gen.pad_token_id is not None else tokenizer.pad_token_id
+        self.pad = int(pad if pad is not None else min(self.eos, default=0))
+        self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
+        self._pending: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._running: _Rows | None = None
+        self._thread = threading.Thread(target=self._run, name=f"standby-local-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
+    def full(self) -> bool:
+        return len(self._pending) >= self.max_queue
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` or raise ``BackendBusy`` at once when ``max_queue`` requests wait."""
+        with self._cond:
+            if self._stopping or not self._thread.is_alive():
+                raise UpstreamError(self.name, "local model is closed")
+            if len(self._pending) >= self.max_queue:
+                raise BackendBusy(self.name, f"queue full ({self.max_queue} requests waiting)")
+            self._pending.append(job)
+            self._cond.notify()
+
+    def cancel(self, job: Job) -> None:
+        """The consumer went away: drop the job if it still waits; its row stops otherwise."""
+        job.cancelled = True
+        with self._cond:
+            try:
+                self._pending.remove(job)
+            except ValueError:
+                return
+            self.stats.cancelled += 1
+
+    def stop(self) -> None:
+        """Fail waiting jobs, stop running rows, end the thread (blocks until it has)."""
+        with self._cond:
+            self._stopping = True
+            waiting = list(self._pending)
+            self._pending.clear()
+            if self._running is not None:
+                self._running.closing = True
+                for job in self._running.jobs:
+                    job.send(UpstreamError(self.name, "local model closed during generation"))
+                    job.cancelled = True  # nothing after the error
+            self._cond.notify_all()
+        for job in waiting:
+            job.send(UpstreamError(self.name, "local model closed before generation"))
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _take_batch(self) -> list[Job] | None:
+        with self._cond:
+            while not self._pending and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            first = self._pending.popleft()
+            batch = [first]
+            for job in list(self._pending):
+                if len(batch) >= self.max_batch_size:
+                    break
+                if job.sampling == first.sampling:
+                    self._pending.remove(job)
+                    batch.append(job)
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            try:
+                self._generate(batch)
+            except Exception as e:  # the boundary: nothing raw escapes to a request
+                log.exception("local generation failed")
+                err = UpstreamError(self.name, f"generation failed: {one_line(e)}")
+                for job in batch:
+                    if not job.finished:
+                        job.send(err)
+            finally:
+                self._running = None
+
+    def _prepare(self, batch: list[Job]) -> tuple[list[Job], list[list[int]]]:
+        """Render each prompt; a job whose prompt cannot be built fails alone."""
+        jobs, prompts = [], []
+        for job in batch:
+            if job.cancelled:
+                continue
+            try:
+                ids = self.render(job.request)
+            except UpstreamError as e:
+                job.send(e)
+                continue
+            if self.max_positions is not None and len(ids) >= self.max_positions:
+                job.send(
+                    UpstreamError(
+                        self.name,
+                        f"prompt has {len(ids)} tokens; the model takes {self.max_positions}",
+                    )
+                )
+                continue
+            job.prompt_len = len(ids)
+            jobs.append(job)
+            prompts.append(ids)
+        return jobs, prompts
+
+    def _limit(self, job: Job) -> int:
+        limit = min(job.request.max_tokens or self.max_new_tokens, self.max_new_tokens)
+        if self.max_positions is not None:
+            limit = min(limit, self.max_positions - job.prompt_len)
+        return max(1, limit)
+
+    def _generate(self, batch: list[Job]) -> None:
+        jobs, prompts = self._prepare(batch)
+        if not jobs:
+            return
+        self.stats.batches += 1
+        self.stats.batch_sizes[len(jobs)] += 1
+        decoders = [
+            RowDecoder(self.tokenizer, job.request.stop, self.eos, self._limit(job)) for job in jobs
+        ]
+        rows = _Rows(jobs, decoders, self.stats)
+        with self._cond:
+            if self._stopping:
+                return
+            self._running = rows
+        width = max(len(p) for p in prompts)
+        input_ids = [[self.pad] * (width - len(p)) + p for p in prompts]
+        mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+        device = self.model.device
+        config = self._generation_config(jobs[0].request, max(d.limit for d in decoders))
+        seed = jobs[0].request.seed
+        if seed is not None and config.do_sample:
+            torch.manual_seed(seed)
+        with torch.inference_mode():
+            self.model.generate(
+                input_ids=torch.tensor(input_ids, device=device),
+                attention_mask=torch.tensor(mask, device=device),
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([rows]),
+            )
+        for job, dec, done in zip(jobs, decoders, rows.done, strict=True):
+            if not done and not job.finished and not job.cancelled:  # generate() ended first
+                usage = Usage(prompt_tokens=job.prompt_len, completion_tokens=dec.tokens)
+                job.send(Delta(text=dec.flush(), finish_reason="length", usage=usage))
+
+    def _generation_config(self, request: ChatRequest, max_new_tokens: int) -> Any:
+        """The model's own generation config, with the request's sampling settings on top:
+        temperature None keeps the model's default, 0 means greedy."""
+        config = copy.deepcopy(self.model.generation_config)
+        config.max_new_tokens = max_new_tokens
+        config.max_length = None
+        config.eos_token_id = sorted(self.eos)
+        config.pad_token_id = self.pad
+        config.return_dict_in_generate = False
+        if request.temperature is not None:
+            config.do_sample = request.temperature > 0
+            if config.do_sample:
+                config.temperature = request.temperature
+        if not config.do_sample:
+            config.temperature = config.top_p = config.top_k = None
+        elif request.top_p is not None:
+            config.top_p = request.top_p
+        return config
