@@ -55,6 +55,18 @@ def cmd_sim_tiny_model(args: argparse.Namespace) -> None:
     print(path)
 
 
+def setup_logging(level: str) -> None:
+    """Human-readable lines on stderr; the access log as bare JSON lines (one per request)."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    access = logging.getLogger("standby.access")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="standby",
@@ -96,10 +108,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from standby.config import Settings
+from standby.config import LocalBackend, Settings
 from standby.errors import GatewayError
 from standby.gateway.auth import KeyRing
 from standby.gateway.errors import error_response
@@ -43,6 +43,10 @@ class Gateway:
         await asyncio.gather(*(p.start() for p in self.providers.values()))
         for name, provider in self.providers.items():
             self.metrics.backend_ready.labels(name).set(1 if provider.ready() else 0)
+            config = self.settings.backends[name]
+            if isinstance(config, LocalBackend):
+                version = getattr(provider, "model_version", None) or config.model
+                self.metrics.fallback_model_info.labels(version, config.model).set(1)
         if not self.keys.enabled:
             log.warning("server.api_keys is empty: the gateway accepts requests without a key")
 
@@ -58,7 +62,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.include_router(http_routes)
 
     async def handle(request: Request, exc: Exception) -> Response:
-        return error_response(exc)
+        return error_response(exc, getattr(request.state, "request_id", None))
 
     app.add_exception_handler(GatewayError, handle)
     app.add_exception_handler(HTTPException, handle)

@@ -16,13 +16,27 @@ log = logging.getLogger("standby.gateway")
 JSON = "application/json"
 
 
-def error_response(exc: BaseException) -> Response:
-    status, headers = 500, {}
+def error_status(exc: BaseException) -> int:
+    """The HTTP status ``error_response`` gives ``exc``."""
     if isinstance(exc, RequestError):
-        status = exc.status
+        return exc.status
+    if isinstance(exc, AllBackendsFailed):
+        return 503
+    if isinstance(exc, UpstreamStatusError) and not exc.failover:
+        return 400 if exc.status == 422 else exc.status
+    if isinstance(exc, UpstreamError):
+        return 502
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    return 500
+
+
+def error_response(exc: BaseException, request_id: str | None = None) -> Response:
+    status = error_status(exc)
+    headers: dict[str, str] = {"x-request-id": request_id} if request_id else {}
+    if isinstance(exc, RequestError):
         body = error_body(exc.message, type=exc.type, param=exc.param, code=exc.code)
     elif isinstance(exc, AllBackendsFailed):
-        status = 503
         headers["Retry-After"] = str(exc.retry_after)
         body = error_body(str(exc), type="service_unavailable_error", code="all_backends_failed")
         body["standby"] = {
@@ -33,7 +47,6 @@ def error_response(exc: BaseException) -> Response:
         }
     elif isinstance(exc, UpstreamStatusError) and not exc.failover:
         # The backend says the client's request is wrong: pass that on, do not fail over.
-        status = 400 if exc.status == 422 else exc.status
         headers["x-standby-backend"] = exc.backend
         body = error_body(
             f"backend {exc.backend!r} rejected the request: {exc.upstream_message}",
@@ -41,10 +54,8 @@ def error_response(exc: BaseException) -> Response:
             code="upstream_rejected",
         )
     elif isinstance(exc, UpstreamError):
-        status = 502
         body = error_body(str(exc), type="server_error", code=exc.reason)
     elif isinstance(exc, HTTPException):
-        status = exc.status_code
         body = error_body(str(exc.detail), type="invalid_request_error")
         headers.update(exc.headers or {})
     else:

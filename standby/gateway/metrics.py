@@ -49,5 +49,10 @@ class Metrics:
             ["backend"], registry=r,
         )  # fmt: skip
 
+        self.fallback_model_info = Gauge(
+            "standby_fallback_model_info", "The model serving the local fallback (value 1).",
+            ["version", "base_model"], registry=r,
+        )  # fmt: skip
+
     def breaker_changed(self, backend: str, old: State, new: State) -> None:
         self.breaker_state.labels(backend).set(int(new))

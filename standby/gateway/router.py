@@ -120,6 +120,8 @@ class Router:
         backend = outcome.backend or "none"
         m.requests.labels(outcome.route, backend, status).inc()
         m.duration.labels(outcome.route, backend).observe(time.perf_counter() - started)
+        if outcome.ttft_s is not None:
+            m.ttft.labels(outcome.route, backend).observe(outcome.ttft_s)
         if outcome.backend and outcome.errors:
             m.fallbacks.labels(
                 outcome.route, outcome.errors[0].backend, outcome.backend, outcome.fallback_reason

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -12,13 +12,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
-from standby.errors import AllBackendsFailed, BodyTooLargeError, RequestError
-from standby.gateway.errors import JSON, error_response
+from standby.errors import BodyTooLargeError, RequestError
+from standby.gateway.access import RequestRecord, request_id
+from standby.gateway.errors import JSON, error_response, error_status
 from standby.gateway.router import Outcome
 from standby.gateway.streaming import sse_body
 from standby.protocol import (
     ChatCompletionRequest,
     ChatRequest,
+    Usage,
     completion_body,
     log_ignored_fields,
 )
@@ -74,28 +76,37 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
 )
 async def chat_completions(request: Request) -> Response:
     gw = _gateway(request)
+    rid = request_id(request.headers.get("x-request-id"))
+    request.state.request_id = rid
+    record = RequestRecord(gw.router, rid)
+    try:
+        response = await _chat(gw, request, record)
+    except Exception as exc:
+        record.finish(error_status(exc))
+        raise
+    if not record.stream:
+        record.finish(200)
+    response.headers["x-request-id"] = rid
+    return response
+
+
+async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Response:
     gw.keys.check(request.headers.get("authorization"))
     parsed = parse_request(await read_body(request, gw.settings.server.max_body_bytes))
     alias = parsed.model
     gw.router.resolve(alias)
     chat = ChatRequest.from_openai(parsed)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    started = time.perf_counter()
     in_flight = gw.metrics.in_flight.labels(alias)
     in_flight.inc()
     if parsed.stream:
-        return await _stream(gw, parsed, chat, completion_id, started)
-    outcome = Outcome(alias)
-    status = "client_error"
+        return await _stream(gw, parsed, chat, completion_id, record, in_flight.dec)
+    record.outcome = outcome = Outcome(alias)
     try:
         completion = await gw.router.complete(chat, outcome)
-        status = "ok"
-    except AllBackendsFailed:
-        status = "error"
-        raise
     finally:
         in_flight.dec()
-        gw.router.record(outcome, started, status)
+    record.usage = completion.usage
     body = completion_body(
         completion_id=completion_id, model=alias, completion=completion, extra=outcome.extra()
     )
@@ -107,31 +118,32 @@ async def _stream(
     parsed: ChatCompletionRequest,
     chat: ChatRequest,
     completion_id: str,
-    started: float,
+    record: RequestRecord,
+    leave: Callable[[], None],
 ) -> Response:
-    alias = parsed.model
-    in_flight = gw.metrics.in_flight.labels(alias)
-    stream = gw.router.stream(alias, chat)
+    stream = gw.router.stream(parsed.model, chat)
+    record.outcome = stream.outcome
     try:
         first = await stream.first()
-    except BaseException as e:
-        in_flight.dec()
-        status = "error" if isinstance(e, AllBackendsFailed) else "client_error"
-        gw.router.record(stream.outcome, started, status)
+    except BaseException:
+        leave()
         raise
+    record.stream = True
 
-    def on_end(status: str) -> None:
-        in_flight.dec()
-        gw.router.record(stream.outcome, started, status)
+    def on_end(status: str, usage: Usage | None) -> None:
+        leave()
+        record.usage = usage
+        record.finish(200, status)
 
     include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
     body = sse_body(
-        stream, first, completion_id=completion_id, model=alias,
+        stream, first, completion_id=completion_id, model=parsed.model,
         include_usage=include_usage, on_end=on_end,
     )  # fmt: skip
     headers = _headers(stream.outcome)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
+    headers["x-request-id"] = record.request_id
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 

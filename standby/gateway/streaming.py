@@ -11,7 +11,7 @@ import orjson
 
 from standby.errors import AllBackendsFailed, UpstreamError
 from standby.gateway.router import RoutedStream, StreamFailure
-from standby.protocol import Delta, chunk_body, error_body
+from standby.protocol import Delta, Usage, chunk_body, error_body
 
 log = logging.getLogger("standby.gateway")
 
@@ -29,13 +29,14 @@ async def sse_body(
     completion_id: str,
     model: str,
     include_usage: bool,
-    on_end: Callable[[str], None],
+    on_end: Callable[[str, Usage | None], None],
 ) -> AsyncIterator[bytes]:
-    """Turn routed deltas into SSE bytes. ``on_end(outcome)`` runs exactly once, with
+    """Turn routed deltas into SSE bytes. ``on_end(outcome, usage)`` runs exactly once, with
     ``ok`` or ``error``, however the stream ends (client disconnects included)."""
     created = int(time.time())
     role_sent = False
     status = "error"
+    usage: Usage | None = None
     try:
         item: Delta | StreamFailure | None = first
         iterator = aiter(stream)
@@ -66,13 +67,14 @@ async def sse_body(
                                    delta={}, usage=item.usage, with_choice=False)
                     )  # fmt: skip
                 status = "ok"
+                usage = item.usage
             item = await anext(iterator, None)
         if status == "ok":
             yield DONE
     finally:
         # Bookkeeping first: if the client went away this task may be cancelled at any await.
         stream.abandon()
-        on_end(status)
+        on_end(status, usage)
         await stream.aclose()
 
 

@@ -180,3 +180,47 @@ def test_upstream_key_never_reaches_the_client(
     assert r.json()["standby"]["errors"][0]["reason"] == "auth"
     metrics = httpx.get(f"{bad.url}/metrics").text
     assert "wrong-secret-key" not in metrics
+
+
+def test_request_id_and_one_access_log_line(
+    gateway: GatewayServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_prompt = "my secret prompt 4111 1111 1111 1111"
+    with caplog.at_level("INFO", logger="standby.access"):
+        raw = gateway.client().chat.completions.with_raw_response.create(
+            model=ROUTE,
+            messages=[{"role": "user", "content": secret_prompt}],
+            extra_headers={"x-request-id": "req-42"},
+        )
+        answer = raw.parse().choices[0].message.content or ""
+        generated = httpx.post(
+            f"{gateway.url}/v1/chat/completions", json={"model": "nope", "messages": HELLO}
+        )
+        list(gateway.client().chat.completions.create(model=ROUTE, messages=HELLO, stream=True))
+    assert raw.headers["x-request-id"] == "req-42"
+    assert generated.status_code == 404 and len(generated.headers["x-request-id"]) == 32
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "standby.access"]
+    assert [(e["status"], e["stream"]) for e in lines] == [(200, False), (404, False), (200, True)]
+    first = lines[0]
+    assert first["request_id"] == "req-42"
+    assert first["route"] == ROUTE and first["backend"] == "gemini"
+    assert first["tokens_out"] > 0 and first["latency_ms"] > 0
+    assert lines[2]["ttft_ms"] is not None
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert secret_prompt not in logged and answer[:30] not in logged
+
+
+def test_metric_series_stay_bounded(gateway: GatewayServer) -> None:
+    """1,000 different model strings and keys must not create 1,000 series."""
+    with httpx.Client(base_url=gateway.url) as http:
+        for i in range(1000):
+            http.post(
+                "/v1/chat/completions",
+                json={"model": f"model-{i}", "messages": HELLO},
+                headers={"authorization": f"Bearer key-{i}", "x-request-id": f"r{i}"},
+            )
+        http.post("/v1/chat/completions", json={"model": ROUTE, "messages": HELLO})
+        text = http.get("/metrics").text
+    series = [line for line in text.splitlines() if line.startswith("standby_")]
+    assert len(series) < 200
+    assert "model-" not in text and "key-" not in text and "r99" not in text

@@ -1,0 +1,80 @@
+"""Per-request bookkeeping: exactly one metrics update and one JSON access-log line per request.
+
+The log line carries ids, routing and timings only: prompts and answers never go to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+
+from standby.gateway.router import Outcome, Router
+from standby.protocol import Usage
+
+log = logging.getLogger("standby.access")
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def request_id(header: str | None) -> str:
+    """The client's ``x-request-id`` if it is a sane token, else a new one."""
+    if header is not None and _SAFE_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def outcome_label(status: int) -> str:
+    if status < 400:
+        return "ok"
+    return "client_error" if status < 500 else "error"
+
+
+class RequestRecord:
+    """Opened when a request arrives; ``finish()`` is called once it is answered (for a stream:
+    when the stream ends, however it ends). Later calls are ignored."""
+
+    __slots__ = ("done", "outcome", "request_id", "router", "started", "stream", "usage")
+
+    def __init__(self, router: Router, rid: str) -> None:
+        self.router = router
+        self.request_id = rid
+        self.started = time.perf_counter()
+        self.outcome: Outcome | None = None
+        self.stream = False
+        self.usage: Usage | None = None
+        self.done = False
+
+    def finish(self, status: int, label: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        label = label or outcome_label(status)
+        outcome = self.outcome or Outcome("none")
+        self.router.record(outcome, self.started, label)
+        if log.isEnabledFor(logging.INFO):
+            log.info(self._line(outcome, status, label))
+
+    def _line(self, outcome: Outcome, status: int, label: str) -> str:
+        usage = self.usage
+        entry = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "request_id": self.request_id,
+            "route": outcome.route,
+            "backend": outcome.backend or None,
+            "provenance": outcome.provenance if outcome.backend else None,
+            "fallback_reason": outcome.fallback_reason,
+            "errors": [f"{e.backend}:{e.reason}" for e in outcome.errors] or None,
+            "status": status,
+            "outcome": label,
+            "stream": self.stream,
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 2),
+            "ttft_ms": round(outcome.ttft_s * 1000, 2) if outcome.ttft_s is not None else None,
+            "tokens_in": usage.prompt_tokens if usage else None,
+            "tokens_out": usage.completion_tokens if usage else None,
+        }
+        return orjson.dumps(entry).decode()
