@@ -1,0 +1,252 @@
+"""Any provider litellm knows (``model`` in litellm's ``provider/name`` form), through
+``litellm.acompletion``.
+
+litellm costs ~7 ms CPU per call and ~4-5 s to import (NOTES.md), so it is imported lazily in
+``start()`` and is meant for backends off the hot path. Its own retries are switched off: the
+router, not litellm, decides when to try another backend. Its exceptions are translated in
+``translate()`` by type and ``status_code``, never by message text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import httpx
+import httpx2
+
+from standby.config import LiteLLMBackend, Timeouts
+from standby.errors import (
+    UpstreamBlocked,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
+from standby.providers import http
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "stop",
+    "function_call": "stop",
+}
+# litellm prefixes of OpenAI-compatible servers that understand vLLM's continuation flags.
+_CONTINUE_PREFIXES = ("hosted_vllm/", "openai/")
+
+_litellm: ModuleType | None = None
+
+
+def _import_litellm() -> ModuleType:
+    global _litellm
+    if _litellm is None:
+        # litellm fetches a cost map from the internet at import unless told not to.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        module: Any = importlib.import_module("litellm")
+        module.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on errors
+        _litellm = module
+    return _litellm
+
+
+def _finish(value: Any) -> FinishReason | None:
+    return None if value is None else _FINISH.get(str(value), "stop")
+
+
+def _usage(raw: Any) -> Usage | None:
+    if raw is None:
+        return None
+    return Usage(
+        prompt_tokens=int(getattr(raw, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(raw, "completion_tokens", 0) or 0),
+    )
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first (litellm wraps the transport's exception in
+    one or two of its own, and a broken stream in ``MidStreamFallbackError.original_exception``)."""
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and all(cur is not seen for seen in out) and len(out) < 16:
+        out.append(cur)
+        cur = cur.__cause__ or getattr(cur, "original_exception", None) or cur.__context__
+    return out
+
+
+def _transport(backend: str, exc: BaseException, timeouts: Timeouts) -> UpstreamError | None:
+    if isinstance(exc, httpx.ConnectTimeout | httpx2.ConnectTimeout):
+        return UpstreamTimeout(backend, "connect", timeouts.connect_s)
+    if isinstance(exc, httpx.TimeoutException | httpx2.TimeoutException | TimeoutError):
+        return UpstreamTimeout(backend, "total", timeouts.total_s)
+    if isinstance(exc, httpx.ConnectError | httpx2.ConnectError | aiohttp.ClientConnectorError):
+        return UpstreamConnectError(backend, "cannot connect")
+    if isinstance(
+        exc,
+        httpx.TransportError | httpx2.TransportError | aiohttp.ClientError | ConnectionError,
+    ):
+        return UpstreamConnectError(backend, "connection closed by the backend")
+    return None
+
+
+def translate(backend: str, exc: BaseException, timeouts: Timeouts) -> UpstreamError:
+    """The one mapping from litellm's exceptions to ours.
+
+    litellm's own class is not enough: a refused connection to an ``openai/`` model arrives as
+    ``InternalServerError`` (500), Gemini's 503 as ``InternalServerError`` (500), an unparsable
+    Gemini body as ``BadRequestError`` (422). So the cause chain is read, by type: the
+    backend's HTTP status first, then transport failures, then parse failures; litellm's class
+    and ``status_code`` only when the chain says nothing more."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    lm = _import_litellm()
+    if isinstance(exc, lm.ContentPolicyViolationError):
+        return UpstreamBlocked(backend, "content policy violation")
+    message = str(getattr(exc, "message", "") or type(exc).__name__)[: http.MAX_ERROR_TEXT]
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, httpx.HTTPStatusError | httpx2.HTTPStatusError):
+            status = e.response.status_code
+            retry = http.retry_after(e.response.headers)
+            return UpstreamStatusError(backend, status, message, retry_after=retry)
+    for e in chain:
+        if (err := _transport(backend, e, timeouts)) is not None:
+            return err
+    if any(isinstance(e, ValueError) for e in chain):
+        return UpstreamProtocolError(backend, "malformed response")
+    if isinstance(exc, lm.Timeout):
+        return UpstreamTimeout(backend, "total", timeouts.total_s)
+    if isinstance(exc, lm.APIConnectionError):
+        return UpstreamConnectError(backend, "cannot reach the backend")
+    code = 429 if isinstance(exc, lm.RateLimitError) else getattr(exc, "status_code", None)
+    if isinstance(code, int) and 400 <= code <= 599:
+        return UpstreamStatusError(backend, code, message)
+    # litellm is a large black box; whatever else escapes it is still this backend's failure.
+    return UpstreamProtocolError(backend, f"litellm raised {type(exc).__name__}")
+
+
+class LiteLLMProvider:
+    """One litellm model. ``config.extra`` is passed to ``acompletion`` as is."""
+
+    # DESIGN's default for a refused answer; LiteLLMBackend has no ``on_blocked`` knob yet.
+    on_blocked = "content_filter"
+
+    def __init__(self, name: str, config: LiteLLMBackend) -> None:
+        self.name = name
+        self.config = config
+        self._lm: ModuleType | None = None
+        # Only the connect phase is litellm's to time; the router owns the other limits.
+        self._timeout = httpx.Timeout(None, connect=config.timeouts.connect_s)
+
+    async def start(self) -> None:
+        if self._lm is None:
+            self._lm = await asyncio.to_thread(_import_litellm)
+
+    def ready(self) -> bool:
+        return self._lm is not None
+
+    async def close(self) -> None:
+        self._lm = None
+
+    def _kwargs(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        cfg = self.config
+        kw: dict[str, Any] = dict(cfg.extra)
+        kw.update(
+            model=cfg.model,
+            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            stream=stream,
+            num_retries=0,  # the router decides failover, not litellm
+            max_retries=0,
+            timeout=self._timeout,
+        )
+        if cfg.api_base is not None:
+            kw["api_base"] = cfg.api_base
+        if cfg.api_key is not None:
+            kw["api_key"] = cfg.api_key.get_secret_value()
+        optional = {
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+            "seed": request.seed,
+            "response_format": request.response_format,
+            "stop": list(request.stop) or None,
+        }
+        kw.update((k, v) for k, v in optional.items() if v is not None)
+        if stream:
+            kw["stream_options"] = {"include_usage": True}
+        if request.continue_final and cfg.model.startswith(_CONTINUE_PREFIXES):
+            extra_body = dict(kw.get("extra_body") or {})
+            extra_body.update(continue_final_message=True, add_generation_prompt=False)
+            kw["extra_body"] = extra_body
+        return kw
+
+    def _blocked_is_answer(self, err: UpstreamError) -> bool:
+        return isinstance(err, UpstreamBlocked) and self.on_blocked == "content_filter"
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        assert self._lm is not None, "start() not called"
+        try:
+            resp = await self._lm.acompletion(**self._kwargs(request, stream=False))
+            choice = resp.choices[0]
+            text = choice.message.content or ""
+            if not isinstance(text, str):
+                raise UpstreamProtocolError(self.name, "content is not a string")
+            return Completion(
+                text=text,
+                finish_reason=_finish(choice.finish_reason) or "stop",
+                usage=_usage(getattr(resp, "usage", None)) or Usage(),
+                model_version=getattr(resp, "model", None),
+            )
+        except Exception as e:
+            err = translate(self.name, e, self.config.timeouts)
+            if self._blocked_is_answer(err):
+                return Completion(text="", finish_reason="content_filter")
+            raise err from e
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        assert self._lm is not None, "start() not called"
+        finish: FinishReason | None = None
+        usage: Usage | None = None
+        chunks: Any = None
+        try:
+            chunks = await self._lm.acompletion(**self._kwargs(request, stream=True))
+            async for chunk in chunks:
+                usage = _usage(getattr(chunk, "usage", None)) or usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                finish = _finish(choice.finish_reason) or finish
+                text = choice.delta.content if choice.delta is not None else None
+                if text:
+                    yield Delta(text=text)
+            if finish is not None and not _backend_finished(chunks):
+                finish = None  # litellm made the finish_reason up at a bare end of stream
+        except Exception as e:
+            err = translate(self.name, e, self.config.timeouts)
+            if not self._blocked_is_answer(err):
+                raise err from e
+            finish = "content_filter"
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if finish is None:
+            raise UpstreamConnectError(self.name, "stream ended without a finish_reason")
+        yield Delta(finish_reason=finish, usage=usage)
+
+
+def _backend_finished(chunks: Any) -> bool:
+    """Whether the backend itself sent a finish reason. litellm's stream wrapper invents
+    ``finish_reason: stop`` when a non-OpenAI stream (e.g. ``gemini/``) simply ends; its
+    ``received_finish_reason`` / ``intermittent_finish_reason`` record what really arrived.
+    If a litellm upgrade drops those attributes, the chunks' own finish reason is trusted."""
+    names = ("received_finish_reason", "intermittent_finish_reason")
+    if not all(hasattr(chunks, n) for n in names):
+        return True
+    return any(getattr(chunks, n) is not None for n in names)

@@ -1,0 +1,212 @@
+"""Any OpenAI-compatible chat-completions server: vLLM, TGI's Messages API, ``transformers
+serve``, Ollama, OpenAI itself.
+
+Plain ``POST {base_url}/chat/completions`` on the shared aiohttp session with orjson, not the
+openai SDK: the SDK costs ~10x more CPU per call on this path (NOTES.md). A partial answer to
+continue (mid-stream failover) is sent as the last, assistant message with vLLM's
+``continue_final_message: true, add_generation_prompt: false``. (``transformers serve`` 5.24
+rejects those fields with 422 and cannot continue a message at all; that error is reported as
+is, never turned into a silently restarted answer.)
+
+Streams: usage arrives in a chunk after the finish chunk (``stream_options.include_usage``), so
+the final Delta is sent at ``[DONE]`` or at the end of the body. ``transformers serve`` sends no
+``[DONE]``; a body that ends with neither ``[DONE]`` nor a finish_reason was cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from standby.config import OpenAIBackend
+from standby.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamStatusError
+from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
+from standby.providers import http
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    # Tool calls are not part of the gateway's protocol yet: the turn ended normally.
+    "tool_calls": "stop",
+    "function_call": "stop",
+}
+
+
+def request_body(
+    model: str, request: ChatRequest, extra_body: Mapping[str, Any], *, stream: bool
+) -> dict[str, Any]:
+    """The chat-completions body for ``request``; ``extra_body`` (vendor knobs such as vLLM's
+    ``top_k``) is merged first, so the request's own fields win."""
+    body: dict[str, Any] = dict(extra_body)
+    body["model"] = model
+    body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+    optional = {
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_tokens,
+        "seed": request.seed,
+        "response_format": request.response_format,
+    }
+    body.update((k, v) for k, v in optional.items() if v is not None)
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.continue_final:
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+    return body
+
+
+def _finish(value: Any) -> FinishReason | None:
+    if value is None:
+        return None
+    return _FINISH.get(str(value), "stop")
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+    )
+
+
+def _error_in_body(backend: str, payload: dict[str, Any]) -> UpstreamStatusError | None:
+    """An error object sent with a 200 (vLLM and others report mid-stream failures so)."""
+    err = payload.get("error")
+    if err is None:
+        return None
+    if not isinstance(err, dict):
+        err = {"message": str(err)}
+    code = err.get("code")
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 500
+    return UpstreamStatusError(backend, status, str(err.get("message") or "error")[:300])
+
+
+def parse_completion(backend: str, payload: Any) -> Completion:
+    """A non-streaming ``chat.completion`` body; anything else is an UpstreamProtocolError."""
+    if not isinstance(payload, dict):
+        raise UpstreamProtocolError(backend, "response is not a JSON object")
+    if (err := _error_in_body(backend, payload)) is not None:
+        raise err
+    try:
+        choice = payload["choices"][0]
+        message = choice["message"]
+        text = message.get("content") or ""
+        if not isinstance(text, str):
+            raise TypeError("content is not a string")
+        return Completion(
+            text=text,
+            finish_reason=_finish(choice.get("finish_reason")) or "stop",
+            usage=_usage(payload.get("usage")) or Usage(),
+            model_version=payload.get("model"),
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        raise UpstreamProtocolError(backend, f"unexpected chat.completion shape ({e!r})") from e
+
+
+class _StreamState:
+    """What a stream has said so far: the finish reason and usage arrive in separate chunks
+    (usage after the finish chunk, with ``stream_options.include_usage``)."""
+
+    __slots__ = ("done", "finish", "usage")
+
+    def __init__(self) -> None:
+        self.finish: FinishReason | None = None
+        self.usage: Usage | None = None
+        self.done = False
+
+    def feed(self, backend: str, payload: Any) -> str:
+        """Absorb one chunk; return its text."""
+        if not isinstance(payload, dict):
+            raise UpstreamProtocolError(backend, "stream chunk is not a JSON object")
+        if (err := _error_in_body(backend, payload)) is not None:
+            raise err
+        try:
+            self.usage = _usage(payload.get("usage")) or self.usage
+            choices = payload.get("choices") or ()
+            if not choices:
+                return ""
+            choice = choices[0]
+            self.finish = _finish(choice.get("finish_reason")) or self.finish
+            text = (choice.get("delta") or {}).get("content") or ""
+            if not isinstance(text, str):
+                raise TypeError("delta.content is not a string")
+            return text
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+            raise UpstreamProtocolError(backend, f"unexpected chunk shape ({e!r})") from e
+
+
+class OpenAICompatProvider:
+    """One OpenAI-compatible server. ``config.model`` is what the server calls the model (for
+    ``transformers serve`` that is the pinned path)."""
+
+    def __init__(self, name: str, config: OpenAIBackend) -> None:
+        self.name = name
+        self.config = config
+        self._url = f"{config.base_url.rstrip('/')}/chat/completions"
+        self._headers = {"content-type": "application/json", "accept": "application/json"}
+        if config.api_key is not None:
+            self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None or self._session.closed:
+            self._session = http.new_session(self.config.timeouts)
+
+    def ready(self) -> bool:
+        return self._session is not None and not self._session.closed
+
+    async def close(self) -> None:
+        await http.aclose_quietly(self._session)
+        self._session = None
+
+    def _body(self, request: ChatRequest, *, stream: bool) -> bytes:
+        return orjson.dumps(
+            request_body(self.config.model, request, self.config.extra_body, stream=stream)
+        )
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        assert self._session is not None, "start() not called"
+        data = self._body(request, stream=False)
+        try:
+            async with self._session.post(self._url, data=data, headers=self._headers) as resp:
+                await http.raise_for_status(self.name, resp)
+                payload = orjson.loads(await resp.read())
+        except Exception as e:
+            raise http.translate(self.name, e, self.config.timeouts.connect_s) from e
+        return parse_completion(self.name, payload)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        assert self._session is not None, "start() not called"
+        data = self._body(request, stream=True)
+        state = _StreamState()
+        try:
+            async with self._session.post(
+                self._url, data=data, headers=self._stream_headers
+            ) as resp:
+                await http.raise_for_status(self.name, resp)
+                async for payload in http.sse_data(resp):
+                    if payload == b"[DONE]":
+                        state.done = True
+                        break
+                    text = state.feed(self.name, orjson.loads(payload))
+                    if text:
+                        yield Delta(text=text)
+        except Exception as e:
+            raise http.translate(self.name, e, self.config.timeouts.connect_s) from e
+        if state.finish is None and not state.done:
+            # The body ended cleanly, but the server never said the answer was complete.
+            raise UpstreamConnectError(self.name, "stream ended without finish_reason or [DONE]")
+        yield Delta(finish_reason=state.finish or "stop", usage=state.usage)
