@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.tiny_model",
     "tests.fixtures.gateway",
     "tests.fixtures.tgi_sim",
+    "tests.fixtures.prometheus",
 ]

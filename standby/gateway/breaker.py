@@ -70,6 +70,13 @@ class CircuitBreaker:
         self._probe_out = True
         return True
 
+    def current_state(self) -> State:
+        """The state as seen now: an open breaker whose cool-down is over reads half-open even
+        before a request arrives to probe (for metrics and readiness)."""
+        if self.state == State.OPEN and self._clock() >= self.open_until:
+            return State.HALF_OPEN
+        return self.state
+
     def seconds_until_retry(self) -> float:
         return max(0.0, self.open_until - self._clock()) if self.state == State.OPEN else 0.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from standby.gateway.breaker import State
+from standby.gateway.breaker import CircuitBreaker, State
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -53,6 +53,26 @@ class Metrics:
             "standby_fallback_model_info", "The model serving the local fallback (value 1).",
             ["version", "base_model"], registry=r,
         )  # fmt: skip
+
+    def declare(self, routes: dict[str, list[str]], reasons: tuple[str, ...]) -> None:
+        """Create every expected label combination at zero, so the first increment of a series
+        is visible to ``rate()`` (a series born at 1 shows no increase)."""
+        for route, backends in routes.items():
+            for backend in (*backends, "none"):
+                for outcome in ("ok", "client_error", "error"):
+                    self.requests.labels(route, backend, outcome)
+            for to_backend in backends[1:]:
+                for reason in reasons:
+                    self.fallbacks.labels(route, backends[0], to_backend, reason)
+        for outcome in ("client_error",):
+            self.requests.labels("none", "none", outcome)
+
+    def refresh(self, breakers: dict[str, CircuitBreaker], ready: dict[str, bool]) -> None:
+        """Gauges computed at scrape time (a breaker's cool-down ends without any request)."""
+        for name, breaker in breakers.items():
+            self.breaker_state.labels(name).set(int(breaker.current_state()))
+        for name, ok in ready.items():
+            self.backend_ready.labels(name).set(1 if ok else 0)
 
     def breaker_changed(self, backend: str, old: State, new: State) -> None:
         self.breaker_state.labels(backend).set(int(new))

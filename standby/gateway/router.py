@@ -15,6 +15,7 @@ from typing import Literal
 
 from standby.config import Settings, Timeouts
 from standby.errors import (
+    FALLBACK_REASONS,
     AllBackendsFailed,
     BackendBusy,
     BreakerOpen,
@@ -78,6 +79,7 @@ class Router:
         }
         for name in settings.backends:
             metrics.breaker_state.labels(name).set(0)
+        metrics.declare(self.routes, FALLBACK_REASONS)
 
     def resolve(self, alias: str) -> list[str]:
         names = self.routes.get(alias)

@@ -178,10 +178,9 @@ async def readyz(request: Request) -> Response:
     for name, provider in gw.router.providers.items():
         breaker = gw.router.breakers[name]
         ready = provider.ready()
-        gw.metrics.backend_ready.labels(name).set(1 if ready else 0)
         backends[name] = {
             "ready": ready,
-            "breaker": breaker.state.name.lower().replace("_", "-"),
+            "breaker": breaker.current_state().name.lower().replace("_", "-"),
             "retry_in_s": round(breaker.seconds_until_retry(), 3),
         }
     usable = {
@@ -196,8 +195,8 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     gw = _gateway(request)
-    for name, provider in gw.router.providers.items():
-        gw.metrics.backend_ready.labels(name).set(1 if provider.ready() else 0)
+    ready = {name: p.ready() for name, p in gw.router.providers.items()}
+    gw.metrics.refresh(gw.router.breakers, ready)
     return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
