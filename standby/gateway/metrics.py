@@ -25,6 +25,10 @@ class Metrics:
             "standby_fallbacks", "Requests moved from one backend to the next.",
             ["route", "from_backend", "to_backend", "reason"], registry=r,
         )  # fmt: skip
+        self.upstream_errors = Counter(
+            "standby_upstream_errors", "Failures of each backend (also when another answered).",
+            ["backend", "reason"], registry=r,
+        )  # fmt: skip
         self.duration = Histogram(
             "standby_request_duration_seconds", "Whole request duration.",
             ["route", "backend"], buckets=LATENCY_BUCKETS, registry=r,
@@ -61,6 +65,9 @@ class Metrics:
             for backend in (*backends, "none"):
                 for outcome in ("ok", "client_error", "error"):
                     self.requests.labels(route, backend, outcome)
+            for backend in backends:
+                for reason in reasons:
+                    self.upstream_errors.labels(backend, reason)
             for to_backend in backends[1:]:
                 for reason in reasons:
                     self.fallbacks.labels(route, backends[0], to_backend, reason)

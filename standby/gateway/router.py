@@ -124,6 +124,9 @@ class Router:
         m.duration.labels(outcome.route, backend).observe(time.perf_counter() - started)
         if outcome.ttft_s is not None:
             m.ttft.labels(outcome.route, backend).observe(outcome.ttft_s)
+        for error in outcome.errors:
+            if error.reason != "breaker_open":
+                m.upstream_errors.labels(error.backend, error.reason).inc()
         if outcome.backend and outcome.errors:
             m.fallbacks.labels(
                 outcome.route, outcome.errors[0].backend, outcome.backend, outcome.fallback_reason
