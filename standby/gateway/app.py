@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from standby.config import LocalBackend, Settings
 from standby.errors import GatewayError
@@ -18,6 +19,7 @@ from standby.gateway.auth import KeyRing
 from standby.gateway.errors import error_response
 from standby.gateway.metrics import Metrics
 from standby.gateway.router import Router
+from standby.gateway.routes import CHAT_PATH, chat_asgi
 from standby.gateway.routes import router as http_routes
 from standby.protocol import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
@@ -54,9 +56,28 @@ class Gateway:
         await asyncio.gather(*(p.close() for p in self.providers.values()))
 
 
-def create_app(gw: Gateway) -> FastAPI:
+class GatewayApp:
+    """The ASGI entry point: chat completions go straight to their handler, everything else
+    (models, health, metrics, OpenAPI, 404s) through FastAPI."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
+            scope["app"] = self.api  # handlers find the gateway on app.state
+            await chat_asgi(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_app(gw: Gateway) -> GatewayApp:
     """The ASGI app over a gateway. Starting and closing the gateway is ``server.py``'s job,
     outside uvicorn's lifespan, so a backend that cannot start fails with one clear line."""
+    return GatewayApp(create_api(gw))
+
+
+def create_api(gw: Gateway) -> FastAPI:
     app = FastAPI(title="standby", summary="OpenAI-compatible failover gateway", version="0.1.0")
     app.state.gateway = gw
     app.include_router(http_routes)

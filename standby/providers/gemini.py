@@ -171,14 +171,17 @@ class GeminiProvider:
                 self._stream_url, data=data, headers=self._headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
-                async for payload in http.sse_data(resp):
-                    parsed = _Parsed(orjson.loads(payload), self.name)
-                    self._check_blocked(parsed)
-                    usage = parsed.usage or usage
-                    if parsed.finish is not None:
-                        finish = parsed.finish
-                    if parsed.text:
-                        yield Delta(text=parsed.text)
+                async for batch in http.sse_batches(resp):
+                    texts = []
+                    for payload in batch:
+                        parsed = _Parsed(orjson.loads(payload), self.name)
+                        self._check_blocked(parsed)
+                        usage = parsed.usage or usage
+                        finish = parsed.finish or finish
+                        texts.append(parsed.text)
+                    text = "".join(texts)
+                    if text:
+                        yield Delta(text=text)
         except Exception as e:
             raise http.translate(self.name, e, self.config.timeouts.connect_s) from e
         if finish is None:

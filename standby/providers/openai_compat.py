@@ -197,13 +197,18 @@ class OpenAICompatProvider:
                 self._url, data=data, headers=self._stream_headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
-                async for payload in http.sse_data(resp):
-                    if payload == b"[DONE]":
-                        state.done = True
-                        break
-                    text = state.feed(self.name, orjson.loads(payload))
+                async for batch in http.sse_batches(resp):
+                    texts = []
+                    for payload in batch:
+                        if payload == b"[DONE]":
+                            state.done = True
+                            break
+                        texts.append(state.feed(self.name, orjson.loads(payload)))
+                    text = "".join(t for t in texts if t)
                     if text:
                         yield Delta(text=text)
+                    if state.done:
+                        break
         except Exception as e:
             raise http.translate(self.name, e, self.config.timeouts.connect_s) from e
         if state.finish is None and not state.done:

@@ -128,7 +128,7 @@ async def test_stream_matches_complete_and_ends_with_usage(sim: RunningSim, make
     p = await make(gemini_openai(sim), "gemini-2.5-flash")
     whole = await p.complete(HELLO)
     deltas = await collect(p)
-    assert len(deltas) > 2
+    assert len(deltas) >= 2  # events that arrive in one read are forwarded as one delta
     assert joined(deltas) == whole.text
     assert all(d.finish_reason is None for d in deltas[:-1])
     last = deltas[-1]
