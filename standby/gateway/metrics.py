@@ -3,9 +3,28 @@ config (route, backend names) or fixed sets (reason, outcome): never a user, key
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from standby.gateway.breaker import CircuitBreaker, State
+
+
+class Children:
+    """``metric.labels(...)`` costs a lock, validation and a dict lookup on every call; the hot
+    path keeps the children it has seen. Label values are bounded (config names, fixed sets),
+    so the cache is too."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.cache: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.cache.get(values)
+        if child is None:
+            child = self.cache[values] = self.metric.labels(*values)
+        return child
+
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -57,6 +76,12 @@ class Metrics:
             "standby_fallback_model_info", "The model serving the local fallback (value 1).",
             ["version", "base_model"], registry=r,
         )  # fmt: skip
+
+        self.c_requests = Children(self.requests)
+        self.c_duration = Children(self.duration)
+        self.c_ttft = Children(self.ttft)
+        self.c_tokens = Children(self.tokens)
+        self.c_in_flight = Children(self.in_flight)
 
     def declare(self, routes: dict[str, list[str]], reasons: tuple[str, ...]) -> None:
         """Create every expected label combination at zero, so the first increment of a series

@@ -120,10 +120,10 @@ class Router:
         """Count one finished request (called once per request by the route handler)."""
         m = self.metrics
         backend = outcome.backend or "none"
-        m.requests.labels(outcome.route, backend, status).inc()
-        m.duration.labels(outcome.route, backend).observe(time.perf_counter() - started)
+        m.c_requests(outcome.route, backend, status).inc()
+        m.c_duration(outcome.route, backend).observe(time.perf_counter() - started)
         if outcome.ttft_s is not None:
-            m.ttft.labels(outcome.route, backend).observe(outcome.ttft_s)
+            m.c_ttft(outcome.route, backend).observe(outcome.ttft_s)
         for error in outcome.errors:
             if error.reason != "breaker_open":
                 m.upstream_errors.labels(error.backend, error.reason).inc()
@@ -167,8 +167,8 @@ class Router:
     def _count_tokens(self, name: str, completion: Completion | Delta) -> None:
         usage = completion.usage
         if usage is not None:
-            self.metrics.tokens.labels(name, "input").inc(usage.prompt_tokens)
-            self.metrics.tokens.labels(name, "output").inc(usage.completion_tokens)
+            self.metrics.c_tokens(name, "input").inc(usage.prompt_tokens)
+            self.metrics.c_tokens(name, "output").inc(usage.completion_tokens)
 
     def stream(self, alias: str, request: ChatRequest) -> RoutedStream:
         return RoutedStream(self, alias, self.resolve(alias), request)

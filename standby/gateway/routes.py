@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -14,7 +13,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from standby.errors import BodyTooLargeError, RequestError
-from standby.gateway.access import RequestRecord, request_id
+from standby.gateway.access import RequestRecord, new_id, request_id
 from standby.gateway.errors import JSON, error_response, error_status
 from standby.gateway.router import Outcome
 from standby.gateway.streaming import SSEResponse, sse_body
@@ -110,8 +109,8 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
     alias = parsed.model
     gw.router.resolve(alias)
     chat = ChatRequest.from_openai(parsed)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    in_flight = gw.metrics.in_flight.labels(alias)
+    completion_id = f"chatcmpl-{new_id()}"
+    in_flight = gw.metrics.c_in_flight(alias)
     in_flight.inc()
     if parsed.stream:
         return await _stream(gw, parsed, chat, completion_id, record, in_flight.dec)

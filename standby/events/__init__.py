@@ -1,0 +1,47 @@
+"""Events: the envelope and its types, and the bus that carries them (SQLite or Redis Streams).
+
+``open_bus(url)`` picks the backend; the Redis one is imported only when a ``redis://`` URL asks
+for it, so the embedded default needs no Redis client installed.
+"""
+
+from standby.events.bus import Bus, Delivery, open_bus
+from standby.events.envelope import (
+    EVENT_TYPES,
+    MAX_EVENT_BYTES,
+    SPEC_VERSION,
+    BreakerChanged,
+    BreakerChangedData,
+    ChatMessage,
+    Event,
+    InferenceCompleted,
+    InferenceCompletedData,
+    PipelineEvent,
+    TokenUsage,
+    decode_event,
+    encode_event,
+    new_event_id,
+)
+from standby.events.errors import BusError, EventTooLarge, MalformedEvent
+
+__all__ = [
+    "EVENT_TYPES",
+    "MAX_EVENT_BYTES",
+    "SPEC_VERSION",
+    "BreakerChanged",
+    "BreakerChangedData",
+    "Bus",
+    "BusError",
+    "ChatMessage",
+    "Delivery",
+    "Event",
+    "EventTooLarge",
+    "InferenceCompleted",
+    "InferenceCompletedData",
+    "MalformedEvent",
+    "PipelineEvent",
+    "TokenUsage",
+    "decode_event",
+    "encode_event",
+    "new_event_id",
+    "open_bus",
+]
