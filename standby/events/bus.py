@@ -5,7 +5,8 @@ Semantics, the same for every backend (tests/events/test_bus_contract.py holds b
 - ``publish`` appends to a topic; ``publish_many`` appends a batch atomically (all or nothing)
   in one round trip. Events are encoded and size-checked before anything is written.
 - Every consumer group sees every event of a topic, from the first one still stored; groups are
-  independent. Within a group each event goes to one consumer at a time, in topic order.
+  independent. Within a group each event goes to one consumer at a time; new events are handed
+  out in topic order (a redelivery comes later than the events after it).
 - A delivery stays in flight until acked. One not acked within ``claim_after_s`` (its consumer
   crashed or hung) is handed to the next consumer of the group that asks, with ``attempt`` + 1.
   Delivery is therefore at-least-once: consumers deduplicate on ``event.id`` (``unseen`` /
@@ -63,14 +64,17 @@ def safe_url(url: str) -> str:
     """``url`` with any password replaced by ``***``, for messages and logs."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        user = parts.username or ""
-        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            port = f":{parts.port}" if parts.port else ""
+            parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}{port}")
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if any(k == "password" for k, _ in query):
+            hidden = [(k, "***" if k == "password" else v) for k, v in query]
+            parts = parts._replace(query=urlencode(hidden, safe=":*"))
+        return urlunsplit(parts)
     except ValueError:
         return "<unparseable bus URL>"
 

@@ -57,8 +57,8 @@ CREATE TABLE IF NOT EXISTS seen (
     scope TEXT NOT NULL, event_id TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (scope, event_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_by_expiry ON seen (expires_at);
-PRAGMA user_version = 1;
 """
+_SCHEMA_VERSION = 1
 
 # Primary SQLite result code -> (metric reason, what it means to an operator).
 _CODES = {
@@ -100,7 +100,14 @@ def _connect(path: Path, busy_timeout_s: float, max_bytes: int) -> sqlite3.Conne
         if max_bytes:
             page = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count={max(1, max_bytes // page)}")
-        conn.executescript(_SCHEMA)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise BusError(
+                f"sqlite bus {path}: written by a newer standby (schema {version}, "
+                f"this one knows {_SCHEMA_VERSION})",
+                reason="error",
+            )
+        conn.executescript(_SCHEMA + f"PRAGMA user_version = {_SCHEMA_VERSION};")
     except BaseException:
         conn.close()
         raise
@@ -282,7 +289,10 @@ class SQLiteBus(Bus):
         return [(str(off), body, attempt) for off, attempt, body in rows]
 
     async def ack(self, topic: str, group: str, delivery_ids: Iterable[str]) -> int:
-        offsets = [int(i) for i in delivery_ids]
+        ids = list(delivery_ids)
+        if not all(i.isdigit() for i in ids):
+            raise ValueError(f"not a delivery id of this bus in {ids!r}")
+        offsets = [int(i) for i in ids]
         return await self._run(self._ack, topic, group, offsets) if offsets else 0
 
     def _ack(self, topic: str, group: str, offsets: list[int]) -> int:
@@ -297,6 +307,7 @@ class SQLiteBus(Bus):
     # -- idempotency ---------------------------------------------------------------------------
 
     async def seen_many(self, scope: str, event_ids: Iterable[str]) -> set[str]:
+        check_name("scope", scope)
         ids = list(event_ids)
         return await self._run(self._seen, scope, ids) if ids else set()
 
@@ -319,6 +330,7 @@ class SQLiteBus(Bus):
     async def mark_seen(
         self, scope: str, event_ids: Iterable[str], *, ttl_s: float = DEFAULT_SEEN_TTL_S
     ) -> None:
+        check_name("scope", scope)
         ids = list(event_ids)
         if ids:
             await self._run(self._mark, scope, ids, ttl_s)
