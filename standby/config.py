@@ -151,11 +151,38 @@ BackendConfig = Annotated[
 
 class RouteConfig(Strict):
     backends: Annotated[list[str], Field(min_length=1)]
+    capture: bool = Field(default=True, description="Capture this route's answers.")
 
 
 class CaptureConfig(Strict):
+    """Every answered request becomes an ``inference.completed`` event on the bus, written by a
+    background batch writer: the request path never waits on storage."""
+
     enabled: bool = True
-    bus: str = "sqlite:///./.standby/events.db"
+    bus: str = Field(
+        default="sqlite:///./.standby/events.db",
+        description="sqlite:///path (embedded default) or redis://host:port/db",
+    )
+    queue_size: Annotated[int, Field(ge=1)] = 10_000
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    flush_interval_s: PositiveSeconds = Field(
+        default=0.2, description="The flush window: how long a captured event may wait in memory."
+    )
+    redact_defaults: bool = Field(
+        default=True, description="Redact e-mails, phones, cards, bearer tokens, API keys."
+    )
+    redact_patterns: list[str] = Field(default_factory=list, description="Extra regexes.")
+    drain_timeout_s: PositiveSeconds = 10.0
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"invalid regex {p!r}: {e}") from None
+        return patterns
 
 
 class Settings(Strict):

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 
 import orjson
 
+from standby.gateway.capture import Capture, Captured
 from standby.gateway.router import Outcome, Router
-from standby.protocol import Usage
+from standby.protocol import ChatRequest, FinishReason, Usage
 
 log = logging.getLogger("standby.access")
 
@@ -44,16 +45,30 @@ class RequestRecord:
     """Opened when a request arrives; ``finish()`` is called once it is answered (for a stream:
     when the stream ends, however it ends). Later calls are ignored."""
 
-    __slots__ = ("done", "outcome", "request_id", "router", "started", "stream", "usage")
+    __slots__ = (
+        "capture", "chat", "done", "finish_reason", "key_id", "model_version", "outcome",
+        "request_id", "response", "router", "started", "stream", "usage",
+    )  # fmt: skip
 
-    def __init__(self, router: Router, rid: str) -> None:
+    def __init__(self, router: Router, rid: str, capture: Capture | None) -> None:
         self.router = router
         self.request_id = rid
+        self.capture = capture
         self.started = time.perf_counter()
         self.outcome: Outcome | None = None
         self.stream = False
         self.usage: Usage | None = None
         self.done = False
+        self.chat: ChatRequest | None = None
+        self.key_id: str | None = None
+        self.response = ""
+        self.finish_reason: FinishReason = "stop"
+        self.model_version: str | None = None
+
+    def answered(self, response: str, finish_reason: FinishReason, usage: Usage | None) -> None:
+        self.response = response
+        self.finish_reason = finish_reason
+        self.usage = usage
 
     def finish(self, status: int, label: str | None = None) -> None:
         if self.done:
@@ -62,8 +77,25 @@ class RequestRecord:
         label = label or outcome_label(status)
         outcome = self.outcome or Outcome("none")
         self.router.record(outcome, self.started, label)
+        if label == "ok" and self.chat is not None:
+            self._capture(outcome)
         if log.isEnabledFor(logging.INFO):
             log.info(self._line(outcome, status, label))
+
+    def _capture(self, outcome: Outcome) -> None:
+        if self.capture is None:
+            return
+        if self.router.capture_off(outcome.route):
+            self.capture.filtered()
+            return
+        assert self.chat is not None
+        self.capture.offer(
+            Captured(
+                self.request_id, outcome, self.chat, self.response, self.finish_reason,
+                self.usage, time.perf_counter() - self.started, self.stream, self.key_id,
+                self.model_version,
+            )
+        )  # fmt: skip
 
     def _line(self, outcome: Outcome, status: int, label: str) -> str:
         usage = self.usage

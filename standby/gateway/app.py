@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from standby.config import LocalBackend, Settings
 from standby.errors import GatewayError
 from standby.gateway.auth import KeyRing
+from standby.gateway.capture import Capture
 from standby.gateway.errors import error_response
 from standby.gateway.metrics import Metrics
 from standby.gateway.router import Router
@@ -39,9 +40,12 @@ class Gateway:
             name: build_provider(name, cfg) for name, cfg in settings.backends.items()
         }
         self.router = Router(settings, self.providers, self.metrics)
+        self.capture = Capture(settings.capture, self.metrics) if settings.capture.enabled else None
 
     async def start(self) -> None:
         """Start every backend; a backend that cannot start stops the gateway with its error."""
+        if self.capture is not None:
+            await self.capture.start()
         await asyncio.gather(*(p.start() for p in self.providers.values()))
         for name, provider in self.providers.items():
             self.metrics.backend_ready.labels(name).set(1 if provider.ready() else 0)
@@ -53,6 +57,9 @@ class Gateway:
             log.warning("server.api_keys is empty: the gateway accepts requests without a key")
 
     async def close(self) -> None:
+        """After the server stopped taking requests: flush captured answers, then backends."""
+        if self.capture is not None:
+            await self.capture.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()))
 
 

@@ -72,6 +72,13 @@ class Metrics:
             ["backend"], registry=r,
         )  # fmt: skip
 
+        self.capture_events = Counter(
+            "standby_capture_events", "Captured answers: written to the bus, filtered or dropped.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.capture_queue_depth = Gauge(
+            "standby_capture_queue_depth", "Captured answers waiting to be written.", registry=r
+        )
         self.fallback_model_info = Gauge(
             "standby_fallback_model_info", "The model serving the local fallback (value 1).",
             ["version", "base_model"], registry=r,

@@ -70,6 +70,7 @@ class StreamFailure:
 class Router:
     def __init__(self, settings: Settings, providers: dict[str, Provider], metrics: Metrics):
         self.routes = {alias: list(r.backends) for alias, r in settings.routes.items()}
+        self._no_capture = {alias for alias, r in settings.routes.items() if not r.capture}
         self.providers = providers
         self.metrics = metrics
         self.timeouts: dict[str, Timeouts] = {n: b.timeouts for n, b in settings.backends.items()}
@@ -80,6 +81,9 @@ class Router:
         for name in settings.backends:
             metrics.breaker_state.labels(name).set(0)
         metrics.declare(self.routes, FALLBACK_REASONS)
+
+    def capture_off(self, alias: str) -> bool:
+        return alias in self._no_capture
 
     def resolve(self, alias: str) -> list[str]:
         names = self.routes.get(alias)
@@ -189,6 +193,7 @@ class RoutedStream:
         self.outcome = Outcome(alias)
         self.started = time.perf_counter()
         self._claimed: str | None = None
+        self.sent: list[str] = []
         self._gen = self._run()
 
     def __aiter__(self) -> AsyncIterator[Delta | StreamFailure]:
@@ -249,7 +254,7 @@ class RoutedStream:
 
     async def _run(self) -> AsyncIterator[Delta | StreamFailure]:
         router, outcome = self.router, self.outcome
-        request, sent = self.request, list[str]()
+        request, sent = self.request, self.sent
         for name in self.names:
             skipped = router._claim(name)
             if skipped is not None:

@@ -20,7 +20,7 @@ from standby.gateway.streaming import SSEResponse, sse_body
 from standby.protocol import (
     ChatCompletionRequest,
     ChatRequest,
-    Usage,
+    Delta,
     completion_body,
     log_ignored_fields,
 )
@@ -79,7 +79,11 @@ async def chat_completions(request: Request) -> Response:
     gw = _gateway(request)
     rid = request_id(request.headers.get("x-request-id"))
     request.state.request_id = rid
-    record = RequestRecord(gw.router, rid)
+    capture = gw.capture
+    if capture is not None and request.headers.get("x-standby-capture", "").lower() == "off":
+        capture.filtered()
+        capture = None
+    record = RequestRecord(gw.router, rid, capture)
     try:
         response = await _chat(gw, request, record)
     except Exception as exc:
@@ -104,11 +108,11 @@ async def chat_asgi(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Response:
-    gw.keys.check(request.headers.get("authorization"))
+    record.key_id = gw.keys.check(request.headers.get("authorization"))
     parsed = parse_request(await read_body(request, gw.settings.server.max_body_bytes))
     alias = parsed.model
     gw.router.resolve(alias)
-    chat = ChatRequest.from_openai(parsed)
+    record.chat = chat = ChatRequest.from_openai(parsed)
     completion_id = f"chatcmpl-{new_id()}"
     in_flight = gw.metrics.c_in_flight(alias)
     in_flight.inc()
@@ -119,7 +123,8 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
         completion = await gw.router.complete(chat, outcome)
     finally:
         in_flight.dec()
-    record.usage = completion.usage
+    record.answered(completion.text, completion.finish_reason, completion.usage)
+    record.model_version = completion.model_version
     body = completion_body(
         completion_id=completion_id, model=alias, completion=completion, extra=outcome.extra()
     )
@@ -143,9 +148,10 @@ async def _stream(
         raise
     record.stream = True
 
-    def on_end(status: str, usage: Usage | None) -> None:
+    def on_end(status: str, last: Delta | None) -> None:
         leave()
-        record.usage = usage
+        if last is not None and last.finish_reason is not None:
+            record.answered("".join(stream.sent), last.finish_reason, last.usage)
         record.finish(200, status)
 
     include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
@@ -210,6 +216,8 @@ async def metrics(request: Request) -> Response:
     gw = _gateway(request)
     ready = {name: p.ready() for name, p in gw.router.providers.items()}
     gw.metrics.refresh(gw.router.breakers, ready)
+    if gw.capture is not None:
+        gw.metrics.capture_queue_depth.set(gw.capture.depth())
     return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -12,6 +15,27 @@ from standby.config import Settings
 from standby.gateway.app import Gateway, create_app
 
 log = logging.getLogger("standby.gateway")
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, minus one habit: after a graceful shutdown uvicorn re-raises the
+    SIGTERM/SIGINT it caught, which kills the process before the gateway drains its captured
+    answers. Here the signal only starts the shutdown; the process then exits normally."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def uvicorn_config(gw: Gateway, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
@@ -41,7 +65,7 @@ async def run_gateway(
     await gw.start()
     try:
         host, port = settings.server.host, settings.server.port
-        server = uvicorn.Server(uvicorn_config(gw, host, port, log_level))
+        server = GatewayServer(uvicorn_config(gw, host, port, log_level))
         if on_started is not None:
             watcher = asyncio.create_task(_when_started(server, on_started))
         await server.serve()

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from standby.errors import AllBackendsFailed, UpstreamError
 from standby.gateway.router import RoutedStream, StreamFailure
-from standby.protocol import Delta, Usage, chunk_body, error_body
+from standby.protocol import Delta, chunk_body, error_body
 from standby.providers.base import aclose
 
 log = logging.getLogger("standby.gateway")
@@ -33,14 +33,14 @@ async def sse_body(
     completion_id: str,
     model: str,
     include_usage: bool,
-    on_end: Callable[[str, Usage | None], None],
+    on_end: Callable[[str, Delta | None], None],
 ) -> AsyncIterator[bytes]:
-    """Turn routed deltas into SSE bytes. ``on_end(outcome, usage)`` runs exactly once, with
-    ``ok`` or ``error``, however the stream ends (client disconnects included)."""
+    """Turn routed deltas into SSE bytes. ``on_end(outcome, final delta)`` runs exactly once,
+    with ``ok`` or ``error``, however the stream ends (client disconnects included)."""
     created = int(time.time())
     role_sent = False
     status = "error"
-    usage: Usage | None = None
+    final: Delta | None = None
     try:
         item: Delta | StreamFailure | None = first
         iterator = aiter(stream)
@@ -73,14 +73,14 @@ async def sse_body(
                     )  # fmt: skip
                 out.append(DONE)
                 status = "ok"
-                usage = item.usage
+                final = item
             if out:
                 yield b"".join(out)
             item = await anext(iterator, None)
     finally:
         # Bookkeeping first: if the client went away this task may be cancelled at any await.
         stream.abandon()
-        on_end(status, usage)
+        on_end(status, final)
         await stream.aclose()
 
 

@@ -1,0 +1,189 @@
+"""Capture: every answered request becomes an ``inference.completed`` event, without slowing
+the request or losing one on a clean shutdown.
+
+request path ──offer()──► bounded in-memory queue ──► batch writer task ──► bus.publish_many
+                 │ full? drop + count                  (redact, build, encode off the request)
+The request only does a ``put_nowait``; building, redacting and writing happen in the writer.
+On shutdown the writer drains the queue before the bus is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from standby.config import CaptureConfig
+from standby.data.redaction import Redactor
+from standby.events import (
+    Bus,
+    BusError,
+    ChatMessage,
+    InferenceCompleted,
+    InferenceCompletedData,
+    TokenUsage,
+    open_bus,
+)
+from standby.gateway.metrics import Metrics
+from standby.gateway.router import Outcome
+from standby.protocol import ChatRequest, FinishReason, Usage
+
+log = logging.getLogger("standby.capture")
+
+SOURCE = "standby/gateway"
+RETRIES = 3
+
+
+@dataclass(slots=True)
+class Captured:
+    """What the request path hands over: plain references, no copying or validation."""
+
+    request_id: str
+    outcome: Outcome
+    request: ChatRequest
+    response: str
+    finish_reason: FinishReason
+    usage: Usage | None
+    latency_s: float
+    stream: bool
+    key_id: str | None
+    model_version: str | None
+
+
+# Put on the queue by close(): everything before it is written, then the writer ends.
+_STOP = Captured("", Outcome(""), ChatRequest(()), "", "stop", None, 0.0, False, None, None)
+
+
+class Capture:
+    def __init__(self, config: CaptureConfig, metrics: Metrics, bus: Bus | None = None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.bus = bus
+        self.queue: asyncio.Queue[Captured] = asyncio.Queue(config.queue_size)
+        self.redact = Redactor(config.redact_patterns, defaults=config.redact_defaults)
+        self._writer: asyncio.Task[None] | None = None
+        self._count = {
+            outcome: metrics.capture_events.labels(outcome)
+            for outcome in ("written", "filtered", "dropped")
+        }
+
+    async def start(self) -> None:
+        """Open the bus (a bad URL or unwritable path stops start-up) and start the writer."""
+        if self.bus is None:
+            self.bus = open_bus(self.config.bus)
+        await self.bus.check()
+        self._writer = asyncio.create_task(self._run(), name="capture-writer")
+
+    def offer(self, item: Captured) -> None:
+        """Never blocks: a full queue drops the event and counts it."""
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._count["dropped"].inc()
+
+    def filtered(self) -> None:
+        self._count["filtered"].inc()
+
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    async def close(self) -> None:
+        """Flush what is queued (up to ``drain_timeout_s``), then close the bus."""
+        if self._writer is not None:
+            await self.queue.put(_STOP)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), self.config.drain_timeout_s)
+            except TimeoutError:
+                lost = self.queue.qsize()
+                log.error("capture: drain timed out, %d events not written", lost)
+                self._count["dropped"].inc(lost)
+                self._writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer
+        if self.bus is not None:
+            await self.bus.close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.config.flush_interval_s
+            while len(batch) < self.config.batch_size:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except TimeoutError:
+                    break
+            if batch[-1] is _STOP:
+                batch.pop()
+                while not self.queue.empty():  # anything offered after the stop marker
+                    batch.append(self.queue.get_nowait())
+                stopping = True
+            if batch:
+                await self._write(batch)
+
+    async def _write(self, batch: list[Captured]) -> None:
+        events = []
+        for item in batch:
+            try:
+                events.append(self._event(item))
+            except ValueError as e:  # pydantic ValidationError: bad data is counted, not fatal
+                log.warning("capture: event %s rejected: %s", item.request_id, _one_line(e))
+                self._count["dropped"].inc()
+        assert self.bus is not None
+        for attempt in range(1, RETRIES + 1):
+            try:
+                await self.bus.publish_many("inference.completed", events)
+            except BusError as e:
+                log.error("capture: writing %d events failed (%s), try %d", len(events), e, attempt)
+                if attempt == RETRIES:
+                    self._count["dropped"].inc(len(events))
+                    return
+                await asyncio.sleep(0.1 * 2**attempt)
+            else:
+                self._count["written"].inc(len(events))
+                return
+
+    def _event(self, item: Captured) -> InferenceCompleted:
+        req, outcome, usage = item.request, item.outcome, item.usage
+        params = {
+            k: v
+            for k, v in (
+                ("temperature", req.temperature), ("top_p", req.top_p),
+                ("max_tokens", req.max_tokens), ("stop", list(req.stop) or None),
+                ("seed", req.seed), ("response_format", req.response_format),
+            )
+            if v is not None
+        }  # fmt: skip
+        data = InferenceCompletedData(
+            request_id=item.request_id,
+            route=outcome.route,
+            backend=outcome.backend,
+            provenance=outcome.provenance,
+            model=outcome.route,
+            model_version=item.model_version,
+            messages=[
+                ChatMessage(role=m.role, content=self.redact(m.content)) for m in req.messages
+            ],
+            params=params,
+            response=self.redact(item.response),
+            finish_reason=item.finish_reason,
+            usage=TokenUsage(
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+            ),
+            latency_s=item.latency_s,
+            ttft_s=outcome.ttft_s,
+            fallback_reason=outcome.fallback_reason,
+            stream=item.stream,
+            key_id=item.key_id,
+        )
+        return InferenceCompleted(source=SOURCE, data=data)
+
+
+def _one_line(error: Exception) -> str:
+    return str(error).splitlines()[0][:200]
