@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -53,6 +55,8 @@ class Gateway:
             if isinstance(config, LocalBackend):
                 version = getattr(provider, "model_version", None) or config.model
                 self.metrics.fallback_model_info.labels(version, config.model).set(1)
+                for criterion, score in model_scores(config.adapter).items():
+                    self.metrics.fallback_model_score.labels(criterion).set(score)
         if not self.keys.enabled:
             log.warning("server.api_keys is empty: the gateway accepts requests without a key")
 
@@ -76,6 +80,24 @@ class GatewayApp:
             await chat_asgi(scope, receive, send)
         else:
             await self.api(scope, receive, send)
+
+
+MODEL_CARD = "standby-model.json"
+
+
+def model_scores(adapter: str | None) -> dict[str, float]:
+    """The judge scores recorded next to a local adapter (``standby-model.json``, written when a
+    model passes the evaluation gate): ``{"scores": {"similarity": 93.1, "precision": 91.4}}``.
+    None for a base model, a Hub id, or an adapter without a card."""
+    if adapter is None or not (Path(adapter) / MODEL_CARD).is_file():
+        return {}
+    try:
+        card = json.loads((Path(adapter) / MODEL_CARD).read_text(encoding="utf-8"))
+        scores = card.get("scores") or {}
+        return {str(k): float(v) for k, v in scores.items() if k in ("similarity", "precision")}
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        log.warning("%s: unreadable %s (%s)", adapter, MODEL_CARD, e)
+        return {}
 
 
 def create_app(gw: Gateway) -> GatewayApp:

@@ -72,6 +72,11 @@ class Metrics:
             ["backend"], registry=r,
         )  # fmt: skip
 
+        self.fallback_model_score = Gauge(
+            "standby_fallback_model_score",
+            "Judge score (1-100) of the serving fallback model, from its standby-model.json.",
+            ["criterion"], registry=r,
+        )  # fmt: skip
         self.capture_events = Counter(
             "standby_capture_events", "Captured answers: written to the bus, filtered or dropped.",
             ["outcome"], registry=r,

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim
 
 HELLO = [{"role": "user", "content": "count me"}]
+# peft 0.21 on transformers 5 warns while loading an adapter.
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 
 def scrape(gw: GatewayServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -83,3 +88,19 @@ def test_breaker_gauge_and_ttft(
     assert value(scrape(gw), "standby_breaker_state", backend="gemini") == 1
     assert value(scrape(gw), "standby_fallback_model_info",
                  version=str(tiny_model_dir), base_model=str(tiny_model_dir)) == 1  # fmt: skip
+
+
+def test_serving_model_scores_come_from_its_model_card(
+    sim: RunningSim, tiny_model_dir: Path, tiny_adapter_dir: Path, tmp_path: Path,
+    start_gateway: StartGateway,
+) -> None:  # fmt: skip
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter_dir, adapter)
+    card = {"version": "v7", "scores": {"similarity": 93.5, "precision": 88.25}}
+    (adapter / "standby-model.json").write_text(json.dumps(card))
+    config = base_config(sim.url, tiny_model_dir)
+    config["backends"]["gemma"]["adapter"] = str(adapter)
+    gw = start_gateway(config)
+    m = scrape(gw)
+    assert value(m, "standby_fallback_model_score", criterion="similarity") == 93.5
+    assert value(m, "standby_fallback_model_score", criterion="precision") == 88.25

@@ -1,0 +1,800 @@
+"""What the gateway adds on top of the upstream call: latency, throughput and CPU per request.
+
+One run starts every target as its own process on 127.0.0.1, drives each with ``wrk`` (POSTs of
+an OpenAI chat request, non-streaming and streaming, at several concurrencies), kills them all,
+prints a table and writes it into ``docs/benchmarks.md``:
+
+    direct    the simulated Gemini's OpenAI surface (``standby sim gemini``), no proxy at all
+    floor     benchmarks/floor_proxy.py: aiohttp server + one shared ClientSession on uvloop
+    standby   ``standby serve`` (one worker), route ``gemini-2.5-flash: [gemini, gemini_backup]``
+    litellm   the LiteLLM proxy (one worker), same route with a configured fallback
+
+    .venv/bin/python benchmarks/gateway_overhead.py            # full run, ~7 minutes
+    .venv/bin/python benchmarks/gateway_overhead.py --quick    # smoke run, < 60 s, no litellm
+
+Needs ``wrk`` on PATH (Debian: ``apt-get install -y wrk``). Not a test: numbers depend on the
+machine and on whatever else runs on it, which the report records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TOKEN = "sk-standby-bench-0000"  # the gateway key, the LiteLLM master key, the sim's "API key"
+MODEL = "gemini-2.5-flash"
+PROMPT = "Say hello in one short sentence."
+TICK = os.sysconf("SC_CLK_TCK")
+NPROC = os.cpu_count() or 1
+BEGIN = "<!-- BEGIN gateway_overhead results (generated: edit the script, not this block) -->"
+END = "<!-- END gateway_overhead results -->"
+TARGETS = ("direct", "floor", "standby", "standby-nocapture", "litellm")
+# --pin: the proxy under test gets CPU 0 to itself; the simulator and wrk share CPU 1.
+PIN_LAYOUT = {"proxy": "0", "sim": "1", "wrk": "1"}
+MODES = ("non-stream", "stream")
+
+# wrk's Lua side: one request body; the response hook counts non-2xx answers and 2xx answers
+# whose body is not a finished answer (no "choices" / no final "data: [DONE]"); done() prints
+# one JSON line that the script parses.
+WRK_LUA = """\
+wrk.method = "POST"
+wrk.body = [==[{body}]==]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+local expect = [==[{expect}]==]
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function init(args) non2xx = 0; bad = 0 end
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  elseif not string.find(body, expect, 1, true) then
+    bad = bad + 1
+  end
+end
+function done(summary, latency, requests)
+  local n, b = 0, 0
+  for _, t in ipairs(threads) do n = n + t:get("non2xx"); b = b + t:get("bad") end
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"max_us":%d,' ..
+    '"non2xx":%d,"bad":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, n, b, e.connect, e.read, e.write, e.timeout))
+end
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid`` (and of its
+    reaped children), from /proc."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid:  # fields[0] is state; [2] pgrp; [11..14] u/s/cu/cs time
+            total += sum(int(x) for x in fields[11:15])
+    return total / TICK
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in parts[1:9])
+    return (user + nice + system + irq + softirq + steal) / TICK
+
+
+def children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+@dataclass
+class Proc:
+    """A process the script started, in its own process group (so it and its workers end)."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pgid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:])
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pgid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=8)
+        with contextlib.suppress(ProcessLookupError):  # workers left behind, if any
+            os.killpg(self.pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+
+class Procs:
+    """Every process this run started; all are stopped on exit, error or Ctrl-C."""
+
+    def __init__(self, workdir: Path, pin: bool = False) -> None:
+        self.workdir = workdir
+        self.pin = pin
+        self.all: list[Proc] = []
+
+    def start(
+        self, name: str, argv: Sequence[str], env: dict[str, str] | None = None, role: str = "proxy"
+    ) -> Proc:
+        log = self.workdir / f"{name}.log"
+        if self.pin:
+            argv = ["taskset", "-c", PIN_LAYOUT[role], *argv]
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(
+                list(argv),
+                cwd=self.workdir,
+                env={**os.environ, **(env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = Proc(name, popen, log)
+        self.all.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.all):
+            proc.stop()
+        self.all.clear()
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, timeout: float = 10.0
+) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method)
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_ready(proc: Proc, url: str, deadline_s: float) -> str | None:
+    """Poll ``url`` until it answers 200; ``None`` when ready, else why not."""
+    end = time.monotonic() + deadline_s
+    last = "no answer"
+    while time.monotonic() < end:
+        if not proc.alive():
+            return f"exited with status {proc.popen.returncode}: {proc.log_tail()}"
+        try:
+            status, _ = http("GET", url, timeout=2)
+        except (OSError, urllib.error.URLError) as e:
+            last = str(e)
+        else:
+            if status == 200:
+                return None
+            last = f"HTTP {status}"
+        time.sleep(0.25)
+    return f"not ready after {deadline_s:.0f} s ({last}): {proc.log_tail()}"
+
+
+# ----------------------------------------------------------------------------------------------
+# targets
+
+
+def request_body(stream: bool) -> bytes:
+    return json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": stream},
+        separators=(",", ":"),
+    ).encode()
+
+
+def check_answer(url: str, stream: bool) -> str | None:
+    """One request by hand before the load: ``None`` when the answer is right, else why."""
+    try:
+        status, body = http("POST", url, request_body(stream), timeout=30)
+    except (OSError, urllib.error.URLError) as e:
+        return f"request failed: {e}"
+    if status != 200:
+        return f"HTTP {status}: {body[:200]!r}"
+    if stream:
+        ok = body.rstrip().endswith(b"data: [DONE]") and b'"content"' in body
+    else:
+        try:
+            ok = bool(json.loads(body)["choices"][0]["message"]["content"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            ok = False
+    return None if ok else f"unexpected answer: {body[:200]!r}"
+
+
+@dataclass
+class Target:
+    name: str
+    url: str = ""
+    proc: Proc | None = None  # the proxy process whose CPU is counted (None for direct)
+    unavailable: str | None = None
+
+
+def standby_yaml(port: int, sim: int, capture: str) -> str:
+    return f"""\
+# generated by benchmarks/gateway_overhead.py
+server:
+  host: 127.0.0.1
+  port: {port}
+  api_keys: ["{TOKEN}"]
+backends:
+  gemini:
+    type: gemini
+    model: {MODEL}
+    api_key: sim-key
+    base_url: http://127.0.0.1:{sim}
+  gemini_backup:          # fallback: same simulator, a model name that always answers
+    type: gemini
+    model: ok
+    api_key: sim-key
+    base_url: http://127.0.0.1:{sim}
+routes:
+  {MODEL}: [gemini, gemini_backup]
+capture: {capture}
+"""
+
+
+def litellm_yaml(sim: int) -> str:
+    return f"""\
+# generated by benchmarks/gateway_overhead.py
+model_list:
+  - model_name: {MODEL}
+    litellm_params:
+      model: gemini/{MODEL}
+      api_base: http://127.0.0.1:{sim}/v1beta
+      api_key: sim-key
+  - model_name: {MODEL}-backup
+    litellm_params:
+      model: gemini/ok
+      api_base: http://127.0.0.1:{sim}/v1beta
+      api_key: sim-key
+router_settings:
+  fallbacks: [{{"{MODEL}": ["{MODEL}-backup"]}}]
+"""
+
+
+def executable(name: str) -> str | None:
+    here = BIN / name
+    return str(here) if here.exists() else shutil.which(name)
+
+
+def start_targets(procs: Procs, names: Sequence[str]) -> tuple[Proc, dict[str, Target]]:
+    """Start the simulator and every proxy at once (start-up overlaps), then wait for each."""
+    work = procs.workdir
+    standby = executable("standby")
+    if standby is None:
+        raise SystemExit("error: the `standby` command is not installed (pip install -e .)")
+    sim_port = free_port()
+    sim = procs.start("sim", [standby, "sim", "gemini", "--port", str(sim_port)], role="sim")
+    upstream = f"http://127.0.0.1:{sim_port}/v1beta/openai/chat/completions"
+    targets: dict[str, Target] = {}
+    waits: list[tuple[Target, Proc, str, float]] = []
+    for name in names:
+        target = targets[name] = Target(name)
+        port = free_port()
+        if name == "direct":
+            target.url = upstream
+            continue
+        target.url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        if name == "floor":
+            argv = [sys.executable, str(REPO / "benchmarks" / "floor_proxy.py")]
+            argv += ["--port", str(port), "--upstream", upstream]
+            proc = procs.start("floor", argv)
+            waits.append((target, proc, f"http://127.0.0.1:{port}/healthz", 30))
+        elif name in ("standby", "standby-nocapture"):
+            capture = (
+                "{enabled: false}"
+                if name == "standby-nocapture"
+                else f'{{enabled: true, bus: "sqlite:///{work}/events.db"}}'
+            )
+            config = f"{name}.yaml"
+            (work / config).write_text(standby_yaml(port, sim_port, capture))
+            proc = procs.start(name, [standby, "serve", "--config", config])
+            waits.append((target, proc, f"http://127.0.0.1:{port}/readyz", 90))
+        elif name == "litellm":
+            exe = executable("litellm")
+            if exe is None:
+                target.unavailable = "the `litellm` command is not installed"
+                continue
+            (work / "litellm.yaml").write_text(litellm_yaml(sim_port))
+            argv = [exe, "--config", "litellm.yaml", "--host", "127.0.0.1", "--port", str(port)]
+            env = {
+                "LITELLM_MASTER_KEY": TOKEN,
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_LOG": "ERROR",
+            }
+            proc = procs.start("litellm", [*argv, "--num_workers", "1"], env)
+            waits.append((target, proc, f"http://127.0.0.1:{port}/health/liveliness", 180))
+    why = wait_ready(sim, f"http://127.0.0.1:{sim_port}/healthz", 30)
+    if why is not None:
+        raise SystemExit(f"error: the simulated Gemini did not start: {why}")
+    for target, proc, ready_url, deadline in waits:
+        started = time.monotonic()
+        target.unavailable = wait_ready(proc, ready_url, deadline)
+        target.proc = proc
+        if target.unavailable is None:
+            for stream in (False, True):
+                target.unavailable = check_answer(target.url, stream)
+                if target.unavailable is not None:
+                    break
+        state = "ready" if target.unavailable is None else f"UNAVAILABLE: {target.unavailable}"
+        print(f"  {target.name}: {state} ({time.monotonic() - started:.1f} s)", flush=True)
+    direct = targets.get("direct")
+    if direct is not None:
+        direct.unavailable = check_answer(direct.url, False) or check_answer(direct.url, True)
+    return sim, targets
+
+
+# ----------------------------------------------------------------------------------------------
+# measuring
+
+
+@dataclass
+class Cell:
+    target: str
+    mode: str
+    conc: int
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    requests: int = 0
+    non2xx: int = 0
+    bad: int = 0
+    sock_errors: int = 0
+    proxy_cpu_ms: float | None = None  # proxy CPU per request
+    sim_cpu_ms: float = 0.0  # simulator CPU per request
+    wrk_cpu_ms: float = 0.0  # load generator CPU per request
+    other_cpu_pct: float = 0.0  # CPU used by processes not in this benchmark, % of all cores
+    error: str | None = None
+
+
+def wrk_script(workdir: Path, stream: bool) -> Path:
+    path = workdir / f"post-{'stream' if stream else 'whole'}.lua"
+    expect = "data: [DONE]" if stream else '"choices"'
+    body = request_body(stream).decode()
+    path.write_text(WRK_LUA.format(body=body, token=TOKEN, expect=expect))
+    return path
+
+
+def run_wrk(url: str, script: Path, conc: int, seconds: int, pin: bool) -> dict[str, int]:
+    argv = ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script)]
+    if pin:
+        argv = ["taskset", "-c", PIN_LAYOUT["wrk"], *argv]
+    done = subprocess.run([*argv, url], capture_output=True, text=True, timeout=seconds + 60)
+    for line in done.stdout.splitlines():
+        if line.startswith("WRKJSON "):
+            parsed: dict[str, int] = json.loads(line[len("WRKJSON ") :])
+            return parsed
+    raise RuntimeError(f"wrk printed no summary (status {done.returncode}): {done.stderr[-300:]}")
+
+
+def measure(
+    target: Target,
+    sim: Proc,
+    mode: str,
+    conc: int,
+    script: Path,
+    warmup: int,
+    duration: int,
+    pin: bool,
+) -> Cell:
+    cell = Cell(target.name, mode, conc)
+    if target.unavailable is not None:
+        cell.error = target.unavailable
+        return cell
+    if warmup > 0:
+        run_wrk(target.url, script, conc, warmup, pin)
+    proxy = target.proc
+    cpu0 = group_cpu_s(proxy.pgid) if proxy else 0.0
+    sim0, wrk0, busy0 = group_cpu_s(sim.pgid), children_cpu_s(), machine_busy_s()
+    got = run_wrk(target.url, script, conc, duration, pin)
+    cpu1 = group_cpu_s(proxy.pgid) if proxy else 0.0
+    sim1, wrk1, busy1 = group_cpu_s(sim.pgid), children_cpu_s(), machine_busy_s()
+    seconds = got["duration_us"] / 1e6
+    n = max(got["requests"], 1)
+    cell.requests = got["requests"]
+    cell.rps = got["requests"] / seconds
+    cell.p50_ms = got["p50_us"] / 1000
+    cell.p99_ms = got["p99_us"] / 1000
+    cell.non2xx = got["non2xx"]
+    cell.bad = got["bad"]
+    cell.sock_errors = got["connect"] + got["read"] + got["write"] + got["timeout"]
+    ours = (cpu1 - cpu0) + (sim1 - sim0) + (wrk1 - wrk0)
+    cell.proxy_cpu_ms = (cpu1 - cpu0) * 1000 / n if proxy else None
+    cell.sim_cpu_ms = (sim1 - sim0) * 1000 / n
+    cell.wrk_cpu_ms = (wrk1 - wrk0) * 1000 / n
+    cell.other_cpu_pct = max(0.0, (busy1 - busy0) - ours) / (seconds * NPROC) * 100
+    return cell
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+@dataclass
+class Report:
+    cells: list[Cell] = field(default_factory=list)
+
+    def get(self, target: str, mode: str, conc: int) -> Cell | None:
+        for c in self.cells:
+            if (c.target, c.mode, c.conc) == (target, mode, conc) and c.error is None:
+                return c
+        return None
+
+
+def fmt_ms(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def results_table(report: Report) -> list[str]:
+    rows = [
+        "| target | mode | conc | req/s | p50 ms | p99 ms | non-2xx | bad body | sock err "
+        "| proxy CPU ms/req | sim CPU ms/req | other load % |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for c in report.cells:
+        if c.error is not None:
+            why = c.error.replace("|", "/").replace("\n", " ")
+            rows.append(f"| {c.target} | {c.mode} | {c.conc} | unavailable: {why} |")
+            continue
+        cpu = "—" if c.proxy_cpu_ms is None else f"{c.proxy_cpu_ms:.2f}"
+        rows.append(
+            f"| {c.target} | {c.mode} | {c.conc} | {c.rps:,.0f} | {fmt_ms(c.p50_ms)} "
+            f"| {fmt_ms(c.p99_ms)} | {c.non2xx} | {c.bad} | {c.sock_errors} | {cpu} "
+            f"| {c.sim_cpu_ms:.2f} | {c.other_cpu_pct:.0f} |"
+        )
+    return rows
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else "**met**" if ok else "**MISSED**"
+
+
+def derived(report: Report, concs: Sequence[int]) -> list[str]:
+    """Ratios and the issue's targets, per mode. The req/s ratios are what the targets are
+    stated in; the CPU-per-request ratios say the same thing without the noise of whatever
+    else shares the cores (``floor ms / standby ms`` is the req/s ratio both would reach on
+    equal, dedicated CPU)."""
+    lines = [
+        "| mode | measure | value | target | result |",
+        "|---|---|--:|--:|---|",
+    ]
+
+    def row(mode: str, what: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        lines.append(
+            f"| {mode} | {what} | {value} | {target} | {'' if not target else verdict(ok)} |"
+        )
+
+    for mode in MODES:
+        direct1 = report.get("direct", mode, 1)
+        for name in ("floor", "standby", "litellm"):
+            cell = report.get(name, mode, 1)
+            if cell is not None and direct1 is not None:
+                added = cell.p50_ms - direct1.p50_ms
+                is_sb = name == "standby"
+                row(mode, f"{name}: added p50 vs direct, c=1", f"{added:+.2f} ms",
+                    "≤ 1 ms" if is_sb else "", round(added, 2) <= 1.0)  # fmt: skip
+        for conc in (c for c in concs if c > 1):
+            sb, fl = report.get("standby", mode, conc), report.get("floor", mode, conc)
+            if sb is None or fl is None:
+                continue
+            frac = sb.rps / fl.rps
+            row(mode, f"standby / floor req/s, c={conc}", f"{frac:.2f}",
+                "≥ 0.33" if conc == 16 else "", frac >= 1 / 3)  # fmt: skip
+            if sb.proxy_cpu_ms and fl.proxy_cpu_ms:
+                row(mode, f"floor / standby CPU per request, c={conc}",
+                    f"{fl.proxy_cpu_ms / sb.proxy_cpu_ms:.2f}")  # fmt: skip
+        for conc in (c for c in concs if c > 1):
+            on, off = report.get("standby", mode, conc), report.get("standby-nocapture", mode, conc)
+            if on is not None and off is not None and off.rps > 0:
+                ratio = on.rps / off.rps
+                row(mode, f"standby capture on / off req/s, c={conc}", f"{ratio:.2f}",
+                    "≥ 0.95" if conc == 16 else "", ratio >= 0.95)  # fmt: skip
+        for conc in concs:
+            sb, lt = report.get("standby", mode, conc), report.get("litellm", mode, conc)
+            if sb is None or lt is None or lt.rps <= 0:
+                continue
+            ratio = sb.rps / lt.rps
+            row(mode, f"standby / litellm req/s, c={conc}", f"{ratio:.1f}x",
+                "> 10x" if conc == 16 else "", ratio > 10)  # fmt: skip
+            if sb.proxy_cpu_ms and lt.proxy_cpu_ms:
+                row(mode, f"litellm / standby CPU per request, c={conc}",
+                    f"{lt.proxy_cpu_ms / sb.proxy_cpu_ms:.1f}x")  # fmt: skip
+        sb_cells = [c for c in report.cells if c.target == "standby" and c.mode == mode]
+        if sb_cells and all(c.error is None for c in sb_cells):
+            failures = sum(c.non2xx + c.bad + c.sock_errors for c in sb_cells)
+            row(mode, "standby: non-2xx + bad bodies + socket errors, all c", str(failures),
+                "0", failures == 0)  # fmt: skip
+        top = max(concs)
+        for name in ("floor", "standby", "litellm"):
+            cell = report.get(name, mode, top)
+            if cell is not None and cell.proxy_cpu_ms:
+                ms = cell.proxy_cpu_ms
+                row(mode, f"{name}: proxy CPU per request, c={top}",
+                    f"{ms:.2f} ms (≈ {1000 / ms:,.0f} req/s per core)")  # fmt: skip
+    return lines
+
+
+def versions() -> str:
+    out = []
+    for dist in ("standby", "aiohttp", "uvloop", "fastapi", "uvicorn", "starlette", "litellm"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out.append(f"{dist} {importlib.metadata.version(dist)}")
+    return ", ".join(out)
+
+
+def machine_facts() -> list[str]:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("[")[0]
+    git = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True
+    ).stdout.strip()
+    return [
+        f"- machine: `nproc` = {NPROC}, {cpu}, Linux {platform.release()}",
+        f"- Python {platform.python_version()}; {versions()}; {wrk.strip()}",
+        f"- code: commit {git or '?'}{' + uncommitted changes' if dirty else ''}",
+    ]
+
+
+def render(
+    report: Report,
+    args: argparse.Namespace,
+    command: str,
+    started: dt.datetime,
+    facts: list[str],
+    load: tuple[tuple[float, float, float], tuple[float, float, float]],
+    concs: Sequence[int],
+    notes: list[str],
+) -> str:
+    (a1, a5, a15), (b1, b5, b15) = load
+    lines = [
+        BEGIN,
+        "",
+        f"### Results: {started:%Y-%m-%d %H:%M} UTC"
+        + (" (quick smoke run: too short to judge)" if args.quick else ""),
+        "",
+        f"Command: `{command}` ({args.warmup} s warm-up + {args.duration} s measured per "
+        f"cell, one `wrk` thread"
+        + (
+            "; pinned: proxy on CPU 0, simulator + wrk on CPU 1)." if args.pin else ", no pinning)."
+        ),
+        "",
+        *facts,
+        f"- load average (1/5/15 min) before: {a1:.2f} / {a5:.2f} / {a15:.2f}; "
+        f"after: {b1:.2f} / {b5:.2f} / {b15:.2f}",
+        "",
+        *results_table(report),
+        "",
+        "Derived (the issue's targets for standby; streaming is held to the same ones):",
+        "",
+        *derived(report, concs),
+        "",
+    ]
+    if notes:
+        lines += [*(f"- {n}" for n in notes), ""]
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+DOC_INTRO = """\
+# Benchmarks
+
+## Gateway overhead (`benchmarks/gateway_overhead.py`)
+
+What a request pays for going through the gateway instead of straight to the upstream, on this
+project's usual 2-core machine. Run it from the repository root:
+
+    .venv/bin/python benchmarks/gateway_overhead.py           # full run (~7 min)
+    .venv/bin/python benchmarks/gateway_overhead.py --quick   # smoke run (< 60 s), prints only
+
+A full run rewrites only the generated block below; text outside it is kept.
+
+It needs `wrk` (`apt-get install -y wrk`) and, for the LiteLLM row, the LiteLLM proxy's own
+dependencies in the venv (if it cannot start, its rows say why and the rest still runs).
+
+"""
+
+
+def write_doc(path: Path, block: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + block.rstrip("\n") + tail
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else DOC_INTRO) + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+# ----------------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--duration", type=int, help="measured seconds per cell (default 10; quick 1)")
+    p.add_argument("--warmup", type=int, help="warm-up seconds per cell (default 5; quick 1)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 s cells, c=1 and 16, no litellm, prints only")  # fmt: skip
+    p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
+    p.add_argument("--pin", action="store_true",
+                   help="taskset: proxy on CPU 0, simulator and wrk on CPU 1")  # fmt: skip
+    p.add_argument("--concurrency", default=None, help="comma list (default 1,16,64)")
+    p.add_argument("--targets", default=",".join(TARGETS),
+                   help=f"comma list from {','.join(TARGETS)}")  # fmt: skip
+    p.add_argument(
+        "--output", default=None, help="file to update (default docs/benchmarks.md; quick: none)"
+    )
+    args = p.parse_args(argv)
+    args.duration = args.duration or (1 if args.quick else 10)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
+    if args.output is None and not args.quick:
+        args.output = str(REPO / "docs" / "benchmarks.md")
+    return args
+
+
+@contextlib.contextmanager
+def cleanup_on_signals(procs: Procs) -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        procs.stop_all()
+        raise SystemExit(128 + signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        procs.stop_all()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print(
+            "error: `wrk` is not installed; it is the load generator this benchmark needs "
+            "(Debian/Ubuntu: apt-get install -y wrk)",
+            file=sys.stderr,
+        )
+        return 2
+    concs = [int(c) for c in (args.concurrency or ("1,16" if args.quick else "1,16,64")).split(",")]
+    names = [t for t in TARGETS if t in args.targets.split(",")]
+    if args.quick or args.no_litellm:
+        names = [t for t in names if t != "litellm"]
+    shown = list(sys.argv[1:] if argv is None else argv)
+    command = shlex.join([".venv/bin/python", "benchmarks/gateway_overhead.py", *shown])
+    started = dt.datetime.now(dt.UTC)
+    load0 = os.getloadavg()
+    notes: list[str] = []
+    report = Report()
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="standby-bench-") as tmp:
+        work = Path(tmp)
+        procs = Procs(work, pin=args.pin)
+        with cleanup_on_signals(procs):
+            print(f"starting {', '.join(names)} (logs in {work})", flush=True)
+            sim, targets = start_targets(procs, names)
+            scripts = {mode: wrk_script(work, mode == "stream") for mode in MODES}
+            print(
+                f"{'target':8} {'mode':10} {'c':>3} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+                f"{'non2xx':>6} {'bad':>4} {'sock':>4} {'cpu/req':>7} {'other%':>6}",
+                flush=True,
+            )
+            # Cell order: for each (mode, concurrency) every target in turn, so that the
+            # targets being compared are measured minutes apart at most, under similar load.
+            for mode in MODES:
+                for conc in concs:
+                    for name in names:
+                        target = targets[name]
+                        try:
+                            cell = measure(
+                                target, sim, mode, conc, scripts[mode], args.warmup,
+                                args.duration, args.pin,
+                            )  # fmt: skip
+                        except (RuntimeError, subprocess.TimeoutExpired) as e:
+                            cell = Cell(name, mode, conc, error=str(e)[:200])
+                        proc = target.proc
+                        if target.unavailable is None and proc is not None and not proc.alive():
+                            target.unavailable = f"process died: {proc.log_tail()}"
+                            cell.error = cell.error or target.unavailable
+                        report.cells.append(cell)
+                        print_cell(cell)
+            for name in ("standby", "litellm"):
+                t = targets.get(name)
+                if t is not None and t.proc is not None and t.unavailable is None:
+                    tail = t.proc.log_tail(5)
+                    if "Traceback" in t.proc.log.read_text(errors="replace"):
+                        notes.append(f"{name} logged a traceback during the run: {tail}")
+    load1 = os.getloadavg()
+    elapsed = time.monotonic() - t0
+    print(f"finished in {elapsed:.0f} s", flush=True)
+    if "litellm" not in names:
+        notes.append("LiteLLM proxy not run (--quick / --no-litellm / --targets).")
+    block = render(report, args, command, started, machine_facts(), (load0, load1), concs, notes)
+    print()
+    print(block)
+    if args.output:
+        write_doc(Path(args.output), block)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def print_cell(c: Cell) -> None:
+    if c.error is not None:
+        print(f"{c.target:8} {c.mode:10} {c.conc:>3} unavailable: {c.error}", flush=True)
+        return
+    cpu = "-" if c.proxy_cpu_ms is None else f"{c.proxy_cpu_ms:.2f}"
+    print(
+        f"{c.target:8} {c.mode:10} {c.conc:>3} {c.rps:>8,.0f} {c.p50_ms:>7.2f} {c.p99_ms:>7.2f} "
+        f"{c.non2xx:>6} {c.bad:>4} {c.sock_errors:>4} {cpu:>7} {c.other_cpu_pct:>6.0f}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
