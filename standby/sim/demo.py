@@ -31,7 +31,7 @@ def demo_settings(*, host: str, port: int, sim_url: str, model_dir: Path) -> Set
         },
         "routes": {ROUTE: ["gemini", "gemma"]},
         "breaker": {"failures": 3, "cooldown_s": 10},
-        "capture": {"enabled": False},
+        "capture": {"enabled": True, "bus": "sqlite:///./.standby/events.db"},
     }
     return parse_settings(data, "demo")
 
@@ -65,5 +65,6 @@ standby demo is up: gateway {base}  (simulated Gemini {sim_url}, fallback: tiny 
   recover:  curl -s -XPOST {sim_url}/_sim/fault -d '{{"fault":"ok"}}'
   state:    curl -s {base}/readyz      metrics: curl -s {base}/metrics
 
-The answering backend is in the x-standby-backend header (curl -i). Ctrl-C stops.
+The answering backend is in the x-standby-backend header (curl -i). Answers are captured
+as events in .standby/events.db. Ctrl-C stops.
 """
