@@ -31,14 +31,8 @@ from standby.errors import (
 )
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
+from standby.providers.openai_compat import OPENAI_FINISH
 
-_FINISH: dict[str, FinishReason] = {
-    "stop": "stop",
-    "length": "length",
-    "content_filter": "content_filter",
-    "tool_calls": "stop",
-    "function_call": "stop",
-}
 # litellm prefixes of OpenAI-compatible servers that understand vLLM's continuation flags.
 _CONTINUE_PREFIXES = ("hosted_vllm/", "openai/")
 
@@ -57,7 +51,7 @@ def _import_litellm() -> ModuleType:
 
 
 def _finish(value: Any) -> FinishReason | None:
-    return None if value is None else _FINISH.get(str(value), "stop")
+    return None if value is None else OPENAI_FINISH.get(str(value), "stop")
 
 
 def _usage(raw: Any) -> Usage | None:

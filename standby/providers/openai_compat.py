@@ -26,7 +26,7 @@ from standby.errors import UpstreamConnectError, UpstreamProtocolError, Upstream
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
 
-_FINISH: dict[str, FinishReason] = {
+OPENAI_FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
     "content_filter": "content_filter",
@@ -69,7 +69,7 @@ def request_body(
 def _finish(value: Any) -> FinishReason | None:
     if value is None:
         return None
-    return _FINISH.get(str(value), "stop")
+    return OPENAI_FINISH.get(str(value), "stop")
 
 
 def _usage(raw: Any) -> Usage | None:
