@@ -109,7 +109,10 @@ class SSEResponse(Response):
             async for piece in self.body_iterator:
                 if disconnected.done():
                     break
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                last = piece.endswith(DONE)  # the end of a clean stream closes the body too
+                await send({"type": "http.response.body", "body": piece, "more_body": not last})
+                if last:
+                    break
             else:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:

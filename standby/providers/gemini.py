@@ -180,6 +180,11 @@ class GeminiProvider:
                         finish = parsed.finish or finish
                         texts.append(parsed.text)
                     text = "".join(texts)
+                    if finish is not None:
+                        # Gemini said the answer is complete: the last text, the finish and the
+                        # usage travel together (one piece, one write to the client).
+                        final = Delta(text=text, finish_reason=finish, usage=usage)
+                        break
                     if text:
                         yield Delta(text=text)
         except Exception as e:
@@ -187,4 +192,4 @@ class GeminiProvider:
         if finish is None:
             # The connection closed cleanly but Gemini never said the answer was finished.
             raise UpstreamConnectError(self.name, "stream ended without a finishReason")
-        yield Delta(finish_reason=finish, usage=usage)
+        yield final
