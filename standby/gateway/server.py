@@ -57,7 +57,7 @@ async def run_gateway(
     settings: Settings,
     *,
     log_level: str = "info",
-    on_started: Callable[[uvicorn.Server], None] | None = None,
+    on_started: Callable[[uvicorn.Server, Gateway], None] | None = None,
 ) -> None:
     """Start every backend (errors propagate: the caller prints one line), then serve until
     SIGINT/SIGTERM, then close the backends."""
@@ -67,7 +67,7 @@ async def run_gateway(
         host, port = settings.server.host, settings.server.port
         server = GatewayServer(uvicorn_config(gw, host, port, log_level))
         if on_started is not None:
-            watcher = asyncio.create_task(_when_started(server, on_started))
+            watcher = asyncio.create_task(_when_started(server, gw, on_started))
         await server.serve()
         if on_started is not None:
             watcher.cancel()
@@ -75,18 +75,20 @@ async def run_gateway(
         await gw.close()
 
 
-async def _when_started(server: uvicorn.Server, callback: Callable[[uvicorn.Server], None]) -> None:
+async def _when_started(
+    server: uvicorn.Server, gw: Gateway, callback: Callable[[uvicorn.Server, Gateway], None]
+) -> None:
     # uvicorn exposes start-up only as a flag.
     while not server.started:  # noqa: ASYNC110
-        await asyncio.sleep(0.02)
-    callback(server)
+        await asyncio.sleep(0.01)
+    callback(server, gw)
 
 
 def serve(
     settings: Settings,
     *,
     log_level: str = "info",
-    on_started: Callable[[uvicorn.Server], None] | None = None,
+    on_started: Callable[[uvicorn.Server, Gateway], None] | None = None,
 ) -> None:
     """Blocking entry point for the CLI (uvloop when installed)."""
     main = run_gateway(settings, log_level=log_level, on_started=on_started)

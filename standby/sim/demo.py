@@ -10,6 +10,7 @@ from typing import Any
 import uvicorn
 
 from standby.config import Settings, parse_settings
+from standby.gateway.app import Gateway
 from standby.gateway.server import serve
 from standby.sim.background import AiohttpServer
 
@@ -45,7 +46,7 @@ def run_demo(*, host: str, port: int, sim_port: int, model_dir: Path, log_level:
     sim = AiohttpServer(build_app(SimGemini()), host="127.0.0.1", port=sim_port).start()
     settings = demo_settings(host=host, port=port, sim_url=sim.url, model_dir=model_dir)
 
-    def started(server: uvicorn.Server) -> None:
+    def started(server: uvicorn.Server, gateway: Gateway) -> None:
         base = f"http://{host}:{port}"
         print(_instructions(base, sim.url), flush=True)
 
