@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from standby.data.cli import register
 from standby.errors import ConfigError, GatewayError
 
 DEFAULT_CONFIG = "standby.yaml"
@@ -103,6 +104,8 @@ def make_parser() -> argparse.ArgumentParser:
     tiny.add_argument("path")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_sim_tiny_model)
+
+    register(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from standby.data.config import DataConfig
 from standby.errors import ConfigError
 
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -193,6 +194,7 @@ class Settings(Strict):
     routes: Annotated[dict[str, RouteConfig], Field(min_length=1)]
     breaker: BreakerConfig = BreakerConfig()
     capture: CaptureConfig = CaptureConfig()
+    data: DataConfig = DataConfig()
 
     @field_validator("routes", mode="before")
     @classmethod

@@ -1,0 +1,224 @@
+"""``standby data ...``: materialize, stats, snapshot, export.
+
+Every command takes ``--from-config FILE`` (a standby.yaml: its ``data:`` section and
+``capture.bus``) and flags named after those YAML keys (``--test-fraction``, ``--bus``), which
+win over the file. Without a file the defaults apply: pairs in ``.standby/pairs.db``, the bus in
+``.standby/events.db`` (where ``standby demo`` and a default gateway capture to).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from standby.config import CaptureConfig, load_settings
+from standby.data.config import DataConfig
+from standby.data.pairs import SPLITS, PairStore, Stats
+from standby.errors import ConfigError
+
+_TYPES = {"store": str, "test_fraction": float, "batch_size": int, "block_s": float}
+_FILTERS = ("min_prompt_chars", "max_prompt_chars", "min_response_chars", "max_response_chars")
+_WRITE_KEYS = ("test_fraction", *_FILTERS, "batch_size", "block_s")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[_OneLineParser]:
+    """Add ``standby data`` and its sub-commands to the ``standby`` parser; return the data
+    sub-parsers, where more data commands (``merge``) can be added."""
+    data = subparsers.add_parser("data", help="training pairs: materialize, stats, export")
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND",
+                              parser_class=_OneLineParser)  # fmt: skip
+
+    mat = sub.add_parser("materialize", help="turn inference.completed events into pairs")
+    _config_flags(mat, ("store", "bus", *_WRITE_KEYS))
+    mat.add_argument("--once", action="store_true", help="drain the events there are, then exit")
+    mat.add_argument("--json", action="store_true", help="print the counts as JSON")
+    mat.set_defaults(func=cmd_materialize)
+
+    stats = sub.add_parser("stats", help="pairs by route, source and split; new since snapshot")
+    _config_flags(stats, ("store",))
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.set_defaults(func=cmd_stats)
+
+    snap = sub.add_parser("snapshot", help="record a snapshot, publish dataset.snapshot_created")
+    _config_flags(snap, ("store", "bus"))
+    snap.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    snap.set_defaults(func=cmd_snapshot)
+
+    exp = sub.add_parser("export", help="write pairs as jsonl, parquet or a datasets folder")
+    _config_flags(exp, ("store",))
+    exp.add_argument("--format", required=True, choices=["jsonl", "parquet", "hf"])
+    exp.add_argument("--output", help="folder (or .jsonl/.parquet file for one split)")
+    exp.add_argument("--split", default="all", choices=[*SPLITS, "all"])
+    exp.add_argument("--push-to-hub", metavar="REPO", help="also push to this Hub dataset repo")
+    exp.add_argument("--private", action="store_true", help="create the Hub repo private")
+    exp.add_argument("--hub-endpoint", metavar="URL", help="Hub API URL (default: HF_ENDPOINT)")
+    exp.set_defaults(func=cmd_export)
+    return sub
+
+
+def _config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
+    parser.add_argument("--from-config", metavar="FILE",
+                        help="standby.yaml to read data: and capture.bus from")  # fmt: skip
+    for key in keys:
+        if key == "bus":
+            parser.add_argument("--bus", metavar="URL", help="override capture.bus")
+            continue
+        field = DataConfig.model_fields[key]
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=key,
+            type=_TYPES.get(key, int),
+            metavar=key.upper(),
+            help=f"data.{key}: {field.description}",
+        )
+
+
+def resolve(args: argparse.Namespace) -> tuple[DataConfig, str]:
+    """The data section and bus URL: defaults, then the file, then flags."""
+    if args.from_config:
+        settings = load_settings(args.from_config)
+        data, bus = settings.data, settings.capture.bus
+    else:
+        data, bus = DataConfig(), CaptureConfig().bus
+    flags = {k: v for k in DataConfig.model_fields if (v := getattr(args, k, None)) is not None}
+    if flags:
+        try:
+            data = DataConfig.model_validate({**data.model_dump(), **flags})
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            flag = f"--{where.replace('_', '-')}: " if where else ""
+            raise ConfigError(f"{flag}{first['msg'].removeprefix('Value error, ')}") from None
+    return data, getattr(args, "bus", None) or bus
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def cmd_materialize(args: argparse.Namespace) -> None:
+    from standby.data.materializer import Materializer
+    from standby.events import open_bus
+
+    data, bus_url = resolve(args)
+
+    async def run() -> dict[str, Any]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        with PairStore.from_config(data) as store:
+            async with open_bus(bus_url) as bus:
+                counts = await Materializer(bus, store).run(once=args.once, stop=stop)
+        return counts.to_json() | {"summary": counts.summary()}
+
+    result = asyncio.run(run())
+    if args.json:
+        _print_json({k: v for k, v in result.items() if k != "summary"})
+    else:
+        print(f"materialized {result['summary']}")
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    data, _ = resolve(args)
+    with PairStore.from_config(data) as store:
+        stats = store.stats()
+    if args.json:
+        _print_json(stats.to_json())
+    else:
+        print(format_stats(stats))
+
+
+def cmd_snapshot(args: argparse.Namespace) -> None:
+    from standby.data.materializer import take_snapshot
+    from standby.events import open_bus
+
+    data, bus_url = resolve(args)
+
+    async def run() -> dict[str, Any]:
+        with PairStore.from_config(data) as store:
+            async with open_bus(bus_url) as bus:
+                return (await take_snapshot(store, bus)).to_json()
+
+    snap = asyncio.run(run())
+    if args.json:
+        _print_json(snap)
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in snap["counts"].items())
+        print(f"snapshot {snap['snapshot_id']}: {counts}; content hash {snap['content_hash']}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    if not args.output and not args.push_to_hub:
+        raise ConfigError("standby data export: give --output PATH, --push-to-hub REPO or both")
+    from standby.data.export import export, push_to_hub
+
+    data, _ = resolve(args)
+    with PairStore.from_config(data) as store:
+        if args.output:
+            done = export(store, args.format, args.output, split=args.split)
+            paths = ", ".join(str(p) for p in done.paths)
+            print(f"exported {_counts(done.counts)} to {paths} (content hash {done.content_hash})")
+        if args.push_to_hub:
+            pushed = push_to_hub(store, args.push_to_hub, split=args.split,
+                                 private=args.private, endpoint=args.hub_endpoint)  # fmt: skip
+            print(f"pushed {_counts(pushed.counts)} to {pushed.repo_url} ({pushed.commit_url})")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{split} {n}" for split, n in counts.items())
+
+
+def format_stats(stats: Stats) -> str:
+    """A small table of pairs by route and source per split, then snapshot and event counts."""
+    table: dict[tuple[str, str], dict[str, int]] = {}
+    for route, source, split, n in stats.rows:
+        table.setdefault((route, source), dict.fromkeys(SPLITS, 0))[split] = n
+    lines: list[list[str]] = [["route", "source", *SPLITS, "total"]]
+    for (route, source), by_split in sorted(table.items()):
+        counts = [by_split[s] for s in SPLITS]
+        lines.append([route, source, *map(str, counts), str(sum(counts))])
+    lines.append(["all", "", *(str(stats.by_split[s]) for s in SPLITS), str(stats.total)])
+    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
+    out = [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in lines
+    ]
+    snap = stats.last_snapshot
+    last = f"{snap.id} at {snap.created_at} ({snap.content_hash[:12]})" if snap else "none"
+    out += [
+        "",
+        f"new since last snapshot: {stats.new_since_snapshot}"
+        f" (updated answers: {stats.updated_since_snapshot}); last snapshot: {last}",
+        "events: " + _event_counts(stats.counters),
+    ]
+    return "\n".join(out)
+
+
+def _event_counts(c: dict[str, int]) -> str:
+    text = (
+        f"written {c.get('written', 0)}, duplicate {c.get('duplicate', 0)}"
+        f" (replaced {c.get('replaced', 0)})"
+    )
+    for kind in ("skipped", "rejected"):
+        reasons = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith(f"{kind}.")}
+        detail = ", ".join(f"{k} {v}" for k, v in reasons.items())
+        text += f", {kind} {sum(reasons.values())}" + (f" ({detail})" if detail else "")
+    return text
