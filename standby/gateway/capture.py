@@ -20,6 +20,7 @@ from standby.events import (
     Bus,
     BusError,
     ChatMessage,
+    EventTooLarge,
     InferenceCompleted,
     InferenceCompletedData,
     TokenUsage,
@@ -35,7 +36,7 @@ SOURCE = "standby/gateway"
 RETRIES = 3
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Captured:
     """What the request path hands over: plain references, no copying or validation."""
 
@@ -63,6 +64,7 @@ class Capture:
         self.queue: asyncio.Queue[Captured] = asyncio.Queue(config.queue_size)
         self.redact = Redactor(config.redact_patterns, defaults=config.redact_defaults)
         self._writer: asyncio.Task[None] | None = None
+        self._filled = asyncio.Event()
         self._count = {
             outcome: metrics.capture_events.labels(outcome)
             for outcome in ("written", "filtered", "dropped")
@@ -81,6 +83,9 @@ class Capture:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self._count["dropped"].inc()
+            return
+        if self.queue.qsize() >= self.config.batch_size:
+            self._filled.set()
 
     def filtered(self) -> None:
         self._count["filtered"].inc()
@@ -92,6 +97,7 @@ class Capture:
         """Flush what is queued (up to ``drain_timeout_s``), then close the bus."""
         if self._writer is not None:
             await self.queue.put(_STOP)
+            self._filled.set()
             try:
                 await asyncio.wait_for(asyncio.shield(self._writer), self.config.drain_timeout_s)
             except TimeoutError:
@@ -105,21 +111,20 @@ class Capture:
             await self.bus.close()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        batch_size = self.config.batch_size
         stopping = False
         while not stopping:
             batch = [await self.queue.get()]
-            deadline = loop.time() + self.config.flush_interval_s
-            while len(batch) < self.config.batch_size:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
-                except TimeoutError:
-                    break
-            if batch[-1] is _STOP:
-                batch.pop()
+            # Let the batch fill for up to the flush window: one timer per batch, not per event
+            # (offer() sets the event once a full batch is waiting).
+            if self.queue.qsize() < batch_size - 1 and batch[0] is not _STOP:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._filled.wait(), self.config.flush_interval_s)
+            self._filled.clear()
+            while len(batch) < batch_size and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            if any(item is _STOP for item in batch):
+                batch = [item for item in batch if item is not _STOP]
                 while not self.queue.empty():  # anything offered after the stop marker
                     batch.append(self.queue.get_nowait())
                 stopping = True
@@ -134,10 +139,26 @@ class Capture:
             except ValueError as e:  # pydantic ValidationError: bad data is counted, not fatal
                 log.warning("capture: event %s rejected: %s", item.request_id, _one_line(e))
                 self._count["dropped"].inc()
+        try:
+            await self._publish(events)
+        except EventTooLarge:
+            # One oversized answer must not take its batch with it: write them one by one.
+            for event in events:
+                try:
+                    await self._publish([event])
+                except EventTooLarge as e:
+                    log.warning("capture: event %s dropped: %s", event.data.request_id, e)
+                    self._count["dropped"].inc()
+
+    async def _publish(self, events: list[InferenceCompleted]) -> None:
+        """Write with retries and back-off; after the last failure the events are counted as
+        dropped (never raised: capture must not break serving). Oversized events raise."""
         assert self.bus is not None
         for attempt in range(1, RETRIES + 1):
             try:
                 await self.bus.publish_many("inference.completed", events)
+            except EventTooLarge:
+                raise
             except BusError as e:
                 log.error("capture: writing %d events failed (%s), try %d", len(events), e, attempt)
                 if attempt == RETRIES:

@@ -147,7 +147,9 @@ class GeminiProvider:
         assert self._session is not None, "start() not called"
         data = orjson.dumps(request_body(request))
         try:
-            async with self._session.post(self._url, data=data, headers=self._headers) as resp:
+            async with self._session.post(
+                self._url, data=http.body(data), headers=self._headers
+            ) as resp:
                 await http.raise_for_status(self.name, resp)
                 payload = orjson.loads(await resp.read())
         except Exception as e:
@@ -168,7 +170,7 @@ class GeminiProvider:
         usage: Usage | None = None
         try:
             async with self._session.post(
-                self._stream_url, data=data, headers=self._headers
+                self._stream_url, data=http.body(data), headers=self._headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
                 async for batch in http.sse_batches(resp):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import io
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -39,6 +40,15 @@ def new_session(timeouts: Timeouts, *, limit: int = 256) -> aiohttp.ClientSessio
         auto_decompress=True,
         trust_env=False,
     )
+
+
+def body(data: bytes) -> bytes | io.BytesIO:
+    """Small bodies go out as bytes (cheapest); a body over 1 MiB as a stream, which aiohttp
+    writes in pieces instead of holding the event loop (it warns about large raw bytes)."""
+    return io.BytesIO(data) if len(data) > LARGE_BODY else data
+
+
+LARGE_BODY = 1 << 20
 
 
 def translate(backend: str, exc: BaseException, connect_s: float) -> UpstreamError:

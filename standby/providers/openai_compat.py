@@ -181,7 +181,9 @@ class OpenAICompatProvider:
         assert self._session is not None, "start() not called"
         data = self._body(request, stream=False)
         try:
-            async with self._session.post(self._url, data=data, headers=self._headers) as resp:
+            async with self._session.post(
+                self._url, data=http.body(data), headers=self._headers
+            ) as resp:
                 await http.raise_for_status(self.name, resp)
                 payload = orjson.loads(await resp.read())
         except Exception as e:
@@ -194,7 +196,7 @@ class OpenAICompatProvider:
         state = _StreamState()
         try:
             async with self._session.post(
-                self._url, data=data, headers=self._stream_headers
+                self._url, data=http.body(data), headers=self._stream_headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
                 async for batch in http.sse_batches(resp):

@@ -160,3 +160,49 @@ def test_bad_bus_url_stops_start_up_with_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "kafka://nowhere" in run.stderr, run.stderr
+
+
+async def test_oversized_answer_is_dropped_alone(
+    sim: RunningSim, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    """An event over the bus's 1 MiB limit is counted as dropped; the rest of its batch is
+    written and the client is answered."""
+    db = tmp_path / "events.db"
+    config = capturing(sim.url, db, flush_interval_s=0.5)
+    config["server"]["max_body_bytes"] = 4 << 20
+    gw = start_gateway(config)
+    client = gw.async_client()
+    huge = [{"role": "user", "content": "x " * (700 << 10)}]
+    answers = await asyncio.gather(
+        client.chat.completions.create(model=ROUTE, messages=HELLO),
+        client.chat.completions.create(model=ROUTE, messages=huge),
+        client.chat.completions.create(model=ROUTE, messages=HELLO),
+    )
+    await client.close()
+    assert all(a.choices[0].message.content for a in answers)
+    await asyncio.sleep(1)
+    assert counter(gw, "dropped") == 1
+    assert counter(gw, "written") == 2
+    gw.stop()
+    assert len(await stored(db)) == 2
+
+
+async def test_full_disk_counts_drops_and_never_fails_a_client(
+    sim: RunningSim, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    db = tmp_path / "events.db"
+    config = capturing(sim.url, db)
+    config["capture"]["bus"] = f"sqlite:///{db}?max_bytes=65536"  # a disk that fills up
+    gw = start_gateway(config)
+    client = gw.async_client()
+    big = [{"role": "user", "content": "y " * 20_000}]
+    for _ in range(6):
+        answer = await client.chat.completions.create(model=ROUTE, messages=big)
+        assert answer.choices[0].message.content
+    await client.close()
+    for _ in range(50):  # three tries with back-off before a batch counts as dropped
+        if counter(gw, "dropped") > 0:
+            break
+        await asyncio.sleep(0.1)
+    assert counter(gw, "dropped") > 0
+    assert counter(gw, "written") + counter(gw, "dropped") == 6
