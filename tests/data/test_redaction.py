@@ -1,0 +1,30 @@
+"""Redaction rules: what each default rule catches, and prose passing through untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from standby.data.redaction import Redactor
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("write to alice.smith+x@example.co.uk today", "write to [EMAIL] today"),
+        ("card 4111 1111 1111 1111 exp 12/29", "card [CARD] exp 12/29"),
+        ("card 4-1-1-1-1-1-1-1-1-1-1-1-1-1-1-1", "card [CARD]"),
+        ("call +44 20 7946 0958 now", "call [PHONE] now"),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.abc", "Authorization: [BEARER]"),
+        ("key sk-proj-abcdefghijklmnopqrstuv here", "key [API_KEY] here"),
+        ("use ghp_abcdefghijklmnopqrstuvwxyz0123", "use [API_KEY]"),
+        ("api_key=abcdef1234567890XYZ", "[API_KEY]"),
+        ("Though the night is long, right?", "Though the night is long, right?"),
+    ],
+)
+def test_default_rules(text: str, expected: str) -> None:
+    assert Redactor()(text) == expected
+
+
+def test_extra_patterns_and_defaults_off() -> None:
+    redact = Redactor([r"ACME-\d{6}"], defaults=False)
+    assert redact("order ACME-123456 for bob@example.com") == "order [REDACTED] for bob@example.com"
