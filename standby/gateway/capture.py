@@ -186,9 +186,7 @@ class Capture:
             "provenance": outcome.provenance,
             "model": outcome.route,
             "model_version": item.model_version,
-            "messages": [
-                {"role": m.role, "content": self.redact(m.content)} for m in req.messages
-            ],
+            "messages": [{"role": m.role, "content": self.redact(m.content)} for m in req.messages],
             "params": params,
             "response": self.redact(item.response),
             "finish_reason": item.finish_reason,
