@@ -40,13 +40,6 @@ def hub(hub_server: HubStub, monkeypatch: pytest.MonkeyPatch) -> HubStub:
 
 
 @pytest.fixture
-def stores(tmp_path: Path) -> Iterator[Stores]:
-    opened = Stores(tmp_path)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
 def store(stores: Stores) -> PairStore:
     store = stores.open()
     store.write(

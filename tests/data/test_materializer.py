@@ -5,12 +5,9 @@ newest answer wins; a snapshot is published; and, end to end, a gateway's captur
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from standby.data.materializer import (
     GROUP,
@@ -23,37 +20,11 @@ from standby.data.materializer import (
 from standby.data.pairs import Candidate, PairStore
 from standby.events import Bus, ChatMessage, InferenceCompleted, PipelineEvent
 from tests.data import Stores
-from tests.events.conftest import Backend, inference_event, require_redis
+from tests.events.conftest import Backend, inference_event
 from tests.fixtures.gateway import StartGateway, base_config
 from tests.fixtures.sim import RunningSim
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "redis":
-        require_redis()
-    b = Backend(request.param, tmp_path)
-    yield b
-    await b.cleanup()
-
-
-@pytest.fixture
-def bus(backend: Backend) -> Bus:
-    return backend.open()
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[Stores]:
-    opened = Stores(tmp_path)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def store(stores: Stores) -> PairStore:
-    return stores.open()
 
 
 def event(n: int, *, age_s: float = 0, **data: Any) -> InferenceCompleted:

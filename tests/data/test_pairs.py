@@ -4,7 +4,6 @@ splits across store instances, length filters, snapshots and what is new since o
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,18 +44,6 @@ def candidate(
     }
     fields.update(kw)
     return Candidate(**fields)
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[Stores]:
-    opened = Stores(tmp_path)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def store(stores: Stores) -> PairStore:
-    return stores.open()
 
 
 def test_prompt_id_is_the_hash_of_the_normalised_prompt() -> None:
