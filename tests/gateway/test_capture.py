@@ -180,7 +180,10 @@ async def test_oversized_answer_is_dropped_alone(
     )
     await client.close()
     assert all(a.choices[0].message.content for a in answers)
-    await asyncio.sleep(1)
+    for _ in range(100):  # the batch is written after the flush window
+        if counter(gw, "written") + counter(gw, "dropped") == 3:
+            break
+        await asyncio.sleep(0.1)
     assert counter(gw, "dropped") == 1
     assert counter(gw, "written") == 2
     gw.stop()
@@ -200,8 +203,10 @@ async def test_full_disk_counts_drops_and_never_fails_a_client(
         answer = await client.chat.completions.create(model=ROUTE, messages=big)
         assert answer.choices[0].message.content
     await client.close()
-    for _ in range(50):  # three tries with back-off before a batch counts as dropped
-        if counter(gw, "dropped") > 0:
+    # Each failing batch is tried three times with back-off before it counts as dropped, and
+    # the answers may have been split over several batches: wait until all six are accounted.
+    for _ in range(100):
+        if counter(gw, "written") + counter(gw, "dropped") == 6:
             break
         await asyncio.sleep(0.1)
     assert counter(gw, "dropped") > 0
