@@ -146,6 +146,19 @@ class ChatRequest:
             response_format=fmt if fmt and fmt["type"] != "text" else None,
         )
 
+    def params(self) -> dict[str, Any]:
+        """The sampling parameters that were set, under their OpenAI names (what OpenAI-style
+        backends receive, and what capture records)."""
+        values = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "response_format": self.response_format,
+            "stop": list(self.stop) or None,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
     def continued(self, partial: str) -> ChatRequest:
         """The same request, asking the next backend to continue ``partial``."""
         if self.continue_final:

@@ -168,15 +168,6 @@ class Capture:
 
     def _event(self, item: Captured) -> InferenceCompleted:
         req, outcome, usage = item.request, item.outcome, item.usage
-        params = {
-            k: v
-            for k, v in (
-                ("temperature", req.temperature), ("top_p", req.top_p),
-                ("max_tokens", req.max_tokens), ("stop", list(req.stop) or None),
-                ("seed", req.seed), ("response_format", req.response_format),
-            )
-            if v is not None
-        }  # fmt: skip
         # One validation of plain dicts: pydantic-core does it in one pass (3x cheaper than
         # building the nested models one constructor at a time).
         data = {
@@ -187,7 +178,7 @@ class Capture:
             "model": outcome.route,
             "model_version": item.model_version,
             "messages": [{"role": m.role, "content": self.redact(m.content)} for m in req.messages],
-            "params": params,
+            "params": req.params(),
             "response": self.redact(item.response),
             "finish_reason": item.finish_reason,
             "usage": {

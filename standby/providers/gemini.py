@@ -146,14 +146,9 @@ class GeminiProvider:
     async def complete(self, request: ChatRequest) -> Completion:
         assert self._session is not None, "start() not called"
         data = orjson.dumps(request_body(request))
-        try:
-            async with self._session.post(
-                self._url, data=http.body(data), headers=self._headers
-            ) as resp:
-                await http.raise_for_status(self.name, resp)
-                payload = orjson.loads(await resp.read())
-        except Exception as e:
-            raise http.translate(self.name, e, self.config.timeouts.connect_s) from e
+        payload = await http.post_json(
+            self._session, self.name, self._url, data, self._headers, self.config.timeouts
+        )
         parsed = _Parsed(payload, self.name)
         self._check_blocked(parsed)
         return Completion(

@@ -70,6 +70,23 @@ def translate(backend: str, exc: BaseException, connect_s: float) -> UpstreamErr
     raise exc
 
 
+async def post_json(
+    session: aiohttp.ClientSession,
+    backend: str,
+    url: str,
+    data: bytes,
+    headers: Mapping[str, str],
+    timeouts: Timeouts,
+) -> Any:
+    """POST ``data`` and return the parsed JSON answer; every failure as an ``UpstreamError``."""
+    try:
+        async with session.post(url, data=body(data), headers=headers) as resp:
+            await raise_for_status(backend, resp)
+            return orjson.loads(await resp.read())
+    except Exception as e:
+        raise translate(backend, e, timeouts.connect_s) from e
+
+
 def retry_after(headers: Mapping[str, str], body: Any = None) -> float | None:
     """Seconds from ``Retry-After`` (delta or HTTP date) or a google.rpc.RetryInfo detail."""
     value = headers.get("Retry-After")

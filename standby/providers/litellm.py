@@ -163,15 +163,7 @@ class LiteLLMProvider:
             kw["api_base"] = cfg.api_base
         if cfg.api_key is not None:
             kw["api_key"] = cfg.api_key.get_secret_value()
-        optional = {
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "max_tokens": request.max_tokens,
-            "seed": request.seed,
-            "response_format": request.response_format,
-            "stop": list(request.stop) or None,
-        }
-        kw.update((k, v) for k, v in optional.items() if v is not None)
+        kw.update(request.params())
         if stream:
             kw["stream_options"] = {"include_usage": True}
         if request.continue_final and cfg.model.startswith(_CONTINUE_PREFIXES):

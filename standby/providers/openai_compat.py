@@ -44,16 +44,7 @@ def request_body(
     body: dict[str, Any] = dict(extra_body)
     body["model"] = model
     body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
-    optional = {
-        "temperature": request.temperature,
-        "top_p": request.top_p,
-        "max_tokens": request.max_tokens,
-        "seed": request.seed,
-        "response_format": request.response_format,
-    }
-    body.update((k, v) for k, v in optional.items() if v is not None)
-    if request.stop:
-        body["stop"] = list(request.stop)
+    body.update(request.params())
     if request.continue_final:
         body["continue_final_message"] = True
         body["add_generation_prompt"] = False
@@ -180,14 +171,9 @@ class OpenAICompatProvider:
     async def complete(self, request: ChatRequest) -> Completion:
         assert self._session is not None, "start() not called"
         data = self._body(request, stream=False)
-        try:
-            async with self._session.post(
-                self._url, data=http.body(data), headers=self._headers
-            ) as resp:
-                await http.raise_for_status(self.name, resp)
-                payload = orjson.loads(await resp.read())
-        except Exception as e:
-            raise http.translate(self.name, e, self.config.timeouts.connect_s) from e
+        payload = await http.post_json(
+            self._session, self.name, self._url, data, self._headers, self.config.timeouts
+        )
         return parse_completion(self.name, payload)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
