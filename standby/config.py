@@ -225,7 +225,7 @@ class Settings(Strict):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _interpolate(value: Any, where: str) -> Any:
+def interpolate(value: Any, where: str) -> Any:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; an unset variable without a
     default is an error (an empty secret must never silently disable auth)."""
     if isinstance(value, str):
@@ -241,9 +241,9 @@ def _interpolate(value: Any, where: str) -> Any:
 
         return _ENV.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {k: interpolate(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
 
 
@@ -268,15 +268,15 @@ def parse_settings(data: Any, source: str = "<config>") -> Settings:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        return Settings.model_validate(_interpolate(data, ""))
+        return Settings.model_validate(interpolate(data, ""))
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     except ValidationError as e:
         raise ConfigError(f"{source}: {_first_error(e)}") from None
 
 
-def load_settings(path: str | Path) -> Settings:
-    """Read and validate a ``standby.yaml``; every failure is one ConfigError line."""
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing, unreadable or invalid file is one ConfigError line."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -285,10 +285,14 @@ def load_settings(path: str | Path) -> Settings:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read: {e}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{p}: invalid YAML{at}: {problem}") from None
-    return parse_settings(data, str(p))
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate a ``standby.yaml``; every failure is one ConfigError line."""
+    return parse_settings(read_yaml(path), str(path))

@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import json
 import signal
-from typing import Any, NoReturn
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -20,27 +20,21 @@ from standby.config import CaptureConfig, load_settings
 from standby.data.config import DataConfig
 from standby.data.pairs import SPLITS, PairStore, Stats
 from standby.errors import ConfigError
+from standby.toolconfig import OneLineParser
 
 _TYPES = {"store": str, "test_fraction": float, "batch_size": int, "block_s": float}
 _FILTERS = ("min_prompt_chars", "max_prompt_chars", "min_response_chars", "max_response_chars")
 _WRITE_KEYS = ("test_fraction", *_FILTERS, "batch_size", "block_s")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """A bad flag is one line on stderr (no usage block) and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def register(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse._SubParsersAction[_OneLineParser]:
+) -> argparse._SubParsersAction[OneLineParser]:
     """Add ``standby data`` and its sub-commands to the ``standby`` parser; return the data
     sub-parsers, where more data commands (``merge``) can be added."""
     data = subparsers.add_parser("data", help="training pairs: materialize, stats, export")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND",
-                              parser_class=_OneLineParser)  # fmt: skip
+                              parser_class=OneLineParser)  # fmt: skip
 
     mat = sub.add_parser("materialize", help="turn inference.completed events into pairs")
     _config_flags(mat, ("store", "bus", *_WRITE_KEYS))

@@ -135,7 +135,7 @@ def _parquet_sink(writer: Any) -> Callable[[list[dict[str, Any]]], None]:
     return write
 
 
-def _dataset_dict(store: PairStore, splits: Sequence[str]) -> tuple[Any, dict[str, int], str]:
+def dataset_dict(store: PairStore, splits: Sequence[str]) -> tuple[Any, dict[str, int], str]:
     tables: dict[str, list[Any]] = {s: [] for s in splits}
     with store.transaction("DEFERRED") as db:
         content_hash = store.content_hash(db, splits)
@@ -161,7 +161,7 @@ def export(
     """Write the pairs of ``split`` (train_sft, test_sft or all) to ``output`` as ``fmt``."""
     splits, out = splits_of(split), Path(output)
     if fmt == "hf":
-        dd, counts, content_hash = _dataset_dict(store, splits)
+        dd, counts, content_hash = dataset_dict(store, splits)
         # An empty split needs one (empty) shard, or load_from_disk cannot read it back.
         dd.save_to_disk(str(out), num_shards={s: 1 for s, n in counts.items() if n == 0})
         return ExportResult([out], counts, content_hash)
