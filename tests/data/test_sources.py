@@ -26,9 +26,17 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 def store(stores: Stores) -> PairStore:
     store = stores.open(test_fraction=0.3)
     store.write(
-        Candidate(prompt=f"question {i}", response=f"answer {i}", system=(), route="r",
-                  model="gemini-2.5-flash", model_version=None, event_id=f"e{i}",
-                  request_id=f"q{i}", created_at=timestamp(T0 + timedelta(seconds=i)))  # fmt: skip
+        Candidate(
+            prompt=f"question {i}",
+            response=f"answer {i}",
+            system=(),
+            route="r",
+            model="gemini-2.5-flash",
+            model_version=None,
+            event_id=f"e{i}",
+            request_id=f"q{i}",
+            created_at=timestamp(T0 + timedelta(seconds=i)),
+        )
         for i in range(40)
     )
     return store
@@ -44,9 +52,7 @@ def test_pair_store_source_and_its_snapshot(store: PairStore, stores: Stores) ->
     again = load_split(url, "train_sft")
     assert again.snapshot_id == snap.id
     assert again.content_hash == train.content_hash
-    assert {r["prompt"] for r in again.dataset} == {
-        p.prompt for p in store.pairs(("train_sft",))
-    }
+    assert {r["prompt"] for r in again.dataset} == {p.prompt for p in store.pairs(("train_sft",))}
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
