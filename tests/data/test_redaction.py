@@ -18,6 +18,12 @@ from standby.data.redaction import Redactor
         ("key sk-proj-abcdefghijklmnopqrstuv here", "key [API_KEY] here"),
         ("use ghp_abcdefghijklmnopqrstuvwxyz0123", "use [API_KEY]"),
         ("api_key=abcdef1234567890XYZ", "[API_KEY]"),
+        ("the secret: abcdefghijkl1234", "the [API_KEY]"),
+        ("key AIzaSyA1234567890abcdefghijklmnopqrstu", "key [API_KEY]"),
+        ("aws AKIAIOSFODNN7EXAMPLE", "aws [API_KEY]"),
+        ("slack xoxb-1234567890-abcdefghij", "slack [API_KEY]"),
+        ("hub hf_abcdefghijklmnopqrstuvwx", "hub [API_KEY]"),
+        ("BEARER abcdefghijklmnop", "[BEARER]"),
         ("Though the night is long, right?", "Though the night is long, right?"),
     ],
 )
