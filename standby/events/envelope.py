@@ -5,9 +5,9 @@ know. ``id`` (32 hex digits, sortable by millisecond, see ``new_event_id``) is w
 deduplicate on, since delivery is at-least-once. ``data`` is typed per event type
 (``inference.completed``, ``breaker.changed``); the pipeline's events carry a loose dict for now.
 
-Events are written at gateway request rates: encoding is orjson, decoding is pydantic-core's own
-JSON parser (validating straight from bytes is ~40% faster than orjson.loads + validate), and
-the size limit is checked on the encoded bytes before anything reaches storage.
+Events are written at gateway request rates: encoding and decoding are pydantic-core's own JSON
+serializer and parser (serializing straight to bytes is ~20% cheaper than model_dump + orjson;
+validating straight from bytes ~40% faster than orjson.loads + validate), and the size limit is checked on the encoded bytes before anything reaches storage.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 
 def encode_event(event: Event) -> bytes:
     """JSON bytes of ``event``; EventTooLarge when they exceed MAX_EVENT_BYTES."""
-    raw = orjson.dumps(event.model_dump())
+    raw = event.__pydantic_serializer__.to_json(event)
     if len(raw) > MAX_EVENT_BYTES:
         raise EventTooLarge(event.type, len(raw), MAX_EVENT_BYTES)
     return raw

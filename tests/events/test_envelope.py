@@ -34,7 +34,7 @@ def test_inference_completed_round_trips_with_every_field() -> None:
     assert list(body) == ["specversion", "id", "time", "source", "type", "data"]
     assert body["specversion"] == SPEC_VERSION == "1.0"
     assert body["type"] == "inference.completed"
-    assert body["time"].endswith("+00:00")
+    assert body["time"].endswith("Z")  # RFC 3339 UTC
     assert body["data"]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
     assert body["data"]["messages"] == [{"role": "user", "content": "question 1"}]
     back = decode_event(raw)
