@@ -7,7 +7,8 @@ deduplicate on, since delivery is at-least-once. ``data`` is typed per event typ
 
 Events are written at gateway request rates: encoding and decoding are pydantic-core's own JSON
 serializer and parser (serializing straight to bytes is ~20% cheaper than model_dump + orjson;
-validating straight from bytes ~40% faster than orjson.loads + validate), and the size limit is checked on the encoded bytes before anything reaches storage.
+validating straight from bytes ~40% faster than orjson.loads + validate), and the size limit
+is checked on the encoded bytes before anything reaches storage.
 """
 
 from __future__ import annotations
