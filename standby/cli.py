@@ -15,6 +15,7 @@ from pathlib import Path
 
 from standby.data.cli import register
 from standby.errors import ConfigError, GatewayError
+from standby.trainer.cli import register_train
 
 DEFAULT_CONFIG = "standby.yaml"
 
@@ -106,6 +107,7 @@ def make_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(func=cmd_sim_tiny_model)
 
     register(sub)
+    register_train(sub)
     return parser
 
 

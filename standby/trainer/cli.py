@@ -1,0 +1,46 @@
+"""``standby train``: LoRA fine-tuning from ``--from-config config/train.yaml`` and/or flags
+(every YAML key is also a flag: ``lora_r`` <-> ``--lora-r``; flags win over the file).
+
+torch, transformers and TRL are imported when the command runs, not when ``standby`` starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from standby.toolconfig import add_config_flags, resolve_config
+from standby.trainer.config import TrainConfig
+
+
+def register_train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``standby train`` to the ``standby`` parser."""
+    parser = subparsers.add_parser(
+        "train",
+        help="LoRA fine-tuning of the fallback Gemma (TRL SFTTrainer + peft)",
+        description="Fine-tune a Gemma base model with LoRA on a dataset snapshot; writes the "
+        "adapter and standby-model.json to --output-dir.",
+    )
+    add_config_flags(parser, TrainConfig)
+    parser.add_argument("--json", action="store_true", help="print the model card as JSON")
+    parser.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from standby.trainer.train import train
+
+    cfg = resolve_config(TrainConfig, args)
+    result = train(cfg)
+    if not result.card:  # not the main process of a multi-process run
+        return
+    if args.json:
+        print(json.dumps(result.card, indent=2))
+        return
+    metrics = result.card["metrics"]
+    eval_loss = metrics["eval_loss"]
+    print(
+        f"adapter {result.card['version']} in {result.adapter_dir}: "
+        f"train loss {metrics['train_loss']:.4f}"
+        + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
+        + f", {result.card['training']['wall_time_s']:.1f}s"
+    )

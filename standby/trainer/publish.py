@@ -1,0 +1,91 @@
+"""What happens to a finished adapter: a Hub model repo at a branch and a tag, and a
+``training.completed`` event on the bus for the pipeline (the evaluator picks it up)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Final
+
+from standby.trainer.config import TrainConfig, TrainError
+
+SOURCE = "standby.trainer"
+TOPIC: Final = "training.completed"
+# Only the adapter travels: checkpoints are resumable state, merged/ is a full model.
+NOT_PUSHED = ["checkpoints/**", "merged/**", "*.tmp"]
+
+
+def push_adapter(cfg: TrainConfig, adapter_dir: Path, version: str) -> dict[str, Any]:
+    """Create (if needed) the model repo ``cfg.push_to_hub``, commit the adapter folder to
+    ``cfg.hub_revision`` (a branch, made from main if new) and tag that commit ``version``.
+    TrainError (one line) on any Hub failure."""
+    import httpx2
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    from standby.data.export import hub_endpoint
+
+    repo_id = cfg.push_to_hub
+    assert repo_id is not None
+    api = HfApi(endpoint=hub_endpoint(cfg.hub_endpoint))
+    try:
+        url = api.create_repo(repo_id, repo_type="model", exist_ok=True, private=cfg.hub_private)
+        if cfg.hub_revision:
+            api.create_branch(repo_id, branch=cfg.hub_revision, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=adapter_dir,
+            revision=cfg.hub_revision,
+            commit_message=f"standby: adapter {version}",
+            ignore_patterns=NOT_PUSHED,
+        )
+        api.create_tag(repo_id, tag=version, revision=commit.oid, exist_ok=False)
+    except OfflineModeIsEnabled:
+        raise TrainError("cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE)") from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code
+        detail = (e.server_message or str(e)).splitlines()[0]
+        raise TrainError(f"pushing {repo_id} to {api.endpoint}: HTTP {status}: {detail}") from None
+    except httpx2.HTTPError as e:
+        raise TrainError(f"cannot reach the Hub at {api.endpoint}: {e}") from None
+    except ValueError as e:  # an invalid repo id or revision name
+        raise TrainError(f"pushing {repo_id}: {str(e).splitlines()[0]}") from None
+    return {
+        "repo_id": repo_id,
+        "url": str(url),
+        "revision": cfg.hub_revision or "main",
+        "tag": version,
+        "commit": commit.oid,
+    }
+
+
+def completed_event_data(adapter_dir: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """The ``training.completed`` payload: enough to evaluate and serve the adapter without
+    reading the card (which it points to)."""
+    data = card["dataset"]
+    return {
+        "version": card["version"],
+        "adapter_dir": str(adapter_dir.resolve()),
+        "base_model": card["base_model"]["id"],
+        "base_model_revision": card["base_model"]["revision"],
+        "dataset_source": data["source"],
+        "snapshot_id": data["snapshot_id"],
+        "content_hash": data["content_hash"],
+        "train_loss": card["metrics"]["train_loss"],
+        "eval_loss": card["metrics"]["eval_loss"],
+        "merged_dir": card["adapter"]["merged"],
+        "hub": card.get("hub"),
+    }
+
+
+def publish_completed(bus_url: str, adapter_dir: Path, card: dict[str, Any]) -> str:
+    """Publish ``training.completed``; returns the event id."""
+    from standby.events import PipelineEvent, open_bus
+
+    event = PipelineEvent(type=TOPIC, source=SOURCE, data=completed_event_data(adapter_dir, card))
+
+    async def run() -> str:
+        async with open_bus(bus_url) as bus:
+            return await bus.publish(TOPIC, event)
+
+    return asyncio.run(run())

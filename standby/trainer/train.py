@@ -1,0 +1,300 @@
+"""LoRA supervised fine-tuning with TRL's ``SFTTrainer`` + peft, from settings to a finished
+adapter folder.
+
+    output_dir/
+      adapter_config.json, adapter_model.safetensors   the LoRA adapter (peft layout)
+      tokenizer files, chat_template.jinja             the tokenizer it was trained with
+      standby-model.json                               what it is (metadata.py)
+      checkpoints/checkpoint-N/                        while training; removed after success
+      merged/                                          base + adapter, when asked
+
+A run that is killed leaves its checkpoints; ``resume`` continues from the last one (model,
+optimizer, scheduler, RNG and data order). Under ``accelerate launch`` every process trains and
+only the main one writes the adapter, pushes and publishes.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from standby.data.pairs import DataError
+from standby.events.bus import safe_url
+from standby.trainer.config import TrainConfig, TrainError
+from standby.trainer.data import Prepared, prepare_split
+from standby.trainer.metadata import (
+    FORMAT,
+    MODEL_CARD,
+    default_version,
+    hyperparameters,
+    library_versions,
+    write_card,
+)
+from standby.trainer.model import Placement, check_chat_template, load_base, place
+from standby.trainer.publish import TOPIC, publish_completed, push_adapter
+
+log = logging.getLogger("standby.trainer")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished run: where the adapter is and its metadata card."""
+
+    adapter_dir: Path
+    card: dict[str, Any]
+
+
+@contextmanager
+def known_warnings_quiet() -> Iterator[None]:
+    """peft 0.21 calls a transformers 5 property that is deprecated (harmless)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+        yield
+
+
+def lora_config(cfg: TrainConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_config(cfg: TrainConfig, placement: Placement, *, has_eval: bool) -> Any:
+    from trl.trainer.sft_config import SFTConfig
+
+    periodic_eval = has_eval and cfg.eval_steps is not None
+    return SFTConfig(
+        output_dir=str(cfg.checkpoint_dir),
+        use_cpu=placement.device == "cpu",
+        bf16=placement.bf16,
+        activation_checkpointing=placement.gradient_checkpointing,
+        gradient_checkpointing=placement.gradient_checkpointing,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        max_length=cfg.max_length,
+        packing=cfg.packing,
+        assistant_only_loss=cfg.assistant_only_loss,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if periodic_eval else "no",
+        eval_steps=cfg.eval_steps if periodic_eval else None,
+        report_to="none",
+    )
+
+
+def build_trainer(
+    cfg: TrainConfig, placement: Placement, model: Any, tokenizer: Any, train: Any, evals: Any
+) -> Any:
+    """TRL's SFTTrainer with a fresh LoRA adapter on ``model`` (also used by the benchmark)."""
+    from transformers import set_seed
+    from trl.trainer.sft_trainer import SFTTrainer
+
+    set_seed(cfg.seed)  # LoRA's A matrices are drawn when the adapter is attached
+    with known_warnings_quiet():
+        return SFTTrainer(
+            model=model,
+            args=sft_config(cfg, placement, has_eval=evals is not None),
+            train_dataset=train,
+            eval_dataset=evals,
+            processing_class=tokenizer,
+            peft_config=lora_config(cfg),
+        )
+
+
+def last_checkpoint(cfg: TrainConfig) -> Path | None:
+    """The newest complete ``checkpoints/checkpoint-N`` (one with its trainer state)."""
+    if not cfg.checkpoint_dir.is_dir():
+        return None
+    steps = [
+        (int(p.name.removeprefix("checkpoint-")), p)
+        for p in cfg.checkpoint_dir.glob("checkpoint-*")
+        if p.name.removeprefix("checkpoint-").isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return max(steps)[1] if steps else None
+
+
+def check_output_dir(cfg: TrainConfig) -> Path | None:
+    """The checkpoint to resume from (None: start fresh); TrainError when the folder holds a
+    finished adapter or an interrupted run and the settings do not say what to do with it."""
+    out = cfg.output_dir
+    checkpoint = last_checkpoint(cfg)
+    if cfg.resume:
+        if checkpoint is None:
+            log.info("resume: no checkpoint in %s, starting from the beginning", cfg.checkpoint_dir)
+        return checkpoint
+    if cfg.overwrite:
+        if out.is_dir():
+            shutil.rmtree(out)
+        return None
+    if (out / MODEL_CARD).is_file():
+        raise TrainError(f"{out} already holds a trained adapter (--overwrite replaces it)")
+    if checkpoint is not None:
+        raise TrainError(
+            f"{out} holds an interrupted run ({checkpoint.name}):"
+            " --resume continues it, --overwrite starts again"
+        )
+    return None
+
+
+def load_data(cfg: TrainConfig) -> tuple[Prepared, Prepared | None]:
+    train = prepare_split(cfg.train_ds_id, cfg.train_ds_split, revision=cfg.train_ds_revision)
+    source = cfg.eval_source()
+    if source is None or cfg.eval_ds_split is None:
+        return train, None
+    revision = cfg.train_ds_revision if source == cfg.train_ds_id else None
+    try:
+        evals = prepare_split(source, cfg.eval_ds_split, revision=revision)
+    except DataError as e:
+        raise DataError(f"{e} (eval split; --eval-ds-split '' trains without one)") from None
+    return train, evals
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Fine-tune ``cfg.base_model_id`` on ``cfg.train_ds_id`` and write the adapter folder."""
+    began = time.perf_counter()
+    created_at = datetime.now(UTC)
+    placement = place(cfg)
+    if cfg.threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    resume_from = check_output_dir(cfg)
+    train_data, eval_data = load_data(cfg)
+    base = load_base(cfg, placement)
+    check_chat_template(base.tokenizer, cfg)
+    trainer = build_trainer(
+        cfg, placement, base.model, base.tokenizer, train_data.dataset,
+        eval_data.dataset if eval_data else None,
+    )  # fmt: skip
+    log.info(
+        "training %s on %d rows of %s [%s] on %s%s",
+        cfg.base_model_id, train_data.rows, cfg.train_ds_id, cfg.train_ds_split, placement.device,
+        f", resuming from {resume_from.name}" if resume_from else "",
+    )  # fmt: skip
+    resumed_step = _step_of(resume_from)
+    with known_warnings_quiet():
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        eval_loss = trainer.evaluate()["eval_loss"] if eval_data is not None else None
+    trainer.save_model(str(cfg.output_dir))  # every process: some parallel modes gather
+    if not trainer.is_world_process_zero():
+        return TrainResult(cfg.output_dir, {})
+
+    version = cfg.version or default_version(created_at, train_data.loaded.content_hash)
+    history = trainer.state.log_history
+    card: dict[str, Any] = {
+        "format": FORMAT,
+        "version": version,
+        "created_at": created_at.isoformat(timespec="seconds"),
+        "base_model": {"id": base.model_id, "revision": base.revision, "sha": base.sha},
+        "dataset": _data_card(train_data),
+        "eval_dataset": _data_card(eval_data) if eval_data else None,
+        "hyperparameters": hyperparameters(
+            cfg, bf16=placement.bf16, gradient_checkpointing=placement.gradient_checkpointing
+        ),
+        "metrics": {
+            "train_loss": output.training_loss,
+            "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+            "eval_loss": eval_loss,
+            "loss_curve": [[h["step"], h["loss"]] for h in history if "loss" in h],
+        },
+        "training": {
+            "global_step": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "resumed_from_step": resumed_step,
+            "device": placement.device,
+            "world_size": trainer.args.world_size,
+            "wall_time_s": None,
+        },
+        "adapter": {"format": "peft-lora", "merged": None},
+        "hub": None,
+        "libraries": library_versions(),
+    }
+    del trainer, base
+    _free_memory()
+    if cfg.merge:
+        card["adapter"]["merged"] = str(merge_adapter(cfg, placement))
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
+    card["training"]["wall_time_s"] = round(time.perf_counter() - began, 3)
+    write_card(cfg.output_dir, card)
+    log.info("adapter %s written to %s", version, cfg.output_dir)
+    if cfg.push_to_hub:
+        # The card pushed with the adapter cannot name its own commit; the local one does.
+        card["hub"] = push_adapter(cfg, cfg.output_dir, version)
+        write_card(cfg.output_dir, card)
+        log.info("pushed to %s at %s, tag %s", cfg.push_to_hub, card["hub"]["revision"], version)
+    if cfg.publish_event:
+        event_id = publish_completed(cfg.bus, cfg.output_dir, card)
+        log.info("published %s (%s) on %s", TOPIC, event_id, safe_url(cfg.bus))
+    return TrainResult(cfg.output_dir, card)
+
+
+def merge_adapter(cfg: TrainConfig, placement: Placement) -> Path:
+    """Base + adapter folded into one model (``merge_and_unload``) saved in ``merged/``; the
+    base is loaded again in full precision, so this works after QLoRA too."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.bfloat16 if placement.bf16 else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(
+        cfg.base_model_id, revision=cfg.base_model_revision, dtype=dtype
+    )
+    with known_warnings_quiet():
+        merged = PeftModel.from_pretrained(base, str(cfg.output_dir)).merge_and_unload()
+    merged.save_pretrained(str(cfg.merged_dir))
+    AutoTokenizer.from_pretrained(str(cfg.output_dir)).save_pretrained(str(cfg.merged_dir))
+    return cfg.merged_dir
+
+
+def _data_card(prepared: Prepared) -> dict[str, Any]:
+    loaded = prepared.loaded
+    return {
+        "source": loaded.source,
+        "split": loaded.split,
+        "revision": loaded.revision,
+        "snapshot_id": loaded.snapshot_id,
+        "content_hash": loaded.content_hash,
+        "rows": prepared.rows,
+        "skipped_rows": prepared.skipped,
+    }
+
+
+def _step_of(checkpoint: Path | None) -> int | None:
+    return int(checkpoint.name.removeprefix("checkpoint-")) if checkpoint else None
+
+
+def _free_memory() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
