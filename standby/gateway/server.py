@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -84,6 +85,17 @@ async def _when_started(
     callback(server, gw)
 
 
+def freeze_startup_objects() -> None:
+    """Move everything built at start-up (modules, schemas, clients, a loaded model) out of
+    the cyclic collector's reach: it lives as long as the process anyway. Without this every
+    full (generation 2) pass walks those ~70k objects, ~25 ms with the event loop stopped, and
+    requests whose objects live a little longer (queued for capture) make such passes come
+    every few hundred requests. Only for a process that runs one gateway: what is frozen is
+    never collected."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(
     settings: Settings,
     *,
@@ -91,7 +103,13 @@ def serve(
     on_started: Callable[[uvicorn.Server, Gateway], None] | None = None,
 ) -> None:
     """Blocking entry point for the CLI (uvloop when installed)."""
-    main = run_gateway(settings, log_level=log_level, on_started=on_started)
+
+    def started(server: uvicorn.Server, gw: Gateway) -> None:
+        freeze_startup_objects()
+        if on_started is not None:
+            on_started(server, gw)
+
+    main = run_gateway(settings, log_level=log_level, on_started=started)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - platforms without uvloop
