@@ -43,8 +43,9 @@ class SimRequest:
     """What both surfaces reduce a request to.
 
     ``prompt`` is the last user message; ``prefill`` the text of a trailing model / assistant
-    turn to continue (``None`` when the request ends with a user turn). ``schema`` takes no
-    part in hashing: requests are cached by body, answers by the other fields."""
+    turn to continue (``None`` when the request ends with a user turn). ``schema`` and
+    ``context`` (every message's text, for scripted replies to match) take no part in hashing:
+    requests are cached by body, answers by the other fields."""
 
     prompt: str
     prefill: str | None = None
@@ -54,6 +55,7 @@ class SimRequest:
     json_mode: bool = False
     schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     candidates: int = 1
+    context: str = field(default="", hash=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,12 @@ def _limit(text: str, prefill: str | None, max_tokens: int | None, stop: tuple[s
         tokens = max_tokens
         finish = "MAX_TOKENS"
     return Answer(text, finish, tokens)
+
+
+@lru_cache(maxsize=1024)
+def scripted_answer(text: str) -> Answer:
+    """A scripted reply's raw text as a finished answer (see :mod:`standby.sim.script`)."""
+    return Answer(text, "STOP", count_tokens(text))
 
 
 def continuation(full: str, prefill: str) -> str:

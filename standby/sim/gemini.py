@@ -5,7 +5,9 @@ It speaks the real Gemini REST protocol (``/v1beta/models/{m}:generateContent``,
 (``/v1beta/openai/chat/completions``), answers deterministically (:mod:`standby.sim.answers`),
 and misbehaves on demand (:mod:`standby.sim.faults`): a model named like a fault spec
 (``error-429``, ``cut-3``, ...) always shows that fault; every other model shows the fault set
-with ``POST /_sim/fault``. The gateway tests, the demo, failover drills and benchmarks use it.
+with ``POST /_sim/fault``; the next calls can be scripted to return given raw texts or faults
+(:mod:`standby.sim.script`, ``POST /_sim/script``). The gateway tests, the demo, failover
+drills and benchmarks use it.
 
 Hot path: aiohttp + orjson, no pydantic; parsed requests are cached by body, answers by
 request, and rendered bodies by answer, so a repeated request costs little more than aiohttp.
@@ -27,6 +29,7 @@ from standby.sim import gemini_openai
 from standby.sim.answers import SimRequest
 from standby.sim.faults import OK, Fault, parse_fault
 from standby.sim.gemini_native import NATIVE, parse_native
+from standby.sim.script import Reply, Script, parse_reply
 from standby.sim.surface import BadRequest, Outcome, Surface, json_response
 
 _FLAKY_503 = Fault("flaky", "error", 503)
@@ -44,6 +47,7 @@ class SimGemini:
         self.requests = 0
         self.by_model: dict[str, int] = {}
         self.in_flight = 0  # a live gauge: reset() leaves it alone
+        self.scripted = Script()
         self.set_fault(fault)
 
     @property
@@ -59,11 +63,18 @@ class SimGemini:
         self._flaky_used.pop("", None)
 
     def reset(self) -> None:
-        """Forget counters and flaky progress; clear the fault."""
+        """Forget counters, flaky progress and scripted replies; clear the fault."""
         self._fault = OK
         self._flaky_used = {}
         self.requests = 0
         self.by_model = {}
+        self.scripted.clear()
+
+    def script(self, replies: list[str | dict[str, str]], match: str | None = None) -> None:
+        """Queue replies for the next model calls, in order (see :mod:`standby.sim.script`):
+        a string is the raw text of an answer, ``{"fault": spec}`` a fault; with ``match``, only
+        a request whose text contains it takes them. ValueError on a bad reply."""
+        self.scripted.add([parse_reply(r, match) for r in replies])
 
     def stats(self) -> dict[str, Any]:
         """Requests since the last reset (in total and by model), the fault, and how many
@@ -74,6 +85,8 @@ class SimGemini:
             "by_model": dict(self.by_model),
             "fault": self.fault,
             "in_flight": self.in_flight,
+            "scripted": self.scripted.used,
+            "script_pending": len(self.scripted.pending()),
         }
 
     def admit(self, model: str) -> tuple[int, Fault]:
@@ -137,7 +150,8 @@ class _Handlers:
                 return NATIVE.error(400, e.message)
             stream = method == "streamGenerateContent"
             extra = {"sse": stream and request.query.get("alt") == "sse"}
-            return await self.run(request, NATIVE, fault, model, seq, req, stream, extra)
+            fault, text = _scripted(self.sim.scripted.take(req.context), fault)
+            return await self.run(request, NATIVE, fault, model, seq, req, stream, extra, text)
         finally:
             self.sim.in_flight -= 1
 
@@ -156,7 +170,8 @@ class _Handlers:
             if denied := self.sim.key_error(bearer or request.headers.get("x-goog-api-key")):
                 return surface.error(*denied)
             extra = {"include_usage": include_usage, "created": int(time.time())}
-            return await self.run(request, surface, fault, model, seq, req, stream, extra)
+            fault, text = _scripted(self.sim.scripted.take(req.context), fault)
+            return await self.run(request, surface, fault, model, seq, req, stream, extra, text)
         finally:
             self.sim.in_flight -= 1
 
@@ -170,8 +185,9 @@ class _Handlers:
         req: SimRequest,
         stream: bool,
         extra: dict[str, Any],
+        scripted: str | None = None,
     ) -> web.StreamResponse:
-        """Apply ``fault`` and answer on ``surface``."""
+        """Apply ``fault`` and answer on ``surface`` (with the ``scripted`` text, if any)."""
         kind = fault.kind
         if kind == "reset":
             return _abort(request, rst=True)
@@ -193,9 +209,10 @@ class _Handlers:
                     body=b"{simulated malformed body", content_type="application/json"
                 )
             return web.Response(
-                body=surface.body(model, seq, req, outcome), content_type="application/json"
+                body=surface.body(model, seq, req, outcome, scripted),
+                content_type="application/json",
             )
-        frames, finishing = surface.frames(model, seq, req, outcome, extra)
+        frames, finishing = surface.frames(model, seq, req, outcome, extra, scripted)
         if kind == "malformed":
             frames = [surface.malformed_frame(extra)]
         limit = min(fault.value, finishing) if kind == "cut" else len(frames)
@@ -247,6 +264,22 @@ class _Handlers:
     async def get_fault(self, request: web.Request) -> web.Response:
         return json_response({"fault": self.sim.fault})
 
+    async def set_script(self, request: web.Request) -> web.Response:
+        try:
+            data = orjson.loads(await request.read())
+            replies, match = data["replies"], data.get("match")
+            if not isinstance(replies, list) or not (match is None or isinstance(match, str)):
+                raise TypeError("replies must be a list and match a string")
+            self.sim.script(replies, match)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            return NATIVE.error(
+                400, f'expected {{"replies": [text | {{"fault": spec}}, ...], "match": str}}: {e}'
+            )
+        return json_response({"pending": self.sim.scripted.pending()})
+
+    async def get_script(self, request: web.Request) -> web.Response:
+        return json_response({"pending": self.sim.scripted.pending()})
+
     async def stats(self, request: web.Request) -> web.Response:
         return json_response(self.sim.stats())
 
@@ -271,6 +304,15 @@ _ERROR_MESSAGES = {
     503: "The model is overloaded. Please try again later.",
     504: "Deadline expired before operation could complete.",
 }
+
+
+def _scripted(reply: Reply | None, fault: Fault) -> tuple[Fault, str | None]:
+    """The fault and answer text a request meets once the script has had its say."""
+    if reply is None:
+        return fault, None
+    if reply.fault is not None:
+        return (_FLAKY_503 if reply.fault.kind == "flaky" else reply.fault), None
+    return OK, reply.text
 
 
 def _abort(
@@ -298,6 +340,8 @@ def build_app(sim: SimGemini) -> web.Application:
     app.router.add_post("/{version:v1beta|v1}/openai/chat/completions", h.openai)
     app.router.add_post("/_sim/fault", h.set_fault)
     app.router.add_get("/_sim/fault", h.get_fault)
+    app.router.add_post("/_sim/script", h.set_script)
+    app.router.add_get("/_sim/script", h.get_script)
     app.router.add_get("/_sim/stats", h.stats)
     app.router.add_post("/_sim/reset", h.reset)
     app.router.add_get("/healthz", h.healthz)

@@ -10,7 +10,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from standby.sim.answers import Answer, SimRequest, answer, count_tokens, split_chunks
+from standby.sim.answers import (
+    Answer,
+    SimRequest,
+    answer,
+    count_tokens,
+    scripted_answer,
+    split_chunks,
+)
 from standby.sim.surface import (
     GOOGLE_STATUS,
     BadRequest,
@@ -88,7 +95,7 @@ def parse_native(body: bytes) -> SimRequest:
     contents = data.get("contents")
     if not isinstance(contents, list) or not contents:
         raise BadRequest("* GenerateContentRequest.contents: contents is not specified")
-    tokens, prompt, prefill = 0, "", None
+    tokens, prompt, prefill, seen = 0, "", None, []
     for i, content in enumerate(contents):
         if not isinstance(content, dict):
             raise BadRequest(f"contents[{i}] must be an object")
@@ -97,6 +104,7 @@ def parse_native(body: bytes) -> SimRequest:
             raise BadRequest(f"Please use a valid role: user, model. (got {role!r})")
         text = _texts(content.get("parts"), f"contents[{i}]")
         tokens += count_tokens(text)
+        seen.append(text)
         if role == "user":
             prompt, prefill = text, None
         elif role == "model":
@@ -105,13 +113,16 @@ def parse_native(body: bytes) -> SimRequest:
     if system is not None:
         if not isinstance(system, dict):
             raise BadRequest("systemInstruction must be a Content object")
-        tokens += count_tokens(_texts(system.get("parts"), "systemInstruction"))
+        instruction = _texts(system.get("parts"), "systemInstruction")
+        tokens += count_tokens(instruction)
+        seen.insert(0, instruction)
+    context = "\n".join(seen)
     config = _get(data, "generationConfig", "generation_config")
     if config is None:
-        return SimRequest(prompt, prefill, tokens)
+        return SimRequest(prompt, prefill, tokens, context=context)
     if not isinstance(config, dict):
         raise BadRequest("generationConfig must be an object")
-    return _with_config(config, SimRequest(prompt, prefill, tokens))
+    return _with_config(config, SimRequest(prompt, prefill, tokens, context=context))
 
 
 def _with_config(config: dict[str, Any], req: SimRequest) -> SimRequest:
@@ -140,6 +151,7 @@ def _with_config(config: dict[str, Any], req: SimRequest) -> SimRequest:
         json_mode=mime == "application/json",
         schema=schema if isinstance(schema, dict) else None,
         candidates=int(candidates or 1),
+        context=req.context,
     )
 
 
@@ -215,20 +227,36 @@ class NativeSurface(Surface):
         return json_response({"error": err}, status, headers)
 
     def _render(
-        self, model: str, seq: int, req: SimRequest, outcome: Outcome, stream: bool
+        self,
+        model: str,
+        seq: int,
+        req: SimRequest,
+        outcome: Outcome,
+        stream: bool,
+        scripted: str | None,
     ) -> list[bytes]:
-        ans = answer(req) if outcome == "ok" else None
+        ans = scripted_answer(scripted) if scripted is not None else None
+        if ans is None and outcome == "ok":
+            ans = answer(req)
         # SimRequest's hash leaves out the schema; the answer (in the key) reflects it.
         tail = b',"responseId":"sim-%08x"}' % seq
         return [t + tail for t in _templates(model, req, outcome, ans, stream)]
 
-    def body(self, model: str, seq: int, req: SimRequest, outcome: Outcome) -> bytes:
-        return self._render(model, seq, req, outcome, False)[0]
+    def body(
+        self, model: str, seq: int, req: SimRequest, outcome: Outcome, scripted: str | None = None
+    ) -> bytes:
+        return self._render(model, seq, req, outcome, False, scripted)[0]
 
     def frames(
-        self, model: str, seq: int, req: SimRequest, outcome: Outcome, extra: dict[str, Any]
+        self,
+        model: str,
+        seq: int,
+        req: SimRequest,
+        outcome: Outcome,
+        extra: dict[str, Any],
+        scripted: str | None = None,
     ) -> tuple[list[bytes], int]:
-        bodies = self._render(model, seq, req, outcome, True)
+        bodies = self._render(model, seq, req, outcome, True, scripted)
         if extra.get("sse"):
             return [b"data: " + b + b"\r\n\r\n" for b in bodies], len(bodies) - 1
         # Without alt=sse Gemini streams one JSON array, an element at a time.

@@ -11,7 +11,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from standby.sim.answers import Answer, SimRequest, answer, count_tokens, split_chunks
+from standby.sim.answers import (
+    Answer,
+    SimRequest,
+    answer,
+    count_tokens,
+    scripted_answer,
+    split_chunks,
+)
 from standby.sim.surface import (
     GOOGLE_STATUS,
     BadRequest,
@@ -68,7 +75,7 @@ def parse(body: bytes) -> tuple[str, SimRequest, bool, bool]:
         raise BadRequest("model is required")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list")
-    tokens, prompt, prefill = 0, "", None
+    tokens, prompt, prefill, seen = 0, "", None, []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise BadRequest(f"messages[{i}] must be an object")
@@ -76,6 +83,7 @@ def parse(body: bytes) -> tuple[str, SimRequest, bool, bool]:
         if role not in ("system", "developer", "user", "assistant", "tool"):
             raise BadRequest(f"messages[{i}].role {role!r} is not supported")
         tokens += count_tokens(text)
+        seen.append(text)
         if role == "user":
             prompt, prefill = text, None
         elif role == "assistant":
@@ -101,6 +109,7 @@ def parse(body: bytes) -> tuple[str, SimRequest, bool, bool]:
         json_mode=json_mode,
         schema=schema,
         candidates=_int(data, "n", 1, 8) or 1,
+        context="\n".join(seen),
     )
     options = data.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -167,6 +176,12 @@ def _chunk_templates(
     return tuple(orjson.dumps(b)[:-1] for b in bodies)
 
 
+def _answer(req: SimRequest, outcome: Outcome, scripted: str | None) -> Answer | None:
+    if scripted is not None:
+        return scripted_answer(scripted)
+    return answer(req) if outcome == "ok" else None
+
+
 class OpenAISurface(Surface):
     """OpenAI chat-completions shapes."""
 
@@ -180,15 +195,23 @@ class OpenAISurface(Surface):
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return json_response({"error": err}, status, headers)
 
-    def body(self, model: str, seq: int, req: SimRequest, outcome: Outcome) -> bytes:
-        ans = answer(req) if outcome == "ok" else None
+    def body(
+        self, model: str, seq: int, req: SimRequest, outcome: Outcome, scripted: str | None = None
+    ) -> bytes:
+        ans = _answer(req, outcome, scripted)
         tail = b',"id":"chatcmpl-sim-%08x","created":%d}' % (seq, int(time.time()))
         return _body_template(model, req, ans) + tail
 
     def frames(
-        self, model: str, seq: int, req: SimRequest, outcome: Outcome, extra: dict[str, Any]
+        self,
+        model: str,
+        seq: int,
+        req: SimRequest,
+        outcome: Outcome,
+        extra: dict[str, Any],
+        scripted: str | None = None,
     ) -> tuple[list[bytes], int]:
-        ans = answer(req) if outcome == "ok" else None
+        ans = _answer(req, outcome, scripted)
         include_usage = bool(extra.get("include_usage"))
         templates = _chunk_templates(model, req, ans, include_usage)
         tail = b',"id":"chatcmpl-sim-%08x","created":%d}\n\n' % (seq, extra["created"])

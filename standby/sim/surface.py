@@ -73,12 +73,20 @@ class Surface:
     def error(self, status: int, message: str, retry_after: int | None = None) -> web.Response:
         raise NotImplementedError
 
-    def body(self, model: str, seq: int, req: SimRequest, outcome: Outcome) -> bytes:
-        """The whole (non-streamed) answer body."""
+    def body(
+        self, model: str, seq: int, req: SimRequest, outcome: Outcome, scripted: str | None = None
+    ) -> bytes:
+        """The whole (non-streamed) answer body; ``scripted`` replaces the answer's text."""
         raise NotImplementedError
 
     def frames(
-        self, model: str, seq: int, req: SimRequest, outcome: Outcome, extra: dict[str, Any]
+        self,
+        model: str,
+        seq: int,
+        req: SimRequest,
+        outcome: Outcome,
+        extra: dict[str, Any],
+        scripted: str | None = None,
     ) -> tuple[list[bytes], int]:
         """Every frame of the stream, and the index of the frame that finishes the answer
         (a ``cut-<n>`` fault never sends that one)."""

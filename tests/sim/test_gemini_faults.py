@@ -304,10 +304,22 @@ async def test_stats_and_reset(sim: RunningSim) -> None:
             "by_model": {"gemini-2.5-flash": 2, "error-429": 1},
             "fault": "slow-1",
             "in_flight": 0,
+            "scripted": 0,
+            "script_pending": 0,
         },
     )
     code, body = await control(sim, "/_sim/reset")
-    assert (code, body) == (200, {"requests": 0, "by_model": {}, "fault": "ok", "in_flight": 0})
+    assert (code, body) == (
+        200,
+        {
+            "requests": 0,
+            "by_model": {},
+            "fault": "ok",
+            "in_flight": 0,
+            "scripted": 0,
+            "script_pending": 0,
+        },
+    )
     assert await control(sim, "/healthz") == (200, {"status": "ok", "simulation": "gemini"})
 
 

@@ -70,7 +70,14 @@ def test_genai_generate_content(client: genai.Client, sim: RunningSim) -> None:
     assert r.usage_metadata.total_token_count == 46
     assert r.model_version == MODEL
     assert r.response_id
-    assert sim.sim.stats() == {"requests": 1, "by_model": {MODEL: 1}, "fault": "ok", "in_flight": 0}
+    assert sim.sim.stats() == {
+        "requests": 1,
+        "by_model": {MODEL: 1},
+        "fault": "ok",
+        "in_flight": 0,
+        "scripted": 0,
+        "script_pending": 0,
+    }
 
 
 def test_genai_stream_is_8_chunks_of_the_same_answer(client: genai.Client) -> None:
