@@ -67,8 +67,11 @@ def prepare_split(source: str, split: str, *, revision: str | None = None) -> Pr
     source, the split or the ``messages`` column is missing, or no row is usable."""
     import datasets  # type: ignore[import-untyped]
 
-    loaded = load_split(source, split, revision=revision)
     where = f"{source} [{split}]"
+    try:
+        loaded = load_split(source, split, revision=revision)
+    except StopIteration:  # datasets 5 cannot infer the columns of an empty JSON-lines file
+        raise DataError(f"{where}: the split has no rows") from None
     require_columns(loaded.dataset, ("messages",), where)
     if loaded.rows == 0:
         raise DataError(f"{where}: the split has no rows")

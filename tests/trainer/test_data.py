@@ -1,0 +1,106 @@
+"""Rows become chats formatted exactly as the gateway's local backend formats a request, and the
+loss is computed on the assistant's tokens and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoTokenizer
+
+from standby.data.pairs import DataError
+from standby.providers.local import fold_system_messages, render_prompt
+from standby.trainer.config import TrainConfig
+from standby.trainer.data import prepare_split, to_chat
+from standby.trainer.model import load_base, place
+from standby.trainer.train import build_trainer
+from tests.trainer.conftest import chat_rows, tiny_settings, write_jsonl
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+
+SYSTEM = {"role": "system", "content": "Be brief."}
+USER = {"role": "user", "content": "Hi?"}
+ANSWER = {"role": "assistant", "content": "Hello."}
+
+
+def test_to_chat_folds_the_system_message_as_inference_does() -> None:
+    assert to_chat([SYSTEM, USER, ANSWER]) == fold_system_messages([SYSTEM, USER, ANSWER])
+    assert to_chat([SYSTEM, USER, ANSWER]) == [
+        {"role": "user", "content": "Be brief.\n\nHi?"}, ANSWER,
+    ]  # fmt: skip
+    assert to_chat([USER, ANSWER, USER]) == [USER, ANSWER]  # an unanswered last turn is dropped
+    assert to_chat([USER, ANSWER, USER, ANSWER]) == [USER, ANSWER, USER, ANSWER]
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [USER],
+        [ANSWER],
+        [],
+        "Hi?",
+        None,
+        [USER, USER, ANSWER],
+        [{"role": "tool", "content": "x"}, USER, ANSWER],
+        [{"role": "user"}, ANSWER],
+        [{"role": "user", "content": 3}, ANSWER],
+    ],
+)
+def test_rows_without_an_answered_user_turn_are_not_chats(messages: Any) -> None:
+    assert to_chat(messages) is None
+
+
+def test_unusable_rows_are_skipped_and_counted(tmp_path: Path) -> None:
+    rows = chat_rows(0, 3) + [{"prompt": "x", "prompt_id": "x", "messages": [USER],
+                               "category": "c"}]  # fmt: skip
+    write_jsonl(tmp_path / "train_sft.jsonl", rows)
+    prepared = prepare_split(str(tmp_path), "train_sft")
+    assert (prepared.rows, prepared.skipped, prepared.dataset.column_names) == (3, 1, ["messages"])
+
+
+def test_data_errors_are_one_line(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "cols" / "train_sft.jsonl", [{"prompt": "p", "answer": "a"}])
+    with pytest.raises(DataError, match=r"cols \[train_sft\]: missing column messages \(has: "):
+        prepare_split(str(tmp_path / "cols"), "train_sft")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "train_sft.jsonl").write_text("")
+    with pytest.raises(DataError):
+        prepare_split(str(tmp_path / "empty"), "train_sft")
+    write_jsonl(tmp_path / "bad" / "train_sft.jsonl", [{"messages": [USER]}] * 2)
+    with pytest.raises(DataError, match="none of its 2 rows has a user message answered"):
+        prepare_split(str(tmp_path / "bad"), "train_sft")
+    with pytest.raises(DataError, match="no such file or folder"):
+        prepare_split(str(tmp_path / "nowhere"), "train_sft")
+
+
+def test_the_loss_mask_is_exactly_the_assistant_tokens(
+    tiny_model_dir: Path, chat_dataset: Path, tmp_path: Path
+) -> None:
+    cfg = TrainConfig.model_validate(tiny_settings(tiny_model_dir, chat_dataset, tmp_path))
+    placement = place(cfg)
+    base = load_base(cfg, placement)
+    prepared = prepare_split(str(chat_dataset), "train_sft")
+    trainer = build_trainer(cfg, placement, base.model, base.tokenizer, prepared.dataset, None)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = chat_rows(0, 48)
+    checked = {"system": 0, "two exchanges": 0}
+    for row, example in zip(rows, trainer.train_dataset, strict=True):
+        ids, labels = example["input_ids"], example["labels"]
+        # Trained tokens: each answer and its end-of-turn, in order, and nothing else.
+        trained = [i for i, label in zip(ids, labels, strict=True) if label != -100]
+        answers = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+        expected = [t for a in answers for t in tokenizer.encode(f"{a}<end_of_turn>\n",
+                                                                 add_special_tokens=False)]  # fmt: skip
+        assert trained == expected
+        assert all(label in (-100, i) for i, label in zip(ids, labels, strict=True))
+        # The context before the first answer is what the gateway sends the model at inference
+        # (system message included, as a client would send it).
+        first_answer = row["messages"].index(next(m for m in row["messages"]
+                                                  if m["role"] == "assistant"))  # fmt: skip
+        prompt = render_prompt(tokenizer, row["messages"][:first_answer])
+        assert ids[: len(prompt)] == prompt
+        assert labels[: len(prompt)] == [-100] * len(prompt)
+        checked["system"] += row["messages"][0]["role"] == "system"
+        checked["two exchanges"] += len(answers) == 2
+    assert checked == {"system": 10, "two exchanges": 7}
