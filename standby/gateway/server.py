@@ -86,14 +86,22 @@ async def _when_started(
 
 
 def freeze_startup_objects() -> None:
-    """Move everything built at start-up (modules, schemas, clients, a loaded model) out of
-    the cyclic collector's reach: it lives as long as the process anyway. Without this every
-    full (generation 2) pass walks those ~70k objects, ~25 ms with the event loop stopped, and
-    requests whose objects live a little longer (queued for capture) make such passes come
-    every few hundred requests. Only for a process that runs one gateway: what is frozen is
+    """Tune the cyclic garbage collector for a long-running server process.
+
+    - Freeze everything built at start-up (modules, schemas, clients, a loaded model): it lives
+      as long as the process. Without this every full (generation 2) pass walks those ~70k
+      objects, ~40 ms with the event loop stopped, and requests whose objects live a little
+      longer (queued for capture) brought such a pass every ~1.5k requests.
+    - Collect the youngest generation after 20,000 net allocations instead of 700: one request
+      allocates hundreds of objects and frees nearly all of them by reference counting, so at
+      700 a pass ran every few requests (~100 passes/s, 2-3% of the CPU) and found little.
+
+    Measured with ``gc.callbacks`` under wrk at c=16: GC time went from ~430 ms to ~3 ms per
+    6 s of load with capture on. Only for a process that runs one gateway: what is frozen is
     never collected."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(20_000, 50, 50)
 
 
 def serve(
