@@ -7,7 +7,9 @@ torch, transformers and TRL are imported when the command runs, not when ``stand
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 
 from standby.toolconfig import add_config_flags, resolve_config
 from standby.trainer.config import TrainConfig
@@ -30,7 +32,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     from standby.trainer.train import train
 
     cfg = resolve_config(TrainConfig, args)
-    result = train(cfg)
+    # The trainer prints its progress and loss logs on stdout; they go to stderr, so that
+    # stdout carries only the result (``--json`` output can be piped).
+    with contextlib.redirect_stdout(sys.stderr):
+        result = train(cfg)
     if not result.card:  # not the main process of a multi-process run
         return
     if args.json:

@@ -66,7 +66,8 @@ def place(cfg: TrainConfig) -> Placement:
 
 
 def load_base(cfg: TrainConfig, placement: Placement) -> BaseModel:
-    """Tokenizer and model of ``cfg.base_model_id`` at ``cfg.base_model_revision``."""
+    """Tokenizer and model of ``cfg.base_model_id`` at ``cfg.base_model_revision``; the
+    tokenizer's chat template is checked before the weights load."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -88,8 +89,12 @@ def load_base(cfg: TrainConfig, placement: Placement) -> BaseModel:
     dtype = torch.bfloat16 if placement.bf16 else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.base_model_revision)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     except Exception as e:  # the one boundary for hub / transformers loading errors
+        raise TrainError(f"cannot load base model {ref!r}: {access_reason(e)}") from e
+    check_chat_template(tokenizer, cfg)  # before the weights: a 7B model takes a while
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    except Exception as e:
         raise TrainError(f"cannot load base model {ref!r}: {access_reason(e)}") from e
     sha = getattr(model.config, "_commit_hash", None)
     return BaseModel(model, tokenizer, ref, cfg.base_model_revision, sha)

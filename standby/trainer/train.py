@@ -39,7 +39,7 @@ from standby.trainer.metadata import (
     library_versions,
     write_card,
 )
-from standby.trainer.model import Placement, check_chat_template, load_base, place
+from standby.trainer.model import Placement, load_base, place
 from standby.trainer.publish import TOPIC, publish_completed, push_adapter
 
 log = logging.getLogger("standby.trainer")
@@ -189,7 +189,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     resume_from = check_output_dir(cfg)
     train_data, eval_data = load_data(cfg)
     base = load_base(cfg, placement)
-    check_chat_template(base.tokenizer, cfg)
     trainer = build_trainer(
         cfg, placement, base.model, base.tokenizer, train_data.dataset,
         eval_data.dataset if eval_data else None,

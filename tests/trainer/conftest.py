@@ -37,7 +37,7 @@ def chat_rows(start: int, count: int) -> list[dict[str, Any]]:
                 "prompt_id": f"p{i}",
                 "messages": messages,
                 "category": "Open QA",
-            }  # fmt: skip
+            }
         )
     return rows
 
@@ -100,6 +100,6 @@ def trained(
             merge=True,
             publish_event=True,
             bus=f"sqlite:///{tmp / 'events.db'}",
-        )  # fmt: skip
+        )
     )
     return cfg, train(cfg)

@@ -27,8 +27,9 @@ ANSWER = {"role": "assistant", "content": "Hello."}
 def test_to_chat_folds_the_system_message_as_inference_does() -> None:
     assert to_chat([SYSTEM, USER, ANSWER]) == fold_system_messages([SYSTEM, USER, ANSWER])
     assert to_chat([SYSTEM, USER, ANSWER]) == [
-        {"role": "user", "content": "Be brief.\n\nHi?"}, ANSWER,
-    ]  # fmt: skip
+        {"role": "user", "content": "Be brief.\n\nHi?"},
+        ANSWER,
+    ]
     assert to_chat([USER, ANSWER, USER]) == [USER, ANSWER]  # an unanswered last turn is dropped
     assert to_chat([USER, ANSWER, USER, ANSWER]) == [USER, ANSWER, USER, ANSWER]
 
@@ -52,8 +53,8 @@ def test_rows_without_an_answered_user_turn_are_not_chats(messages: Any) -> None
 
 
 def test_unusable_rows_are_skipped_and_counted(tmp_path: Path) -> None:
-    rows = chat_rows(0, 3) + [{"prompt": "x", "prompt_id": "x", "messages": [USER],
-                               "category": "c"}]  # fmt: skip
+    unanswered = {"prompt": "x", "prompt_id": "x", "messages": [USER], "category": "c"}
+    rows = [*chat_rows(0, 3), unanswered]
     write_jsonl(tmp_path / "train_sft.jsonl", rows)
     prepared = prepare_split(str(tmp_path), "train_sft")
     assert (prepared.rows, prepared.skipped, prepared.dataset.column_names) == (3, 1, ["messages"])
@@ -65,7 +66,7 @@ def test_data_errors_are_one_line(tmp_path: Path) -> None:
         prepare_split(str(tmp_path / "cols"), "train_sft")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "train_sft.jsonl").write_text("")
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"empty \[train_sft\]: the split has no rows"):
         prepare_split(str(tmp_path / "empty"), "train_sft")
     write_jsonl(tmp_path / "bad" / "train_sft.jsonl", [{"messages": [USER]}] * 2)
     with pytest.raises(DataError, match="none of its 2 rows has a user message answered"):
@@ -90,14 +91,18 @@ def test_the_loss_mask_is_exactly_the_assistant_tokens(
         # Trained tokens: each answer and its end-of-turn, in order, and nothing else.
         trained = [i for i, label in zip(ids, labels, strict=True) if label != -100]
         answers = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
-        expected = [t for a in answers for t in tokenizer.encode(f"{a}<end_of_turn>\n",
-                                                                 add_special_tokens=False)]  # fmt: skip
+        expected = [
+            t
+            for a in answers
+            for t in tokenizer.encode(f"{a}<end_of_turn>\n", add_special_tokens=False)
+        ]
         assert trained == expected
         assert all(label in (-100, i) for i, label in zip(ids, labels, strict=True))
         # The context before the first answer is what the gateway sends the model at inference
         # (system message included, as a client would send it).
-        first_answer = row["messages"].index(next(m for m in row["messages"]
-                                                  if m["role"] == "assistant"))  # fmt: skip
+        first_answer = row["messages"].index(
+            next(m for m in row["messages"] if m["role"] == "assistant")
+        )
         prompt = render_prompt(tokenizer, row["messages"][:first_answer])
         assert ids[: len(prompt)] == prompt
         assert labels[: len(prompt)] == [-100] * len(prompt)

@@ -36,7 +36,7 @@ def test_push_to_a_branch_and_tag_the_version(
             "push_to_hub": "team/standby-gemma",
             "hub_revision": "candidates",
             "hub_endpoint": hub.url,
-        }  # fmt: skip
+        }
     )
     pushed = push_adapter(cfg, result.adapter_dir, version)
     assert hub.paths() == [
@@ -47,22 +47,34 @@ def test_push_to_a_branch_and_tag_the_version(
         "POST /api/models/team/standby-gemma/commit/candidates",
         f"POST /api/models/team/standby-gemma/tag/{pushed['commit']}",
     ]
-    assert hub.calls[0].body == {"name": "standby-gemma", "organization": "team",
-                                 "type": "model", "visibility": "private"}  # fmt: skip
+    assert hub.calls[0].body == {
+        "name": "standby-gemma",
+        "organization": "team",
+        "type": "model",
+        "visibility": "private",
+    }
     assert {c.authorization for c in hub.calls} == {f"Bearer {TOKEN}"}
     repo = hub.repos["team/standby-gemma"]
     (commit,) = repo.commits
     assert commit["branch"] == "candidates" and commit["summary"] == f"standby: adapter {version}"
     assert repo.branches["candidates"] == repo.tags[version] == pushed["commit"] == commit["oid"]
     # The adapter and its card travel; checkpoints and the merged model stay home.
-    assert {"adapter_config.json", "adapter_model.safetensors", "standby-model.json",
-            "tokenizer.json", "tokenizer_config.json"} <= set(repo.files)  # fmt: skip
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "standby-model.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    } <= set(repo.files)
     assert not any(f.startswith(("merged/", "checkpoints/")) for f in repo.files)
     assert json.loads(repo.files["standby-model.json"])["version"] == version
     assert pushed == {
-        "repo_id": "team/standby-gemma", "url": f"{hub.url}/team/standby-gemma",
-        "revision": "candidates", "tag": version, "commit": commit["oid"],
-    }  # fmt: skip
+        "repo_id": "team/standby-gemma",
+        "url": f"{hub.url}/team/standby-gemma",
+        "revision": "candidates",
+        "tag": version,
+        "commit": commit["oid"],
+    }
 
 
 def test_push_failures_are_one_line_errors(

@@ -102,23 +102,38 @@ def test_the_card_says_how_the_adapter_was_made(
     assert card["base_model"] == {"id": str(tiny_model_dir), "revision": None, "sha": None}
     train_split = prepare_split(str(chat_dataset), "train_sft").loaded
     assert card["dataset"] == {
-        "source": str(chat_dataset), "split": "train_sft", "revision": None,
-        "snapshot_id": None, "content_hash": train_split.content_hash, "rows": 48,
+        "source": str(chat_dataset),
+        "split": "train_sft",
+        "revision": None,
+        "snapshot_id": None,
+        "content_hash": train_split.content_hash,
+        "rows": 48,
         "skipped_rows": 0,
-    }  # fmt: skip
+    }
     assert card["eval_dataset"]["split"] == "test_sft" and card["eval_dataset"]["rows"] == 8
     assert card["version"].endswith(train_split.content_hash[:8])
     assert card["created_at"].endswith("+00:00")
     hp = card["hyperparameters"]
     assert (hp["lora_r"], hp["lora_alpha"], hp["lora_dropout"]) == (8, 16, 0.05)
-    assert hp["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                         "up_proj", "down_proj"]  # fmt: skip
+    assert hp["lora_target_modules"] == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
     assert (hp["learning_rate"], hp["lr_scheduler_type"], hp["warmup_ratio"]) == (
-        3e-3, "cosine", 0.1,
-    )  # fmt: skip
+        3e-3,
+        "cosine",
+        0.1,
+    )
     assert (hp["assistant_only_loss"], hp["bf16"], hp["gradient_checkpointing"]) == (
-        True, False, False,
-    )  # fmt: skip
+        True,
+        False,
+        False,
+    )
     metrics = card["metrics"]
     assert metrics["train_loss"] > 0 and metrics["eval_loss"] > 0
     assert [s for s, _ in metrics["loss_curve"]] == [1, 5, 10, 15, 20, 25, 30]
@@ -161,8 +176,14 @@ def test_training_completed_is_published(trained: tuple[TrainConfig, TrainResult
 
 def test_same_seed_same_adapter(tiny_model_dir: Path, chat_dataset: Path, tmp_path: Path) -> None:
     def run(name: str, seed: int) -> dict[str, torch.Tensor]:
-        settings = tiny_settings(tiny_model_dir, chat_dataset, tmp_path / name, max_steps=6,
-                                 seed=seed, eval_ds_split=None)  # fmt: skip
+        settings = tiny_settings(
+            tiny_model_dir,
+            chat_dataset,
+            tmp_path / name,
+            max_steps=6,
+            seed=seed,
+            eval_ds_split=None,
+        )
         result = train(TrainConfig.model_validate(settings))
         return load_file(str(result.adapter_dir / "adapter_model.safetensors"))
 

@@ -1,0 +1,211 @@
+"""``standby train`` as a user runs it: settings from a YAML file and flags, a pair-store
+snapshot as the data, and every problem a user can fix as one line on stderr with exit 2."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import yaml
+
+from standby.cli import main
+from standby.data.config import DataConfig
+from standby.data.pairs import Candidate, PairStore, timestamp
+from tests.fixtures.hub_stub import running_hub_stub
+from tests.trainer.conftest import tiny_settings, write_jsonl
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+
+T0 = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["--log-level", "warning", "train", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def flags(settings: dict[str, object]) -> list[str]:
+    argv: list[str] = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def fill_store(path: Path, count: int) -> PairStore:
+    store = PairStore(path, config=DataConfig(test_fraction=0.25))
+    store.write(
+        Candidate(
+            prompt=f"What comes after {i}?",
+            response=f"After {i} comes {i + 1}.",
+            system=("Answer in one sentence.",) if i % 4 == 0 else (),
+            route="gemini-2.5-flash",
+            model="gemini-2.5-flash",
+            model_version=None,
+            event_id=f"e{i}",
+            request_id=f"r{i}",
+            created_at=timestamp(T0 + timedelta(seconds=i)),
+        )
+        for i in range(count)
+    )
+    return store
+
+
+def test_from_config_with_flags_on_a_pair_store_snapshot(
+    capsys: pytest.CaptureFixture[str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    store = fill_store(tmp_path / "pairs.db", 40)
+    snapshot = store.snapshot()
+    store.close()
+    settings = tiny_settings(
+        tiny_model_dir, tmp_path / "unused", tmp_path / "adapter", max_steps=50
+    )
+    settings["train_ds_id"] = f"sqlite:///{tmp_path / 'pairs.db'}"
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    code, out, err = run(capsys, "--from-config", str(config), "--max-steps", "3", "--json")
+    assert code == 0, err
+    card = json.loads(out)
+    assert card["training"]["global_step"] == 3  # the flag won over the file's 50
+    assert card["dataset"]["snapshot_id"] == snapshot.id
+    assert card["dataset"]["content_hash"] != snapshot.content_hash  # one split, not the store
+    assert card["dataset"]["rows"] + card["eval_dataset"]["rows"] == 40
+    assert card["eval_dataset"]["snapshot_id"] == snapshot.id
+    assert json.loads((tmp_path / "adapter" / "standby-model.json").read_text()) == card
+
+    # Run again into the same folder: refused, then replaced with --overwrite.
+    code, _, err = run(capsys, "--from-config", str(config), "--max-steps", "3")
+    assert code == 2
+    assert (
+        err == f"standby: error: {tmp_path / 'adapter'} already holds a trained adapter"
+        " (--overwrite replaces it)\n"
+    )
+    code, out, err = run(capsys, "--from-config", str(config), "--max-steps", "2", "--overwrite")
+    assert code == 0, err
+    assert out.startswith("adapter ") and "train loss" in out and "eval loss" in out
+
+
+def no_template_model(tiny_model_dir: Path, where: Path, template: str | None) -> Path:
+    """A copy of the tiny model whose tokenizer has ``template`` as its chat template."""
+    shutil.copytree(tiny_model_dir, where)
+    (where / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((where / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    if template is not None:
+        config["chat_template"] = template
+    (where / "tokenizer_config.json").write_text(json.dumps(config))
+    return where
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("no-messages", r"\[train_sft\]: missing column messages \(has: prompt, answer\)"),
+        ("empty-store", r"pairs\.db \[train_sft\]: the split has no rows"),
+        ("empty-eval", r"\[test_sft\]: the split has no rows \(eval split; --eval-ds-split ''"),
+        ("no-template", r"its tokenizer has no chat template"),
+        ("unmarked-template", r"does not mark the assistant's tokens .*--no-assistant-only-loss"),
+        ("missing-dir", r"base model '.*nowhere': no such directory"),
+        (
+            "offline",
+            r"cannot load base model 'google/gemma-nothing': not a local folder and not"
+            r" in the Hub cache \(offline\)",
+        ),
+        ("lora-r", r"--lora-r: Input should be greater than or equal to 1"),
+        ("warmup", r"--warmup-ratio: Input should be less than 1"),
+        ("resume-overwrite", r"settings: resume and overwrite exclude each other"),
+        ("qlora-cpu", r"--load-in-4bit \(QLoRA\) needs a CUDA GPU; this run is on cpu"),
+        ("unknown-key", r"train\.yaml: lora_rank: unknown setting"),
+        ("interrupted", r"holds an interrupted run \(checkpoint-3\): --resume continues it"),
+    ],
+)
+def test_problems_are_one_line_errors(
+    case: str,
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    tiny_model_dir: Path,
+    chat_dataset: Path,
+    tmp_path: Path,
+) -> None:
+    settings = tiny_settings(tiny_model_dir, chat_dataset, tmp_path / "out", max_steps=2)
+    extra: list[str] = []
+    if case == "no-messages":
+        write_jsonl(tmp_path / "d" / "train_sft.jsonl", [{"prompt": "p", "answer": "a"}])
+        settings["train_ds_id"] = str(tmp_path / "d")
+    elif case == "empty-store":
+        PairStore(tmp_path / "pairs.db").close()
+        settings["train_ds_id"] = f"sqlite:///{tmp_path / 'pairs.db'}"
+    elif case == "empty-eval":
+        (tmp_path / "d").mkdir()
+        shutil.copy(chat_dataset / "train_sft.jsonl", tmp_path / "d")
+        (tmp_path / "d" / "test_sft.jsonl").write_text("")
+        settings["train_ds_id"] = str(tmp_path / "d")
+    elif case == "no-template":
+        settings["base_model_id"] = str(no_template_model(tiny_model_dir, tmp_path / "m", None))
+    elif case == "unmarked-template":
+        plain = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        settings["base_model_id"] = str(no_template_model(tiny_model_dir, tmp_path / "m", plain))
+    elif case == "missing-dir":
+        settings["base_model_id"] = str(tmp_path / "nowhere")
+    elif case == "offline":
+        settings["base_model_id"] = "google/gemma-nothing"
+    elif case == "lora-r":
+        extra = ["--lora-r", "0"]
+    elif case == "warmup":
+        extra = ["--warmup-ratio", "1.5"]
+    elif case == "resume-overwrite":
+        extra = ["--resume", "--overwrite"]
+    elif case == "qlora-cpu":
+        extra = ["--load-in-4bit"]
+    elif case == "unknown-key":
+        (tmp_path / "train.yaml").write_text("lora_rank: 8\n")
+        extra = ["--from-config", str(tmp_path / "train.yaml")]
+    elif case == "interrupted":
+        checkpoint = tmp_path / "out" / "checkpoints" / "checkpoint-3"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "trainer_state.json").write_text("{}")
+    code, out, err = run(capsys, *flags(settings), *extra)
+    assert code == 2, err
+    assert out == "" and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("standby:")]
+    assert err.endswith(line + "\n") and line.startswith("standby: error: ")
+    assert re.search(expected, line), err
+    assert not (tmp_path / "out" / "standby-model.json").exists()
+
+
+def test_a_gated_base_model_without_a_token_says_so(
+    capsys: pytest.CaptureFixture[str],
+    tiny_model_dir: Path,
+    chat_dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with running_hub_stub() as hub:
+        hub.gated.add("google/gemma-3-1b-it")
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(
+            huggingface_hub.constants,
+            "HUGGINGFACE_CO_URL_TEMPLATE",
+            hub.url + "/{repo_id}/resolve/{revision}/{filename}",
+        )
+        settings = tiny_settings(tiny_model_dir, chat_dataset, tmp_path / "out")
+        settings["base_model_id"] = "google/gemma-3-1b-it"
+        code, _, err = run(capsys, *flags(settings))
+        assert any("/google/gemma-3-1b-it/resolve/main/" in p for p in hub.paths())
+    assert code == 2
+    assert err == (
+        "standby: error: cannot load base model 'google/gemma-3-1b-it': the repository is"
+        " gated: accept its licence on the Hub and set HF_TOKEN\n"
+    )
