@@ -42,7 +42,8 @@ def one_line_error(run: subprocess.CompletedProcess[str], *needles: str) -> None
 
 @pytest.fixture
 async def config(tmp_path: Path) -> Path:
-    """A standby.yaml whose bus holds captured events: 30 primary answers, 5 fallbacks."""
+    """A standby.yaml whose bus holds captured events: 30 primary answers, 5 fallbacks. Its
+    gateway secret names an unset variable: the data commands read only data: and capture:."""
     bus_url = f"sqlite:///{tmp_path / 'events.db'}"
     events = [inference_event(n) for n in range(30)]
     events += [inference_event(n, provenance="fallback", backend="gemma") for n in range(30, 35)]
@@ -51,7 +52,8 @@ async def config(tmp_path: Path) -> Path:
         await bus.publish_many(TOPIC, events)
     path = tmp_path / "standby.yaml"
     path.write_text(yaml.safe_dump({
-        "backends": {"gemini": {"type": "gemini", "model": "gemini-2.5-flash"}},
+        "backends": {"gemini": {"type": "gemini", "model": "gemini-2.5-flash",
+                                "api_key": "${STANDBY_TEST_NEVER_SET}"}},
         "routes": {"gemini-2.5-flash": ["gemini"]},
         "capture": {"bus": bus_url},
         "data": {"store": f"sqlite:///{tmp_path / 'pairs.db'}", "test_fraction": 0.5,
@@ -132,6 +134,16 @@ async def test_export_pushes_to_the_hub(config: Path, hub: HubStub, tmp_path: Pa
     assert repo.visibility == "private"
     assert sorted(repo.files) == ["README.md", "data/train_sft-00000-of-00001.parquet"]
     assert (tmp_path / "hf" / "dataset_dict.json").exists()
+
+
+def test_bad_data_sections_are_one_line_errors(tmp_path: Path) -> None:
+    path = tmp_path / "standby.yaml"
+    path.write_text("data: {test_fraction: 2}\n")
+    run = standby("data", "stats", "--from-config", str(path))
+    one_line_error(run, "standby.yaml: data.test_fraction: Input should be less than 1")
+    path.write_text("capture: {bus: '${STANDBY_TEST_NEVER_SET}'}\n")
+    run = standby("data", "stats", "--from-config", str(path))
+    one_line_error(run, "capture.bus: environment variable STANDBY_TEST_NEVER_SET is not set")
 
 
 @pytest.mark.parametrize(
