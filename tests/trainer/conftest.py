@@ -78,6 +78,18 @@ def tiny_settings(model: Path, data: Path, out: Path, **overrides: Any) -> dict[
     }
 
 
+def flags(settings: dict[str, Any]) -> list[str]:
+    """The command-line flags that give ``settings``."""
+    argv: list[str] = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread() -> Iterator[None]:
     before = torch.get_num_threads()

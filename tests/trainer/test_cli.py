@@ -17,7 +17,7 @@ from standby.cli import main
 from standby.data.config import DataConfig
 from standby.data.pairs import Candidate, PairStore, timestamp
 from tests.fixtures.hub_stub import running_hub_stub
-from tests.trainer.conftest import tiny_settings, write_jsonl
+from tests.trainer.conftest import flags, tiny_settings, write_jsonl
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
@@ -28,17 +28,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(["--log-level", "warning", "train", *argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def flags(settings: dict[str, object]) -> list[str]:
-    argv: list[str] = []
-    for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + flag[2:])
-        else:
-            argv += [flag, str(value)]
-    return argv
 
 
 def fill_store(path: Path, count: int) -> PairStore:
