@@ -59,8 +59,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(
     assert not (tmp_path / "adapter" / "standby-model.json").exists()
     before = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
 
-    resumed = subprocess.run(command(settings, "--resume", "--json"), capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
+    resumed = subprocess.run(
+        command(settings, "--resume", "--json"), capture_output=True, text=True, timeout=120
+    )
     assert resumed.returncode == 0, resumed.stderr
     card = json.loads(resumed.stdout)
     assert card["training"]["resumed_from_step"] == killed_at
