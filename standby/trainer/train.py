@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -84,6 +85,10 @@ def sft_config(cfg: TrainConfig, placement: Placement, *, has_eval: bool) -> Any
         bf16=placement.bf16,
         activation_checkpointing=placement.gradient_checkpointing,
         gradient_checkpointing=placement.gradient_checkpointing,
+        # Non-reentrant checkpointing works with frozen inputs (LoRA) and under DDP, where
+        # every LoRA weight gets a gradient each step (no search for unused parameters).
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        ddp_find_unused_parameters=False,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
@@ -151,7 +156,7 @@ def check_output_dir(cfg: TrainConfig) -> Path | None:
             log.info("resume: no checkpoint in %s, starting from the beginning", cfg.checkpoint_dir)
         return checkpoint
     if cfg.overwrite:
-        if out.is_dir():
+        if out.is_dir() and os.environ.get("RANK", "0") == "0":  # once under accelerate/torchrun
             shutil.rmtree(out)
         return None
     if (out / MODEL_CARD).is_file():
