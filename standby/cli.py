@@ -15,6 +15,7 @@ from pathlib import Path
 
 from standby.data.cli import register
 from standby.errors import ConfigError, GatewayError
+from standby.evaluator.cli import register_evaluator
 from standby.trainer.cli import register_train
 
 DEFAULT_CONFIG = "standby.yaml"
@@ -108,6 +109,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     register(sub)
     register_train(sub)
+    register_evaluator(sub)
     return parser
 
 

@@ -66,6 +66,8 @@ class ServiceLLMSettings(ToolConfig):
         # A flag value is read as YAML (toolconfig): a numeric-looking key comes back a number.
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
+        if isinstance(value, str) and not value.strip():
+            return None  # `${GEMINI_API_KEY:-}` unset: fall back to the default
         return value
 
     def api_key(self) -> str | None:

@@ -1,0 +1,97 @@
+"""``standby batch-infer``, ``standby evaluate`` and ``standby gate``: thin wrappers; every YAML
+key of ``--from-config`` is also a flag (flags win). Heavy imports happen when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from standby.evaluator.config import BatchInferConfig, EvaluateConfig, GateConfig
+from standby.toolconfig import add_config_flags, resolve_config
+
+
+def register_evaluator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``batch-infer``, ``evaluate`` and ``gate`` to the ``standby`` parser."""
+    bi = subparsers.add_parser(
+        "batch-infer",
+        help="answer a held-out split with the candidate model (resumable)",
+        description="Answer every instruction of a test split with a base model + LoRA adapter "
+        "(or a gateway backend); resumable; optional Hub push.",
+    )
+    add_config_flags(bi, BatchInferConfig)
+    bi.add_argument("--json", action="store_true", help="print the summary as JSON")
+    bi.set_defaults(func=cmd_batch_infer)
+
+    ev = subparsers.add_parser(
+        "evaluate",
+        help="judge batch-inference answers with the service LLM; report and gate",
+        description="Score each answer for similarity and precision (1-100) with the service "
+        "LLM as judge, add ROUGE-L and chrF, write report.json / report.md, apply the gate.",
+    )
+    add_config_flags(ev, EvaluateConfig)
+    ev.add_argument("--json", action="store_true", help="print the report summary as JSON")
+    ev.set_defaults(func=cmd_evaluate)
+
+    gate = subparsers.add_parser(
+        "gate",
+        help="promotion decision from an evaluation (thresholds + not worse than serving)",
+        description="Decide whether the evaluated candidate may replace the serving model; "
+        "exit status 0 pass, 3 fail.",
+    )
+    add_config_flags(gate, GateConfig)
+    gate.add_argument("--json", action="store_true", help="print the decision as JSON")
+    gate.set_defaults(func=cmd_gate)
+
+
+def cmd_batch_infer(args: argparse.Namespace) -> None:
+    from standby.evaluator.batch_inference import run_batch_inference
+
+    cfg = resolve_config(BatchInferConfig, args)
+    result = run_batch_inference(cfg)
+    summary = {
+        "output": str(result.output),
+        "rows": result.rows,
+        "generated": result.generated,
+        "resumed": result.resumed,
+        "seconds": round(result.seconds, 2),
+        "completion_tokens": result.completion_tokens,
+        "model_id": result.model_id,
+        "model_sha": result.model_sha,
+        "pushed": result.pushed,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    rate = result.completion_tokens / max(result.seconds, 1e-9)
+    print(
+        f"{result.rows} answers in {result.output} ({result.generated} generated, "
+        f"{result.resumed} resumed) in {result.seconds:.1f}s, {rate:.0f} new tokens/s"
+        + (f"; pushed: {result.pushed}" if result.pushed else "")
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from standby.evaluator.evaluate import run_evaluation
+
+    cfg = resolve_config(EvaluateConfig, args)
+    report = run_evaluation(cfg)
+    if args.json:
+        print(json.dumps(report.summary(), indent=2))
+    else:
+        print(report.one_line())
+    if report.gate is not None and not report.gate["passed"]:
+        sys.exit(3)
+
+
+def cmd_gate(args: argparse.Namespace) -> None:
+    from standby.evaluator.gate import run_gate
+
+    cfg = resolve_config(GateConfig, args)
+    decision = run_gate(cfg)
+    if args.json:
+        print(json.dumps(decision, indent=2))
+    else:
+        print(decision["summary"])
+    if not decision["passed"]:
+        sys.exit(3)

@@ -1,0 +1,221 @@
+"""The promotion gate: a candidate passes when its mean similarity and precision reach the
+thresholds AND it is not worse than the serving model on the same held-out rows.
+
+"Not worse" is a paired non-inferiority test: per row (averaged over answer and judge repeats),
+d = candidate - serving; a paired bootstrap gives a confidence interval for mean(d); the
+candidate is non-inferior on a criterion when the interval's lower bound is above -margin.
+With no evaluation of the serving model (the first model ever) only the thresholds apply, and
+the decision says so.
+
+On a pass the scores go into the candidate adapter's ``standby-model.json`` (other keys kept),
+where the gateway reads them for ``standby_fallback_model_score``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from standby.errors import ConfigError
+from standby.evaluator.config import GateConfig, GateSettings
+
+CRITERIA = ("similarity", "precision")
+MODEL_CARD = "standby-model.json"
+
+
+def per_sample(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean score per criterion for each sample (all its answers' repeats and judge repeats);
+    rows without a usable judgement are left out."""
+    sums: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        key = str(row.get("sample_id") or row["instructions"])
+        for c in CRITERIA:
+            scores = row.get(f"{c}_scores") or []
+            sums.setdefault(key, {k: [] for k in CRITERIA})[c].extend(float(s) for s in scores)
+    return {
+        key: {c: float(np.mean(v[c])) for c in CRITERIA}
+        for key, v in sums.items()
+        if all(v[c] for c in CRITERIA)
+    }
+
+
+def paired_bootstrap(
+    diffs: np.ndarray[Any, Any], samples: int, confidence: float, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``diffs`` and its two-sided percentile-bootstrap interval (rows resampled with
+    replacement, pairs kept together). Seeded: the same data gives the same numbers."""
+    rng = np.random.default_rng(seed)
+    n = len(diffs)
+    means = diffs[rng.integers(0, n, size=(samples, n))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    return (
+        float(diffs.mean()),
+        float(np.quantile(means, alpha)),
+        float(np.quantile(means, 1 - alpha)),
+    )
+
+
+def decide(
+    candidate: Sequence[Mapping[str, Any]],
+    baseline: Sequence[Mapping[str, Any]] | None,
+    settings: GateSettings,
+    *,
+    baseline_source: str | None = None,
+) -> dict[str, Any]:
+    """The gate's decision and every number behind it (JSON-ready)."""
+    cand = per_sample(candidate)
+    means = {c: float(np.mean([s[c] for s in cand.values()])) if cand else 0.0 for c in CRITERIA}
+    limits = {
+        "similarity": settings.avg_similarity_threshold,
+        "precision": settings.avg_precision_threshold,
+    }
+    reasons: list[str] = []
+    thresholds: dict[str, Any] = {}
+    for c in CRITERIA:
+        ok = bool(cand) and means[c] >= limits[c]
+        thresholds[c] = {"mean": round(means[c], 3), "threshold": limits[c], "passed": ok}
+        if not ok:
+            reasons.append(f"mean {c} {means[c]:.1f} < threshold {limits[c]:g}")
+    if not cand:
+        reasons.insert(0, "no row has a usable judgement")
+    comparison: dict[str, Any] | None = None
+    if baseline is not None:
+        comparison = _compare(cand, per_sample(baseline), settings, baseline_source, reasons)
+    passed = not reasons
+    verdict = "PASS" if passed else "FAIL"
+    detail = "; ".join(reasons) if reasons else _pass_detail(thresholds, comparison)
+    return {
+        "passed": passed,
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows_scored": len(cand),
+        "thresholds": thresholds,
+        "comparison": comparison,
+        "reasons": reasons,
+        "summary": f"gate: {verdict}: {detail}",
+    }
+
+
+def _compare(
+    cand: dict[str, dict[str, float]],
+    base: dict[str, dict[str, float]],
+    settings: GateSettings,
+    source: str | None,
+    reasons: list[str],
+) -> dict[str, Any]:
+    keys = sorted(set(cand) & set(base))
+    out: dict[str, Any] = {
+        "baseline": source,
+        "paired_rows": len(keys),
+        "margin": settings.non_inferiority_margin,
+        "confidence": settings.confidence,
+        "bootstrap_samples": settings.bootstrap_samples,
+    }
+    if len(keys) < 2:
+        reasons.append(f"only {len(keys)} rows scored for both candidate and serving model")
+        return out
+    for c in CRITERIA:
+        a = np.array([cand[k][c] for k in keys])
+        b = np.array([base[k][c] for k in keys])
+        diff, lo, hi = paired_bootstrap(a - b, settings.bootstrap_samples, settings.confidence)
+        ok = lo > -settings.non_inferiority_margin
+        out[c] = {
+            "candidate_mean": round(float(a.mean()), 3),
+            "serving_mean": round(float(b.mean()), 3),
+            "diff_mean": round(diff, 3),
+            "ci_low": round(lo, 3),
+            "ci_high": round(hi, 3),
+            "passed": ok,
+        }
+        if not ok:
+            reasons.append(
+                f"{c}: candidate - serving = {diff:+.1f}, {settings.confidence:.0%} CI "
+                f"[{lo:+.1f}, {hi:+.1f}] reaches below -{settings.non_inferiority_margin:g}"
+            )
+    return out
+
+
+def _pass_detail(thresholds: dict[str, Any], comparison: dict[str, Any] | None) -> str:
+    parts = [f"{c} {thresholds[c]['mean']:.1f} >= {thresholds[c]['threshold']:g}" for c in CRITERIA]
+    if comparison is None:
+        parts.append("no serving-model evaluation given (thresholds only)")
+    else:
+        for c in CRITERIA:
+            d = comparison[c]
+            parts.append(
+                f"{c} vs serving {d['diff_mean']:+.1f} CI [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]"
+            )
+    return "; ".join(parts)
+
+
+def write_scores(adapter_dir: Path, decision: dict[str, Any], extra: dict[str, Any]) -> Path:
+    """Merge the candidate's scores into ``adapter_dir/standby-model.json`` (created if absent;
+    every other key kept, so the trainer's record stays) atomically."""
+    path = adapter_dir / MODEL_CARD
+    card: dict[str, Any] = {}
+    if path.exists():
+        try:
+            card = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e}); not overwriting it") from None
+        if not isinstance(card, dict):
+            raise ConfigError(f"{path}: not a JSON object; not overwriting it")
+    scores = dict(card.get("scores") or {})
+    scores.update({c: decision["thresholds"][c]["mean"] for c in CRITERIA})
+    card["scores"] = scores
+    card["evaluation"] = {**dict(card.get("evaluation") or {}), **extra, "gate": decision}
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_baseline(settings: GateSettings) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The serving model's eval rows, when configured."""
+    if settings.baseline_eval_ds_id is None:
+        return None, None
+    from standby.data.sources import load_split, require_columns
+
+    loaded = load_split(settings.baseline_eval_ds_id, settings.baseline_eval_ds_split)
+    where = f"{settings.baseline_eval_ds_id} [{settings.baseline_eval_ds_split}]"
+    require_columns(
+        loaded.dataset, ("instructions", "similarity_scores", "precision_scores"), where
+    )
+    return list(loaded.dataset), where
+
+
+def run_gate(cfg: GateConfig) -> dict[str, Any]:
+    """``standby gate``: decide from a finished evaluation and write the decision into its
+    report (and, on a pass, the scores into the candidate's model card)."""
+    from standby.evaluator.report import read_rows, write_report
+
+    rows_file = cfg.output_dir / f"{cfg.eval_ds_split}.jsonl"
+    report_file = cfg.output_dir / "report.json"
+    for f in (rows_file, report_file):
+        if not f.is_file():
+            raise ConfigError(f"{f}: not found (run standby evaluate with --output-dir first)")
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    baseline, source = load_baseline(cfg)
+    decision = decide(read_rows(rows_file), baseline, cfg, baseline_source=source)
+    report["gate"] = decision
+    if decision["passed"] and cfg.candidate_adapter_dir is not None:
+        card = write_scores(cfg.candidate_adapter_dir, decision, card_extra(report))
+        decision["model_card"] = str(card)
+    write_report(cfg.output_dir, report)
+    return decision
+
+
+def card_extra(report: Mapping[str, Any]) -> dict[str, Any]:
+    """What the model card records about the evaluation beside the scores."""
+    return {
+        "judge": report.get("judge", {}).get("model"),
+        "rows": report.get("rows"),
+        "source": report.get("source"),
+        "report": report.get("report_path"),
+    }
