@@ -250,3 +250,20 @@ async def test_generation_config_reaches_the_request(sim: RunningSim, tmp_path: 
         completion = await llm.complete("Tell me a long story")
     assert completion.finish_reason == "length"
     assert len(completion.text.split()) == 3
+
+
+async def test_any_litellm_model_as_the_service_llm(sim: RunningSim) -> None:
+    # litellm's gemini/ route, pointed at the simulator (the original tools also judged with
+    # GPT-4o and Claude through the same seam).
+    cfg = settings(
+        sim,
+        service_llm_provider="litellm",
+        service_model_name="gemini/gemini-2.5-flash",
+        service_llm_base_url=f"{sim.url}/v1beta",
+    )
+    sim.sim.script(['```json\n{"score": 64, "reason": "via litellm"}\n```'])
+    async with ServiceLLM(cfg) as llm:
+        result = await llm.generate_json("Rate this.", Verdict)
+    assert result.unwrap() == Verdict(score=64, reason="via litellm")
+    assert llm.model_id == "gemini/gemini-2.5-flash"
+    assert sim.sim.stats()["by_model"] == {"gemini-2.5-flash": 1}
