@@ -16,6 +16,7 @@ from pathlib import Path
 from standby.data.cli import register
 from standby.errors import ConfigError, GatewayError
 from standby.evaluator.cli import register_evaluator
+from standby.synth.cli import register_synth
 from standby.trainer.cli import register_train
 
 DEFAULT_CONFIG = "standby.yaml"
@@ -109,6 +110,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     register(sub)
     register_train(sub)
+    register_synth(sub)
     register_evaluator(sub)
     return parser
 

@@ -1,0 +1,90 @@
+"""The new rows: no_robots schema plus provenance, saved as ``{split}.jsonl`` in the output
+folder (appended to or replaced), optionally pushed to a Hub dataset repo, and announced with a
+``dataset.snapshot_created`` event in the shape the pair store's snapshots use."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from standby.data.pairs import prompt_id_of
+from standby.synth.validate import Item
+
+SOURCE = "synthetic"
+EVENT_SOURCE = "standby/synth"
+PROVENANCE = ("source", "generator", "seed_ids", "seed_prompt", "topic", "created_at", "run_id")
+
+
+def row_of(item: Item, *, generator: str, topic: str | None, created_at: str, run_id: str,
+           mode: str) -> dict[str, Any]:  # fmt: skip
+    """One output row. ``seed_prompt`` is the first seed's instruction, ``seed_ids`` every
+    seed's prompt id; ``topic`` is "" when none was asked for (a stable column type)."""
+    return {
+        "prompt": item.instruction,
+        "prompt_id": prompt_id_of(item.instruction),
+        "messages": [
+            {"role": "user", "content": item.instruction},
+            {"role": "assistant", "content": item.response},
+        ],
+        "category": next((s.category for s in item.seeds if s.category), ""),
+        "source": SOURCE,
+        "generator": generator,
+        "seed_ids": [s.prompt_id for s in item.seeds],
+        "seed_prompt": item.seeds[0].instruction if item.seeds else "",
+        "topic": topic or "",
+        "created_at": created_at,
+        "run_id": run_id,
+        "synth_mode": mode,
+    }
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """All rows at once, atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        for row in rows:
+            f.write(orjson.dumps(row) + b"\n")
+    os.replace(tmp, path)
+
+
+def push(rows: Sequence[dict[str, Any]], repo: str, split: str, *, append: bool,
+         private: bool, endpoint: str | None) -> str:  # fmt: skip
+    """Commit the new rows to the Hub (a new shard, or the split's only one); the commit URL."""
+    import datasets  # type: ignore[import-untyped]
+
+    from standby.data.hub import push_split
+
+    done = push_split(
+        datasets.Dataset.from_list(list(rows)),
+        repo,
+        split,
+        append=append,
+        private=private,
+        endpoint=endpoint,
+        description="Synthetic training pairs written by `standby synth` (provenance columns: "
+        + ", ".join(PROVENANCE)
+        + ").",
+    )
+    return done.commit_url
+
+
+async def publish_snapshot(bus_url: str, data: dict[str, Any]) -> str:
+    """Publish ``dataset.snapshot_created``; the event id."""
+    from standby.data.materializer import SNAPSHOT_TOPIC
+    from standby.events import PipelineEvent, open_bus
+
+    event = PipelineEvent(type="dataset.snapshot_created", source=EVENT_SOURCE, data=data)
+    async with open_bus(bus_url) as bus:
+        await bus.publish(SNAPSHOT_TOPIC, event)
+    return event.id
