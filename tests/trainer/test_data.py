@@ -109,3 +109,26 @@ def test_the_loss_mask_is_exactly_the_assistant_tokens(
         checked["system"] += row["messages"][0]["role"] == "system"
         checked["two exchanges"] += len(answers) == 2
     assert checked == {"system": 10, "two exchanges": 7}
+
+
+def test_packing_keeps_the_same_trained_tokens_in_fewer_sequences(
+    tiny_model_dir: Path, chat_dataset: Path, tmp_path: Path
+) -> None:
+    prepared = prepare_split(str(chat_dataset), "train_sft")
+
+    def sequences(packing: bool) -> list[dict[str, Any]]:
+        settings = tiny_settings(tiny_model_dir, chat_dataset, tmp_path, packing=packing)
+        cfg = TrainConfig.model_validate(settings | {"max_length": 128})
+        placement = place(cfg)
+        base = load_base(cfg, placement)
+        trainer = build_trainer(cfg, placement, base.model, base.tokenizer, prepared.dataset, None)
+        return list(trainer.train_dataset)
+
+    def trained(rows: list[dict[str, Any]]) -> list[int]:
+        pairs = (zip(r["input_ids"], r["labels"], strict=True) for r in rows)
+        return sorted(token for row in pairs for token, label in row if label != -100)
+
+    plain, packed = sequences(False), sequences(True)
+    assert len(packed) < len(plain) // 2
+    assert all(len(r["input_ids"]) <= 128 for r in packed)
+    assert trained(packed) == trained(plain)
