@@ -94,6 +94,9 @@ def resolve_dtype(wanted: str, device: str) -> Any:
     return getattr(torch, wanted)
 
 
+DEFAULT_ADAPTER = "default"  # peft's name for the adapter a model is loaded with
+
+
 class LocalProvider:
     """A Hugging Face causal LM (and optional LoRA adapter) served in this process."""
 
@@ -103,12 +106,13 @@ class LocalProvider:
         self.worker: GenerationWorker | None = None
         self.load_seconds: float | None = None
         self._starting = asyncio.Lock()
-        source, revision = (
-            (config.adapter, config.adapter_revision)
-            if config.adapter
-            else (config.model, config.revision)
-        )
-        self.model_version = f"{source}@{revision}" if revision else source
+        self._swapping = asyncio.Lock()
+        self.adapter = config.adapter
+        # What answers a job, by the worker's adapter name (None: the base model alone).
+        self.versions: dict[str | None, str] = {None: _version(config.model, config.revision)}
+        if config.adapter:
+            self.versions[DEFAULT_ADAPTER] = _version(config.adapter, config.adapter_revision)
+        self.model_version = self.versions[DEFAULT_ADAPTER if config.adapter else None]
 
     @property
     def stats(self) -> WorkerStats:
@@ -132,6 +136,7 @@ class LocalProvider:
             max_batch_size=cfg.max_batch_size,
             max_queue=cfg.max_queue,
             max_new_tokens=cfg.max_new_tokens,
+            adapter=DEFAULT_ADAPTER if cfg.adapter else None,
         )
         self.worker.start()
         self.load_seconds = time.perf_counter() - began
@@ -166,8 +171,9 @@ class LocalProvider:
 
                 what = f"adapter {cfg.adapter!r}"
                 model = PeftModel.from_pretrained(
-                    model, _local(cfg.adapter), revision=cfg.adapter_revision
-                )
+                    model, _local(cfg.adapter), adapter_name=DEFAULT_ADAPTER,
+                    revision=cfg.adapter_revision,
+                )  # fmt: skip
             model.eval()
         except UpstreamError:
             raise
@@ -188,10 +194,37 @@ class LocalProvider:
     def ready(self) -> bool:
         return self.worker is not None and self.worker.alive and not self.worker.full()
 
+    async def swap_adapter(self, adapter: str, revision: str | None = None) -> str:
+        """Serve new requests with LoRA adapter ``adapter`` (a local path or Hub id) from now
+        on; requests already accepted finish on the adapter they started with. Returns the new
+        model version; UpstreamError (the serving adapter unchanged) when it cannot load."""
+        worker = self.worker
+        if worker is None:
+            raise UpstreamError(self.name, "local model is not loaded (start() not called)")
+        local = _local(adapter)
+        if _looks_like_path(adapter) and not await asyncio.to_thread(os.path.isdir, local):
+            raise UpstreamError(self.name, f"adapter {adapter!r}: no such directory")
+        async with self._swapping:
+            name = f"standby_{len(self.versions)}"
+            await asyncio.wrap_future(worker.swap_adapter(name, local, revision))
+            version = self.versions[name] = _version(adapter, revision)
+            self.adapter, self.model_version = adapter, version
+        log.info("%s: now serving %s", self.name, version)
+        return version
+
+    def _submit(self, request: ChatRequest) -> Job:
+        worker = self.worker
+        if worker is None:
+            raise UpstreamError(self.name, "local model is not loaded (start() not called)")
+        job = Job(request, asyncio.get_running_loop())
+        worker.submit(job)
+        return job
+
     async def complete(self, request: ChatRequest) -> Completion:
         parts: list[str] = []
         finish: Delta | None = None
-        async with contextlib.aclosing(self.stream(request)) as deltas:
+        job = self._submit(request)
+        async with contextlib.aclosing(self._deltas(job)) as deltas:
             async for delta in deltas:
                 parts.append(delta.text)
                 finish = delta
@@ -200,15 +233,15 @@ class LocalProvider:
             text="".join(parts),
             finish_reason=finish.finish_reason,
             usage=finish.usage or Usage(),
-            model_version=self.model_version,
+            model_version=self.versions.get(job.adapter, self.model_version),
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
-        worker = self.worker
-        if worker is None:
-            raise UpstreamError(self.name, "local model is not loaded (start() not called)")
-        job = Job(request, asyncio.get_running_loop())
-        worker.submit(job)
+        async with contextlib.aclosing(self._deltas(self._submit(request))) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    async def _deltas(self, job: Job) -> AsyncGenerator[Delta, None]:
         try:
             while True:
                 item = await job.out.get()
@@ -218,8 +251,8 @@ class LocalProvider:
                 if item.finish_reason is not None:
                     return
         finally:
-            if not job.finished:
-                worker.cancel(job)
+            if not job.finished and self.worker is not None:
+                self.worker.cancel(job)
 
     async def close(self) -> None:
         worker, self.worker = self.worker, None
@@ -234,6 +267,10 @@ class LocalProvider:
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def _version(ref: str, revision: str | None) -> str:
+    return f"{ref}@{revision}" if revision else ref
 
 
 def _looks_like_path(ref: str) -> bool:

@@ -5,16 +5,23 @@ Requests wait in a bounded queue; the worker takes the oldest one plus up to
 one ``generate()``. A ``StoppingCriteria`` sees every new token of every row: it stops each row on
 its own (end of turn, stop string, its token limit, cancellation) and streams each row's text to
 its request's ``asyncio.Queue`` through ``loop.call_soon_threadsafe``.
+
+Adapters are swapped by the same thread, between two batches (``swap_adapter``): a job keeps the
+adapter that was serving when it was submitted, batches never mix adapters, and an adapter is
+unloaded once no job needs it any more. A promotion therefore fails no request, and every request
+is answered by one adapter from its first token to its last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +53,7 @@ class Job:
         self.cancelled = False
         self.finished = False
         self.prompt_len = 0
+        self.adapter: str | None = None  # set by GenerationWorker.submit
 
     def send(self, item: Item) -> None:
         if self.cancelled:
@@ -157,6 +165,16 @@ class _Rows(StoppingCriteria):
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
+@dataclass(frozen=True, slots=True)
+class Swap:
+    """Load ``path`` (at ``revision``) as adapter ``name`` and serve new requests with it."""
+
+    name: str
+    path: str
+    revision: str | None
+    done: Future[None]
+
+
 @dataclass(slots=True)
 class WorkerStats:
     """Counters for metrics and tests: batch sizes (how well batching works), tokens, cancels."""
@@ -165,6 +183,7 @@ class WorkerStats:
     batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
     generated_tokens: int = 0
     cancelled: int = 0
+    swaps: int = 0
 
 
 class GenerationWorker:
@@ -180,7 +199,9 @@ class GenerationWorker:
         max_batch_size: int,
         max_queue: int,
         max_new_tokens: int,
+        adapter: str | None = None,
     ) -> None:
+        """``adapter`` names the LoRA adapter ``model`` (a PeftModel) already serves, if any."""
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -195,7 +216,9 @@ class GenerationWorker:
         pad = gen.pad_token_id if gen.pad_token_id is not None else tokenizer.pad_token_id
         self.pad = int(pad if pad is not None else min(self.eos, default=0))
         self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
+        self.active = adapter  # the adapter new jobs get
         self._pending: collections.deque[Job] = collections.deque()
+        self._swaps: collections.deque[Swap] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._running: _Rows | None = None
@@ -218,6 +241,7 @@ class GenerationWorker:
                 raise UpstreamError(self.name, "local model is closed")
             if len(self._pending) >= self.max_queue:
                 raise BackendBusy(self.name, f"queue full ({self.max_queue} requests waiting)")
+            job.adapter = self.active
             self._pending.append(job)
             self._cond.notify()
 
@@ -230,6 +254,18 @@ class GenerationWorker:
             except ValueError:
                 return
             self.stats.cancelled += 1
+
+    def swap_adapter(self, name: str, path: str, revision: str | None = None) -> Future[None]:
+        """Ask the worker to load adapter ``name`` from ``path`` before its next batch and give
+        it every job submitted after that; the future ends when new jobs get it (or with the
+        load error, the serving adapter unchanged)."""
+        done: Future[None] = Future()
+        with self._cond:
+            if self._stopping or not self._thread.is_alive():
+                raise UpstreamError(self.name, "local model is closed")
+            self._swaps.append(Swap(name, path, revision, done))
+            self._cond.notify()
+        return done
 
     def stop(self) -> None:
         """Fail waiting jobs, stop running rows, end the thread (blocks until it has)."""
@@ -245,27 +281,35 @@ class GenerationWorker:
             self._cond.notify_all()
         for job in waiting:
             job.send(UpstreamError(self.name, "local model closed before generation"))
+        for swap in self._swaps:
+            swap.done.set_exception(UpstreamError(self.name, "local model closed"))
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()
 
-    def _take_batch(self) -> list[Job] | None:
+    def _take_batch(self) -> list[Job] | Swap | None:
+        """The next swap, else the oldest job plus others with its sampling and adapter."""
         with self._cond:
-            while not self._pending and not self._stopping:
+            while not self._pending and not self._swaps and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 return None
+            if self._swaps:
+                return self._swaps.popleft()
             first = self._pending.popleft()
             batch = [first]
             for job in list(self._pending):
                 if len(batch) >= self.max_batch_size:
                     break
-                if job.sampling == first.sampling:
+                if job.sampling == first.sampling and job.adapter == first.adapter:
                     self._pending.remove(job)
                     batch.append(job)
             return batch
 
     def _run(self) -> None:
         while (batch := self._take_batch()) is not None:
+            if isinstance(batch, Swap):
+                self._swap(batch)
+                continue
             try:
                 self._generate(batch)
             except Exception as e:  # the boundary: nothing raw escapes to a request
@@ -276,6 +320,51 @@ class GenerationWorker:
                         job.send(err)
             finally:
                 self._running = None
+                self._unload_unused()
+
+    def _swap(self, swap: Swap) -> None:
+        try:
+            self.model = load_adapter(self.model, swap.path, swap.name, swap.revision)
+        except Exception as e:  # a bad adapter leaves the serving one in place
+            log.error("%s: cannot load adapter %s: %s", self.name, swap.path, one_line(e))
+            swap.done.set_exception(UpstreamError(self.name, f"cannot load adapter: {one_line(e)}"))
+            return
+        with self._cond:
+            self.active = swap.name
+        self.stats.swaps += 1
+        self._unload_unused()
+        swap.done.set_result(None)
+
+    def _unload_unused(self) -> None:
+        """Delete every loaded adapter that is neither serving nor needed by a waiting job."""
+        loaded = getattr(self.model, "peft_config", None)
+        if not loaded:
+            return
+        with self._cond:
+            needed = {self.active, *(job.adapter for job in self._pending)}
+        unused = [n for n in loaded if n not in needed]
+        if not unused:
+            return
+        try:
+            if self.active is not None and self.model.active_adapter in unused:
+                self.model.set_adapter(self.active)  # peft warns when the active one goes
+            for name in unused:
+                self.model.delete_adapter(name)
+        except Exception as e:  # memory is all that is lost: keep serving
+            log.error("%s: cannot unload adapters %s: %s", self.name, unused, one_line(e))
+
+    @contextlib.contextmanager
+    def _adapter(self, name: str | None) -> Iterator[None]:
+        """Generate with adapter ``name`` (None: the base model alone)."""
+        if not hasattr(self.model, "peft_config"):
+            yield
+        elif name is None:
+            with self.model.disable_adapter():
+                yield
+        else:
+            if self.model.active_adapter != name:
+                self.model.set_adapter(name)
+            yield
 
     def _prepare(self, batch: list[Job]) -> tuple[list[Job], list[list[int]]]:
         """Render each prompt; a job whose prompt cannot be built fails alone."""
@@ -329,7 +418,7 @@ class GenerationWorker:
         seed = jobs[0].request.seed
         if seed is not None and config.do_sample:
             torch.manual_seed(seed)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._adapter(jobs[0].adapter):
             self.model.generate(
                 input_ids=torch.tensor(input_ids, device=device),
                 attention_mask=torch.tensor(mask, device=device),
@@ -359,3 +448,17 @@ class GenerationWorker:
         elif request.top_p is not None:
             config.top_p = request.top_p
         return config
+
+
+def load_adapter(model: Any, path: str, name: str, revision: str | None = None) -> Any:
+    """``model`` with LoRA adapter ``name`` loaded from ``path`` (a PeftModel: the base model is
+    wrapped on the first load, then adapters are added to it); the active adapter is unchanged
+    (the base model's own weights when it was a plain model)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(path, adapter_name=name, revision=revision, is_trainable=False)
+        return model
+    wrapped = PeftModel.from_pretrained(model, path, adapter_name=name, revision=revision)
+    wrapped.eval()
+    return wrapped
