@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from standby.config import CaptureConfig, interpolate, read_yaml
 from standby.data.config import DataConfig
+from standby.data.merge import register_merge
 from standby.data.pairs import SPLITS, PairStore, Stats
 from standby.errors import ConfigError
 from standby.toolconfig import OneLineParser
@@ -61,6 +62,7 @@ def register(
     exp.add_argument("--private", action="store_true", help="create the Hub repo private")
     exp.add_argument("--hub-endpoint", metavar="URL", help="Hub API URL (default: HF_ENDPOINT)")
     exp.set_defaults(func=cmd_export)
+    register_merge(sub)
     return sub
 
 

@@ -44,15 +44,18 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-@pytest.fixture
-def reference(tmp_path: Path) -> Path:
+def write_reference(folder: Path) -> Path:
     """A folder with ``train_sft.jsonl`` (8 rows) and ``test_sft.jsonl`` (3 rows)."""
-    folder = tmp_path / "reference"
     train = [chat(p, f"A good answer to: {p}", f"train-{i}") for i, p in enumerate(TRAIN)]
     test = [chat(p, f"The answer to: {p}", f"test-{i}", "Open QA") for i, p in enumerate(TEST)]
     write_jsonl(folder / "train_sft.jsonl", train)
     write_jsonl(folder / "test_sft.jsonl", test)
     return folder
+
+
+@pytest.fixture
+def reference(tmp_path: Path) -> Path:
+    return write_reference(tmp_path / "reference")
 
 
 def settings(sim: RunningSim, reference: Path, out: Path, **kw: Any) -> SynthConfig:

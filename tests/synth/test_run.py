@@ -148,7 +148,9 @@ def test_duplicates_and_near_duplicates_are_removed(
     first = "Why do volcanoes erupt, and can scientists predict when?"
     answers = {seed: items(new_item(i + 1)) for i, seed in enumerate(TRAIN)}
     answers[TRAIN[0]] = items((first, "Pressure builds..."))
-    answers[TRAIN[1]] = items(("why do VOLCANOES  erupt, and can scientists predict when? ", "Same."))
+    answers[TRAIN[1]] = items(
+        ("why do VOLCANOES  erupt, and can scientists predict when? ", "Same.")
+    )
     answers[TRAIN[2]] = items(("Why do volcanoes erupt, and can scientists predict it?", "Near."))
     # A near-copy of a reference row, and a duplicate inside one answer:
     answers[TRAIN[3]] = items(
