@@ -225,14 +225,15 @@ def _resume(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> dict[tup
     if overwrite:
         for p in (run_file, progress):
             p.unlink(missing_ok=True)
+    record: dict[str, Any] = {}
     if run_file.exists():
-        before = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
-        if before != fingerprint:
+        record = json.loads(run_file.read_text(encoding="utf-8"))
+        if record.get("fingerprint") != fingerprint:
             raise ConfigError(
                 f"{out} holds answers of a different run (model, data or generation settings "
                 "differ): pass --overwrite or another --output-dir"
             )
-    _write_json(run_file, {"fingerprint": fingerprint, "status": "running"})
+    _write_json(run_file, {**record, "fingerprint": fingerprint, "status": "running"})
     done: dict[tuple[str, int], Any] = {}
     if not progress.exists():
         return done
@@ -379,11 +380,22 @@ def run_batch_inference(cfg: BatchInferConfig) -> BatchInferResult:
     seconds = time.perf_counter() - began
     stats = {"rows": len(records), "generated": generated, "resumed": resumed,
              "seconds": round(seconds, 3), "completion_tokens": tokens}  # fmt: skip
-    _write_json(out / RUN, {"fingerprint": fingerprint, "status": "complete", "stats": stats})
+    record = json.loads((out / RUN).read_text(encoding="utf-8"))
+    record.update(status="complete", stats=stats)
+    _write_json(out / RUN, record)
     result = BatchInferResult(target, len(records), generated, resumed, seconds, tokens,
                               model.model_id, model.model_sha, stats=stats)  # fmt: skip
     if cfg.push_lm_responses_to_hf_hub:
-        result.pushed = push_responses(cfg, records)
+        where = {"repo": cfg.lm_response_ds_id, "split": cfg.lm_response_ds_split,
+                 "append": cfg.lm_response_append}  # fmt: skip
+        before = record.get("pushed") or {}
+        if generated == 0 and {k: before.get(k) for k in where} == where:
+            # These very answers are already there: pushing again would append duplicates.
+            result.pushed = before.get("commit_url")
+        else:
+            result.pushed = push_responses(cfg, records)
+            record["pushed"] = {**where, "commit_url": result.pushed}
+            _write_json(out / RUN, record)
     return result
 
 

@@ -14,6 +14,7 @@ repeat index): re-running an evaluation costs nothing for rows that did not chan
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -60,13 +61,18 @@ def load_template(path: Path | None) -> str:
     return text
 
 
+_PLACEHOLDER = re.compile(r"\{(instruction|target_response|candidate_response)\}")
+
+
 def render(template: str, instruction: str, target: str, candidate: str) -> str:
-    # Plain replacement, not str.format: templates show JSON examples with braces.
-    return (
-        template.replace("{instruction}", instruction)
-        .replace("{target_response}", target)
-        .replace("{candidate_response}", candidate)
-    )
+    """The template with its placeholders filled in one pass: not ``str.format`` (templates
+    show JSON examples with braces), and a placeholder typed inside an answer stays text."""
+    values = {
+        "instruction": instruction,
+        "target_response": target,
+        "candidate_response": candidate,
+    }
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
 @dataclass(frozen=True)

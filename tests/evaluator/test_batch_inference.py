@@ -228,7 +228,11 @@ def test_push_appends_or_replaces_the_split(
     )
     first = run_batch_inference(cfg)
     assert first.pushed and "team/answers" in first.pushed
-    run_batch_inference(cfg)  # append (the default): a second shard
+    # The same finished run again: its answers are already there, nothing is pushed twice.
+    assert run_batch_inference(cfg).pushed == first.pushed
+    assert len(hub.repos["team/answers"].commits) == 1
+    # A new run appends (the default): a second shard.
+    run_batch_inference(cfg.model_copy(update={"overwrite": True}))
     got = shards(hub, "team/answers")
     assert sorted(got.values()) == [6, 6] and all(p.startswith("data/batch_infer-") for p in got)
     card = hub.repos["team/answers"].files["README.md"].decode()

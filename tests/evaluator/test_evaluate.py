@@ -21,6 +21,7 @@ from standby.errors import ConfigError
 from standby.evaluator.batch_inference import COLUMNS
 from standby.evaluator.config import EvaluateConfig
 from standby.evaluator.evaluate import run_evaluation
+from standby.evaluator.judge import render
 from standby.events import PipelineEvent, open_bus
 from standby.toolconfig import add_config_flags, resolve_config
 from tests.fixtures.hub_stub import HubStub, running_hub_stub
@@ -173,6 +174,10 @@ def test_a_replaced_prompt_template(sim: RunningSim, tmp_path: Path) -> None:
     sim.sim.script([judged(33, 44)], match='CUSTOM-JUDGE {"shape": "json"}\nDescribe item 0.')
     report = run_evaluation(config(sim, tmp_path, answers, prompt_tmpl_path=tmpl)).data
     assert report["scores"]["similarity"]["mean"] == 33
+    # Placeholders are filled in one pass: one typed inside an answer stays text.
+    assert render("{instruction}|{candidate_response}", "say {candidate_response}", "t", "c") == (
+        "say {candidate_response}|c"
+    )
     tmpl.write_text("no placeholders here")
     with pytest.raises(ConfigError, match="missing placeholder"):
         run_evaluation(config(sim, tmp_path, answers, prompt_tmpl_path=tmpl))

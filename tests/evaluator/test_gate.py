@@ -17,6 +17,7 @@ from standby.cli import main
 from standby.evaluator.config import EvaluateConfig, GateConfig, GateSettings
 from standby.evaluator.evaluate import run_evaluation
 from standby.evaluator.gate import decide, paired_bootstrap, run_gate
+from standby.gateway.app import model_scores
 from tests.evaluator.test_evaluate import config, judged, write_answers
 from tests.fixtures.sim import RunningSim
 
@@ -82,6 +83,11 @@ def test_a_better_candidate_is_accepted_with_the_ci_in_the_report(
     assert written["scores"]["other"] == 1.0
     assert written["scores"]["similarity"] == gate["thresholds"]["similarity"]["mean"]
     assert written["evaluation"]["gate"]["passed"] is True
+    # What the gateway exports as standby_fallback_model_score once this adapter serves.
+    assert model_scores(str(adapter)) == {
+        "similarity": written["scores"]["similarity"],
+        "precision": written["scores"]["precision"],
+    }
 
 
 def test_a_worse_candidate_is_rejected_and_the_card_left_alone(
