@@ -40,7 +40,7 @@ from standby.trainer.metadata import (
     library_versions,
     write_card,
 )
-from standby.trainer.model import Placement, load_base, place
+from standby.trainer.model import BaseModel, Placement, load_base, place
 from standby.trainer.publish import TOPIC, publish_completed, push_adapter
 
 log = logging.getLogger("standby.trainer")
@@ -152,6 +152,11 @@ def check_output_dir(cfg: TrainConfig) -> Path | None:
     out = cfg.output_dir
     checkpoint = last_checkpoint(cfg)
     if cfg.resume:
+        if checkpoint is None and (out / MODEL_CARD).is_file():
+            raise TrainError(
+                f"{out} holds a finished adapter and no checkpoint to resume from"
+                " (--overwrite replaces it)"
+            )
         if checkpoint is None:
             log.info("resume: no checkpoint in %s, starting from the beginning", cfg.checkpoint_dir)
         return checkpoint
@@ -211,11 +216,35 @@ def train(cfg: TrainConfig) -> TrainResult:
     if not trainer.is_world_process_zero():
         return TrainResult(cfg.output_dir, {})
 
-    version = cfg.version or default_version(created_at, train_data.loaded.content_hash)
+    card = make_card(
+        cfg, placement, base, trainer, train_loss=output.training_loss, eval_loss=eval_loss,
+        created_at=created_at, train_data=train_data, eval_data=eval_data,
+        resumed_step=resumed_step,
+    )  # fmt: skip
+    del trainer, base
+    _free_memory()
+    finish(cfg, placement, card, began)
+    return TrainResult(cfg.output_dir, card)
+
+
+def make_card(
+    cfg: TrainConfig,
+    placement: Placement,
+    base: BaseModel,
+    trainer: Any,
+    *,
+    train_loss: float,
+    eval_loss: float | None,
+    created_at: datetime,
+    train_data: Prepared,
+    eval_data: Prepared | None,
+    resumed_step: int | None,
+) -> dict[str, Any]:
+    """The ``standby-model.json`` of a finished run (wall time, merge and Hub filled later)."""
     history = trainer.state.log_history
-    card: dict[str, Any] = {
+    return {
         "format": FORMAT,
-        "version": version,
+        "version": cfg.version or default_version(created_at, train_data.loaded.content_hash),
         "created_at": created_at.isoformat(timespec="seconds"),
         "base_model": {"id": base.model_id, "revision": base.revision, "sha": base.sha},
         "dataset": _data_card(train_data),
@@ -224,7 +253,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             cfg, bf16=placement.bf16, gradient_checkpointing=placement.gradient_checkpointing
         ),
         "metrics": {
-            "train_loss": output.training_loss,
+            "train_loss": train_loss,
             "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
             "eval_loss": eval_loss,
             "loss_curve": [[h["step"], h["loss"]] for h in history if "loss" in h],
@@ -241,8 +270,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         "hub": None,
         "libraries": library_versions(),
     }
-    del trainer, base
-    _free_memory()
+
+
+def finish(cfg: TrainConfig, placement: Placement, card: dict[str, Any], began: float) -> None:
+    """After the adapter is saved: merge, drop the checkpoints, write the card, push, publish."""
+    version = card["version"]
     if cfg.merge:
         card["adapter"]["merged"] = str(merge_adapter(cfg, placement))
     if not cfg.keep_checkpoints:
@@ -258,7 +290,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.publish_event:
         event_id = publish_completed(cfg.bus, cfg.output_dir, card)
         log.info("published %s (%s) on %s", TOPIC, event_id, safe_url(cfg.bus))
-    return TrainResult(cfg.output_dir, card)
 
 
 def merge_adapter(cfg: TrainConfig, placement: Placement) -> Path:

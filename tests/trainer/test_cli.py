@@ -115,6 +115,7 @@ def no_template_model(tiny_model_dir: Path, where: Path, template: str | None) -
         ("qlora-cpu", r"--load-in-4bit \(QLoRA\) needs a CUDA GPU; this run is on cpu"),
         ("unknown-key", r"train\.yaml: lora_rank: unknown setting"),
         ("interrupted", r"holds an interrupted run \(checkpoint-3\): --resume continues it"),
+        ("resume-finished", r"holds a finished adapter and no checkpoint to resume from"),
     ],
 )
 def test_problems_are_one_line_errors(
@@ -162,13 +163,18 @@ def test_problems_are_one_line_errors(
         checkpoint = tmp_path / "out" / "checkpoints" / "checkpoint-3"
         checkpoint.mkdir(parents=True)
         (checkpoint / "trainer_state.json").write_text("{}")
+    elif case == "resume-finished":
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "standby-model.json").write_text("{}")
+        extra = ["--resume"]
     code, out, err = run(capsys, *flags(settings), *extra)
     assert code == 2, err
     assert out == "" and "Traceback" not in err
     (line,) = [line for line in err.splitlines() if line.startswith("standby:")]
     assert err.endswith(line + "\n") and line.startswith("standby: error: ")
     assert re.search(expected, line), err
-    assert not (tmp_path / "out" / "standby-model.json").exists()
+    if case != "resume-finished":
+        assert not (tmp_path / "out" / "standby-model.json").exists()
 
 
 def test_a_gated_base_model_without_a_token_says_so(
