@@ -58,15 +58,36 @@ def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def push(rows: Sequence[dict[str, Any]], repo: str, split: str, *, append: bool,
-         private: bool, endpoint: str | None) -> str:  # fmt: skip
-    """Commit the new rows to the Hub (a new shard, or the split's only one); the commit URL."""
+def features() -> Any:
+    """The column types, fixed so that every pushed shard (even an empty one) has the same."""
     import datasets  # type: ignore[import-untyped]
+
+    text = datasets.Value("string")
+    return datasets.Features(
+        {
+            "prompt": text,
+            "prompt_id": text,
+            "messages": datasets.List({"role": text, "content": text}),
+            "category": text,
+            **{name: text for name in PROVENANCE if name != "seed_ids"},
+            "seed_ids": datasets.List(text),
+            "synth_mode": text,
+        }
+    )
+
+
+def push(rows: Sequence[dict[str, Any]], repo: str, split: str, *, append: bool,
+         private: bool, endpoint: str | None) -> str | None:  # fmt: skip
+    """Commit the new rows to the Hub (a new shard, or the split's only one); the commit URL,
+    or None when there is nothing to append."""
+    import datasets
 
     from standby.data.hub import push_split
 
+    if append and not rows:
+        return None
     done = push_split(
-        datasets.Dataset.from_list(list(rows)),
+        datasets.Dataset.from_list(list(rows), features=features()),
         repo,
         split,
         append=append,
