@@ -1,0 +1,26 @@
+"""Pipeline fixtures: the state store and registry on the same two storages as the bus (a
+SQLite file, the real Redis under a per-test key prefix)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from standby.pipeline.registry import Registry
+from standby.pipeline.state import StateStore, open_state
+from tests.events.conftest import Backend, backend
+
+__all__ = ["backend", "registry", "state"]
+
+
+@pytest.fixture
+async def state(backend: Backend) -> AsyncIterator[StateStore]:
+    store = open_state(backend.url())
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def registry(state: StateStore) -> Registry:
+    return Registry(state)
