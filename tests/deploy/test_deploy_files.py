@@ -287,6 +287,41 @@ def test_gateway_extra_resolves_without_torch() -> None:
     assert installed_closure(extra_requirements("train")) >= TORCH_STACK
 
 
+# Starts the gateway of the compose config in a process where the torch stack cannot be
+# imported, as in the slim image (the bus is swapped for a SQLite file: no Redis needed).
+NO_TORCH_GATEWAY = """
+import asyncio, importlib.abc, sys
+BLOCKED = {"torch", "transformers", "peft", "trl", "accelerate"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is not in the gateway image")
+sys.meta_path.insert(0, Block())
+from standby.config import load_settings
+from standby.gateway.app import Gateway, create_app
+settings = load_settings(sys.argv[1])
+capture = settings.capture.model_copy(update={"bus": "sqlite:///" + sys.argv[2]})
+settings = settings.model_copy(update={"capture": capture})
+async def main():
+    gw = Gateway(settings)
+    await gw.start()
+    create_app(gw)
+    await gw.close()
+asyncio.run(main())
+print("started without", sorted(BLOCKED))
+"""
+
+
+def test_gateway_of_the_compose_config_runs_without_torch(tmp_path: Path) -> None:
+    env = {**os.environ, **SECRETS, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    result = run(
+        sys.executable, "-c", NO_TORCH_GATEWAY, COMPOSE_GATEWAY_CONFIG, tmp_path / "events.db",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "started without" in result.stdout
+
+
 @pytest.mark.parametrize("path", [GATEWAY_DOCKERFILE, GPU_DOCKERFILE], ids=lambda p: p.name)
 def test_dockerfile_copies_only_files_in_the_build_context(path: Path) -> None:
     instructions = dockerfile_instructions(path)
