@@ -296,18 +296,19 @@ async def _generate(
     rows: list[TestRow],
     done: dict[tuple[str, int], Any],
     progress_file: Path,
-) -> tuple[int, int, list[str]]:
-    """Answer every row not done; returns (answers, new tokens, errors)."""
+) -> tuple[int, int, list[str], float]:
+    """Answer every row not done; returns (answers, new tokens, errors, generation seconds:
+    model loading left out)."""
     todo = list(_work(rows, cfg.repeat, done))
     if not todo:
-        return 0, 0, []
+        return 0, 0, [], 0.0
     local = cfg.backend is None
     in_flight = asyncio.Semaphore(
         max(cfg.batch_infer_data_preprocess_bs, cfg.inference_bs) if local else cfg.inference_bs
     )
     errors: list[str] = []
-    bar = _Progress(len(rows) * cfg.repeat, len(done))
     await model.provider.start()
+    bar = _Progress(len(rows) * cfg.repeat, len(done))
     try:
         with progress_file.open("ab") as sink:
 
@@ -346,7 +347,7 @@ async def _generate(
     finally:
         bar.close()
         await model.provider.close()
-    return len(todo) - len(errors), bar.tokens, errors
+    return len(todo) - len(errors), bar.tokens, errors, time.perf_counter() - bar.began
 
 
 def run_batch_inference(cfg: BatchInferConfig) -> BatchInferResult:
@@ -363,7 +364,9 @@ def run_batch_inference(cfg: BatchInferConfig) -> BatchInferResult:
     if resumed:
         log.info("batch-infer: resuming, %d of %d answers already in %s", resumed,
                  len(rows) * cfg.repeat, out / PROGRESS)  # fmt: skip
-    generated, tokens, errors = asyncio.run(_generate(cfg, model, rows, done, out / PROGRESS))
+    generated, tokens, errors, gen_s = asyncio.run(
+        _generate(cfg, model, rows, done, out / PROGRESS)
+    )
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise GatewayError(
@@ -379,7 +382,8 @@ def run_batch_inference(cfg: BatchInferConfig) -> BatchInferResult:
     os.replace(tmp, target)
     seconds = time.perf_counter() - began
     stats = {"rows": len(records), "generated": generated, "resumed": resumed,
-             "seconds": round(seconds, 3), "completion_tokens": tokens}  # fmt: skip
+             "seconds": round(seconds, 3), "generation_s": round(gen_s, 3),
+             "completion_tokens": tokens}  # fmt: skip
     record = json.loads((out / RUN).read_text(encoding="utf-8"))
     record.update(status="complete", stats=stats)
     _write_json(out / RUN, record)

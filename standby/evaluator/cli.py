@@ -63,10 +63,11 @@ def cmd_batch_infer(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    rate = result.completion_tokens / max(result.seconds, 1e-9)
+    gen_s = result.stats.get("generation_s") or 0.0
+    rate = f", {result.completion_tokens / gen_s:.0f} new tokens/s" if gen_s else ""
     print(
         f"{result.rows} answers in {result.output} ({result.generated} generated, "
-        f"{result.resumed} resumed) in {result.seconds:.1f}s, {rate:.0f} new tokens/s"
+        f"{result.resumed} resumed) in {result.seconds:.1f}s{rate}"
         + (f"; pushed: {result.pushed}" if result.pushed else "")
     )
 

@@ -69,11 +69,9 @@ class BatchInferConfig(HubPushSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Weights dtype (auto: bfloat16 on CUDA, else float32)"
     )
-    threads: Annotated[int, Field(ge=1)] | None = Field(
-        default=None, description="torch CPU threads"
-    )
-    max_rows: Annotated[int, Field(ge=1)] | None = Field(
-        default=None, description="Use only the first N rows (smoke runs)"
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads")
+    max_rows: int | None = Field(
+        default=None, ge=1, description="Use only the first N rows (smoke runs)"
     )
     output_dir: Path = Field(
         default=Path(".standby/batch_infer"),

@@ -70,6 +70,8 @@ class TextMetrics:
     def __init__(self) -> None:
         from rouge_score import rouge_scorer  # type: ignore[import-untyped]
 
+        logging.getLogger("absl").setLevel(logging.WARNING)  # "Using default tokenizer." per run
+
         self._rouge = rouge_scorer.RougeScorer(["rougeL"])
 
     def __call__(self, candidate: str, target: str) -> tuple[float, float]:

@@ -97,6 +97,7 @@ def decide(
         "thresholds": thresholds,
         "comparison": comparison,
         "reasons": reasons,
+        "detail": detail,
         "summary": f"gate: {verdict}: {detail}",
     }
 

@@ -148,7 +148,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if gate is None:
         lines.append("Not applied.")
     else:
-        lines.append(f"**{'PASS' if gate['passed'] else 'FAIL'}**: {gate['summary']}")
+        lines.append(f"**{'PASS' if gate['passed'] else 'FAIL'}**: {gate['detail']}")
         comp = gate.get("comparison")
         if comp and "similarity" in comp:
             lines += [
