@@ -837,6 +837,12 @@ def test_kustomize_renders_and_validates(rendered: Path, kubernetes_validate: Pa
         v.get("configMap", {}).get("name") for v in gateway["spec"]["template"]["spec"]["volumes"]
     }
     assert config_map["metadata"]["name"] in names
+    # ...and so does every other pod that mounts it (the pipeline worker).
+    for doc in docs:
+        for volume in doc.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", []):
+            ref = volume.get("configMap", {}).get("name", "")
+            if ref.startswith("standby-config"):
+                assert ref == config_map["metadata"]["name"], doc["metadata"]["name"]
     builtin = rendered.with_name("builtin.yaml")
     builtin.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] not in CRD_KINDS]))
     result = run(kubernetes_validate, "--strict", builtin)
