@@ -82,6 +82,18 @@ class SynthConfig(ServiceLLMSettings):
         default=10,
         description="Contaminated: this many consecutive words shared with a test prompt",
     )
+    judge_filter: bool = Field(
+        default=False,
+        description="Score every new pair with the evaluator's judge and keep the good ones",
+    )
+    judge_threshold: Annotated[float, Field(ge=1, le=100)] = Field(
+        default=70, description="Judge filter: lowest precision score (1-100) kept"
+    )
+    judge_prompt_tmpl_path: Path | None = Field(
+        default=None,
+        description="Judge filter's prompt template (placeholders {instruction}, "
+        "{target_response} = the seed requests, {candidate_response}); default: built in",
+    )
     output_dir: Path = Field(
         default=Path(".standby/synth"),
         description="Where the new rows ({synth_ds_split}.jsonl) and summary.json go",

@@ -1,5 +1,5 @@
 """``standby synth`` from settings to saved rows: seeds -> plan -> generate -> validate ->
-dedup -> decontaminate -> save (+ push) -> event -> summary."""
+decontaminate -> dedup -> judge (optional) -> save (+ push) -> event -> summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,29 +99,16 @@ def run_synth(cfg: SynthConfig) -> Summary:
 
     requests = math.ceil(cfg.num_samples / cfg.items_per_request)
     plan = plan_requests(seeds, requests, cfg.seeds_per_request, cfg.seed)
-    settings_llm = ServiceLLM(cfg, concurrency=cfg.gen_workers)
-    summary = Summary(run_id, cfg.mode, settings_llm.model_id, cfg.num_samples, requests=requests,
+    llm = ServiceLLM(cfg, concurrency=cfg.gen_workers)
+    summary = Summary(run_id, cfg.mode, llm.model_id, cfg.num_samples, requests=requests,
                       seeds=len(seeds), targeted=cfg.from_evaluation is not None,
                       reference_rows=len(reference), test_prompts=len(decontam))  # fmt: skip
-    generated = asyncio.run(_generate(settings_llm, cfg, plan, summary.targeted))
-    summary.cost = settings_llm.stats.as_dict()
-    summary.generated = generated.returned
-    summary.invalid = generated.invalid
-    summary.failed_requests = generated.failed_requests
 
-    kept: list[Item] = []
-    for item in generated.items:
-        hit = decontam.match(item.instruction)
-        if hit is not None:
-            summary.contaminated[hit.how] += 1
-            log.info("contaminated (%s %.2f): %r ~ %r", hit.how, hit.score, item.instruction,
-                     hit.test_prompt)  # fmt: skip
-            continue
-        repeat = dedup.offer(item.instruction)
-        if repeat is not None:
-            summary.duplicates[repeat] += 1
-            continue
-        kept.append(item)
+    def select(items: list[Item]) -> list[Item]:
+        return _select(items, decontam, dedup, summary)
+
+    kept = asyncio.run(_with_llm(llm, cfg, plan, summary, select))
+    summary.cost = llm.stats.as_dict()
     summary.kept = len(kept)
 
     created_at = timestamp(now)
@@ -167,6 +154,51 @@ def _json(summary: Summary) -> bytes:
     return orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2)
 
 
+def _select(
+    items: list[Item], decontam: Decontaminator, dedup: Deduplicator, summary: Summary
+) -> list[Item]:
+    """The items neither near a test prompt nor repeating an earlier one, in order."""
+    kept: list[Item] = []
+    for item in items:
+        hit = decontam.match(item.instruction)
+        if hit is not None:
+            summary.contaminated[hit.how] += 1
+            log.info("contaminated (%s %.2f): %r ~ %r", hit.how, hit.score, item.instruction,
+                     hit.test_prompt)  # fmt: skip
+            continue
+        repeat = dedup.offer(item.instruction)
+        if repeat is not None:
+            summary.duplicates[repeat] += 1
+            continue
+        kept.append(item)
+    return kept
+
+
+async def _with_llm(
+    llm: ServiceLLM,
+    cfg: SynthConfig,
+    plan: list[tuple[Seed, ...]],
+    summary: Summary,
+    select: Callable[[list[Item]], list[Item]],
+) -> list[Item]:
+    """Generate, select, and judge when asked: one event loop and one client for all calls."""
+    async with llm:
+        generated = await _generate(llm, cfg, plan, summary.targeted)
+        summary.generated = generated.returned
+        summary.invalid = generated.invalid
+        summary.failed_requests = generated.failed_requests
+        kept = select(generated.items)
+        if not cfg.judge_filter or not kept:
+            return kept
+        from standby.synth.judge import judge_items
+
+        judged = await judge_items(llm, kept, cfg.judge_threshold, cfg.judge_prompt_tmpl_path)
+        summary.judge = f"precision >= {cfg.judge_threshold:g}"
+        summary.judged_out, summary.judge_failed = judged.out, judged.failed
+        summary.judge_scores = dict(judged.scores)
+        return judged.kept
+
+
 async def _generate(
     llm: ServiceLLM, cfg: SynthConfig, plan: list[tuple[Seed, ...]], targeted: bool
 ) -> Generated:
@@ -183,7 +215,6 @@ async def _generate(
         bar.set_postfix(valid=kept, refresh=False)
 
     try:
-        async with llm:
-            return await generate(llm, cfg, plan, targeted=targeted, on_done=done)
+        return await generate(llm, cfg, plan, targeted=targeted, on_done=done)
     finally:
         bar.close()

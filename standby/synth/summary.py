@@ -21,6 +21,8 @@ class Summary:
     duplicates: Counter[str] = field(default_factory=Counter)
     contaminated: Counter[str] = field(default_factory=Counter)
     judged_out: int = 0
+    judge_failed: int = 0
+    judge_scores: dict[str, int] = field(default_factory=dict)
     kept: int = 0
     seeds: int = 0
     targeted: bool = False
@@ -32,7 +34,7 @@ class Summary:
     rows_in_output: int = 0
     content_hash: str = ""
     pushed: str | None = None
-    judge: str = "off (not implemented yet)"
+    judge: str = "off"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +54,8 @@ class Summary:
             "contaminated_by_kind": dict(sorted(self.contaminated.items())),
             "judged_out": self.judged_out,
             "judge": self.judge,
+            "judge_failed": self.judge_failed,
+            "judge_scores": dict(sorted(self.judge_scores.items())),
             "kept": self.kept,
             "seeds": self.seeds,
             "reference_rows": self.reference_rows,
