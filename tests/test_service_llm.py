@@ -267,3 +267,18 @@ async def test_any_litellm_model_as_the_service_llm(sim: RunningSim) -> None:
     assert result.unwrap() == Verdict(score=64, reason="via litellm")
     assert llm.model_id == "gemini/gemini-2.5-flash"
     assert sim.sim.stats()["by_model"] == {"gemini-2.5-flash": 1}
+
+
+async def test_a_hold_off_also_delays_callers_already_waiting() -> None:
+    limiter = RateLimiter(per_minute=600)  # 100 ms apart
+    began = time.monotonic()
+    await limiter.acquire()  # the first slot is now
+
+    async def second() -> float:
+        await limiter.acquire()  # reserved for +100 ms...
+        return time.monotonic() - began
+
+    task = asyncio.create_task(second())
+    await asyncio.sleep(0.02)
+    limiter.hold_off(0.4)  # ...when a Retry-After of 400 ms arrives
+    assert await task >= 0.4

@@ -352,6 +352,12 @@ async def _generate(
 
 def run_batch_inference(cfg: BatchInferConfig) -> BatchInferResult:
     """Run (or resume) batch inference; see the module doc."""
+    return asyncio.run(batch_infer(cfg))
+
+
+async def batch_infer(cfg: BatchInferConfig) -> BatchInferResult:
+    """:func:`run_batch_inference` for callers that already run an event loop (the pipeline);
+    reading the data and writing the files block it briefly."""
     began = time.perf_counter()
     rows, data_hash = read_test_rows(cfg)
     if not rows:
@@ -364,9 +370,7 @@ def run_batch_inference(cfg: BatchInferConfig) -> BatchInferResult:
     if resumed:
         log.info("batch-infer: resuming, %d of %d answers already in %s", resumed,
                  len(rows) * cfg.repeat, out / PROGRESS)  # fmt: skip
-    generated, tokens, errors, gen_s = asyncio.run(
-        _generate(cfg, model, rows, done, out / PROGRESS)
-    )
+    generated, tokens, errors, gen_s = await _generate(cfg, model, rows, done, out / PROGRESS)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise GatewayError(
@@ -397,7 +401,7 @@ def run_batch_inference(cfg: BatchInferConfig) -> BatchInferResult:
             # These very answers are already there: pushing again would append duplicates.
             result.pushed = before.get("commit_url")
         else:
-            result.pushed = push_responses(cfg, records)
+            result.pushed = await asyncio.to_thread(push_responses, cfg, records)
             record["pushed"] = {**where, "commit_url": result.pushed}
             _write_json(out / RUN, record)
     return result

@@ -136,6 +136,11 @@ async def _judge_all(
 
 def run_evaluation(cfg: EvaluateConfig) -> Report:
     """Judge, score, report, gate, publish; see the module doc."""
+    return asyncio.run(evaluate(cfg))
+
+
+async def evaluate(cfg: EvaluateConfig) -> Report:
+    """:func:`run_evaluation` for callers that already run an event loop (the pipeline)."""
     from standby.data.sources import load_split, require_columns
     from standby.evaluator.gate import card_extra, decide, load_baseline, write_scores
 
@@ -147,7 +152,7 @@ def run_evaluation(cfg: EvaluateConfig) -> Report:
     require_columns(loaded.dataset, ANSWER_COLUMNS, where)
     rows = [dict(r) for r in loaded.dataset]
     baseline, baseline_source = load_baseline(cfg) if cfg.gate else (None, None)
-    outcomes, stats, hits, template_hash = asyncio.run(_judge_all(cfg, rows, template))
+    outcomes, stats, hits, template_hash = await _judge_all(cfg, rows, template)
     metrics = TextMetrics()
     evaluated = [eval_row(r, o, metrics) for r, o in zip(rows, outcomes, strict=True)]
     out = cfg.output_dir
@@ -183,10 +188,10 @@ def run_evaluation(cfg: EvaluateConfig) -> Report:
             card = write_scores(cfg.candidate_adapter_dir, decision, card_extra(report))
             decision["model_card"] = str(card)
     if cfg.push_eval_to_hf_hub:
-        report["pushed"] = _push(cfg, evaluated)
+        report["pushed"] = await asyncio.to_thread(_push, cfg, evaluated)
     write_report(out, report)
     if cfg.bus:
-        asyncio.run(_publish(cfg.bus, report))
+        await _publish(cfg.bus, report)
     return Report(report)
 
 

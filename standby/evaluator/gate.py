@@ -52,7 +52,13 @@ def paired_bootstrap(
     replacement, pairs kept together). Seeded: the same data gives the same numbers."""
     rng = np.random.default_rng(seed)
     n = len(diffs)
-    means = diffs[rng.integers(0, n, size=(samples, n))].mean(axis=1)
+    chunk = max(1, min(samples, 2_000_000 // max(n, 1)))  # bounded memory for large splits
+    means = np.concatenate(
+        [
+            diffs[rng.integers(0, n, size=(min(chunk, samples - done), n))].mean(axis=1)
+            for done in range(0, samples, chunk)
+        ]
+    )
     alpha = (1 - confidence) / 2
     return (
         float(diffs.mean()),

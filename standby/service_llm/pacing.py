@@ -21,20 +21,26 @@ class RateLimiter:
             raise ValueError("per_minute must be positive")
         self.interval = 60.0 / per_minute
         self._next = 0.0
+        self._hold_until = 0.0
         self.waited_s = 0.0
 
     async def acquire(self) -> None:
-        now = time.monotonic()
-        slot = max(now, self._next)
-        self._next = slot + self.interval
-        delay = slot - now
-        if delay > 0:
-            self.waited_s += delay
-            await asyncio.sleep(delay)
+        while True:
+            now = time.monotonic()
+            slot = max(now, self._next, self._hold_until)
+            self._next = slot + self.interval
+            delay = slot - now
+            if delay > 0:
+                self.waited_s += delay
+                await asyncio.sleep(delay)
+            if time.monotonic() >= self._hold_until:
+                return
+            # A Retry-After arrived while this caller slept: its slot is void, take a new one.
 
     def hold_off(self, seconds: float) -> None:
-        """The server said to wait (Retry-After): no slot is handed out for ``seconds``."""
-        self._next = max(self._next, time.monotonic() + seconds)
+        """The server said to wait (Retry-After): no slot is handed out for ``seconds``, also
+        to callers that already hold one and are waiting for it."""
+        self._hold_until = max(self._hold_until, time.monotonic() + seconds)
 
 
 def backoff_delay(
