@@ -70,12 +70,16 @@ def load_base(cfg: TrainConfig, placement: Placement) -> BaseModel:
     tokenizer's chat template is checked before the weights load."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils.hub import resolve_revision
 
     ref = cfg.base_model_id
     if ref.startswith((".", "/", "~")) and not Path(ref).expanduser().is_dir():
         raise TrainError(f"base model {ref!r}: no such directory")
-    path = str(Path(ref).expanduser()) if ref.startswith("~") else ref
-    kwargs: dict[str, Any] = {"revision": cfg.base_model_revision}
+    path = model_path(ref)
+    # One commit for every file (a branch can move while we load), and its sha for the card.
+    revision = resolve_revision(path, cfg.base_model_revision)
+    sha = getattr(revision, "resolved", None)
+    kwargs: dict[str, Any] = {"revision": revision}
     if placement.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
@@ -88,7 +92,7 @@ def load_base(cfg: TrainConfig, placement: Placement) -> BaseModel:
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     dtype = torch.bfloat16 if placement.bf16 else torch.float32
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.base_model_revision)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     except Exception as e:  # the one boundary for hub / transformers loading errors
         raise TrainError(f"cannot load base model {ref!r}: {access_reason(e)}") from e
     check_chat_template(tokenizer, cfg)  # before the weights: a 7B model takes a while
@@ -96,8 +100,12 @@ def load_base(cfg: TrainConfig, placement: Placement) -> BaseModel:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     except Exception as e:
         raise TrainError(f"cannot load base model {ref!r}: {access_reason(e)}") from e
-    sha = getattr(model.config, "_commit_hash", None)
     return BaseModel(model, tokenizer, ref, cfg.base_model_revision, sha)
+
+
+def model_path(ref: str) -> str:
+    """A Hub id as it is; a local path with ``~`` expanded."""
+    return str(Path(ref).expanduser()) if ref.startswith("~") else ref
 
 
 def access_reason(e: BaseException) -> str:

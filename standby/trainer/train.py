@@ -40,7 +40,7 @@ from standby.trainer.metadata import (
     library_versions,
     write_card,
 )
-from standby.trainer.model import BaseModel, Placement, load_base, place
+from standby.trainer.model import BaseModel, Placement, load_base, model_path, place
 from standby.trainer.publish import TOPIC, publish_completed, push_adapter
 
 log = logging.getLogger("standby.trainer")
@@ -276,7 +276,8 @@ def finish(cfg: TrainConfig, placement: Placement, card: dict[str, Any], began: 
     """After the adapter is saved: merge, drop the checkpoints, write the card, push, publish."""
     version = card["version"]
     if cfg.merge:
-        card["adapter"]["merged"] = str(merge_adapter(cfg, placement))
+        revision = card["base_model"]["sha"] or cfg.base_model_revision
+        card["adapter"]["merged"] = str(merge_adapter(cfg, placement, revision))
     if not cfg.keep_checkpoints:
         shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
     card["training"]["wall_time_s"] = round(time.perf_counter() - began, 3)
@@ -292,7 +293,7 @@ def finish(cfg: TrainConfig, placement: Placement, card: dict[str, Any], began: 
         log.info("published %s (%s) on %s", TOPIC, event_id, safe_url(cfg.bus))
 
 
-def merge_adapter(cfg: TrainConfig, placement: Placement) -> Path:
+def merge_adapter(cfg: TrainConfig, placement: Placement, revision: str | None) -> Path:
     """Base + adapter folded into one model (``merge_and_unload``) saved in ``merged/``; the
     base is loaded again in full precision, so this works after QLoRA too."""
     import torch
@@ -300,9 +301,8 @@ def merge_adapter(cfg: TrainConfig, placement: Placement) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = torch.bfloat16 if placement.bf16 else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(
-        cfg.base_model_id, revision=cfg.base_model_revision, dtype=dtype
-    )
+    path = model_path(cfg.base_model_id)
+    base = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype)
     with known_warnings_quiet():
         merged = PeftModel.from_pretrained(base, str(cfg.output_dir)).merge_and_unload()
     merged.save_pretrained(str(cfg.merged_dir))

@@ -204,3 +204,29 @@ def test_a_gated_base_model_without_a_token_says_so(
         "standby: error: cannot load base model 'google/gemma-3-1b-it': the repository is"
         " gated: accept its licence on the Hub and set HF_TOKEN\n"
     )
+
+
+# Offline, peft cannot ask the Hub whether the base's vocabulary changed when it saves (it did not).
+@pytest.mark.filterwarnings("ignore:Could not find a config file in team/tiny-gemma:UserWarning")
+def test_a_hub_id_from_the_cache_offline_is_pinned_to_its_commit(
+    capsys: pytest.CaptureFixture[str],
+    tiny_model_dir: Path,
+    chat_dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Hub model downloaded earlier trains offline; the card names the commit it was at."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--team--tiny-gemma"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / sha)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    settings = tiny_settings(tiny_model_dir, chat_dataset, tmp_path / "out", max_steps=2)
+    settings |= {"base_model_id": "team/tiny-gemma", "eval_ds_split": "", "merge": True}
+    code, out, err = run(capsys, *flags(settings), "--json")
+    assert code == 0, err
+    card = json.loads(out)
+    assert card["base_model"] == {"id": "team/tiny-gemma", "revision": None, "sha": sha}
+    assert card["eval_dataset"] is None and card["metrics"]["eval_loss"] is None
+    assert (tmp_path / "out" / "merged" / "model.safetensors").is_file()
