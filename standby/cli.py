@@ -16,6 +16,7 @@ from pathlib import Path
 from standby.data.cli import register
 from standby.errors import ConfigError, GatewayError
 from standby.evaluator.cli import register_evaluator
+from standby.pipeline.models_cli import register_models
 from standby.synth.cli import register_synth
 from standby.trainer.cli import register_train
 
@@ -112,6 +113,7 @@ def make_parser() -> argparse.ArgumentParser:
     register_train(sub)
     register_synth(sub)
     register_evaluator(sub)
+    register_models(sub)
     return parser
 
 

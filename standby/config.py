@@ -186,6 +186,20 @@ class CaptureConfig(Strict):
         return patterns
 
 
+class RegistryConfig(Strict):
+    """Which fallback backends follow the model registry: when the pipeline (or ``standby
+    models promote``) promotes a version, the gateway hot-swaps that backend's adapter."""
+
+    follow: list[str] = Field(
+        default_factory=list,
+        description="Local backends whose adapter is the registry's serving version.",
+    )
+    url: str | None = Field(
+        default=None, description="Where the registry lives; default: capture.bus."
+    )
+    poll_s: PositiveSeconds = Field(default=2.0, description="How often to check it.")
+
+
 class Settings(Strict):
     """The whole ``standby.yaml``."""
 
@@ -195,6 +209,7 @@ class Settings(Strict):
     breaker: BreakerConfig = BreakerConfig()
     capture: CaptureConfig = CaptureConfig()
     data: DataConfig = DataConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -216,7 +231,17 @@ class Settings(Strict):
                     )
             if len(set(route.backends)) != len(route.backends):
                 raise ValueError(f"routes.{alias}: lists a backend twice")
+        for name in self.registry.follow:
+            if not isinstance(self.backends.get(name), LocalBackend):
+                raise ValueError(
+                    f"registry.follow: {name!r} is not a local backend (only local backends"
+                    " hot-swap adapters; see docs/deploy.md for vLLM and TGI)"
+                )
         return self
+
+    @property
+    def registry_url(self) -> str:
+        return self.registry.url or self.capture.bus
 
     def breaker_for(self, backend: str) -> BreakerConfig:
         return self.backends[backend].breaker or self.breaker

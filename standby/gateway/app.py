@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
@@ -27,6 +27,9 @@ from standby.gateway.routes import router as http_routes
 from standby.protocol import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
 
+if TYPE_CHECKING:
+    from standby.gateway.promotions import ModelFollower
+
 log = logging.getLogger("standby.gateway")
 
 
@@ -43,6 +46,7 @@ class Gateway:
         }
         self.router = Router(settings, self.providers, self.metrics)
         self.capture = Capture(settings.capture, self.metrics) if settings.capture.enabled else None
+        self.follower: ModelFollower | None = None  # set when registry.follow names backends
 
     async def start(self) -> None:
         """Start every backend; a backend that cannot start stops the gateway with its error."""
@@ -57,11 +61,19 @@ class Gateway:
                 self.metrics.fallback_model_info.labels(version, config.model).set(1)
                 for criterion, score in model_scores(config.adapter).items():
                     self.metrics.fallback_model_score.labels(criterion).set(score)
+        if self.settings.registry.follow:
+            from standby.gateway.promotions import ModelFollower  # local backends: torch is there
+
+            followed = {n: self.providers[n] for n in self.settings.registry.follow}
+            self.follower = ModelFollower(self.settings, followed, self.metrics)
+            await self.follower.start()
         if not self.keys.enabled:
             log.warning("server.api_keys is empty: the gateway accepts requests without a key")
 
     async def close(self) -> None:
         """After the server stopped taking requests: flush captured answers, then backends."""
+        if self.follower is not None:
+            await self.follower.close()
         if self.capture is not None:
             await self.capture.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()))
