@@ -74,6 +74,9 @@ def _rows(source: str, split: str, *, required: bool) -> list[dict[str, Any]]:
 
     if not split:
         return []
+    empty = Path(source).expanduser() / f"{split}.jsonl"
+    if empty.is_file() and empty.stat().st_size == 0:  # load_split cannot read an empty file
+        return []
     try:
         loaded = load_split(source, split)
     except DataError as e:

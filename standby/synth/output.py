@@ -76,18 +76,26 @@ def features() -> Any:
     )
 
 
+def dataset_of(rows: Sequence[dict[str, Any]]) -> Any:
+    """The rows as a ``datasets.Dataset`` with the fixed column types (none is fine too)."""
+    import datasets
+
+    feats = features()
+    if not rows:
+        return datasets.Dataset.from_dict({name: [] for name in feats}, features=feats)
+    return datasets.Dataset.from_list(list(rows), features=feats)
+
+
 def push(rows: Sequence[dict[str, Any]], repo: str, split: str, *, append: bool,
          private: bool, endpoint: str | None) -> str | None:  # fmt: skip
     """Commit the new rows to the Hub (a new shard, or the split's only one); the commit URL,
     or None when there is nothing to append."""
-    import datasets
-
     from standby.data.hub import push_split
 
     if append and not rows:
         return None
     done = push_split(
-        datasets.Dataset.from_list(list(rows), features=features()),
+        dataset_of(rows),
         repo,
         split,
         append=append,

@@ -14,13 +14,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from standby.data.pairs import DataError, timestamp
-from standby.data.sources import instruction_and_target, load_split
+from standby.data.sources import content_hash, instruction_and_target, load_split
 from standby.service_llm import ServiceLLM
 from standby.synth.config import SynthConfig
 from standby.synth.decontaminate import Decontaminator
 from standby.synth.dedup import Deduplicator
 from standby.synth.generate import Generated, generate
-from standby.synth.output import publish_snapshot, push, read_rows, row_of, write_rows
+from standby.synth.output import (
+    dataset_of,
+    publish_snapshot,
+    push,
+    read_rows,
+    row_of,
+    write_rows,
+)
 from standby.synth.sampling import Seed, plan_requests, seeds_of
 from standby.synth.summary import Summary
 from standby.synth.targeted import worst_seeds
@@ -115,9 +122,8 @@ def run_synth(cfg: SynthConfig) -> Summary:
     rows = [row_of(i, generator=summary.generator, topic=cfg.topic, created_at=created_at,
                    run_id=run_id, mode=cfg.mode) for i in kept]  # fmt: skip
     write_rows(out_file, [*earlier, *rows])
-    saved = load_split(str(cfg.output_dir), cfg.synth_ds_split)
-    summary.output, summary.rows_in_output = str(out_file), saved.rows
-    summary.content_hash = saved.content_hash
+    summary.output = str(out_file)
+    summary.rows_in_output, summary.content_hash = _saved(cfg, bool(earlier or rows))
     if cfg.push_synth_ds_to_hf_hub and cfg.synth_ds_id:
         summary.pushed = push(rows, cfg.synth_ds_id, cfg.synth_ds_split,
                               append=cfg.synth_ds_append, private=cfg.hub_private,
@@ -127,6 +133,15 @@ def run_synth(cfg: SynthConfig) -> Summary:
         asyncio.run(publish_snapshot(cfg.bus, _event_data(summary, cfg)))
     (cfg.output_dir / "summary.json").write_bytes(_json(summary))
     return summary
+
+
+def _saved(cfg: SynthConfig, any_rows: bool) -> tuple[int, str]:
+    """Rows in the output split and their content hash, read back as a consumer reads them
+    (an empty file has no schema to read: its hash is that of an empty dataset)."""
+    if any_rows:
+        saved = load_split(str(cfg.output_dir), cfg.synth_ds_split)
+        return saved.rows, saved.content_hash
+    return 0, content_hash(dataset_of([]))
 
 
 def _event_data(summary: Summary, cfg: SynthConfig) -> dict[str, object]:

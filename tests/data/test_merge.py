@@ -114,3 +114,11 @@ def test_synth_merge_train_on_the_tiny_model(
     card = json.loads(out)
     assert card["training"]["global_step"] == 2
     assert card["dataset"]["rows"] == 2 * len(TRAIN) and card["eval_dataset"]["rows"] == len(TEST)
+
+
+def test_an_empty_synth_output_merges_to_the_first_dataset(reference: Path, tmp_path: Path) -> None:
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "train_sft.jsonl").write_text("")
+    cfg = MergeConfig(first_ds_id=str(reference), second_ds_id=str(tmp_path / "synth"),
+                      output_dir=tmp_path / "merged")  # fmt: skip
+    assert run_merge(cfg).counts == {"train_sft": len(TRAIN), "test_sft": len(TEST)}

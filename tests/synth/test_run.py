@@ -306,3 +306,15 @@ def test_requests_show_k_distinct_seeds(
     rows = read_rows(tmp_path / "out" / "train_sft.jsonl")
     assert summary.kept == len(rows) >= 1
     assert all(len(r["seed_ids"]) == len(set(r["seed_ids"])) == k for r in rows)
+
+
+def test_a_run_that_keeps_nothing_still_ends_with_a_summary(
+    sim: RunningSim, reference: Path, tmp_path: Path
+) -> None:
+    script_each_seed(sim, {s: items((s, "a copy of the seed itself")) for s in TRAIN})
+    summary = run_synth(settings(sim, reference, tmp_path / "out", synth_ds_append=False))
+    d = summary.as_dict()
+    assert (d["generated"], d["kept"], d["rows_in_output"]) == (8, 0, 0)
+    assert d["duplicates_by_kind"] == {"exact": 8}
+    assert (tmp_path / "out" / "train_sft.jsonl").read_text() == ""
+    assert len(d["content_hash"]) == 64
