@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from standby.data.pairs import DataError
+from standby.errors import GatewayError
 from standby.events.bus import safe_url
 from standby.trainer.config import TrainConfig, TrainError
 from standby.trainer.data import Prepared, prepare_split
@@ -41,7 +42,7 @@ from standby.trainer.metadata import (
     write_card,
 )
 from standby.trainer.model import BaseModel, Placement, load_base, model_path, place
-from standby.trainer.publish import TOPIC, publish_completed, push_adapter
+from standby.trainer.publish import TOPIC, check_bus, publish_completed, push_adapter
 
 log = logging.getLogger("standby.trainer")
 
@@ -197,6 +198,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         torch.set_num_threads(cfg.threads)
     resume_from = check_output_dir(cfg)
+    if cfg.publish_event:
+        check_bus(cfg.bus)
     train_data, eval_data = load_data(cfg)
     base = load_base(cfg, placement)
     trainer = build_trainer(
@@ -283,13 +286,21 @@ def finish(cfg: TrainConfig, placement: Placement, card: dict[str, Any], began: 
     card["training"]["wall_time_s"] = round(time.perf_counter() - began, 3)
     write_card(cfg.output_dir, card)
     log.info("adapter %s written to %s", version, cfg.output_dir)
+    # From here on the adapter is safe on disk: a failure says so, so nobody trains it again.
+    saved = f"adapter {version} is saved in {cfg.output_dir}, but"
     if cfg.push_to_hub:
         # The card pushed with the adapter cannot name its own commit; the local one does.
-        card["hub"] = push_adapter(cfg, cfg.output_dir, version)
+        try:
+            card["hub"] = push_adapter(cfg, cfg.output_dir, version)
+        except TrainError as e:
+            raise TrainError(f"{saved} {e}") from None
         write_card(cfg.output_dir, card)
         log.info("pushed to %s at %s, tag %s", cfg.push_to_hub, card["hub"]["revision"], version)
     if cfg.publish_event:
-        event_id = publish_completed(cfg.bus, cfg.output_dir, card)
+        try:
+            event_id = publish_completed(cfg.bus, cfg.output_dir, card)
+        except GatewayError as e:  # BusError, or ConfigError for a bad bus URL
+            raise TrainError(f"{saved} publishing {TOPIC} failed: {e}") from None
         log.info("published %s (%s) on %s", TOPIC, event_id, safe_url(cfg.bus))
 
 

@@ -116,6 +116,7 @@ def no_template_model(tiny_model_dir: Path, where: Path, template: str | None) -
         ("unknown-key", r"train\.yaml: lora_rank: unknown setting"),
         ("interrupted", r"holds an interrupted run \(checkpoint-3\): --resume continues it"),
         ("resume-finished", r"holds a finished adapter and no checkpoint to resume from"),
+        ("bus-url", r"event bus URL 'nats://127\.0\.0\.1:4222': unsupported scheme"),
     ],
 )
 def test_problems_are_one_line_errors(
@@ -163,6 +164,8 @@ def test_problems_are_one_line_errors(
         checkpoint = tmp_path / "out" / "checkpoints" / "checkpoint-3"
         checkpoint.mkdir(parents=True)
         (checkpoint / "trainer_state.json").write_text("{}")
+    elif case == "bus-url":
+        extra = ["--publish-event", "--bus", "nats://127.0.0.1:4222"]
     elif case == "resume-finished":
         (tmp_path / "out").mkdir()
         (tmp_path / "out" / "standby-model.json").write_text("{}")
@@ -230,3 +233,17 @@ def test_a_hub_id_from_the_cache_offline_is_pinned_to_its_commit(
     assert card["base_model"] == {"id": "team/tiny-gemma", "revision": None, "sha": sha}
     assert card["eval_dataset"] is None and card["metrics"]["eval_loss"] is None
     assert (tmp_path / "out" / "merged" / "model.safetensors").is_file()
+
+
+def test_a_failure_after_training_says_the_adapter_is_saved(
+    capsys: pytest.CaptureFixture[str], tiny_model_dir: Path, chat_dataset: Path, tmp_path: Path
+) -> None:
+    settings = tiny_settings(tiny_model_dir, chat_dataset, tmp_path / "out", max_steps=2)
+    code, _, err = run(capsys, *flags(settings), "--push-to-hub", "team/m", "--version", "v7")
+    assert code == 2
+    assert err.splitlines()[-1] == (
+        f"standby: error: adapter v7 is saved in {tmp_path / 'out'}, but cannot push to the Hub:"
+        " offline mode is on (HF_HUB_OFFLINE)"
+    )
+    card = json.loads((tmp_path / "out" / "standby-model.json").read_text())
+    assert (card["version"], card["hub"]) == ("v7", None)
