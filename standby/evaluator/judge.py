@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from standby.errors import ConfigError
 from standby.service_llm import ServiceLLM
@@ -32,14 +32,25 @@ PLACEHOLDERS = ("{instruction}", "{target_response}", "{candidate_response}")
 
 
 class Assessment(BaseModel):
+    """One criterion's score and why."""
+
     model_config = ConfigDict(extra="ignore")
 
     score: Annotated[float, Field(ge=1, le=100, description="1 (worst) to 100 (best)")]
-    reason: Annotated[str, Field(min_length=1, description="Why, in a sentence or two")]
+    reason: str = Field(description="Why, in a sentence or two")
+
+    @field_validator("reason")
+    @classmethod
+    def _says_why(cls, reason: str) -> str:
+        # Checked here, not in the schema: minLength is outside what every provider accepts.
+        if not reason.strip():
+            raise ValueError("the reason is empty")
+        return reason
 
 
 class Judgement(BaseModel):
-    """The judge's answer (the original tool's shape)."""
+    """Scores of a candidate answer: similarity to the reference answer and precision in
+    answering the instruction."""
 
     model_config = ConfigDict(extra="ignore")
 
