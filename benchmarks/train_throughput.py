@@ -128,6 +128,8 @@ def main() -> None:
     warmup = args.warmup if args.warmup is not None else max(1, steps // 10)
     batch = args.batch_size or (4 if gpu else 8)
     seq_len = args.seq_len or (1024 if gpu else 128)
+    if not 0 <= warmup < steps:
+        parser.error(f"--warmup must be below --steps ({steps})")
     if args.threads:
         torch.set_num_threads(args.threads)
 
