@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from standby.data.config import DataConfig
+from standby.data.pairs import Candidate, PairStore
 from standby.data.sources import load_split
 from standby.events import open_bus
 from standby.synth.run import run_synth
@@ -318,3 +320,34 @@ def test_a_run_that_keeps_nothing_still_ends_with_a_summary(
     assert d["duplicates_by_kind"] == {"exact": 8}
     assert (tmp_path / "out" / "train_sft.jsonl").read_text() == ""
     assert len(d["content_hash"]) == 64
+
+
+def test_the_pair_store_as_reference_and_its_test_split(sim: RunningSim, tmp_path: Path) -> None:
+    prompts = [*TRAIN, *TEST]
+    with PairStore(tmp_path / "pairs.db", config=DataConfig(test_fraction=0.3)) as store:
+        store.write(
+            Candidate(
+                prompt=p,
+                response=f"Answer to {p}",
+                system=(),
+                route="r",
+                model="m",
+                model_version=None,
+                event_id=f"e{i}",
+                request_id=f"q{i}",
+                created_at=f"2026-01-01T00:00:{i:02d}.000000+00:00",
+            )
+            for i, p in enumerate(prompts)
+        )
+        held_out = [p.prompt for p in store.pairs(("test_sft",))]
+        train = [p.prompt for p in store.pairs(("train_sft",))]
+    assert held_out and train
+    # Every request gets the same answer: a paraphrase of a held-out prompt of the store.
+    target = held_out[0]
+    sim.sim.script([items((f"{target} Please.", "x"))] * 20)
+    store_url = f"sqlite:///{tmp_path / 'pairs.db'}"
+    summary = run_synth(settings(sim, tmp_path, tmp_path / "out", reference_ds_id=store_url,
+                                 num_samples=len(train)))  # fmt: skip
+    d = summary.as_dict()
+    assert (d["reference_rows"], d["test_prompts"]) == (len(train), len(held_out))
+    assert d["contaminated"] == len(train) and d["kept"] == 0
