@@ -282,3 +282,15 @@ async def test_a_hold_off_also_delays_callers_already_waiting() -> None:
     await asyncio.sleep(0.02)
     limiter.hold_off(0.4)  # ...when a Retry-After of 400 ms arrives
     assert await task >= 0.4
+
+
+async def test_the_key_never_reaches_the_logs(
+    sim_with_key: RunningSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    sim_with_key.sim.script([{"fault": "error-503"}])
+    cfg = settings(sim_with_key, service_llm_api_key=SIM_KEY)
+    async with ServiceLLM(cfg) as llm:
+        assert (await llm.generate_json("Rate this.", Verdict)).ok
+    assert "retry 1" in caplog.text  # the retry was logged, the key was not
+    assert SIM_KEY not in caplog.text and SIM_KEY not in repr(cfg) and SIM_KEY not in str(cfg)
