@@ -351,3 +351,30 @@ def test_the_pair_store_as_reference_and_its_test_split(sim: RunningSim, tmp_pat
     d = summary.as_dict()
     assert (d["reference_rows"], d["test_prompts"]) == (len(train), len(held_out))
     assert d["contaminated"] == len(train) and d["kept"] == 0
+
+
+def test_two_stage_counts_bad_instructions_and_answers(
+    sim: RunningSim, reference: Path, tmp_path: Path
+) -> None:
+    stage_one = {
+        s: json.dumps({"items": [{"instruction": new_item(i)[0]}]}) for i, s in enumerate(TRAIN)
+    }
+    stage_one[TRAIN[0]] = json.dumps(
+        {"items": [{"instruction": new_item(0)[0]}, {"instruction": "Hi"}, {"text": "no key"}]}
+    )
+    script_each_seed(sim, stage_one)
+    # Second stage: the request is the bare instruction; one answer comes back empty, one
+    # never comes (503 until the retries run out).
+    sim.sim.script([""], match=new_item(1)[0])
+    sim.sim.script([{"fault": "error-503"}] * 4, match=new_item(2)[0])
+    summary = run_synth(settings(sim, reference, tmp_path / "out", mode="two-stage"))
+    d = summary.as_dict()
+    assert d["invalid_by_reason"] == {
+        "instruction too short": 1,
+        "no instruction": 1,
+        "empty response": 1,
+        "no answer": 1,
+    }
+    assert (d["generated"], d["kept"], d["failed_requests"]) == (10, 6, 0)
+    kept = {r["prompt"] for r in read_rows(tmp_path / "out" / "train_sft.jsonl")}
+    assert new_item(0)[0] in kept and not kept & {new_item(1)[0], new_item(2)[0]}
