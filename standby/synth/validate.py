@@ -16,15 +16,18 @@ from pydantic.config import JsonDict
 from standby.synth.config import SynthConfig
 from standby.synth.sampling import Seed
 
-_TEXT: JsonDict = {"type": "string", "minLength": 1}
+# No minLength / minItems: not every provider's structured output accepts them (empty texts
+# are caught per item below anyway).
+_REQUEST: JsonDict = {"type": "string", "description": "The new request, self-contained"}
+_ANSWER: JsonDict = {"type": "string", "description": "The expert assistant's answer to it"}
 PAIR_SCHEMA: JsonDict = {
     "type": "object",
-    "properties": {"instruction": _TEXT, "response": _TEXT},
+    "properties": {"instruction": _REQUEST, "response": _ANSWER},
     "required": ["instruction", "response"],
 }
 INSTRUCTION_SCHEMA: JsonDict = {
     "type": "object",
-    "properties": {"instruction": _TEXT},
+    "properties": {"instruction": _REQUEST},
     "required": ["instruction"],
 }
 
@@ -32,13 +35,13 @@ INSTRUCTION_SCHEMA: JsonDict = {
 class PairBatch(BaseModel):
     """One-stage answer: new instructions with their answers."""
 
-    items: list[Any] = Field(json_schema_extra={"items": PAIR_SCHEMA, "minItems": 1})
+    items: list[Any] = Field(json_schema_extra={"items": PAIR_SCHEMA})
 
 
 class InstructionBatch(BaseModel):
     """Two-stage, first stage: new instructions only."""
 
-    items: list[Any] = Field(json_schema_extra={"items": INSTRUCTION_SCHEMA, "minItems": 1})
+    items: list[Any] = Field(json_schema_extra={"items": INSTRUCTION_SCHEMA})
 
 
 @dataclass(frozen=True)
