@@ -52,8 +52,9 @@ class TrainConfig(ToolConfig):
 
     # Where it goes
     output_dir: Path = Field(
-        default=Path(".standby/adapters/standby-gemma"),
-        description="adapter folder (checkpoints go to its checkpoints/ sub-folder)",
+        default=Path(".standby/adapters/latest"),
+        description="adapter folder; {version} in it is replaced by the version"
+        " (checkpoints go to its checkpoints/ sub-folder)",
     )
     version: str | None = Field(
         default=None,

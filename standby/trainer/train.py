@@ -147,6 +147,20 @@ def last_checkpoint(cfg: TrainConfig) -> Path | None:
     return max(steps)[1] if steps else None
 
 
+def pin_version(cfg: TrainConfig, default: str) -> TrainConfig:
+    """``cfg`` with its version set (``default`` unless given) and ``{version}`` in
+    ``output_dir`` replaced by it (``/adapters/{version}``: one folder per version)."""
+    version = cfg.version or default
+    templated = "{version}" in str(cfg.output_dir)
+    if templated and cfg.version is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Each process would date its own version (and folder): they must agree on one.
+        raise TrainError(
+            "--output-dir contains {version}: give --version when several processes train"
+        )
+    out = Path(str(cfg.output_dir).replace("{version}", version))
+    return cfg.model_copy(update={"version": version, "output_dir": out})
+
+
 def check_output_dir(cfg: TrainConfig) -> Path | None:
     """The checkpoint to resume from (None: start fresh); TrainError when the folder holds a
     finished adapter or an interrupted run and the settings do not say what to do with it."""
@@ -197,10 +211,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         import torch
 
         torch.set_num_threads(cfg.threads)
+    train_data, eval_data = load_data(cfg)
+    cfg = pin_version(cfg, default_version(created_at, train_data.loaded.content_hash))
     resume_from = check_output_dir(cfg)
     if cfg.publish_event:
         check_bus(cfg.bus)
-    train_data, eval_data = load_data(cfg)
     base = load_base(cfg, placement)
     trainer = build_trainer(
         cfg, placement, base.model, base.tokenizer, train_data.dataset,
@@ -247,7 +262,7 @@ def make_card(
     history = trainer.state.log_history
     return {
         "format": FORMAT,
-        "version": cfg.version or default_version(created_at, train_data.loaded.content_hash),
+        "version": cfg.version,
         "created_at": created_at.isoformat(timespec="seconds"),
         "base_model": {"id": base.model_id, "revision": base.revision, "sha": base.sha},
         "dataset": _data_card(train_data),

@@ -247,3 +247,25 @@ def test_a_failure_after_training_says_the_adapter_is_saved(
     )
     card = json.loads((tmp_path / "out" / "standby-model.json").read_text())
     assert (card["version"], card["hub"]) == ("v7", None)
+
+
+def test_one_folder_per_version(
+    capsys: pytest.CaptureFixture[str],
+    tiny_model_dir: Path,
+    chat_dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    template = tmp_path / "adapters" / "{version}"
+    settings = tiny_settings(tiny_model_dir, chat_dataset, template, max_steps=1)
+    code, out, err = run(capsys, *flags(settings), "--json")
+    assert code == 0, err
+    version = json.loads(out)["version"]
+    code, out, err = run(capsys, *flags(settings), "--version", "v3", "--json")
+    assert code == 0, err
+    assert json.loads(out)["version"] == "v3"
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == sorted([version, "v3"])
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun / accelerate launch set it
+    code, _, err = run(capsys, *flags(settings))
+    assert code == 2
+    assert err.endswith("contains {version}: give --version when several processes train\n")
