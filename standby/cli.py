@@ -16,6 +16,7 @@ from pathlib import Path
 from standby.data.cli import register
 from standby.errors import ConfigError, GatewayError
 from standby.evaluator.cli import register_evaluator
+from standby.pipeline.cli import register_pipeline
 from standby.pipeline.models_cli import register_models
 from standby.synth.cli import register_synth
 from standby.trainer.cli import register_train
@@ -114,6 +115,7 @@ def make_parser() -> argparse.ArgumentParser:
     register_synth(sub)
     register_evaluator(sub)
     register_models(sub)
+    register_pipeline(sub)
     return parser
 
 

@@ -16,7 +16,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, NoReturn, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -44,11 +44,13 @@ def flag_of(name: str) -> str:
 
 
 def _unwrap_optional(annotation: Any) -> Any:
-    """``X | None`` -> ``X``; anything else unchanged."""
+    """``X | None`` -> ``X``, ``Annotated[X, ...]`` -> ``X``; anything else unchanged."""
     if get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         if len(args) == 1:
-            return args[0]
+            annotation = args[0]
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
     return annotation
 
 

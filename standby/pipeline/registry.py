@@ -42,6 +42,9 @@ class ModelVersion(BaseModel):
     status: Status = "candidate"
     scores: dict[str, float] = Field(default_factory=dict)
     dataset: dict[str, Any] = Field(default_factory=dict)
+    evaluation: str | None = Field(
+        default=None, description="Its evaluation folder (eval rows): the gate's baseline."
+    )
     run_id: str | None = None
     reasons: list[str] = Field(default_factory=list)
     created_at: str = Field(default_factory=_now)

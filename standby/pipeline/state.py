@@ -28,7 +28,7 @@ from standby.events.bus import safe_url, url_options
 from standby.events.errors import BusError
 
 Doc = Any  # a JSON value: dict, list, str, number, bool or None
-Update = Callable[[Doc | None], Doc]
+Update = Callable[[Any], Any]  # the stored document (None when absent) -> the new one
 
 DEFAULT_REDIS_PREFIX = "standby:state:"
 

@@ -1,0 +1,75 @@
+"""What the pipeline tests share: a pipeline.yaml for the tiny Gemma and the simulated judge,
+``standby pipeline`` in a subprocess, and a gateway that captures and follows the registry."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.fixtures.gateway import ROUTE, base_config
+
+
+def pipeline_yaml(tmp: Path, bus: str, model: Path, judge_url: str, **overrides: Any) -> Path:
+    """Quick settings: a few training steps, short answers, one judgement per answer."""
+    config: dict[str, Any] = {
+        "bus": bus,
+        "store": f"sqlite:///{tmp / 'pairs.db'}",
+        "backend": "gemma",
+        "base_model_id": str(model),
+        "work_dir": str(tmp / "pipeline"),
+        "min_new_pairs": 10,
+        "min_interval_s": 0,
+        "poll_s": 0.2,
+        "lease_ttl_s": 2,
+        "train": {"max_steps": 6, "per_device_train_batch_size": 4,
+                  "gradient_accumulation_steps": 1, "save_steps": 2, "logging_steps": 2,
+                  "threads": 1, "device": "cpu", "max_length": 256},
+        "batch_infer": {"max_new_tokens": 8, "inference_bs": 8, "device": "cpu", "threads": 1,
+                        "temperature": 0},
+        "evaluate": {"service_llm_base_url": judge_url, "service_llm_api_key": "sim-key",
+                     "rate_limit_per_minute": 6000, "eval_repeat": 1,
+                     "avg_similarity_threshold": 90, "avg_precision_threshold": 90,
+                     "bootstrap_samples": 200},
+    }  # fmt: skip
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path = tmp / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def standby_args(*args: str) -> list[str]:
+    return [sys.executable, "-m", "standby.cli", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "STANDBY_LOG_LEVEL": "info"}
+
+
+def pipeline(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    run = subprocess.run(standby_args("pipeline", *args), capture_output=True, text=True,
+                         timeout=timeout, env=env())  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def capturing_gateway_config(gemini_url: str, model: Path, bus: str) -> dict[str, Any]:
+    """Simulated Gemini primary that captures to ``bus``; the tiny Gemma fallback follows the
+    registry beside it."""
+    config = base_config(gemini_url, model)
+    config["capture"] = {"enabled": True, "bus": bus, "flush_interval_s": 0.05}
+    config["registry"] = {"follow": ["gemma"], "poll_s": 0.1}
+    return config
+
+
+QUESTIONS = [f"What is fact number {i} about {topic}?" for i in range(12)
+             for topic in ("rivers", "mountains", "cities")]  # fmt: skip
+ROUTE_NAME = ROUTE
