@@ -124,15 +124,18 @@ def build_trainer(
     from trl.trainer.sft_trainer import SFTTrainer
 
     set_seed(cfg.seed)  # LoRA's A matrices are drawn when the adapter is attached
-    with known_warnings_quiet():
-        return SFTTrainer(
-            model=model,
-            args=sft_config(cfg, placement, has_eval=evals is not None),
-            train_dataset=train,
-            eval_dataset=evals,
-            processing_class=tokenizer,
-            peft_config=lora_config(cfg),
-        )
+    try:
+        with known_warnings_quiet():
+            return SFTTrainer(
+                model=model,
+                args=sft_config(cfg, placement, has_eval=evals is not None),
+                train_dataset=train,
+                eval_dataset=evals,
+                processing_class=tokenizer,
+                peft_config=lora_config(cfg),
+            )
+    except ValueError as e:  # TRL / peft reject a setting: no such target module, ...
+        raise TrainError(f"cannot set up training: {str(e).splitlines()[0]}") from e
 
 
 def last_checkpoint(cfg: TrainConfig) -> Path | None:
@@ -227,9 +230,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         f", resuming from {resume_from.name}" if resume_from else "",
     )  # fmt: skip
     resumed_step = _step_of(resume_from)
-    with known_warnings_quiet():
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        eval_loss = trainer.evaluate()["eval_loss"] if eval_data is not None else None
+    output, eval_loss = run_trainer(trainer, placement, resume_from, has_eval=eval_data is not None)
     trainer.save_model(str(cfg.output_dir))  # every process: some parallel modes gather
     if not trainer.is_world_process_zero():
         return TrainResult(cfg.output_dir, {})
@@ -243,6 +244,27 @@ def train(cfg: TrainConfig) -> TrainResult:
     _free_memory()
     finish(cfg, placement, card, began)
     return TrainResult(cfg.output_dir, card)
+
+
+def run_trainer(
+    trainer: Any, placement: Placement, resume_from: Path | None, *, has_eval: bool
+) -> tuple[Any, float | None]:
+    """Train (from ``resume_from`` when given), then the eval loss; running out of memory is a
+    TrainError that says what to lower."""
+    import torch
+
+    try:
+        with known_warnings_quiet():
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            eval_loss = trainer.evaluate()["eval_loss"] if has_eval else None
+    except torch.OutOfMemoryError:
+        raise TrainError(
+            f"out of {placement.device} memory at step {trainer.state.global_step}: lower"
+            " --per-device-train-batch-size (raise --gradient-accumulation-steps to keep the"
+            " batch) or --max-length, or use --gradient-checkpointing / --load-in-4bit;"
+            " --resume continues from the last checkpoint"
+        ) from None
+    return output, eval_loss
 
 
 def make_card(

@@ -116,6 +116,10 @@ def no_template_model(tiny_model_dir: Path, where: Path, template: str | None) -
         ("unknown-key", r"train\.yaml: lora_rank: unknown setting"),
         ("interrupted", r"holds an interrupted run \(checkpoint-3\): --resume continues it"),
         ("resume-finished", r"holds a finished adapter and no checkpoint to resume from"),
+        (
+            "modules",
+            r"cannot set up training: Target modules \{'nope_proj'\} not found in the base",
+        ),
         ("bus-url", r"event bus URL 'nats://127\.0\.0\.1:4222': unsupported scheme"),
     ],
 )
@@ -164,6 +168,8 @@ def test_problems_are_one_line_errors(
         checkpoint = tmp_path / "out" / "checkpoints" / "checkpoint-3"
         checkpoint.mkdir(parents=True)
         (checkpoint / "trainer_state.json").write_text("{}")
+    elif case == "modules":
+        extra = ["--lora-target-modules", "nope_proj"]
     elif case == "bus-url":
         extra = ["--publish-event", "--bus", "nats://127.0.0.1:4222"]
     elif case == "resume-finished":
