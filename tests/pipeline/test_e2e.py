@@ -5,6 +5,7 @@ serves the new version."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -17,10 +18,25 @@ from tests.fixtures.gateway import ROUTE, StartGateway
 from tests.fixtures.sim import RunningSim
 from tests.pipeline.helpers import QUESTIONS, capturing_gateway_config, pipeline, pipeline_yaml
 
+STAGE_EVENTS = ["dataset.snapshot_created", "training.completed", "evaluation.completed",
+                "model.promoted"]  # fmt: skip
+
+
+async def stage_events(bus: str) -> dict[str, list[dict[str, object]]]:
+    """The data of every pipeline event on ``bus``, by type."""
+    found: dict[str, list[dict[str, object]]] = {}
+    async with open_bus(bus) as reader:
+        for topic in STAGE_EVENTS:
+            got = await reader.consume(topic, "test", "t", count=10)
+            if got:
+                found[topic] = [dict(d.event.data) for d in got]  # type: ignore[union-attr]
+    return found
+
+
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 
-async def test_capture_train_judge_gate_promote_and_the_gateway_serves_it(
+def test_capture_train_judge_gate_promote_and_the_gateway_serves_it(
     sim: RunningSim, tiny_model_dir: Path, tmp_path: Path, start_gateway: StartGateway
 ) -> None:
     bus = f"sqlite:///{tmp_path / 'events.db'}"
@@ -51,17 +67,11 @@ async def test_capture_train_judge_gate_promote_and_the_gateway_serves_it(
     assert f'version="{version}"' in metrics
     assert 'standby_fallback_model_score{criterion="similarity"} 100.0' in metrics
 
-    # Every stage left its event on the bus, in order.
-    async with open_bus(bus) as reader:
-        types = []
-        for topic in ("dataset.snapshot_created", "training.completed", "evaluation.completed",
-                      "model.promoted"):  # fmt: skip
-            got = await reader.consume(topic, "test", "t", count=10)
-            types += [d.event.type for d in got]
-            if topic == "model.promoted":
-                assert got[0].event.data["version"] == version
-    assert types == ["dataset.snapshot_created", "training.completed", "evaluation.completed",
-                     "model.promoted"]  # fmt: skip
+    # Every stage left its event on the bus.
+    events = asyncio.run(stage_events(bus))
+    assert list(events) == STAGE_EVENTS
+    assert events["model.promoted"][0]["version"] == version
+    assert events["training.completed"][0]["version"] == version
 
     # Nothing new: the next pass does nothing.
     again = pipeline("once", "--from-config", str(config)).stdout
