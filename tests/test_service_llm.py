@@ -252,6 +252,11 @@ async def test_generation_config_reaches_the_request(sim: RunningSim, tmp_path: 
     assert len(completion.text.split()) == 3
 
 
+# litellm imports more of itself on a first call; depending on what was imported before,
+# pydantic warns about its ReadOnly TypedDicts (third-party noise, as in test_litellm.py).
+@pytest.mark.filterwarnings(
+    r"ignore:Items? .* on TypedDict class .* using the `ReadOnly` qualifier:UserWarning"
+)
 async def test_any_litellm_model_as_the_service_llm(sim: RunningSim) -> None:
     # litellm's gemini/ route, pointed at the simulator (the original tools also judged with
     # GPT-4o and Claude through the same seam).
