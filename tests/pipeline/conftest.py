@@ -9,9 +9,9 @@ import pytest
 
 from standby.pipeline.registry import Registry
 from standby.pipeline.state import StateStore, open_state
-from tests.events.conftest import Backend, backend
+from tests.events.conftest import Backend, backend, redis_backend
 
-__all__ = ["backend", "registry", "state"]
+__all__ = ["backend", "redis_backend", "registry", "state"]
 
 
 @pytest.fixture
