@@ -87,7 +87,7 @@ def _from_path(path: Path, source: str, split: str) -> Loaded:
         fmt = FILE_FORMATS.get(path.suffix)
         if fmt is None:
             raise DataError(f"{source}: unknown file type (expected {', '.join(FILE_FORMATS)})")
-        ds = _quiet(datasets.load_dataset, fmt, data_files=str(path), split="train")
+        ds = _read_file(path, fmt)
         return Loaded(ds, source, split, content_hash(ds))
     if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
         loaded = _quiet(datasets.load_from_disk, str(path))
@@ -99,13 +99,21 @@ def _from_path(path: Path, source: str, split: str) -> Loaded:
     for suffix, fmt in FILE_FORMATS.items():
         file = path / f"{split}{suffix}"
         if file.exists():
-            ds = _quiet(datasets.load_dataset, fmt, data_files=str(file), split="train")
+            ds = _read_file(file, fmt)
             return Loaded(ds, source, split, content_hash(ds))
     have = sorted(p.name for p in path.iterdir())[:10]
     raise DataError(
         f"{source}: no {split}.jsonl / {split}.parquet / saved dataset here"
         f" (found: {', '.join(have) or 'nothing'})"
     )
+
+
+def _read_file(path: Path, fmt: str) -> Any:
+    """One file as a Dataset; an empty file is an empty dataset (the json reader cannot infer
+    a schema from nothing)."""
+    if path.stat().st_size == 0:
+        return datasets.Dataset.from_list([])
+    return _quiet(datasets.load_dataset, fmt, data_files=str(path), split="train")
 
 
 def _from_hub(source: str, split: str, revision: str | None) -> Loaded:

@@ -77,6 +77,13 @@ def test_one_file_is_the_split(tmp_path: Path) -> None:
     assert content_hash(loaded.dataset) == loaded.content_hash
 
 
+def test_an_empty_file_is_an_empty_split(tmp_path: Path) -> None:
+    (tmp_path / "train_sft.jsonl").write_text("")
+    for source in (tmp_path, tmp_path / "train_sft.jsonl"):
+        loaded = load_split(str(source), "train_sft")
+        assert loaded.rows == 0 and loaded.content_hash == content_hash(loaded.dataset)
+
+
 def test_missing_things_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         load_split(str(tmp_path / "nope.jsonl"), "train_sft")
