@@ -99,9 +99,10 @@ def train(ctx: RunContext) -> dict[str, Any]:
     return {
         "adapter": str(ctx.adapter_dir),
         "version": card.get("version", ctx.run_id),
-        "train_loss": card.get("train_loss"),
-        "eval_loss": card.get("eval_loss"),
-        "dataset": card.get("dataset", {}),
+        "train_loss": card.get("metrics", {}).get("train_loss"),
+        "eval_loss": card.get("metrics", {}).get("eval_loss"),
+        "dataset": card.get("dataset") or {},
+        "time_budget": card.get("time_budget"),
     }
 
 

@@ -91,6 +91,9 @@ class TrainConfig(ToolConfig):
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1, description="share of steps warming up")
     num_train_epochs: float = Field(default=1.0, gt=0, description="passes over the data")
     max_steps: int = Field(default=-1, ge=-1, description="stop after this many steps (-1: epochs)")
+    max_time_s: float | None = Field(
+        default=None, gt=0, description="budget: stop (and save) after this many seconds"
+    )
     per_device_train_batch_size: PositiveInt = Field(default=4, description="rows per step/device")
     per_device_eval_batch_size: PositiveInt = Field(default=8, description="eval rows per batch")
     gradient_accumulation_steps: PositiveInt = Field(default=4, description="steps per update")

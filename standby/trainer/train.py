@@ -116,6 +116,28 @@ def sft_config(cfg: TrainConfig, placement: Placement, *, has_eval: bool) -> Any
     )
 
 
+def time_budget_callback(seconds: float) -> Any:
+    """A ``TrainerCallback`` that ends training (saving it) once ``seconds`` are spent; its
+    ``hit`` tells the card that the budget cut the run short."""
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.began = time.perf_counter()
+            self.hit = False
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if not self.hit and time.perf_counter() - self.began >= seconds:
+                self.hit = True
+                log.warning("training time budget of %.0f s spent at step %d: stopping",
+                            seconds, state.global_step)  # fmt: skip
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return TimeBudget()
+
+
 def build_trainer(
     cfg: TrainConfig, placement: Placement, model: Any, tokenizer: Any, train: Any, evals: Any
 ) -> Any:
@@ -133,6 +155,7 @@ def build_trainer(
                 eval_dataset=evals,
                 processing_class=tokenizer,
                 peft_config=lora_config(cfg),
+                callbacks=[time_budget_callback(cfg.max_time_s)] if cfg.max_time_s else None,
             )
     except ValueError as e:  # TRL / peft reject a setting: no such target module, ...
         raise TrainError(f"cannot set up training: {str(e).splitlines()[0]}") from e
@@ -235,11 +258,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     if not trainer.is_world_process_zero():
         return TrainResult(cfg.output_dir, {})
 
+    budgets = [c for c in trainer.callback_handler.callbacks if hasattr(c, "hit")]
     card = make_card(
         cfg, placement, base, trainer, train_loss=output.training_loss, eval_loss=eval_loss,
         created_at=created_at, train_data=train_data, eval_data=eval_data,
         resumed_step=resumed_step,
     )  # fmt: skip
+    if budgets:
+        card["time_budget"] = {"seconds": cfg.max_time_s, "hit": budgets[0].hit}
     del trainer, base
     _free_memory()
     finish(cfg, placement, card, began)
