@@ -17,16 +17,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:Futu
 def test_a_spent_time_budget_stops_training_and_saves(
     tiny_model_dir: Path, chat_dataset: Path, tmp_path: Path
 ) -> None:
-    cfg = TrainConfig.model_validate(
-        tiny_settings(
-            tiny_model_dir,
-            chat_dataset,
-            tmp_path / "out",
-            max_steps=100_000,
-            max_time_s=1.0,
-            eval_ds_split=None,
-        )  # fmt: skip
-    )
+    out = tmp_path / "out"
+    settings = tiny_settings(tiny_model_dir, chat_dataset, out, max_steps=100_000, max_time_s=1.0)
+    cfg = TrainConfig.model_validate({**settings, "eval_ds_split": None})
     result = train(cfg)
     card = json.loads((result.adapter_dir / "standby-model.json").read_text())
     assert card["time_budget"] == {"seconds": 1.0, "hit": True}
