@@ -67,6 +67,20 @@ class PipelineConfig(ToolConfig):
     max_train_time_s: Seconds | None = Field(
         default=None, description="budget per run: training stops (and saves) after this long"
     )
+    online_check: bool = Field(
+        default=True,
+        description="judge sampled fallback answers against the primary's; roll back when the "
+        "serving version's running mean falls below the gate",
+    )
+    online_sample_rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.1, description="share of eligible fallback answers judged"
+    )
+    online_min_samples: Annotated[int, Field(ge=1)] = Field(
+        default=20, description="judged answers needed before a rollback can happen"
+    )
+    online_window: Annotated[int, Field(ge=1)] = Field(
+        default=100, description="the running mean covers the last this many judged answers"
+    )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
         default=None, description="serve /metrics (standby_pipeline_runs_total) on this port"
     )

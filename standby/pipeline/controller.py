@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from standby.data.config import DataConfig
 from standby.errors import GatewayError
@@ -64,6 +64,15 @@ class PipelineMetrics:
             "standby_pipeline_runs", "Pipeline stages run, by stage and outcome.",
             ["stage", "outcome"], registry=self.registry,
         )  # fmt: skip
+        self.online_score = Gauge(
+            "standby_fallback_online_score",
+            "Running mean judge score (1-100) of the serving fallback's production answers.",
+            ["criterion"], registry=self.registry,
+        )  # fmt: skip
+        self.online_samples = Gauge(
+            "standby_fallback_online_samples", "Judged answers in that running mean.",
+            registry=self.registry,
+        )  # fmt: skip
 
 
 class Controller:
@@ -84,17 +93,25 @@ class Controller:
         async with open_state(self.config.bus) as state:
             self.state = state
             self._materializing = self.config.materialize
-            materializer = self._materialize(stop) if self.config.materialize else None
-            background = asyncio.create_task(materializer) if materializer else None
+            background = []
+            if self.config.materialize:
+                background.append(asyncio.create_task(self._materialize(stop)))
+            if self.config.online_check:
+                background.append(asyncio.create_task(self._online(state, stop)))
             try:
                 while not stop.is_set():
                     await self.once(state, start_new=True)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.config.poll_s)
             finally:
-                if background is not None:
-                    stop.set()
-                    await background
+                stop.set()
+                await asyncio.gather(*background, return_exceptions=True)
+
+    async def _online(self, state: StateStore, stop: asyncio.Event) -> None:
+        from standby.pipeline.online import OnlineCheck
+
+        async with open_bus(self.config.bus) as bus:
+            await OnlineCheck(self.config, state, bus, self.metrics).run(stop)
 
     async def _materialize(self, stop: asyncio.Event | None = None) -> None:
         """Turn captured answers into pairs: until ``stop``, or (None) what is there now."""
