@@ -188,16 +188,40 @@ class CaptureConfig(Strict):
 
 class RegistryConfig(Strict):
     """Which fallback backends follow the model registry: when the pipeline (or ``standby
-    models promote``) promotes a version, the gateway hot-swaps that backend's adapter."""
+    models promote``) promotes a version, the gateway switches that backend to it. A ``local``
+    backend hot-swaps its adapter in process; an ``openai`` backend (vLLM started with
+    ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``) has the adapter loaded
+    through ``POST /v1/load_lora_adapter`` under the version's name, then sends new requests
+    with ``model`` = that name (docs/deploy.md, Promotion)."""
 
     follow: list[str] = Field(
         default_factory=list,
-        description="Local backends whose adapter is the registry's serving version.",
+        description="Local or openai (vLLM) backends whose adapter is the registry's serving "
+        "version.",
     )
     url: str | None = Field(
         default=None, description="Where the registry lives; default: capture.bus."
     )
     poll_s: PositiveSeconds = Field(default=2.0, description="How often to check it.")
+    adapter_paths: dict[str, str] = Field(
+        default_factory=dict,
+        description="openai backends: rewrite the start of a registered adapter path into the "
+        "path the vLLM server sees (``{/data/runs: /adapters}``); the longest matching prefix "
+        "wins, a path no prefix matches (or a Hub id) is sent as is.",
+    )
+    unload_previous: bool = Field(
+        default=True,
+        description="openai backends: unload the adapter of the version replaced by a "
+        "promotion once no request can still use it (after the backend's timeouts.total_s).",
+    )
+
+    def served_path(self, adapter: str) -> str:
+        """``adapter`` as the serving server sees it (``adapter_paths``)."""
+        for prefix in sorted(self.adapter_paths, key=len, reverse=True):
+            stem = prefix.rstrip("/")
+            if adapter == stem or adapter.startswith(stem + "/"):
+                return self.adapter_paths[prefix].rstrip("/") + adapter[len(stem) :]
+        return adapter
 
 
 class Settings(Strict):
@@ -232,10 +256,11 @@ class Settings(Strict):
             if len(set(route.backends)) != len(route.backends):
                 raise ValueError(f"routes.{alias}: lists a backend twice")
         for name in self.registry.follow:
-            if not isinstance(self.backends.get(name), LocalBackend):
+            if not isinstance(self.backends.get(name), LocalBackend | OpenAIBackend):
                 raise ValueError(
-                    f"registry.follow: {name!r} is not a local backend (only local backends"
-                    " hot-swap adapters; see docs/deploy.md for vLLM and TGI)"
+                    f"registry.follow: {name!r} is not a local or openai backend (local ones"
+                    " hot-swap the adapter, openai ones load it into vLLM at runtime; TGI needs"
+                    " a restart: see docs/deploy.md, Promotion)"
                 )
         return self
 

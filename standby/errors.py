@@ -14,7 +14,8 @@
      │    ├── UpstreamBlocked        the backend refused to answer (safety, recitation)
      │    ├── BackendBusy            a local backend's queue is full
      │    └── BreakerOpen            skipped: the backend's circuit breaker is open
-     └── AllBackendsFailed           every backend of a route failed; keeps each error in order
+     ├── AllBackendsFailed           every backend of a route failed; keeps each error in order
+     └── Overloaded                  503 at once: the gateway or route is at server.max_concurrency
 
 Foreign exceptions (aiohttp, litellm, huggingface_hub, torch) are translated into these at one
 boundary per provider; everything after that classifies by type and status code only.
@@ -171,3 +172,14 @@ class AllBackendsFailed(GatewayError):
         hints = [e.retry_after for e in self.errors if isinstance(e, UpstreamStatusError)]
         known = [h for h in hints if h is not None]
         return max(1, int(min(known))) if known else 1
+
+
+class Overloaded(GatewayError):
+    """Refused before any backend was called: too many requests in flight (global or route
+    ``max_concurrency``). A 503 with ``Retry-After``, so clients back off instead of queueing."""
+
+    retry_after = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

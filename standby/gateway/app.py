@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from standby.config import LocalBackend, Settings
 from standby.errors import GatewayError
+from standby.gateway.admission import Admission
 from standby.gateway.auth import KeyRing
 from standby.gateway.capture import Capture
 from standby.gateway.errors import error_response
@@ -45,6 +46,11 @@ class Gateway:
             name: build_provider(name, cfg) for name, cfg in settings.backends.items()
         }
         self.router = Router(settings, self.providers, self.metrics)
+        self.admission = Admission(
+            settings.server.max_concurrency,
+            {alias: route.max_concurrency for alias, route in settings.routes.items()},
+            self.metrics,
+        )
         self.capture = Capture(settings.capture, self.metrics) if settings.capture.enabled else None
         self.follower: ModelFollower | None = None  # set when registry.follow names backends
 

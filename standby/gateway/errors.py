@@ -8,7 +8,13 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from standby.errors import AllBackendsFailed, RequestError, UpstreamError, UpstreamStatusError
+from standby.errors import (
+    AllBackendsFailed,
+    Overloaded,
+    RequestError,
+    UpstreamError,
+    UpstreamStatusError,
+)
 from standby.protocol import error_body
 
 log = logging.getLogger("standby.gateway")
@@ -20,7 +26,7 @@ def error_status(exc: BaseException) -> int:
     """The HTTP status ``error_response`` gives ``exc``."""
     if isinstance(exc, RequestError):
         return exc.status
-    if isinstance(exc, AllBackendsFailed):
+    if isinstance(exc, AllBackendsFailed | Overloaded):
         return 503
     if isinstance(exc, UpstreamStatusError) and not exc.failover:
         return 400 if exc.status == 422 else exc.status
@@ -45,6 +51,9 @@ def error_response(exc: BaseException, request_id: str | None = None) -> Respons
                 for e in exc.errors
             ]
         }
+    elif isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after)
+        body = error_body(exc.message, type="service_unavailable_error", code="overloaded")
     elif isinstance(exc, UpstreamStatusError) and not exc.failover:
         # The backend says the client's request is wrong: pass that on, do not fail over.
         headers["x-standby-backend"] = exc.backend

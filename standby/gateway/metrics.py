@@ -67,6 +67,10 @@ class Metrics:
         self.in_flight = Gauge(
             "standby_in_flight_requests", "Requests being served now.", ["route"], registry=r
         )
+        self.rejected = Counter(
+            "standby_rejected_requests", "Requests refused at once: route or global "
+            "max_concurrency reached (503 overloaded).", ["route", "scope"], registry=r,
+        )  # fmt: skip
         self.backend_ready = Gauge(
             "standby_backend_ready", "1 when the backend can take requests now.",
             ["backend"], registry=r,

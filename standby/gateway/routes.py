@@ -114,15 +114,23 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
     gw.router.resolve(alias)
     record.chat = chat = ChatRequest.from_openai(parsed)
     completion_id = f"chatcmpl-{new_id()}"
+    admission = gw.admission
+    admission.enter(alias)  # over max_concurrency: 503 overloaded now, no queueing
     in_flight = gw.metrics.c_in_flight(alias)
     in_flight.inc()
     if parsed.stream:
-        return await _stream(gw, parsed, chat, completion_id, record, in_flight.dec)
+
+        def leave() -> None:
+            in_flight.dec()
+            admission.leave(alias)
+
+        return await _stream(gw, parsed, chat, completion_id, record, leave)
     record.outcome = outcome = Outcome(alias)
     try:
         completion = await gw.router.complete(chat, outcome)
     finally:
         in_flight.dec()
+        admission.leave(alias)
     record.answered(completion.text, completion.finish_reason, completion.usage)
     record.model_version = completion.model_version
     body = completion_body(

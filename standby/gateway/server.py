@@ -50,7 +50,9 @@ def uvicorn_config(gw: Gateway, host: str, port: int, log_level: str = "info") -
         http="httptools",
         proxy_headers=False,  # client addresses are not used; saves a layer per request
         server_header=False,
-        timeout_graceful_shutdown=30,
+        # uvicorn waits this long for in-flight requests (streams too) after SIGTERM; it
+        # passes the value to asyncio.wait_for, so a fraction of a second works.
+        timeout_graceful_shutdown=gw.settings.server.shutdown_grace_s,  # type: ignore[arg-type]
     )
 
 

@@ -102,17 +102,22 @@ class SSEResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         disconnected = asyncio.ensure_future(receive())  # the body was read: only disconnects
         try:
+            # Start the body before the first send: a generator that never started skips its
+            # ``finally`` on aclose(), and that is where the request's bookkeeping (in-flight
+            # count, concurrency slot) is given back.
+            piece = await anext(self.body_iterator, None)
             await send(
                 {"type": "http.response.start", "status": self.status_code,
                  "headers": self.raw_headers}
             )  # fmt: skip
-            async for piece in self.body_iterator:
+            while piece is not None:
                 if disconnected.done():
                     break
                 last = piece.endswith(DONE)  # the end of a clean stream closes the body too
                 await send({"type": "http.response.body", "body": piece, "more_body": not last})
                 if last:
                     break
+                piece = await anext(self.body_iterator, None)
             else:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:

@@ -1,0 +1,129 @@
+"""Overload: requests beyond ``max_concurrency`` (per route, and global) get a 503
+``overloaded`` with Retry-After at once instead of queueing; a burst 10x the limit leaves
+memory flat; streams give their slot back however they end."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import tracemalloc
+
+import httpx
+import pytest
+
+from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
+from tests.fixtures.sim import RunningSim
+
+BODY = {"model": ROUTE, "messages": [{"role": "user", "content": "Busy?"}]}
+HOLD_MS = 800  # the primary's answer time: every admitted request holds its slot this long
+
+
+async def burst(gw: GatewayServer, n: int, body: dict[str, object] = BODY) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30, limits=limits) as client:
+
+        async def one() -> httpx.Response:
+            t0 = time.perf_counter()
+            r = await client.post("/v1/chat/completions", json=body)
+            await r.aread()
+            r.extensions["elapsed_s"] = time.perf_counter() - t0
+            return r
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def rejected_total(gw: GatewayServer, scope: str) -> float:
+    assert gw.gateway is not None
+    value = gw.gateway.metrics.registry.get_sample_value(
+        "standby_rejected_requests_total", {"route": ROUTE, "scope": scope}
+    )
+    return value or 0.0
+
+
+def assert_overloaded(r: httpx.Response) -> None:
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    error = r.json()["error"]
+    assert error["code"] == "overloaded"
+    assert error["type"] == "service_unavailable_error"
+    assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("scope", ["route", "global"])
+async def test_burst_over_the_limit_is_refused_fast(
+    sim: RunningSim, start_gateway: StartGateway, scope: str
+) -> None:
+    limit = 4
+    config = base_config(sim.url, None)
+    if scope == "route":
+        config["routes"] = {ROUTE: {"backends": ["gemini"], "max_concurrency": limit}}
+    else:
+        config["server"]["max_concurrency"] = limit
+    gw = start_gateway(config)
+    sim.sim.set_fault(f"slow-{HOLD_MS}")
+
+    responses = await burst(gw, 10 * limit)
+    ok = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code != 200]
+    assert len(ok) == limit == sim.sim.requests  # nothing beyond the limit reached the backend
+    assert len(refused) == 9 * limit
+    for r in refused:
+        assert_overloaded(r)
+        assert r.extensions["elapsed_s"] < HOLD_MS / 1000  # refused before any slot freed
+    assert rejected_total(gw, scope) == 9 * limit
+
+    # Slots come back: the next wave is admitted again.
+    assert [r.status_code for r in await burst(gw, limit)] == [200] * limit
+
+
+async def test_memory_stays_flat_under_repeated_bursts(
+    sim: RunningSim, start_gateway: StartGateway
+) -> None:
+    """Five bursts of 10x the limit: what the process holds after the fifth is within a small
+    bound of what it held after the first (refused requests leave nothing behind)."""
+    limit = 5
+    config = base_config(sim.url, None)
+    config["server"]["max_concurrency"] = limit
+    gw = start_gateway(config)
+    sim.sim.set_fault("slow-300")
+    await burst(gw, 10 * limit)  # warm up: lazily built objects, connection pools
+    tracemalloc.start()
+    try:
+        await burst(gw, 10 * limit)
+        gc.collect()
+        after_first = tracemalloc.get_traced_memory()[0]
+        for _ in range(4):
+            responses = await burst(gw, 10 * limit)
+            assert sum(r.status_code == 503 for r in responses) == 9 * limit
+        gc.collect()
+        after_last, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after_last - after_first < 1_000_000, (after_first, after_last)
+    assert peak - after_first < 20_000_000, (after_first, peak)
+
+
+async def test_streams_give_their_slot_back(sim: RunningSim, start_gateway: StartGateway) -> None:
+    """Finished, failed and abandoned streams all free their slot."""
+    config = base_config(sim.url, None)
+    config["server"]["max_concurrency"] = 2
+    gw = start_gateway(config)
+    assert gw.gateway is not None
+    stream_body = {**BODY, "stream": True}
+    assert [r.status_code for r in await burst(gw, 2, stream_body)] == [200, 200]
+    sim.sim.set_fault("cut-1")  # the primary breaks mid-stream, no fallback: error event
+    for r in await burst(gw, 2, stream_body):
+        assert r.status_code == 200 and "stream_interrupted" in r.text
+    sim.sim.set_fault("idle-300")
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+        for _ in range(3):  # walk away after the first chunk
+            async with client.stream("POST", "/v1/chat/completions", json=stream_body) as r:
+                async for _chunk in r.aiter_bytes():
+                    break
+    deadline = time.monotonic() + 10
+    while gw.gateway.admission.total and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    assert gw.gateway.admission.total == 0
+    sim.sim.set_fault("ok")
+    assert [r.status_code for r in await burst(gw, 2, stream_body)] == [200, 200]
