@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.gateway",
     "tests.fixtures.tgi_sim",
     "tests.fixtures.prometheus",
+    "tests.fixtures.vllm_sim",
 ]

@@ -140,11 +140,13 @@ class _StreamState:
 
 class OpenAICompatProvider:
     """One OpenAI-compatible server. ``config.model`` is what the server calls the model (for
-    ``transformers serve`` that is the pinned path)."""
+    ``transformers serve`` that is the pinned path); ``model`` is the name sent now, which a
+    promotion switches to a LoRA adapter loaded into vLLM (``use_model``)."""
 
     def __init__(self, name: str, config: OpenAIBackend) -> None:
         self.name = name
         self.config = config
+        self.model = config.model
         self._url = f"{config.base_url.rstrip('/')}/chat/completions"
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         if config.api_key is not None:
@@ -163,9 +165,13 @@ class OpenAICompatProvider:
         await http.aclose_quietly(self._session)
         self._session = None
 
+    def use_model(self, model: str) -> None:
+        """Send ``model`` from the next request on; requests already sent keep theirs."""
+        self.model = model
+
     def _body(self, request: ChatRequest, *, stream: bool) -> bytes:
         return orjson.dumps(
-            request_body(self.config.model, request, self.config.extra_body, stream=stream)
+            request_body(self.model, request, self.config.extra_body, stream=stream)
         )
 
     async def complete(self, request: ChatRequest) -> Completion:
