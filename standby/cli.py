@@ -33,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
     settings = settings.model_copy(update={"server": server})
-    serve(settings, log_level=args.log_level)
+    serve(settings, log_level=args.log_level, config_path=args.config)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -15,6 +15,7 @@ from standby.errors import (
     UpstreamError,
     UpstreamStatusError,
 )
+from standby.gateway.auth import RateLimited
 from standby.protocol import error_body
 
 log = logging.getLogger("standby.gateway")
@@ -42,6 +43,8 @@ def error_response(exc: BaseException, request_id: str | None = None) -> Respons
     headers: dict[str, str] = {"x-request-id": request_id} if request_id else {}
     if isinstance(exc, RequestError):
         body = error_body(exc.message, type=exc.type, param=exc.param, code=exc.code)
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, AllBackendsFailed):
         headers["Retry-After"] = str(exc.retry_after)
         body = error_body(str(exc), type="service_unavailable_error", code="all_backends_failed")

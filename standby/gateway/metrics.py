@@ -71,6 +71,18 @@ class Metrics:
             "standby_rejected_requests", "Requests refused at once: route or global "
             "max_concurrency reached (503 overloaded).", ["route", "scope"], registry=r,
         )  # fmt: skip
+        self.rate_limited = Counter(
+            "standby_rate_limited", "Requests refused with 429: over server.rate_limit_per_key.",
+            ["key_id"], registry=r,
+        )  # fmt: skip
+        self.admin_actions = Counter(
+            "standby_admin_actions", "Calls of the /admin endpoints, by action and outcome.",
+            ["action", "outcome"], registry=r,
+        )  # fmt: skip
+        self.key_reloads = Counter(
+            "standby_key_reloads", "Key reloads (SIGHUP or /admin/keys/reload), by outcome.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self.backend_ready = Gauge(
             "standby_backend_ready", "1 when the backend can take requests now.",
             ["backend"], registry=r,

@@ -108,7 +108,7 @@ async def chat_asgi(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Response:
-    record.key_id = gw.keys.check(request.headers.get("authorization"))
+    record.key_id = gw.authorize(request.headers.get("authorization"))
     parsed = parse_request(await read_body(request, gw.settings.server.max_body_bytes))
     alias = parsed.model
     gw.router.resolve(alias)
@@ -184,7 +184,7 @@ def _headers(outcome: Outcome) -> dict[str, str]:
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     gw = _gateway(request)
-    gw.keys.check(request.headers.get("authorization"))
+    gw.authorize(request.headers.get("authorization"))
     data = [
         {"id": alias, "object": "model", "created": gw.created, "owned_by": "standby"}
         for alias in gw.router.routes

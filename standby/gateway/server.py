@@ -9,10 +9,13 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 
 from standby.config import Settings
+from standby.errors import ConfigError
+from standby.gateway.admin import reload_keys
 from standby.gateway.app import Gateway, create_app
 
 log = logging.getLogger("standby.gateway")
@@ -61,11 +64,15 @@ async def run_gateway(
     *,
     log_level: str = "info",
     on_started: Callable[[uvicorn.Server, Gateway], None] | None = None,
+    config_path: str | Path | None = None,
 ) -> None:
     """Start every backend (errors propagate: the caller prints one line), then serve until
-    SIGINT/SIGTERM, then close the backends."""
+    SIGINT/SIGTERM, then close the backends. SIGHUP reloads the keys (``config_path``'s
+    ``server`` section and the key file), keeping the old ones if that fails."""
     gw = Gateway(settings)
+    gw.config_path = Path(config_path) if config_path is not None else None
     await gw.start()
+    hup = _on_sighup(gw)
     try:
         host, port = settings.server.host, settings.server.port
         server = GatewayServer(uvicorn_config(gw, host, port, log_level))
@@ -75,7 +82,22 @@ async def run_gateway(
         if on_started is not None:
             watcher.cancel()
     finally:
+        if hup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await gw.close()
+
+
+def _on_sighup(gw: Gateway) -> bool:
+    """Reload keys on SIGHUP (main thread only: a gateway in a test thread has no signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+
+    def reload() -> None:
+        with contextlib.suppress(ConfigError):  # logged; the old keys stay
+            reload_keys(gw)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    return True
 
 
 async def _when_started(
@@ -111,6 +133,7 @@ def serve(
     *,
     log_level: str = "info",
     on_started: Callable[[uvicorn.Server, Gateway], None] | None = None,
+    config_path: str | Path | None = None,
 ) -> None:
     """Blocking entry point for the CLI (uvloop when installed)."""
 
@@ -119,7 +142,7 @@ def serve(
         if on_started is not None:
             on_started(server, gw)
 
-    main = run_gateway(settings, log_level=log_level, on_started=started)
+    main = run_gateway(settings, log_level=log_level, on_started=started, config_path=config_path)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - platforms without uvloop
