@@ -110,8 +110,11 @@ class Controller:
     async def _online(self, state: StateStore, stop: asyncio.Event) -> None:
         from standby.pipeline.online import OnlineCheck
 
-        async with open_bus(self.config.bus) as bus:
-            await OnlineCheck(self.config, state, bus, self.metrics).run(stop)
+        try:
+            async with open_bus(self.config.bus) as bus:
+                await OnlineCheck(self.config, state, bus, self.metrics).run(stop)
+        except Exception as e:  # a judge that cannot be set up must not stop the pipeline
+            log.error("online check is off: %s: %s", type(e).__name__, str(e).splitlines()[:1])
 
     async def _materialize(self, stop: asyncio.Event | None = None) -> None:
         """Turn captured answers into pairs: until ``stop``, or (None) what is there now."""
