@@ -51,6 +51,16 @@ class ServerConfig(Strict):
         description="On SIGTERM, how long in-flight requests (streams too) may take to finish "
         "before their connections are closed; captured answers are drained after that.",
     )
+    max_concurrency: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Requests in flight over all routes; beyond it a request gets 503 "
+        "overloaded with Retry-After at once. None = no cap.",
+    )
+    shutdown_grace_s: PositiveSeconds = Field(
+        default=30.0,
+        description="On SIGTERM, how long in-flight requests (streams too) may take to finish "
+        "before their connections are closed; captured answers are drained after that.",
+    )
 
     @field_validator("api_keys")
     @classmethod
@@ -163,6 +173,9 @@ BackendConfig = Annotated[
 class RouteConfig(Strict):
     backends: Annotated[list[str], Field(min_length=1)]
     capture: bool = Field(default=True, description="Capture this route's answers.")
+    max_concurrency: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Requests in flight on this route; beyond it 503 at once."
+    )
     max_concurrency: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="Requests in flight on this route; beyond it 503 at once."
     )
