@@ -45,6 +45,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
         sim_port=args.sim_port,
         model_dir=Path(args.model_dir),
         log_level=args.log_level,
+        keep_running=args.keep_running,
+        serve_only=args.serve_only,
+        verbose=args.verbose,
     )
 
 
@@ -90,12 +93,22 @@ def make_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser(
-        "demo", help="offline demo: simulated Gemini primary + tiny local Gemma fallback"
+        "demo",
+        help="offline simulation of the whole loop: traffic, Gemini outage, failover to the "
+        "tiny local Gemma, retrain, judge, promote; then a summary",
     )
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--sim-port", type=int, default=8090)
+    demo.add_argument("--port", type=int, default=8080, help="gateway port (0: any free one)")
+    demo.add_argument("--sim-port", type=int, default=8090,
+                      help="simulated Gemini port (0: any free one)")  # fmt: skip
     demo.add_argument("--model-dir", default=".standby/tiny-gemma")
+    mode = demo.add_mutually_exclusive_group()
+    mode.add_argument("--keep-running", action="store_true",
+                      help="after the story, keep the gateway up until Ctrl-C")  # fmt: skip
+    mode.add_argument("--serve-only", action="store_true",
+                      help="skip the story: serve gateway and simulator until Ctrl-C")  # fmt: skip
+    demo.add_argument("--verbose", action="store_true",
+                      help="also show the gateway, pipeline and library logs")  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("sim", help="simulation kit (tests, demo, failover drills)")
