@@ -33,6 +33,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RateLimit(Strict):
+    """``requests_per_s`` sustained, up to ``burst`` at once; beyond it 429 with Retry-After."""
+
+    requests_per_s: PositiveSeconds
+    burst: Annotated[int, Field(ge=1)] = 10
+
+
 class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
@@ -41,15 +48,18 @@ class ServerConfig(Strict):
         description="Bearer keys clients must send; empty = no gateway auth (local use only).",
     )
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
-    max_concurrency: Annotated[int, Field(ge=1)] | None = Field(
+    api_keys_file: Path | None = Field(
         default=None,
-        description="Requests in flight over all routes; beyond it a request gets 503 "
-        "overloaded with Retry-After at once. None = no cap.",
+        description="More gateway keys, one per line: a key or its ``sha256:<hex>`` digest; "
+        "``#`` starts a comment line. Re-read on SIGHUP and ``POST /admin/keys/reload``.",
     )
-    shutdown_grace_s: PositiveSeconds = Field(
-        default=30.0,
-        description="On SIGTERM, how long in-flight requests (streams too) may take to finish "
-        "before their connections are closed; captured answers are drained after that.",
+    admin_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys (or ``sha256:<hex>`` digests) for the /admin endpoints; empty = "
+        "/admin is off (404). Must differ from every gateway key.",
+    )
+    rate_limit_per_key: RateLimit | None = Field(
+        default=None, description="Token bucket per gateway key (one shared bucket without auth)."
     )
     max_concurrency: Annotated[int, Field(ge=1)] | None = Field(
         default=None,
@@ -62,7 +72,7 @@ class ServerConfig(Strict):
         "before their connections are closed; captured answers are drained after that.",
     )
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
     def _no_blank_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
         if any(not k.get_secret_value().strip() for k in keys):
@@ -173,9 +183,6 @@ BackendConfig = Annotated[
 class RouteConfig(Strict):
     backends: Annotated[list[str], Field(min_length=1)]
     capture: bool = Field(default=True, description="Capture this route's answers.")
-    max_concurrency: Annotated[int, Field(ge=1)] | None = Field(
-        default=None, description="Requests in flight on this route; beyond it 503 at once."
-    )
     max_concurrency: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="Requests in flight on this route; beyond it 503 at once."
     )

@@ -17,8 +17,9 @@ from starlette.types import Receive, Scope, Send
 
 from standby.config import LocalBackend, Settings
 from standby.errors import GatewayError
+from standby.gateway.admin import router as admin_routes
 from standby.gateway.admission import Admission
-from standby.gateway.auth import KeyRing
+from standby.gateway.auth import ANONYMOUS, KeyRing, RateLimited, RateLimiter, server_digests
 from standby.gateway.capture import Capture
 from standby.gateway.errors import error_response
 from standby.gateway.metrics import Metrics
@@ -41,7 +42,12 @@ class Gateway:
         self.settings = settings
         self.created = int(time.time())
         self.metrics = Metrics()
-        self.keys = KeyRing(settings.server.api_keys)
+        gateway_keys, admin_keys = server_digests(settings.server)
+        self.keys = KeyRing(gateway_keys)
+        self.admin_keys = KeyRing(admin_keys, kind="admin key")
+        limit = settings.server.rate_limit_per_key
+        self.limiter = RateLimiter(limit) if limit is not None else None
+        self.config_path: Path | None = None  # `standby serve`: keys reload from this file too
         self.providers = providers or {
             name: build_provider(name, cfg) for name, cfg in settings.backends.items()
         }
@@ -75,6 +81,17 @@ class Gateway:
             await self.follower.start()
         if not self.keys.enabled:
             log.warning("server.api_keys is empty: the gateway accepts requests without a key")
+
+    def authorize(self, authorization: str | None) -> str | None:
+        """Check the gateway key, then its rate limit; return the key id (None: auth off)."""
+        key = self.keys.check(authorization)
+        if self.limiter is not None:
+            try:
+                self.limiter.take(key)
+            except RateLimited:
+                self.metrics.rate_limited.labels(key or ANONYMOUS).inc()
+                raise
+        return key
 
     async def close(self) -> None:
         """After the server stopped taking requests: flush captured answers, then backends."""
@@ -128,6 +145,7 @@ def create_api(gw: Gateway) -> FastAPI:
     app = FastAPI(title="standby", summary="OpenAI-compatible failover gateway", version="0.1.0")
     app.state.gateway = gw
     app.include_router(http_routes)
+    app.include_router(admin_routes)
 
     async def handle(request: Request, exc: Exception) -> Response:
         return error_response(exc, getattr(request.state, "request_id", None))

@@ -9,6 +9,7 @@ While open (and while the probe is out) requests skip the backend without waitin
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +47,7 @@ class CircuitBreaker:
         self.open_until = 0.0
         self._consecutive = 0
         self._probe_out = False
+        self.forced: State | None = None  # held open or closed by a drill (force())
         # Per-second buckets [second, ok, failed] covering the last window_s seconds.
         self._buckets: deque[list[int]] = deque()
 
@@ -97,7 +99,7 @@ class CircuitBreaker:
     def record_success(self) -> None:
         self._consecutive = 0
         self._count(True)
-        if self.state != State.CLOSED:
+        if self.state != State.CLOSED and self.forced is None:
             self._probe_out = False
             self._buckets.clear()
             self._set(State.CLOSED)
@@ -110,11 +112,22 @@ class CircuitBreaker:
         total = okays + fails
         if total >= cfg.min_requests and fails / total >= cfg.failure_ratio:
             tripped = True
-        if tripped:
+        if tripped and self.forced is None:
             cooldown = max(cfg.cooldown_s, retry_after or 0.0)
             self.open_until = self._clock() + min(cooldown, cfg.max_cooldown_s)
             self._probe_out = False
             self._set(State.OPEN)
+
+    def force(self, state: State | None) -> None:
+        """For drills (``POST /admin/breakers/{backend}/...``): OPEN holds the breaker open
+        (no request reaches the backend) and CLOSED holds it closed (failures no longer trip
+        it) until the next ``force``; None resets it: closed, counters cleared, not held."""
+        self.forced = state
+        self._consecutive = 0
+        self._probe_out = False
+        self._buckets.clear()
+        self.open_until = math.inf if state == State.OPEN else 0.0
+        self._set(State.OPEN if state == State.OPEN else State.CLOSED)
 
     def release(self) -> None:
         """The request that held the half-open probe ended without a verdict (client error,
