@@ -1,4 +1,5 @@
-"""``standby models list | register | promote VERSION | rollback``: the model registry by hand.
+"""``standby models list | register | promote VERSION | rollback | deploy-command VERSION``: the
+model registry by hand.
 
 The registry lives beside the event bus: ``--registry URL`` (a bus URL), else ``registry.url``
 or ``capture.bus`` of ``--from-config standby.yaml``, else the default bus
@@ -51,6 +52,10 @@ def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     back.add_argument("--backend", default="gemma")
     back.add_argument("--reason", default="rolled back by hand")
     back.set_defaults(func=cmd_rollback)
+
+    from standby.pipeline import deploy_command  # TGI restart / vLLM load, printed
+
+    deploy_command.add_parser(sub, _where, cmd_deploy_command)
 
 
 def _where(parser: argparse.ArgumentParser) -> None:
@@ -146,3 +151,12 @@ def cmd_rollback(args: argparse.Namespace) -> None:
 
     done = _run(args, work)
     print(f"{args.backend} serves {done.serving.version} again; {done.previous.version} rejected")
+
+
+def cmd_deploy_command(args: argparse.Namespace) -> None:
+    from standby.pipeline.deploy_command import command
+
+    async def work(registry: Registry, bus: Any) -> ModelVersion:
+        return await registry.get(args.version)
+
+    print(command(_run(args, work), args))
