@@ -19,6 +19,7 @@ import json
 import shlex
 from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import Any
 
 from standby.config import RegistryConfig
 from standby.errors import ConfigError
@@ -30,7 +31,7 @@ COMPOSE = "docker compose -f deploy/compose.yaml --profile tgi"
 
 
 def add_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[Any],
     where: Callable[[argparse.ArgumentParser], None],
     run: Callable[[argparse.Namespace], None],
 ) -> None:
