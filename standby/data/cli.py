@@ -1,4 +1,4 @@
-"""``standby data ...``: materialize, stats, snapshot, export.
+"""``standby data ...``: materialize, stats, snapshot, export, purge.
 
 Every command takes ``--from-config FILE`` (a standby.yaml: its ``data:`` section and
 ``capture.bus``) and flags named after those YAML keys (``--test-fraction``, ``--bus``), which
@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import signal
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,6 +22,7 @@ from standby.data.config import DataConfig
 from standby.data.merge import register_merge
 from standby.data.pairs import SPLITS, PairStore, Stats
 from standby.errors import ConfigError
+from standby.events.bus import safe_url
 from standby.toolconfig import OneLineParser
 
 _TYPES = {"store": str, "test_fraction": float, "batch_size": int, "block_s": float}
@@ -62,8 +64,64 @@ def register(
     exp.add_argument("--private", action="store_true", help="create the Hub repo private")
     exp.add_argument("--hub-endpoint", metavar="URL", help="Hub API URL (default: HF_ENDPOINT)")
     exp.set_defaults(func=cmd_export)
+    purge = sub.add_parser(
+        "purge", help="delete captured pairs and their bus events: before a date, by key id"
+    )
+    _config_flags(purge, ("store", "bus"))
+    purge.add_argument(
+        "--before",
+        metavar="DATE",
+        type=_date,
+        help="captured before this date (YYYY-MM-DD or ISO 8601; UTC if naive)",
+    )
+    purge.add_argument(
+        "--key-id",
+        metavar="ID",
+        type=_key_id,
+        help="sent with this gateway key id (16 hex digits, as logged)",
+    )
+    purge.add_argument("--json", action="store_true", help="print the counts as JSON")
+    purge.set_defaults(func=cmd_purge)
     register_merge(sub)
     return sub
+
+
+def _date(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (YYYY-MM-DD or ISO 8601)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _key_id(text: str) -> str:
+    if len(text) != 16 or any(c not in "0123456789abcdef" for c in text):
+        raise argparse.ArgumentTypeError("a key id is 16 lowercase hex digits (as logged)")
+    return text
+
+
+def cmd_purge(args: argparse.Namespace) -> None:
+    """Bus first (it names the events of a key id), then the pairs made from them."""
+    from standby.data.materializer import TOPIC
+    from standby.events import open_bus
+
+    if args.before is None and args.key_id is None:
+        raise ConfigError("standby data purge: give --before DATE, --key-id ID or both")
+    data, bus_url = resolve(args)
+
+    async def run() -> list[str]:
+        async with open_bus(bus_url) as bus:
+            return await bus.purge(TOPIC, before=args.before, key_id=args.key_id)
+
+    events = asyncio.run(run())
+    with PairStore.from_config(data) as store:
+        ids = events if args.key_id is not None else None
+        pairs = store.purge(before=args.before, event_ids=ids)
+    if args.json:
+        _print_json({"pairs": pairs, "events": len(events)})
+    else:
+        print(f"purged {pairs} pairs from {store.path} and {len(events)} captured events"
+              f" from {safe_url(bus_url)}")  # fmt: skip
 
 
 def _config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:

@@ -17,7 +17,7 @@ import hashlib
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -368,6 +368,29 @@ class PairStore:
             counters = dict(db.execute("SELECT name, value FROM counters ORDER BY name"))
         by_split = {s: counts[s] for s in SPLITS}
         return Stats(counts["total"], by_split, rows, new, updated, last, counters)
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def purge(
+        self, *, before: datetime | None = None, event_ids: Collection[str] | None = None
+    ) -> int:
+        """Delete captured pairs (``source`` = captured) made before ``before`` and/or made
+        from one of ``event_ids`` (both given: both must hold); return how many."""
+        where, args = ["source = ?"], [SOURCE]  # fixed clauses; values are bound
+        if before is not None:
+            where.append("created_at < ?")
+            args.append(timestamp(before))
+        with self.transaction() as db:
+            if event_ids is None:
+                return db.execute(f"DELETE FROM pairs WHERE {' AND '.join(where)}", args).rowcount
+            ids = list(event_ids)
+            deleted = 0
+            for n in range(0, len(ids), 500):
+                chunk = ids[n : n + 500]
+                marks = _marks(len(chunk))
+                sql = f"DELETE FROM pairs WHERE {' AND '.join(where)} AND event_id IN ({marks})"
+                deleted += db.execute(sql, [*args, *chunk]).rowcount
+            return deleted
 
     # -- snapshots -----------------------------------------------------------------------------
 

@@ -28,9 +28,12 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
 
 from standby.errors import ConfigError
 from standby.events.envelope import Event, decode_event
@@ -132,6 +135,14 @@ class Bus(ABC):
         return fresh
 
     @abstractmethod
+    async def purge(
+        self, topic: str, *, before: datetime | None = None, key_id: str | None = None
+    ) -> list[str]:
+        """Delete the stored events of ``topic`` made before ``before`` (the envelope's
+        ``time``) and/or whose ``data.key_id`` is ``key_id`` (both given: both must hold);
+        return the deleted events' ids. Deliveries of them still in flight are dropped."""
+
+    @abstractmethod
     async def check(self) -> None:
         """Raise BusError if the bus cannot be reached or written (start-up / readiness)."""
 
@@ -199,6 +210,22 @@ def url_options(
             raise ConfigError(f"event bus URL {safe_url(url)!r}: {name} must be a positive number")
         options[name] = number
     return options, urlencode(rest)
+
+
+def purge_match(body: bytes, before: datetime | None, key_id: str | None) -> str | None:
+    """The event id of an encoded event that ``purge(before, key_id)`` deletes, else None.
+    Reads only the envelope's ``id``, ``time`` and ``data.key_id`` (no full validation)."""
+    try:
+        raw = orjson.loads(body)
+        if key_id is not None and (raw.get("data") or {}).get("key_id") != key_id:
+            return None
+        if before is not None:
+            made = datetime.fromisoformat(raw["time"])
+            if (made if made.tzinfo else made.replace(tzinfo=UTC)) >= before:
+                return None
+        return str(raw["id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None  # not an event this bus wrote: left alone
 
 
 def decode_rows(

@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,6 +32,7 @@ from standby.events.bus import (
     Delivery,
     check_name,
     decode_rows,
+    purge_match,
     safe_url,
     url_options,
 )
@@ -233,6 +235,34 @@ class RedisBus(Bus):
             return 0
         with self._errors():
             return int(await self._r.xack(key, group, *ids))
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def purge(
+        self, topic: str, *, before: datetime | None = None, key_id: str | None = None
+    ) -> list[str]:
+        """XRANGE through the stream in pages, XDEL what matches, XACK it in every group."""
+        key = self._key(topic)
+        doomed: list[tuple[str, str]] = []
+        start = "-"
+        with self._errors():
+            while True:
+                entries: list[Any] = await self._r.xrange(key, start, "+", count=1000) or []
+                for entry_id, fields in entries:
+                    eid = purge_match((fields or {}).get(_FIELD, b""), before, key_id)
+                    if eid is not None:
+                        doomed.append((_text(entry_id), eid))
+                if len(entries) < 1000:
+                    break
+                start = "(" + _text(entries[-1][0])
+            ids = [i for i, _ in doomed]
+            groups: list[Any] = await self._r.xinfo_groups(key) if ids else []
+            for n in range(0, len(ids), 1000):
+                chunk = ids[n : n + 1000]
+                await self._r.xdel(key, *chunk)
+                for group in groups:
+                    await self._r.xack(key, group["name"], *chunk)
+        return [eid for _, eid in doomed]
 
     # -- idempotency ---------------------------------------------------------------------------
 

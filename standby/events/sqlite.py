@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -32,6 +33,7 @@ from standby.events.bus import (
     Delivery,
     check_name,
     decode_rows,
+    purge_match,
     url_options,
 )
 from standby.events.envelope import Event, encode_event
@@ -303,6 +305,30 @@ class SQLiteBus(Bus):
                 ((topic, group, off) for off in offsets),
             )
             return db.total_changes - before
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def purge(
+        self, topic: str, *, before: datetime | None = None, key_id: str | None = None
+    ) -> list[str]:
+        check_name("topic", topic)
+        return await self._run(self._purge, topic, before, key_id)
+
+    def _purge(self, topic: str, before: datetime | None, key_id: str | None) -> list[str]:
+        with self._tx() as db:
+            rows = db.execute("SELECT offset, body FROM events WHERE topic = ?", (topic,))
+            doomed = [
+                (off, eid) for off, body in rows if (eid := purge_match(body, before, key_id))
+            ]
+            db.executemany(
+                "DELETE FROM events WHERE topic = ? AND offset = ?",
+                ((topic, off) for off, _ in doomed),
+            )
+            db.executemany(
+                "DELETE FROM inflight WHERE topic = ? AND offset = ?",
+                ((topic, off) for off, _ in doomed),
+            )
+        return [eid for _, eid in doomed]
 
     # -- idempotency ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -231,3 +232,25 @@ async def test_a_blocked_consumer_takes_over_an_expiring_lease(bus: Bus) -> None
     got = await bus.consume(TOPIC, "g", "waiting", block_s=10)
     assert time.monotonic() - started < CLAIM_AFTER_S + 1.5
     assert [(d.event.data.request_id, d.attempt) for d in got] == [("r0", 2)]  # type: ignore[union-attr]
+
+
+async def test_purge_deletes_by_time_and_by_key_id_and_drops_their_deliveries(bus: Bus) -> None:
+    old = [
+        inference_event(i).model_copy(update={"time": datetime(2020, 1, 1, tzinfo=UTC)})
+        for i in range(3)
+    ]
+    mine = inference_event(3, key_id="feedfacefeedface")
+    others = [inference_event(i) for i in (4, 5)]
+    await bus.publish_many(TOPIC, [*old, mine, *others])
+    in_flight = await bus.consume(TOPIC, "g", "c", count=2)  # r0, r1 leased, not acked
+    assert request_ids(in_flight) == ["r0", "r1"]
+
+    gone = await bus.purge(TOPIC, before=datetime(2021, 1, 1, tzinfo=UTC))
+    assert sorted(gone) == sorted(e.id for e in old)
+    assert await bus.purge(TOPIC, key_id="feedfacefeedface") == [mine.id]
+    assert await bus.purge(TOPIC, key_id="feedfacefeedface") == []
+    assert await bus.purge("nothing.here", before=datetime(2030, 1, 1, tzinfo=UTC)) == []
+
+    await asyncio.sleep(CLAIM_AFTER_S + 0.2)  # the purged leases would be redelivered now
+    assert request_ids(await drain(bus, "g")) == ["r4", "r5"]
+    assert request_ids(await drain(bus, "fresh")) == ["r4", "r5"]
