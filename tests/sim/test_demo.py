@@ -3,8 +3,8 @@ subprocess: traffic, a Gemini outage answered by the fallback, recovery, retrain
 promotion and the gateway serving the promoted version; then, with ``--keep-running``, it keeps
 the gateway and /metrics up until Ctrl-C and exits 0. A taken port is one line, not a traceback.
 
-Measured on the 2-core CI machine: ~35 s for the whole test (the demo itself ~25 s); the
-timeouts below are generous bounds, not speed assertions."""
+Measured on the 2-core CI machine: ~25 s for the whole test (the story ~19 s); the timeouts
+below are generous bounds, not speed assertions."""
 
 from __future__ import annotations
 
