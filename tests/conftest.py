@@ -13,5 +13,6 @@ pytest_plugins = [
     "tests.fixtures.gateway",
     "tests.fixtures.tgi_sim",
     "tests.fixtures.prometheus",
+    "tests.fixtures.secrets",
     "tests.fixtures.vllm_sim",
 ]
