@@ -66,6 +66,11 @@ class ServerConfig(Strict):
         description="Requests in flight over all routes; beyond it a request gets 503 "
         "overloaded with Retry-After at once. None = no cap.",
     )
+    body_timeout_s: PositiveSeconds = Field(
+        default=30.0,
+        description="The whole request body must arrive within this; a slower client (slow "
+        "loris) gets 408 and its connection back.",
+    )
     shutdown_grace_s: PositiveSeconds = Field(
         default=30.0,
         description="On SIGTERM, how long in-flight requests (streams too) may take to finish "

@@ -5,7 +5,8 @@
      ├── RequestError                the client's request is wrong: OpenAI error, no failover
      │    ├── AuthenticationError    401 missing / wrong gateway key
      │    ├── ModelNotFoundError     404 unknown model alias
-     │    └── BodyTooLargeError      413 request body over server.max_body_bytes
+     │    ├── BodyTooLargeError      413 request body over server.max_body_bytes
+     │    └── BodyTimeoutError       408 request body not received within server.body_timeout_s
      ├── UpstreamError               a backend failed; carries the backend name
      │    ├── UpstreamTimeout        connect / first_token / idle / total
      │    ├── UpstreamConnectError   refused, reset, DNS failure
@@ -69,6 +70,13 @@ class ModelNotFoundError(RequestError):
 
 class BodyTooLargeError(RequestError):
     status = 413
+    type = "invalid_request_error"
+
+
+class BodyTimeoutError(RequestError):
+    """The request body did not arrive within ``server.body_timeout_s`` (a slow client)."""
+
+    status = 408
     type = "invalid_request_error"
 
 

@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.gateway",
     "tests.fixtures.tgi_sim",
     "tests.fixtures.prometheus",
+    "tests.fixtures.drill_report",
     "tests.fixtures.secrets",
     "tests.fixtures.vllm_sim",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from standby.errors import BodyTooLargeError, RequestError
+from standby.errors import BodyTimeoutError, BodyTooLargeError, RequestError
 from standby.gateway.access import RequestRecord, new_id, request_id
 from standby.gateway.errors import JSON, error_response, error_status
 from standby.gateway.router import Outcome
@@ -39,18 +40,26 @@ def _gateway(request: Request) -> Gateway:
     return gw
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing anything over ``limit`` bytes before reading it all."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The request body, refusing anything over ``limit`` bytes before reading it all, or
+    not received within ``timeout_s`` (uvicorn has no such limit: a slow-loris client would
+    hold its connection and memory for as long as it likes)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(f"Request body is over the limit of {limit} bytes.")
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise BodyTooLargeError(f"Request body is over the limit of {limit} bytes.")
-        parts.append(part)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for part in request.stream():
+                size += len(part)
+                if size > limit:
+                    raise BodyTooLargeError(f"Request body is over the limit of {limit} bytes.")
+                parts.append(part)
+    except TimeoutError:
+        raise BodyTimeoutError(
+            f"Request body not received within {timeout_s:g}s.", code="body_timeout"
+        ) from None
     return b"".join(parts)
 
 
@@ -109,7 +118,8 @@ async def chat_asgi(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Response:
     record.key_id = gw.authorize(request.headers.get("authorization"))
-    parsed = parse_request(await read_body(request, gw.settings.server.max_body_bytes))
+    server = gw.settings.server
+    parsed = parse_request(await read_body(request, server.max_body_bytes, server.body_timeout_s))
     alias = parsed.model
     gw.router.resolve(alias)
     record.chat = chat = ChatRequest.from_openai(parsed)
