@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if config.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(config.metrics_port, addr="127.0.0.1",
+        start_http_server(config.metrics_port, addr=config.metrics_host,
                           registry=controller.metrics.registry)  # fmt: skip
 
     async def main() -> None:

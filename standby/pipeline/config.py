@@ -84,6 +84,9 @@ class PipelineConfig(ToolConfig):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
         default=None, description="serve /metrics (standby_pipeline_runs_total) on this port"
     )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address /metrics listens on (0.0.0.0 in a container)"
+    )
     train: dict[str, Any] = Field(default_factory=dict, description="config/train.yaml keys")
     batch_infer: dict[str, Any] = Field(
         default_factory=dict, description="config/batch_inference.yaml keys"
