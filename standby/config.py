@@ -373,12 +373,37 @@ def read_yaml(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read: {e}") from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{p}: invalid YAML{at}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: invalid YAML: nested too deeply") from None
+    except ValueError as e:  # an integer of more than 4,300 digits
+        raise ConfigError(f"{p}: invalid YAML: {str(e).splitlines()[0]}") from None
+    _check_size(data, p)
+    return data
+
+
+MAX_NODES = 100_000
+
+
+def _check_size(data: Any, path: Path) -> None:
+    """Refuse a document whose aliases expand to more than ``MAX_NODES`` values (``&a [*b,
+    *b, ...]`` chains, "billion laughs"): interpolation walks the expanded tree."""
+    seen = 0
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ConfigError(f"{path}: invalid YAML: more than {MAX_NODES:,} values (aliases?)")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def load_settings(path: str | Path) -> Settings:
