@@ -83,7 +83,10 @@ def server_digests(server: ServerConfig) -> tuple[list[bytes], list[bytes]]:
     keys = [digest_of(k.get_secret_value(), f"server.api_keys[{i}]")
             for i, k in enumerate(server.api_keys)]  # fmt: skip
     if server.api_keys_file is not None:
-        keys += read_key_file(server.api_keys_file)
+        try:
+            keys += read_key_file(server.api_keys_file)
+        except ConfigError as e:
+            raise ConfigError(f"server.api_keys_file: {e}") from None
     admin = [digest_of(k.get_secret_value(), f"server.admin_keys[{i}]")
              for i, k in enumerate(server.admin_keys)]  # fmt: skip
     if set(keys) & set(admin):
