@@ -66,6 +66,7 @@ def secrets(known_secret: KnownSecret, monkeypatch: pytest.MonkeyPatch) -> dict[
         "gateway": known_secret("gateway key", "sk-gw-"),
         "rotated": known_secret("rotated gateway key", "sk-gw-"),
         "admin": known_secret("admin key", "adm-"),
+        "new admin": known_secret("new admin key", "adm-"),
         "gemini": known_secret("upstream Gemini key", "AIza"),
         "stale": known_secret("stale upstream key", "AIza"),
         "hf": known_secret("HF token", "hf_"),
@@ -250,11 +251,18 @@ def test_no_secret_leaks_from_standby_serve(
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)
         assert _status(url, secrets["rotated"]) == 200
+        # The config file is re-read too: a new admin key there replaces the old one.
+        keys_file.write_text(f"{secrets['rotated']}\n")
+        config["server"]["admin_keys"] = [secrets["new admin"]]
+        (tmp_path / "standby.yaml").write_text(yaml.safe_dump(config))
+        proc.send_signal(signal.SIGHUP)
+        _wait_for(lambda: _admin_status(url, secrets["new admin"]) == 200)
+        assert _admin_status(url, secrets["admin"]) == 401
     finally:
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr[-2000:]
-    assert "keys reloaded: 1 gateway keys, 1 admin keys" in stderr
+    assert stderr.count("keys reloaded: 1 gateway keys, 1 admin keys") >= 3
     assert stderr.count("key reload failed, the old keys stay") == 1
     assert '"outcome":"client_error"' in stderr  # the access log was on
     out.add("serve stdout", stdout)
@@ -267,6 +275,11 @@ def _status(url: str, key: str) -> int:
     body = {"model": ROUTE, "messages": HELLO}
     r = httpx.post(f"{url}/v1/chat/completions", json=body,
                    headers={"authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
+    return r.status_code
+
+
+def _admin_status(url: str, key: str) -> int:
+    r = httpx.post(f"{url}/admin/keys/reload", headers={"authorization": f"Bearer {key}"})
     return r.status_code
 
 
