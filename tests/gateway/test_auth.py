@@ -109,7 +109,7 @@ def test_rate_limit_per_key_answers_429_with_retry_after(
     with pytest.raises(openai.RateLimitError) as err:
         a.chat.completions.create(model=ROUTE, messages=HELLO)
     assert err.value.status_code == 429
-    assert err.value.response.headers["retry-after"] == "2"
+    assert err.value.response.headers["retry-after"] in ("1", "2")  # 1 token at 0.5/s, less refill
     body = err.value.response.json()
     assert body["error"]["type"] == "rate_limit_error"
     assert body["error"]["code"] == "rate_limit_exceeded"
@@ -123,12 +123,12 @@ def test_rate_limit_per_key_answers_429_with_retry_after(
 
 
 def test_rate_limit_refills(sim: RunningSim, start_gateway: StartGateway) -> None:
-    server = {"rate_limit_per_key": {"requests_per_s": 2, "burst": 1}}
+    server = {"rate_limit_per_key": {"requests_per_s": 1, "burst": 1}}
     gateway = start_gateway(base_config(sim.url, None), server=server)
     url = f"{gateway.url}/v1/chat/completions"
     body = {"model": ROUTE, "messages": HELLO}
     with httpx.Client() as client:
         statuses = [client.post(url, json=body).status_code for _ in range(3)]
         assert statuses[0] == 200 and 429 in statuses  # no auth: one shared bucket, burst 1
-        time.sleep(0.6)
+        time.sleep(1.1)
         assert client.post(url, json=body).status_code == 200
