@@ -15,6 +15,7 @@ import argparse
 import json
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar, get_args, get_origin
 
@@ -95,6 +96,28 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) ->
             parser.add_argument(flag_of(name), metavar="PATH", **common)
         else:  # dicts, nested models, annotated types: JSON/YAML text, validated by the model
             parser.add_argument(flag_of(name), type=_structured, metavar="JSON", **common)
+
+
+def add_tool_command(
+    subparsers: argparse._SubParsersAction[Any],
+    name: str,
+    model: type[BaseModel],
+    func: Callable[[argparse.Namespace], None],
+    *,
+    help: str,
+    description: str | None = None,
+    json_help: str | None = "print the result as JSON",
+) -> argparse.ArgumentParser:
+    """A sub-command that takes ``model``'s settings (``--from-config`` and the same-named
+    flags), ``--json`` unless ``json_help`` is None, and runs ``func(args)``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help, description=description or help
+    )
+    add_config_flags(parser, model)
+    if json_help is not None:
+        parser.add_argument("--json", action="store_true", help=json_help)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def resolve_config(model: type[T], args: argparse.Namespace) -> T:

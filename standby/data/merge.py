@@ -24,7 +24,7 @@ import orjson
 from pydantic import Field
 
 from standby.data.pairs import DataError, prompt_id_of
-from standby.toolconfig import ToolConfig, add_config_flags, resolve_config
+from standby.toolconfig import ToolConfig, add_tool_command, resolve_config
 
 log = logging.getLogger("standby.data")
 CORE = ("prompt", "prompt_id", "messages", "category")
@@ -197,10 +197,8 @@ def run_merge(cfg: MergeConfig) -> MergeResult:
 
 def register_merge(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``merge`` to ``standby data``."""
-    merge = sub.add_parser("merge", help="merge two datasets (stable test split, provenance)")
-    add_config_flags(merge, MergeConfig)
-    merge.add_argument("--json", action="store_true", help="print the result as JSON")
-    merge.set_defaults(func=cmd_merge)
+    add_tool_command(sub, "merge", MergeConfig, cmd_merge,
+                     help="merge two datasets (stable test split, provenance)")  # fmt: skip
 
 
 def cmd_merge(args: argparse.Namespace) -> None:

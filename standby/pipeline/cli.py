@@ -9,7 +9,7 @@ import json
 import signal
 from typing import Any
 
-from standby.toolconfig import OneLineParser, add_config_flags, resolve_config
+from standby.toolconfig import OneLineParser, add_tool_command, resolve_config
 
 
 def register_pipeline(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,18 +19,15 @@ def register_pipeline(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     sub = pipeline.add_subparsers(
         dest="pipeline_command", required=True, metavar="COMMAND", parser_class=OneLineParser
     )
-    run = sub.add_parser("run", help="long-running worker: materialize, run when due, resume")
-    add_config_flags(run, PipelineConfig)
-    run.set_defaults(func=cmd_run)
-    once = sub.add_parser("once", help="one pass (for cron): resume a run or start one if due")
-    add_config_flags(once, PipelineConfig)
+    add_tool_command(sub, "run", PipelineConfig, cmd_run, json_help=None,
+                     help="long-running worker: materialize, run when due, resume")  # fmt: skip
+    once = add_tool_command(
+        sub, "once", PipelineConfig, cmd_once, json_help="print the run as JSON",
+        help="one pass (for cron): resume a run or start one if due",
+    )  # fmt: skip
     once.add_argument("--force", action="store_true", help="start a run even if not due")
-    once.add_argument("--json", action="store_true", help="print the run as JSON")
-    once.set_defaults(func=cmd_once)
-    status = sub.add_parser("status", help="the current run and the last ones")
-    add_config_flags(status, PipelineConfig)
-    status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(func=cmd_status)
+    add_tool_command(sub, "status", PipelineConfig, cmd_status,
+                     help="the current run and the last ones")  # fmt: skip
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -7,21 +7,19 @@ import argparse
 import json
 
 from standby.synth.config import SynthConfig
-from standby.toolconfig import add_config_flags, resolve_config
+from standby.toolconfig import add_tool_command, resolve_config
 
 
 def register_synth(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``synth`` to the ``standby`` parser."""
-    synth = subparsers.add_parser(
-        "synth",
+    add_tool_command(
+        subparsers, "synth", SynthConfig, cmd_synth,
         help="generate new training pairs with the service LLM (dedup, decontaminated)",
         description="Grow the training set: the service LLM writes new pairs from seed rows "
         "(or from the worst rows of an evaluation), then invalid items, duplicates and "
         "anything near a test prompt are removed; rows carry their provenance.",
-    )
-    add_config_flags(synth, SynthConfig)
-    synth.add_argument("--json", action="store_true", help="print the summary as JSON")
-    synth.set_defaults(func=cmd_synth)
+        json_help="print the summary as JSON",
+    )  # fmt: skip
 
 
 def cmd_synth(args: argparse.Namespace) -> None:

@@ -11,21 +11,19 @@ import contextlib
 import json
 import sys
 
-from standby.toolconfig import add_config_flags, resolve_config
+from standby.toolconfig import add_tool_command, resolve_config
 from standby.trainer.config import TrainConfig
 
 
 def register_train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``standby train`` to the ``standby`` parser."""
-    parser = subparsers.add_parser(
-        "train",
+    add_tool_command(
+        subparsers, "train", TrainConfig, cmd_train,
         help="LoRA fine-tuning of the fallback Gemma (TRL SFTTrainer + peft)",
         description="Fine-tune a Gemma base model with LoRA on a dataset snapshot; writes the "
         "adapter and standby-model.json to --output-dir.",
-    )
-    add_config_flags(parser, TrainConfig)
-    parser.add_argument("--json", action="store_true", help="print the model card as JSON")
-    parser.set_defaults(func=cmd_train)
+        json_help="print the model card as JSON",
+    )  # fmt: skip
 
 
 def cmd_train(args: argparse.Namespace) -> None:
