@@ -5,8 +5,6 @@ one request fails. The metrics name the version serving and its judge scores."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,17 +15,9 @@ import pytest
 
 from standby.sim.tiny_model import build_tiny_lora_adapter
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
+from tests.pipeline.helpers import standby_models
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
-
-
-def models(registry: str, *args: str) -> str:
-    run = subprocess.run(
-        [sys.executable, "-m", "standby.cli", "models", *args, "--registry", registry],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    return run.stdout
 
 
 def serving(gw: GatewayServer) -> str | None:
@@ -83,15 +73,15 @@ def test_promotions_and_a_rollback_under_load_fail_no_request(
         t.start()
     try:
         time.sleep(0.5)
-        models(registry, "register", "--version", "v1", "--adapter", str(tiny_adapter_dir))
-        models(registry, "register", "--version", "v2", "--adapter", str(second))
-        assert "gemma now serves v1" in models(registry, "promote", "v1")
+        standby_models(registry, "register", "--version", "v1", "--adapter", str(tiny_adapter_dir))
+        standby_models(registry, "register", "--version", "v2", "--adapter", str(second))
+        assert "gemma now serves v1" in standby_models(registry, "promote", "v1")
         wait_for(gw, "v1")
         time.sleep(0.5)
-        assert "gemma now serves v2 (was v1)" in models(registry, "promote", "v2")
+        assert "gemma now serves v2 (was v1)" in standby_models(registry, "promote", "v2")
         wait_for(gw, "v2")
         time.sleep(0.5)
-        out = models(registry, "rollback", "--reason", "online score below the gate")
+        out = standby_models(registry, "rollback", "--reason", "online score below the gate")
         assert "gemma serves v1 again; v2 rejected" in out
         wait_for(gw, "v1")
         time.sleep(0.5)
@@ -102,7 +92,7 @@ def test_promotions_and_a_rollback_under_load_fail_no_request(
     assert errors == []
     assert len(answered) > 20
 
-    listing = models(registry, "list")
+    listing = standby_models(registry, "list")
     assert [line.split()[:3] for line in listing.splitlines()[1:]] == [
         ["v1", "gemma", "serving"], ["v2", "gemma", "rejected"],
     ]  # fmt: skip

@@ -8,8 +8,6 @@ unloaded once nothing uses it, and an adapter vLLM cannot load never goes into s
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,17 +22,9 @@ from standby.config import RegistryConfig, parse_settings
 from standby.sim.vllm import answer_for
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway
 from tests.fixtures.vllm_sim import RunningVLLM, StartVLLM
+from tests.pipeline.helpers import standby_models
 
 VOLUME = "/pipeline-runs"  # where the registry says adapters are; the test maps it to tmp_path
-
-
-def models(registry: str, *args: str) -> str:
-    run = subprocess.run(
-        [sys.executable, "-m", "standby.cli", "models", *args, "--registry", registry],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    return run.stdout
 
 
 def adapter(root: Path, name: str) -> str:
@@ -137,17 +127,17 @@ def test_promote_rollback_and_a_bad_adapter_on_vllm_under_load_fail_no_request(
 
     with Load(gw) as load:
         time.sleep(0.5)
-        models(registry, "register", "--version", "v1", "--adapter", adapter(runs, "v1"))
-        models(registry, "register", "--version", "v2", "--adapter", adapter(runs, "v2"))
+        standby_models(registry, "register", "--version", "v1", "--adapter", adapter(runs, "v1"))
+        standby_models(registry, "register", "--version", "v2", "--adapter", adapter(runs, "v2"))
 
         load.phase = "switching"
-        assert "gemma now serves v1" in models(registry, "promote", "v1")
+        assert "gemma now serves v1" in standby_models(registry, "promote", "v1")
         wait_until("v1", lambda: serving(gw) == "v1")
         load.phase = "v1"
         time.sleep(0.5)
 
         load.phase = "switching"
-        assert "gemma now serves v2 (was v1)" in models(registry, "promote", "v2")
+        assert "gemma now serves v2 (was v1)" in standby_models(registry, "promote", "v2")
         wait_until("v2", lambda: serving(gw) == "v2")
         load.phase = "v2"
         # v1 is unloaded only after the backend's total_s (2) + poll_s + 1: no request left on it
@@ -155,16 +145,18 @@ def test_promote_rollback_and_a_bad_adapter_on_vllm_under_load_fail_no_request(
         assert "v1" not in vllm.sim.loras
 
         load.phase = "switching"
-        out = models(registry, "rollback", "--reason", "online score below the gate")
+        out = standby_models(registry, "rollback", "--reason", "online score below the gate")
         assert "gemma serves v1 again; v2 rejected" in out
         wait_until("v1 again", lambda: serving(gw) == "v1")
         load.phase = "v1 again"
         time.sleep(0.5)
 
         # An adapter vLLM cannot load (nothing at that path) never goes into service.
-        models(registry, "register", "--version", "v3", "--adapter", f"{VOLUME}/missing/adapter")
+        standby_models(
+            registry, "register", "--version", "v3", "--adapter", f"{VOLUME}/missing/adapter"
+        )
         load.phase = "switching"
-        assert "gemma now serves v3 (was v1)" in models(registry, "promote", "v3")
+        assert "gemma now serves v3 (was v1)" in standby_models(registry, "promote", "v3")
         wait_until("v3 refused", lambda: ("v3", 404) in vllm.calls("load"))
         load.phase = "v3 refused"
         time.sleep(0.5)
@@ -174,7 +166,7 @@ def test_promote_rollback_and_a_bad_adapter_on_vllm_under_load_fail_no_request(
         assert 'standby_fallback_model_info{base_model="standby",version="v1"} 1.0' in metrics
         assert 'version="v3"' not in metrics
 
-        assert "gemma serves v1 again; v3 rejected" in models(registry, "rollback")
+        assert "gemma serves v1 again; v3 rejected" in standby_models(registry, "rollback")
         time.sleep(0.3)
 
     assert load.errors == []
@@ -197,8 +189,8 @@ def test_gateway_replicas_load_idempotently_and_reload_an_adapter_the_server_los
     vllm = start_vllm(loras={"standby": adapter(runs, "base").replace(VOLUME, str(runs))})
     registry = f"sqlite:///{tmp_path / 'events.db'}"
     replicas = [start_gateway(config(vllm, registry, runs)) for _ in range(2)]
-    models(registry, "register", "--version", "v1", "--adapter", adapter(runs, "v1"))
-    models(registry, "promote", "v1")
+    standby_models(registry, "register", "--version", "v1", "--adapter", adapter(runs, "v1"))
+    standby_models(registry, "promote", "v1")
     wait_until("v1 on every replica", lambda: all(serving(gw) == "v1" for gw in replicas))
     # The first replica loads it, the second finds it already loaded: both serve it.
     assert sorted(vllm.calls("load")) == [("v1", 200), ("v1", 400)]

@@ -11,31 +11,16 @@ from typing import Any
 
 import yaml
 
+from standby.sim.demo_story import pipeline_config
 from tests.fixtures.gateway import ROUTE, base_config
 
 
 def pipeline_yaml(tmp: Path, bus: str, model: Path, judge_url: str, **overrides: Any) -> Path:
-    """Quick settings: a few training steps, short answers, one judgement per answer."""
-    config: dict[str, Any] = {
-        "bus": bus,
-        "store": f"sqlite:///{tmp / 'pairs.db'}",
-        "backend": "gemma",
-        "base_model_id": str(model),
-        "work_dir": str(tmp / "pipeline"),
-        "min_new_pairs": 10,
-        "min_interval_s": 0,
-        "poll_s": 0.2,
-        "lease_ttl_s": 2,
-        "train": {"max_steps": 6, "per_device_train_batch_size": 4,
-                  "gradient_accumulation_steps": 1, "save_steps": 2, "logging_steps": 2,
-                  "threads": 1, "device": "cpu", "max_length": 256},
-        "batch_infer": {"max_new_tokens": 8, "inference_bs": 8, "device": "cpu", "threads": 1,
-                        "temperature": 0},
-        "evaluate": {"service_llm_base_url": judge_url, "service_llm_api_key": "sim-key",
-                     "rate_limit_per_minute": 6000, "eval_repeat": 1,
-                     "avg_similarity_threshold": 90, "avg_precision_threshold": 90,
-                     "bootstrap_samples": 200},
-    }  # fmt: skip
+    """The demo's quick settings (a few training steps, short answers, one judgement per
+    answer) on ``bus``, polling fast, with ``overrides`` merged in one level deep."""
+    config = pipeline_config(tmp, model, judge_url).model_dump(mode="json")
+    config.update(bus=bus, poll_s=0.2, lease_ttl_s=2)
+    config["evaluate"]["service_llm_api_key"] = "sim-key"
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key] = {**config[key], **value}
@@ -44,6 +29,14 @@ def pipeline_yaml(tmp: Path, bus: str, model: Path, judge_url: str, **overrides:
     path = tmp / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def standby_models(registry: str, *args: str) -> str:
+    """``standby models ARGS --registry REGISTRY`` in a subprocess; its stdout."""
+    run = subprocess.run(standby_args("models", *args, "--registry", registry),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return run.stdout
 
 
 def standby_args(*args: str) -> list[str]:
