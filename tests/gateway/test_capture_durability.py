@@ -24,10 +24,12 @@ FLUSH_S = 0.2
 BODY = {"model": ROUTE, "messages": [{"role": "user", "content": "durable?"}]}
 
 
-def serve(sim_url: str, db: Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve(
+    sim_url: str, db: Path, tmp_path: Path, **server: object
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     config = base_config(sim_url, None)
-    config["server"]["port"] = port
+    config["server"].update(port=port, **server)
     config["capture"] = {"enabled": True, "bus": f"sqlite:///{db}", "flush_interval_s": FLUSH_S}
     path = tmp_path / f"standby-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -105,3 +107,62 @@ async def test_sigkill_loses_at_most_the_flush_window(sim: RunningSim, tmp_path:
     in_last_window = sum(1 for t in answered if t > killed_at - FLUSH_S - 0.3)
     assert 0 <= lost <= in_last_window
     assert stored >= len(settled)
+
+
+async def stream_answer(url: str, body: dict[str, object]) -> tuple[int, str]:
+    """One request (a stream when ``body`` says so): status and the whole text received, or
+    what arrived before the connection was closed."""
+    received = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        try:
+            async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+                async for chunk in r.aiter_text():
+                    received.append(chunk)
+                return r.status_code, "".join(received)
+        except httpx.TransportError:
+            return -1, "".join(received)
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_lets_streams_in_flight_finish(sim: RunningSim, tmp_path: Path) -> None:
+    """Streams of ~3 s and slow whole answers in flight at SIGTERM all complete within
+    server.shutdown_grace_s; new connections are refused; every answer is captured."""
+    db = tmp_path / "events.db"
+    proc, url = serve(sim.url, db, tmp_path, shutdown_grace_s=15)
+    sim.sim.set_fault("idle-400")  # 8 chunks, 0.4 s apart
+    streams = [asyncio.create_task(stream_answer(url, {**BODY, "stream": True}))
+               for _ in range(6)]  # fmt: skip
+    wholes = [asyncio.create_task(stream_answer(url, BODY)) for _ in range(4)]
+    await asyncio.sleep(0.8)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    results = await asyncio.gather(*streams, *wholes)
+    assert await asyncio.to_thread(proc.wait, 60) == 0
+    took = time.monotonic() - t0
+    for status, text in results[:6]:
+        assert status == 200 and text.rstrip().endswith("data: [DONE]"), text[-200:]
+    for status, text in results[6:]:
+        assert status == 200 and '"content"' in text
+    assert took < 15
+    assert await count_events(db) == len(results)
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_grace_period_bounds_the_wait(sim: RunningSim, tmp_path: Path) -> None:
+    """With shutdown_grace_s 1 the process does not wait for a 3 s stream: it closes it after
+    about a second, still drains capture and exits 0."""
+    db = tmp_path / "events.db"
+    proc, url = serve(sim.url, db, tmp_path, shutdown_grace_s=1)
+    done = await stream_answer(url, BODY)  # one answered request to drain
+    assert done[0] == 200
+    sim.sim.set_fault("idle-400")
+    stream = asyncio.create_task(stream_answer(url, {**BODY, "stream": True}))
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, text = await stream
+    assert await asyncio.to_thread(proc.wait, 60) == 0
+    took = time.monotonic() - t0
+    assert 0.8 < took < 6, took
+    assert "data: [DONE]" not in text  # cut off by the grace period
+    assert await count_events(db) == 1
