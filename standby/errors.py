@@ -6,7 +6,8 @@
      │    ├── AuthenticationError    401 missing / wrong gateway key
      │    ├── ModelNotFoundError     404 unknown model alias
      │    ├── BodyTooLargeError      413 request body over server.max_body_bytes
-     │    └── BodyTimeoutError       408 request body not received within server.body_timeout_s
+     │    ├── BodyTimeoutError       408 request body not received within server.body_timeout_s
+     │    └── RateLimited            429 over server.rate_limit_per_key (Retry-After)
      ├── UpstreamError               a backend failed; carries the backend name
      │    ├── UpstreamTimeout        connect / first_token / idle / total
      │    ├── UpstreamConnectError   refused, reset, DNS failure
@@ -78,6 +79,20 @@ class BodyTimeoutError(RequestError):
 
     status = 408
     type = "invalid_request_error"
+
+
+class RateLimited(RequestError):
+    """Over ``server.rate_limit_per_key``: 429 with Retry-After."""
+
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Rate limit reached for this API key; retry after {retry_after} s.",
+            code="rate_limit_exceeded",
+        )
+        self.retry_after = retry_after
 
 
 class UpstreamError(GatewayError):

@@ -16,10 +16,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from standby.config import LocalBackend, Settings
-from standby.errors import GatewayError
+from standby.errors import GatewayError, RateLimited
 from standby.gateway.admin import router as admin_routes
 from standby.gateway.admission import Admission
-from standby.gateway.auth import ANONYMOUS, KeyRing, RateLimited, RateLimiter, server_digests
+from standby.gateway.auth import ANONYMOUS, KeyRing, RateLimiter, server_digests
 from standby.gateway.capture import Capture
 from standby.gateway.errors import error_response
 from standby.gateway.metrics import Metrics

@@ -18,25 +18,11 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from standby.config import RateLimit, ServerConfig
-from standby.errors import AuthenticationError, ConfigError, RequestError
+from standby.errors import AuthenticationError, ConfigError, RateLimited
 
 log = logging.getLogger("standby.gateway")
 
 DIGEST_PREFIX = "sha256:"
-
-
-class RateLimited(RequestError):
-    """Over ``server.rate_limit_per_key``: 429 with Retry-After."""
-
-    status = 429
-    type = "rate_limit_error"
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            f"Rate limit reached for this API key; retry after {retry_after} s.",
-            code="rate_limit_exceeded",
-        )
-        self.retry_after = retry_after
 
 
 def key_id(digest: bytes) -> str:

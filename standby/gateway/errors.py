@@ -11,11 +11,11 @@ from starlette.responses import Response
 from standby.errors import (
     AllBackendsFailed,
     Overloaded,
+    RateLimited,
     RequestError,
     UpstreamError,
     UpstreamStatusError,
 )
-from standby.gateway.auth import RateLimited
 from standby.protocol import error_body
 
 log = logging.getLogger("standby.gateway")
