@@ -45,7 +45,8 @@ def test_capture_train_judge_gate_promote_and_the_gateway_serves_it(
     for q in QUESTIONS:
         client.chat.completions.create(model=ROUTE, messages=[{"role": "user", "content": q}])
 
-    config = pipeline_yaml(tmp_path, bus, tiny_model_dir, sim.url)
+    # A judge budget of 2 calls (one judgement per answer): 2 of the held-out rows are used.
+    config = pipeline_yaml(tmp_path, bus, tiny_model_dir, sim.url, max_judge_calls=2)
     time.sleep(0.3)  # the capture writer flushes every 50 ms
     out = pipeline("once", "--from-config", str(config), "--json").stdout
     run = json.loads(out)
@@ -56,6 +57,9 @@ def test_capture_train_judge_gate_promote_and_the_gateway_serves_it(
     version = run["stages"]["promote"]["result"]["version"]
     snap = run["stages"]["snapshot"]["result"]
     assert sum(snap["exported"].values()) == len(QUESTIONS)
+    assert snap["exported"]["test_sft"] > 2
+    assert run["stages"]["batch_infer"]["result"]["rows"] == 2
+    assert run["stages"]["evaluate"]["result"]["cost"]["calls"] == 2
 
     # The gateway follows the registry: its fallback now serves the new adapter.
     deadline = time.monotonic() + 30
