@@ -26,6 +26,8 @@ class Children:
         return child
 
 
+ADMIN_ACTIONS = ("breaker_open", "breaker_close", "breaker_reset", "keys_reload",
+                 "model_promote", "model_rollback")  # fmt: skip
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -83,6 +85,10 @@ class Metrics:
             "standby_key_reloads", "Key reloads (SIGHUP or /admin/keys/reload), by outcome.",
             ["outcome"], registry=r,
         )  # fmt: skip
+        for outcome in ("ok", "error"):  # at zero, so the first one shows in rate()
+            self.key_reloads.labels(outcome)
+            for action in ADMIN_ACTIONS:
+                self.admin_actions.labels(action, outcome)
         self.backend_ready = Gauge(
             "standby_backend_ready", "1 when the backend can take requests now.",
             ["backend"], registry=r,

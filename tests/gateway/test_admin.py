@@ -124,3 +124,9 @@ def test_promote_and_rollback_through_the_registry(
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = _post(admin_gateway, "/admin/models/promote", key=None, json={"version": "v1"})
     assert r.status_code == 401
+
+
+def test_admin_and_reload_series_exist_at_zero(admin_gateway: GatewayServer) -> None:
+    metrics = httpx.get(f"{admin_gateway.url}/metrics").text
+    assert 'standby_key_reloads_total{outcome="error"} 0.0' in metrics
+    assert 'standby_admin_actions_total{action="model_promote",outcome="ok"} 0.0' in metrics
