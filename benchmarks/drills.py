@@ -24,13 +24,14 @@ REPO = Path(__file__).resolve().parent.parent
 TESTS = [
     "tests/gateway/test_chaos.py",
     "tests/gateway/test_fuzz.py",
+    "tests/gateway/test_overload.py",
 ]
 
 
 def row(figures: dict[str, Any]) -> str:
     seen = []
     for key in ("capture", "backends", "primary_calls", "p99_refused_ms", "stored_after_restart",
-                "file_bytes"):  # fmt: skip
+                "file_bytes", "traced_kib", "rss_mib", "open_fds"):  # fmt: skip
         if key in figures:
             seen.append(f"{key}: {json.dumps(figures[key], sort_keys=True)}")
     for name, values in (figures.get("metrics") or {}).items():

@@ -12,6 +12,7 @@ import tracemalloc
 import httpx
 import pytest
 
+from tests.fixtures.drill_report import Record, p99
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim
 
@@ -52,7 +53,7 @@ def assert_overloaded(r: httpx.Response) -> None:
 
 @pytest.mark.parametrize("scope", ["route", "global"])
 async def test_burst_over_the_limit_is_refused_fast(
-    sim: RunningSim, start_gateway: StartGateway, scope: str
+    sim: RunningSim, start_gateway: StartGateway, scope: str, drill_report: Record
 ) -> None:
     limit = 4
     config = base_config(sim.url, None)
@@ -72,16 +73,24 @@ async def test_burst_over_the_limit_is_refused_fast(
         assert_overloaded(r)
         assert r.extensions["elapsed_s"] < HOLD_MS / 1000  # refused before any slot freed
     assert rejected_total(gw, scope) == 9 * limit
+    drill_report(
+        drill=f"burst 10x the {scope} max_concurrency", tried=f"{10 * limit} at once, limit "
+        f"{limit}, primary answers in {HOLD_MS} ms", requests=len(responses),
+        errors=len(refused), p99_ms=p99([r.extensions["elapsed_s"] for r in refused]),
+        metrics={"standby_rejected_requests_total": {scope: rejected_total(gw, scope)}},
+    )  # fmt: skip
 
     # Slots come back: the next wave is admitted again.
     assert [r.status_code for r in await burst(gw, limit)] == [200] * limit
 
 
 async def test_memory_stays_flat_under_repeated_bursts(
-    sim: RunningSim, start_gateway: StartGateway
+    sim: RunningSim, start_gateway: StartGateway, drill_report: Record
 ) -> None:
-    """Five bursts of 10x the limit: what the process holds after the fifth is within a small
-    bound of what it held after the first (refused requests leave nothing behind)."""
+    """Twelve bursts of 10x the limit: what the process holds after the last is within a small
+    bound of what it held after the first (refused requests leave nothing behind; a leak of
+    4 KiB per request would show as 2 MiB). Closed connections are freed lazily, so the bound
+    is not zero."""
     limit = 5
     config = base_config(sim.url, None)
     config["server"]["max_concurrency"] = limit
@@ -93,15 +102,21 @@ async def test_memory_stays_flat_under_repeated_bursts(
         await burst(gw, 10 * limit)
         gc.collect()
         after_first = tracemalloc.get_traced_memory()[0]
-        for _ in range(4):
+        for _ in range(11):
             responses = await burst(gw, 10 * limit)
             assert sum(r.status_code == 503 for r in responses) == 9 * limit
         gc.collect()
         after_last, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert after_last - after_first < 1_000_000, (after_first, after_last)
+    assert after_last - after_first < 2_000_000, (after_first, after_last)
     assert peak - after_first < 20_000_000, (after_first, peak)
+    drill_report(
+        drill="memory under repeated bursts", tried=f"12 bursts of {10 * limit}, global limit "
+        f"{limit}", requests=120 * limit, errors=108 * limit, p99_ms="",
+        traced_kib={"after first": after_first // 1024, "after last": after_last // 1024,
+                    "peak": peak // 1024},
+    )  # fmt: skip
 
 
 async def test_streams_give_their_slot_back(sim: RunningSim, start_gateway: StartGateway) -> None:
