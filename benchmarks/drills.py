@@ -25,13 +25,19 @@ TESTS = [
     "tests/gateway/test_chaos.py",
     "tests/gateway/test_fuzz.py",
     "tests/gateway/test_overload.py",
+    "tests/gateway/test_capture_durability.py",
 ]
+
+
+EXTRA = (
+    "capture", "backends", "primary_calls", "p99_refused_ms", "stored_after_restart",
+    "file_bytes", "traced_kib", "rss_mib", "open_fds", "exit_after_s", "captured",
+)  # fmt: skip
 
 
 def row(figures: dict[str, Any]) -> str:
     seen = []
-    for key in ("capture", "backends", "primary_calls", "p99_refused_ms", "stored_after_restart",
-                "file_bytes", "traced_kib", "rss_mib", "open_fds"):  # fmt: skip
+    for key in EXTRA:
         if key in figures:
             seen.append(f"{key}: {json.dumps(figures[key], sort_keys=True)}")
     for name, values in (figures.get("metrics") or {}).items():

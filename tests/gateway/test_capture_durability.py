@@ -17,6 +17,7 @@ import yaml
 
 from standby.events import open_bus
 from standby.sim.background import free_port
+from tests.fixtures.drill_report import Record
 from tests.fixtures.gateway import ROUTE, base_config
 from tests.fixtures.sim import RunningSim
 
@@ -124,7 +125,9 @@ async def stream_answer(url: str, body: dict[str, object]) -> tuple[int, str]:
 
 
 @pytest.mark.timeout(120)
-async def test_sigterm_lets_streams_in_flight_finish(sim: RunningSim, tmp_path: Path) -> None:
+async def test_sigterm_lets_streams_in_flight_finish(
+    sim: RunningSim, tmp_path: Path, drill_report: Record
+) -> None:
     """Streams of ~3 s and slow whole answers in flight at SIGTERM all complete within
     server.shutdown_grace_s; new connections are refused; every answer is captured."""
     db = tmp_path / "events.db"
@@ -145,10 +148,17 @@ async def test_sigterm_lets_streams_in_flight_finish(sim: RunningSim, tmp_path: 
         assert status == 200 and '"content"' in text
     assert took < 15
     assert await count_events(db) == len(results)
+    drill_report(
+        drill="SIGTERM with streams in flight", tried="6 streams of ~3 s + 4 answers in flight, "
+        "shutdown_grace_s 15", requests=len(results), errors=0, p99_ms="",
+        exit_after_s=round(took, 2), captured=len(results),
+    )  # fmt: skip
 
 
 @pytest.mark.timeout(120)
-async def test_sigterm_grace_period_bounds_the_wait(sim: RunningSim, tmp_path: Path) -> None:
+async def test_sigterm_grace_period_bounds_the_wait(
+    sim: RunningSim, tmp_path: Path, drill_report: Record
+) -> None:
     """With shutdown_grace_s 1 the process does not wait for a 3 s stream: it closes it after
     about a second, still drains capture and exits 0."""
     db = tmp_path / "events.db"
@@ -166,3 +176,7 @@ async def test_sigterm_grace_period_bounds_the_wait(sim: RunningSim, tmp_path: P
     assert 0.8 < took < 6, took
     assert "data: [DONE]" not in text  # cut off by the grace period
     assert await count_events(db) == 1
+    drill_report(
+        drill="SIGTERM, stream longer than the grace", tried="one ~3 s stream, shutdown_grace_s "
+        "1", requests=1, errors=1, p99_ms="", exit_after_s=round(took, 2), captured=1,
+    )  # fmt: skip
