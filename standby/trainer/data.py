@@ -68,13 +68,10 @@ def prepare_split(source: str, split: str, *, revision: str | None = None) -> Pr
     import datasets  # type: ignore[import-untyped]
 
     where = f"{source} [{split}]"
-    try:
-        loaded = load_split(source, split, revision=revision)
-    except StopIteration:  # datasets 5 cannot infer the columns of an empty JSON-lines file
-        raise DataError(f"{where}: the split has no rows") from None
-    require_columns(loaded.dataset, ("messages",), where)
-    if loaded.rows == 0:
+    loaded = load_split(source, split, revision=revision)
+    if loaded.rows == 0:  # before the columns: an empty file has none
         raise DataError(f"{where}: the split has no rows")
+    require_columns(loaded.dataset, ("messages",), where)
     chats = [to_chat(m) for m in loaded.dataset["messages"]]
     usable = [{"messages": c} for c in chats if c is not None]
     skipped = len(chats) - len(usable)
