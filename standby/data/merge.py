@@ -74,15 +74,14 @@ def _rows(source: str, split: str, *, required: bool) -> list[dict[str, Any]]:
 
     if not split:
         return []
-    empty = Path(source).expanduser() / f"{split}.jsonl"
-    if empty.is_file() and empty.stat().st_size == 0:  # load_split cannot read an empty file
-        return []
     try:
         loaded = load_split(source, split)
     except DataError as e:
         if required:
             raise
         log.warning("merge: no test split %r in %s, none taken (%s)", split, source, e)
+        return []
+    if loaded.rows == 0:
         return []
     require_columns(loaded.dataset, ("messages",), f"{source} [{split}]")
     return [dict(row) for row in loaded.dataset]

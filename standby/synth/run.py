@@ -14,14 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from standby.data.pairs import DataError, timestamp
-from standby.data.sources import content_hash, instruction_and_target, load_split
+from standby.data.sources import instruction_and_target, load_split
 from standby.service_llm import ServiceLLM
 from standby.synth.config import SynthConfig
 from standby.synth.decontaminate import Decontaminator
 from standby.synth.dedup import Deduplicator
 from standby.synth.generate import Generated, generate
 from standby.synth.output import (
-    dataset_of,
     publish_snapshot,
     push,
     read_rows,
@@ -123,7 +122,7 @@ def run_synth(cfg: SynthConfig) -> Summary:
                    run_id=run_id, mode=cfg.mode) for i in kept]  # fmt: skip
     write_rows(out_file, [*earlier, *rows])
     summary.output = str(out_file)
-    summary.rows_in_output, summary.content_hash = _saved(cfg, bool(earlier or rows))
+    summary.rows_in_output, summary.content_hash = _saved(cfg)
     if cfg.push_synth_ds_to_hf_hub and cfg.synth_ds_id:
         summary.pushed = push(rows, cfg.synth_ds_id, cfg.synth_ds_split,
                               append=cfg.synth_ds_append, private=cfg.hub_private,
@@ -135,13 +134,10 @@ def run_synth(cfg: SynthConfig) -> Summary:
     return summary
 
 
-def _saved(cfg: SynthConfig, any_rows: bool) -> tuple[int, str]:
-    """Rows in the output split and their content hash, read back as a consumer reads them
-    (an empty file has no schema to read: its hash is that of an empty dataset)."""
-    if any_rows:
-        saved = load_split(str(cfg.output_dir), cfg.synth_ds_split)
-        return saved.rows, saved.content_hash
-    return 0, content_hash(dataset_of([]))
+def _saved(cfg: SynthConfig) -> tuple[int, str]:
+    """Rows in the output split and their content hash, read back as a consumer reads them."""
+    saved = load_split(str(cfg.output_dir), cfg.synth_ds_split)
+    return saved.rows, saved.content_hash
 
 
 def _event_data(summary: Summary, cfg: SynthConfig) -> dict[str, object]:
