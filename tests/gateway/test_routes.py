@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai
@@ -196,6 +197,12 @@ def test_request_id_and_one_access_log_line(
             f"{gateway.url}/v1/chat/completions", json={"model": "nope", "messages": HELLO}
         )
         list(gateway.client().chat.completions.create(model=ROUTE, messages=HELLO, stream=True))
+        # The stream's line is written once the server has finished it, which can be just
+        # after the client read its last chunk.
+        deadline = time.monotonic() + 10
+        while sum(r.name == "standby.access" for r in caplog.records) < 3:
+            assert time.monotonic() < deadline, "no access-log line for the stream"
+            time.sleep(0.01)
     assert raw.headers["x-request-id"] == "req-42"
     assert generated.status_code == 404 and len(generated.headers["x-request-id"]) == 32
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "standby.access"]
