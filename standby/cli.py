@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from standby.data.cli import register
 from standby.errors import ConfigError, GatewayError
@@ -70,10 +71,23 @@ def setup_logging(level: str) -> None:
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     access = logging.getLogger("standby.access")
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
+    access.handlers = [handler]  # called again (main() twice in one process): still one line
     access.propagate = False
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler on whatever ``sys.stderr`` is now, not the one at set-up (which a caller,
+    e.g. a test capturing output, may have replaced and closed since)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def make_parser() -> argparse.ArgumentParser:
