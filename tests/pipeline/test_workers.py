@@ -20,8 +20,15 @@ from standby.pipeline.controller import HISTORY_KEY, RUN_KEY
 from standby.pipeline.registry import Registry
 from standby.pipeline.state import open_state
 from tests.events.conftest import Backend, inference_event
+from tests.fixtures.gateway import ROUTE, StartGateway
 from tests.fixtures.sim import RunningSim
-from tests.pipeline.helpers import env, pipeline_yaml, standby_args
+from tests.pipeline.helpers import (
+    QUESTIONS,
+    capturing_gateway_config,
+    env,
+    pipeline_yaml,
+    standby_args,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
@@ -106,23 +113,35 @@ def finished(bus: str) -> Callable[[], Any]:
     return check
 
 
-def test_two_workers_on_redis_run_one_run(
+def test_the_loop_on_redis_with_two_workers_runs_once_and_the_gateway_serves_it(
     sim: RunningSim, tiny_model_dir: Path, tmp_path: Path, redis_backend: Backend,
-    workers: Callable[[Path], Workers],
+    workers: Callable[[Path], Workers], start_gateway: StartGateway,
 ) -> None:  # fmt: skip
+    """Capture through a real gateway to the Redis bus, two workers, one run, and the gateway
+    (following the registry on Redis) serving the promoted version."""
     bus = redis_backend.url()
-    asyncio.run(_capture(bus, 30))
+    gw = start_gateway(capturing_gateway_config(sim.url, tiny_model_dir, bus))
+    client = gw.client()
+    for q in QUESTIONS:
+        client.chat.completions.create(model=ROUTE, messages=[{"role": "user", "content": q}])
     config = pipeline_yaml(tmp_path, bus, tiny_model_dir, sim.url, min_interval_s=3600)
     pool = workers(config)
     pool.start()
     pool.start()
     run = wait_until(finished(bus), "the run to finish")
     assert run["status"] == "done" and run["decision"] == "promoted", run
+    version = run["stages"]["promote"]["result"]["version"]
+    assert gw.gateway is not None and gw.gateway.follower is not None
+    follower = gw.gateway.follower
+    wait_until(lambda: follower.serving.get("gemma") == version, "the gateway to swap", 30)
     time.sleep(1.5)  # both workers poll several times more: neither starts a second run
     history = asyncio.run(_read(bus, HISTORY_KEY))
     assert [h["id"] for h in history] == [run["id"]]
     assert asyncio.run(_versions(bus)) == [run["id"]]
     assert asyncio.run(_events(bus, "model.promoted")) == 1
+    hello = [{"role": "user", "content": "hello"}]
+    answer = client.chat.completions.create(model=ROUTE, messages=hello)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content
 
 
 @pytest.mark.parametrize("stage", ["train", "evaluate"])
