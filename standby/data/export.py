@@ -18,7 +18,7 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -34,6 +34,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from standby.data.pairs import SPLITS, DataError, Pair, PairStore
+from standby.errors import GatewayError
 
 Format = Literal["jsonl", "parquet", "hf"]
 FORMATS: tuple[Format, ...] = ("jsonl", "parquet", "hf")
@@ -172,6 +173,24 @@ def export(
     return _write_files(store, fmt, splits, lambda s: single or out / f"{s}{suffix}")
 
 
+@contextmanager
+def hub_errors(repo_id: str, endpoint: str, error: type[GatewayError]) -> Iterator[None]:
+    """The Hub client's failures as one-line ``error``s: the one place they are translated
+    (dataset pushes here and in ``data/hub.py``, the trainer's adapter push)."""
+    try:
+        yield
+    except OfflineModeIsEnabled:
+        raise error("cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE)") from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code
+        detail = (e.server_message or str(e)).splitlines()[0]
+        raise error(f"pushing {repo_id} to {endpoint}: HTTP {status}: {detail}") from None
+    except httpx2.HTTPError as e:
+        raise error(f"cannot reach the Hub at {endpoint}: {e}") from None
+    except ValueError as e:  # an invalid repo id or revision name, a card the Hub rejects
+        raise error(f"pushing {repo_id}: {str(e).splitlines()[0]}") from None
+
+
 def hub_endpoint(flag: str | None = None) -> str | None:
     """``--hub-endpoint``, else ``HF_ENDPOINT``, else huggingface_hub's default."""
     return flag or os.environ.get("HF_ENDPOINT") or None
@@ -197,25 +216,13 @@ def push_to_hub(
         )
         (folder / "README.md").write_text(_card(repo_id, result), encoding="utf-8")
         message = f"standby: {sum(result.counts.values())} pairs ({result.content_hash[:12]})"
-        try:
+        with hub_errors(repo_id, api.endpoint, DataError):
             url = api.create_repo(
                 repo_id, repo_type="dataset", exist_ok=True, private=True if private else None
             )
             commit = api.upload_folder(
                 repo_id=repo_id, repo_type="dataset", folder_path=folder, commit_message=message
             )
-        except OfflineModeIsEnabled:
-            raise DataError("cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE)") from None
-        except HfHubHTTPError as e:
-            status = e.response.status_code
-            detail = (e.server_message or str(e)).splitlines()[0]
-            raise DataError(
-                f"pushing {repo_id} to {api.endpoint}: HTTP {status}: {detail}"
-            ) from None
-        except httpx2.HTTPError as e:
-            raise DataError(f"cannot reach the Hub at {api.endpoint}: {e}") from None
-        except ValueError as e:  # an invalid repo id, a card the Hub rejects
-            raise DataError(f"pushing {repo_id}: {str(e).splitlines()[0]}") from None
     return PushResult(str(url), commit.commit_url, result.counts, result.content_hash)
 
 

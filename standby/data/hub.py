@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from standby.data.export import hub_endpoint
+from standby.data.export import hub_endpoint, hub_errors
 from standby.data.pairs import DataError
 
 _SHARD = re.compile(r"data/(?P<split>[^/]+?)-[^/]*\.parquet")
@@ -70,9 +70,7 @@ def push_split(
 ) -> SplitPush:
     """Create the dataset repo if needed and commit ``ds`` as split ``split``: a new shard
     (``append``) or the only one (replace). DataError in one line on any Hub failure."""
-    import httpx2
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     if not re.fullmatch(r"[A-Za-z0-9_.]+", split):
         raise DataError(f"split name {split!r}: use letters, digits, '_' and '.' only")
@@ -82,7 +80,7 @@ def push_split(
     buf = io.BytesIO()
     pq.write_table(ds.with_format("arrow")[:], buf)
     shard = f"data/{split}-{uuid.uuid4().hex[:12]}.parquet"
-    try:
+    with hub_errors(repo_id, api.endpoint, DataError):
         url = api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private or None)
         files = list(api.list_repo_files(repo_id, repo_type="dataset"))
         splits = _splits_in(files)
@@ -99,14 +97,4 @@ def push_split(
             repo_type="dataset",
             commit_message=f"standby: {verb} split {split} ({ds.num_rows} rows)",
         )
-    except OfflineModeIsEnabled:
-        raise DataError("cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE)") from None
-    except HfHubHTTPError as e:
-        status = e.response.status_code
-        detail = (e.server_message or str(e)).splitlines()[0]
-        raise DataError(f"pushing {repo_id} to {api.endpoint}: HTTP {status}: {detail}") from None
-    except httpx2.HTTPError as e:
-        raise DataError(f"cannot reach the Hub at {api.endpoint}: {e}") from None
-    except ValueError as e:
-        raise DataError(f"pushing {repo_id}: {str(e).splitlines()[0]}") from None
     return SplitPush(str(url), commit.commit_url, split, int(ds.num_rows), shard, removed)

@@ -19,16 +19,14 @@ def push_adapter(cfg: TrainConfig, adapter_dir: Path, version: str) -> dict[str,
     """Create (if needed) the model repo ``cfg.push_to_hub``, commit the adapter folder to
     ``cfg.hub_revision`` (a branch, made from main if new) and tag that commit ``version``.
     TrainError (one line) on any Hub failure."""
-    import httpx2
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    from standby.data.export import hub_endpoint
+    from standby.data.export import hub_endpoint, hub_errors
 
     repo_id = cfg.push_to_hub
     assert repo_id is not None
     api = HfApi(endpoint=hub_endpoint(cfg.hub_endpoint))
-    try:
+    with hub_errors(repo_id, api.endpoint, TrainError):
         url = api.create_repo(repo_id, repo_type="model", exist_ok=True, private=cfg.hub_private)
         if cfg.hub_revision:
             api.create_branch(repo_id, branch=cfg.hub_revision, exist_ok=True)
@@ -40,16 +38,6 @@ def push_adapter(cfg: TrainConfig, adapter_dir: Path, version: str) -> dict[str,
             ignore_patterns=NOT_PUSHED,
         )
         api.create_tag(repo_id, tag=version, revision=commit.oid, exist_ok=False)
-    except OfflineModeIsEnabled:
-        raise TrainError("cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE)") from None
-    except HfHubHTTPError as e:
-        status = e.response.status_code
-        detail = (e.server_message or str(e)).splitlines()[0]
-        raise TrainError(f"pushing {repo_id} to {api.endpoint}: HTTP {status}: {detail}") from None
-    except httpx2.HTTPError as e:
-        raise TrainError(f"cannot reach the Hub at {api.endpoint}: {e}") from None
-    except ValueError as e:  # an invalid repo id or revision name
-        raise TrainError(f"pushing {repo_id}: {str(e).splitlines()[0]}") from None
     return {
         "repo_id": repo_id,
         "url": str(url),
