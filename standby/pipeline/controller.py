@@ -114,7 +114,8 @@ class Controller:
             async with open_bus(self.config.bus) as bus:
                 await OnlineCheck(self.config, state, bus, self.metrics).run(stop)
         except Exception as e:  # a judge that cannot be set up must not stop the pipeline
-            log.error("online check is off: %s: %s", type(e).__name__, str(e).splitlines()[:1])
+            first = str(e).splitlines()[0] if str(e) else ""
+            log.error("online check is off: %s: %s", type(e).__name__, first)
 
     async def _materialize(self, stop: asyncio.Event | None = None) -> None:
         """Turn captured answers into pairs: until ``stop``, or (None) what is there now."""
@@ -132,10 +133,10 @@ class Controller:
         lease = Lease(state, self.holder, self.config.lease_ttl_s)
         if not await lease.acquire():
             return None
-        if self.config.materialize and start_new and not self._materializing:
-            await self._materialize()  # a cron pass: the pairs captured since the last one
         lease.keep_renewed()
         try:
+            if self.config.materialize and start_new and not self._materializing:
+                await self._materialize()  # a cron pass: the pairs captured since the last one
             run = await state.get(RUN_KEY)
             if run is None or run["status"] != "running":
                 if not start_new or not (force or await self._due(run)):
