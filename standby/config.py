@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -26,6 +26,7 @@ from pydantic import (
 from standby.data.config import DataConfig
 from standby.errors import ConfigError
 
+M = TypeVar("M", bound=BaseModel)
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
@@ -404,6 +405,25 @@ def _check_size(data: Any, path: Path) -> None:
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
+
+
+def load_section(path: str | Path, name: str, model: type[M]) -> M:
+    """One section of a ``standby.yaml`` (``data:``, ``capture:``, ``registry:``), validated
+    alone: a tool that needs only it does not need the gateway's secrets (a
+    ``${GEMINI_API_KEY}`` elsewhere in the file need not be set). Absent: the defaults."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return model.model_validate(interpolate(raw.get(name) or {}, name))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join([name, *(str(p) for p in first["loc"])])
+        raise ConfigError(
+            f"{path}: {where}: {first['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 def load_settings(path: str | Path) -> Settings:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from standby.config import CaptureConfig, interpolate, read_yaml
+from standby.config import CaptureConfig, load_section
 from standby.data.config import DataConfig
 from standby.data.merge import register_merge
 from standby.data.pairs import SPLITS, PairStore, Stats
@@ -144,7 +144,8 @@ def _config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> Non
 def resolve(args: argparse.Namespace) -> tuple[DataConfig, str]:
     """The data section and bus URL: defaults, then the file, then flags."""
     if args.from_config:
-        data, bus = _data_sections(args.from_config)
+        data = load_section(args.from_config, "data", DataConfig)
+        bus = load_section(args.from_config, "capture", CaptureConfig).bus
     else:
         data, bus = DataConfig(), CaptureConfig().bus
     flags = {k: v for k in DataConfig.model_fields if (v := getattr(args, k, None)) is not None}
@@ -157,31 +158,6 @@ def resolve(args: argparse.Namespace) -> tuple[DataConfig, str]:
             flag = f"--{where.replace('_', '-')}: " if where else ""
             raise ConfigError(f"{flag}{first['msg'].removeprefix('Value error, ')}") from None
     return data, getattr(args, "bus", None) or bus
-
-
-def _data_sections(path: str) -> tuple[DataConfig, str]:
-    """``data:`` and ``capture.bus`` of a standby.yaml, validated alone: the data commands do
-    not need the gateway's secrets, so a ``${GEMINI_API_KEY}`` elsewhere need not be set."""
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    data, capture = DataConfig(), CaptureConfig()
-    for name in ("data", "capture"):
-        model = DataConfig if name == "data" else CaptureConfig
-        try:
-            value = model.model_validate(interpolate(raw.get(name) or {}, name))
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join([name, *(str(p) for p in first["loc"])])
-            msg = first["msg"].removeprefix("Value error, ")
-            raise ConfigError(f"{path}: {where}: {msg}") from None
-        if isinstance(value, DataConfig):
-            data = value
-        else:
-            capture = value
-    return data, capture.bus
 
 
 def _print_json(value: Any) -> None:

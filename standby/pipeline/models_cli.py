@@ -14,8 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from standby.config import CaptureConfig, RegistryConfig, interpolate, read_yaml
-from standby.errors import ConfigError
+from standby.config import CaptureConfig, RegistryConfig, load_section
 from standby.pipeline.registry import ModelVersion, Registry
 from standby.toolconfig import OneLineParser
 
@@ -69,16 +68,8 @@ def registry_url(args: argparse.Namespace) -> str:
         return str(args.registry)
     if not args.from_config:
         return CaptureConfig().bus
-    raw = read_yaml(args.from_config)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{args.from_config}: expected a mapping at the top level")
-    try:
-        registry = RegistryConfig.model_validate(interpolate(raw.get("registry") or {}, "registry"))
-        capture = CaptureConfig.model_validate(interpolate(raw.get("capture") or {}, "capture"))
-    except ConfigError as e:
-        raise ConfigError(f"{args.from_config}: {e}") from None
-    except ValueError as e:
-        raise ConfigError(f"{args.from_config}: {str(e).splitlines()[0]}") from None
+    registry = load_section(args.from_config, "registry", RegistryConfig)
+    capture = load_section(args.from_config, "capture", CaptureConfig)
     return registry.url or capture.bus
 
 
