@@ -24,10 +24,12 @@ DEFAULT_PATTERNS: dict[str, str] = {
 
 # What must be in a text before each default rule's (slower) pattern can match, as plain
 # substring tests (memchr-fast); they run once per text. Captured text is mostly prose without
-# any of these. API_KEY is case-sensitive: "sk-", "AIza", "hf_"/"gh?_" ("_"), "xox", "AKIA",
-# or a key/token/secret assignment ("=" or ":").
+# any of these. API_KEY is case-sensitive: one of the vendor prefixes ("gh?_" needs "gh" and
+# "_"), or a key/token/secret word with an assignment ("=" or ":") - prose with a colon alone
+# does not run it (its assignment branch is the slowest pattern here).
 _DIGITS = "0123456789"
-_KEY_HINTS = ("_", "=", ":", "sk-", "AIza", "xox", "AKIA")
+_KEY_PREFIXES = ("sk-", "AIza", "hf_", "xox", "AKIA")
+_KEY_WORDS = ("key", "token", "secret")
 _NEEDS = {"BEARER": "bearer", "API_KEY": "key-hint", "EMAIL": "@", "CARD": "digit",
           "PHONE": "digit"}  # fmt: skip
 
@@ -40,11 +42,15 @@ def _present(text: str) -> set[str]:
         if digit in text:
             found.add("digit")
             break
-    for hint in _KEY_HINTS:
-        if hint in text:
-            found.add("key-hint")
-            break
+    if _key_hint(text):
+        found.add("key-hint")
     return found
+
+
+def _key_hint(text: str) -> bool:
+    if any(prefix in text for prefix in _KEY_PREFIXES) or ("gh" in text and "_" in text):
+        return True
+    return ("=" in text or ":" in text) and any(word in text for word in _KEY_WORDS)
 
 
 class Redactor:
