@@ -19,6 +19,7 @@ from standby.events.envelope import (
     TokenUsage,
     decode_event,
     encode_event,
+    encode_inference_completed,
     new_event_id,
 )
 from standby.events.errors import BusError, EventTooLarge, MalformedEvent
@@ -42,6 +43,7 @@ __all__ = [
     "TokenUsage",
     "decode_event",
     "encode_event",
+    "encode_inference_completed",
     "new_event_id",
     "open_bus",
 ]

@@ -3,7 +3,8 @@
 Semantics, the same for every backend (tests/events/test_bus_contract.py holds both to them):
 
 - ``publish`` appends to a topic; ``publish_many`` appends a batch atomically (all or nothing)
-  in one round trip. Events are encoded and size-checked before anything is written.
+  in one round trip. Events are encoded and size-checked before anything is written;
+  ``publish_encoded`` takes a batch already encoded.
 - Every consumer group sees every event of a topic, from the first one still stored; groups are
   independent. Within a group each event goes to one consumer at a time; new events are handed
   out in topic order (a redelivery comes later than the events after it).
@@ -36,7 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 from standby.errors import ConfigError
-from standby.events.envelope import Event, decode_event
+from standby.events.envelope import Event, decode_event, encode_event
 from standby.events.errors import MalformedEvent
 
 log = logging.getLogger("standby.events")
@@ -88,10 +89,16 @@ class Bus(ABC):
     url: str  # without password
     claim_after_s: float
 
-    @abstractmethod
     async def publish_many(self, topic: str, events: Sequence[Event]) -> list[str]:
         """Append ``events`` in order, atomically, in one transaction / pipeline; return their
         offsets. EventTooLarge (nothing written) when one is over the size limit."""
+        return await self.publish_encoded(topic, [encode_event(e) for e in events])
+
+    @abstractmethod
+    async def publish_encoded(self, topic: str, bodies: Sequence[bytes]) -> list[str]:
+        """``publish_many`` for events already encoded (``encode_event``, or
+        ``encode_inference_completed`` on the capture path): stored as given, after a size
+        check (EventTooLarge, nothing written)."""
 
     async def publish(self, topic: str, event: Event) -> str:
         """Append one event; return its offset in the topic."""

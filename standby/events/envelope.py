@@ -13,8 +13,9 @@ is checked on the encoded bytes before anything reaches storage.
 
 from __future__ import annotations
 
-import os
+import random
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
@@ -45,8 +46,12 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 def new_event_id() -> str:
     """32 hex digits: 48 bits of Unix milliseconds then 80 random bits (the ULID / UUIDv7
-    layout), so ids sort by creation time across processes and never collide in practice."""
-    return f"{time.time_ns() // 1_000_000:012x}{int.from_bytes(os.urandom(10), 'big'):020x}"
+    layout), so ids sort by creation time across processes and never collide in practice.
+
+    The random bits come from ``random`` (seeded from the OS at start-up and again in a forked
+    child), not ``os.urandom``: an id is not a secret, and a system call per event was ~10 % of
+    the capture writer's CPU under load."""
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 def _now() -> datetime:
@@ -141,6 +146,33 @@ def encode_event(event: Event) -> bytes:
     if len(raw) > MAX_EVENT_BYTES:
         raise EventTooLarge(event.type, len(raw), MAX_EVENT_BYTES)
     return raw
+
+
+_DATA_VALIDATOR = InferenceCompletedData.__pydantic_validator__
+
+
+def encode_inference_completed(data: dict[str, Any], *, source: str) -> bytes:
+    """An ``inference.completed`` event for ``data``, encoded, with a new id and time.
+
+    ``data`` is validated against InferenceCompletedData (ValidationError if it does not fit:
+    extra keys are refused, so the dict is exactly the schema) and then encoded as given with
+    orjson, next to the fixed envelope fields. The capture writer's path: ~3x cheaper than
+    building the envelope model and serializing it, and decode_event reads it back the same.
+    EventTooLarge like encode_event."""
+    _DATA_VALIDATOR.validate_python(data)
+    envelope = {"specversion": SPEC_VERSION, "id": new_event_id(), "time": _now(),
+                "source": source, "type": "inference.completed", "data": data}  # fmt: skip
+    raw = orjson.dumps(envelope, option=orjson.OPT_UTC_Z)
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventTooLarge("inference.completed", len(raw), MAX_EVENT_BYTES)
+    return raw
+
+
+def check_sizes(bodies: Sequence[bytes]) -> None:
+    """EventTooLarge for the first encoded event over MAX_EVENT_BYTES."""
+    for raw in bodies:
+        if len(raw) > MAX_EVENT_BYTES:
+            raise EventTooLarge("encoded", len(raw), MAX_EVENT_BYTES)
 
 
 def decode_event(raw: bytes | str) -> Event:

@@ -36,7 +36,7 @@ from standby.events.bus import (
     safe_url,
     url_options,
 )
-from standby.events.envelope import Event, encode_event
+from standby.events.envelope import Event, check_sizes, encode_event
 from standby.events.errors import BusError
 
 DEFAULT_PREFIX = "standby:events:"
@@ -126,9 +126,9 @@ class RedisBus(Bus):
             entry = await self._r.xadd(key, {_FIELD: body}, maxlen=self.maxlen or None)
         return _text(entry)
 
-    async def publish_many(self, topic: str, events: Sequence[Event]) -> list[str]:
+    async def publish_encoded(self, topic: str, bodies: Sequence[bytes]) -> list[str]:
         key = self._key(topic)
-        bodies = [encode_event(e) for e in events]  # EventTooLarge before anything is written
+        check_sizes(bodies)  # EventTooLarge before anything is written
         if not bodies:
             return []
         with self._errors():

@@ -36,7 +36,7 @@ from standby.events.bus import (
     purge_match,
     url_options,
 )
-from standby.events.envelope import Event, encode_event
+from standby.events.envelope import check_sizes
 from standby.events.errors import BusError
 
 log = logging.getLogger("standby.events.sqlite")
@@ -184,9 +184,9 @@ class SQLiteBus(Bus):
 
     # -- publish -------------------------------------------------------------------------------
 
-    async def publish_many(self, topic: str, events: Sequence[Event]) -> list[str]:
+    async def publish_encoded(self, topic: str, bodies: Sequence[bytes]) -> list[str]:
         check_name("topic", topic)
-        bodies = [encode_event(e) for e in events]  # EventTooLarge before anything is written
+        check_sizes(bodies)  # EventTooLarge before anything is written
         if not bodies:
             return []
         first = await self._run(self._append, topic, bodies)

@@ -8,7 +8,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from standby.events import Bus, BusError, Delivery, EventTooLarge, PipelineEvent
+from standby.events import (
+    MAX_EVENT_BYTES,
+    Bus,
+    BusError,
+    Delivery,
+    EventTooLarge,
+    InferenceCompletedData,
+    PipelineEvent,
+    encode_inference_completed,
+)
 from tests.events.conftest import CLAIM_AFTER_S, Backend, inference_event
 
 TOPIC = "inference.completed"
@@ -87,6 +96,22 @@ async def test_redeliveries_come_before_new_events(bus: Bus) -> None:
     await asyncio.sleep(CLAIM_AFTER_S + 0.2)
     got = await bus.consume(TOPIC, "g", "healthy")
     assert [(d.event.data.request_id, d.attempt) for d in got] == [("r0", 2), ("r1", 1)]  # type: ignore[union-attr]
+
+
+async def test_publish_encoded_stores_the_bodies_as_given(bus: Bus) -> None:
+    """The capture writer's path: events encoded without the envelope model read back the
+    same as events published as models; an oversized body is refused before anything is
+    written."""
+    data = inference_event(0).data.model_dump(mode="json")
+    bodies = [encode_inference_completed({**data, "request_id": f"e{i}"}, source="tests")
+              for i in range(3)]  # fmt: skip
+    await bus.publish_encoded(TOPIC, bodies)
+    got = await bus.consume(TOPIC, "g", "c")
+    assert request_ids(got) == ["e0", "e1", "e2"]
+    assert got[0].event.data == InferenceCompletedData.model_validate({**data, "request_id": "e0"})
+    with pytest.raises(EventTooLarge):
+        await bus.publish_encoded(TOPIC, [bodies[0], b"x" * (MAX_EVENT_BYTES + 1)])
+    assert request_ids(await drain(bus, "another")) == ["e0", "e1", "e2"]  # nothing more
 
 
 async def test_publish_many_is_all_or_nothing(bus: Bus) -> None:

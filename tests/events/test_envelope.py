@@ -22,6 +22,7 @@ from standby.events import (
     PipelineEvent,
     decode_event,
     encode_event,
+    encode_inference_completed,
     new_event_id,
 )
 from tests.events.conftest import inference_event
@@ -40,6 +41,38 @@ def test_inference_completed_round_trips_with_every_field() -> None:
     back = decode_event(raw)
     assert isinstance(back, InferenceCompleted) and back == event
     assert back.time.tzinfo is not None
+
+
+def test_the_capture_encoder_writes_what_the_model_would() -> None:
+    """encode_inference_completed (validate the data dict, encode it with orjson) reads back
+    as the same event as the model path, with the same layout and a new id and time."""
+    event = inference_event(1, model_version="v1", stream=True, usage={"prompt_tokens": 3})
+    data = event.data.model_dump(mode="json")
+    raw = encode_inference_completed(dict(data), source="tests")
+    body = orjson.loads(raw)
+    assert list(body) == list(orjson.loads(encode_event(event)))
+    assert body["time"].endswith("Z") and body["id"] != event.id
+    back = decode_event(raw)
+    assert isinstance(back, InferenceCompleted)
+    assert back.data == event.data and back.source == "tests"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"provenance": "guessed"}, "provenance"),
+        ({"latency_s": -1.0}, "latency_s"),
+        ({"messages": []}, "messages"),
+        ({"surprise": 1}, "surprise"),
+        ({"key_id": "sk-not-a-digest"}, "key_id"),
+    ],
+)
+def test_the_capture_encoder_refuses_data_off_the_schema(
+    change: dict[str, Any], message: str
+) -> None:
+    data = {**inference_event(0).data.model_dump(mode="json"), **change}
+    with pytest.raises(ValidationError, match=message):
+        encode_inference_completed(data, source="tests")
 
 
 def test_breaker_and_pipeline_events_round_trip() -> None:
@@ -81,6 +114,9 @@ def test_the_size_limit_is_on_encoded_bytes() -> None:
     assert str(err.value).startswith("event of type 'inference.completed' is ")
     with pytest.raises(MalformedEvent, match="over 1048576"):
         decode_event(b" " * (MAX_EVENT_BYTES + 1))
+    data = inference_event(0, response="a" * MAX_EVENT_BYTES).data.model_dump(mode="json")
+    with pytest.raises(EventTooLarge):
+        encode_inference_completed(data, source="tests")
 
 
 def _raw(**changes: Any) -> bytes:
