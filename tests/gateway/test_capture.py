@@ -5,6 +5,8 @@ queue drops (and counts) instead of blocking a client."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -211,3 +213,59 @@ async def test_full_disk_counts_drops_and_never_fails_a_client(
         await asyncio.sleep(0.1)
     assert counter(gw, "dropped") > 0
     assert counter(gw, "written") + counter(gw, "dropped") == 6
+
+
+def writer_pids() -> set[int]:
+    """The capture writer processes started by this test process (its gateways' children)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == os.getpid() and b"standby.gateway.capture_writer" in cmdline:
+            pids.add(int(entry.name))
+    return pids
+
+
+async def test_a_killed_writer_is_restarted_and_its_losses_counted(
+    sim: RunningSim, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    """SIGKILL of the writer process: clients never notice, a new writer takes over, and every
+    answer is either written or counted as dropped."""
+    db = tmp_path / "events.db"
+    before = writer_pids()
+    gw = start_gateway(capturing(sim.url, db))
+    (first,) = writer_pids() - before
+    client = gw.async_client()
+
+    async def answer(n: int) -> int:
+        answers = await asyncio.gather(
+            *(client.chat.completions.create(model=ROUTE, messages=HELLO) for _ in range(n))
+        )
+        return sum(1 for a in answers if a.choices[0].message.content)
+
+    async def accounted(n: int) -> float:
+        for _ in range(100):
+            if counter(gw, "written") + counter(gw, "dropped") == n:
+                break
+            await asyncio.sleep(0.1)
+        return counter(gw, "written")
+
+    answered = await answer(20)
+    assert await accounted(20) == 20
+    os.kill(first, signal.SIGKILL)
+    answered += await answer(20)  # queued while the writer restarts
+    written = await accounted(40)
+    await client.close()
+    assert answered == 40
+    assert written + counter(gw, "dropped") == 40
+    assert written > 20  # the new writer wrote what was queued meanwhile
+    (second,) = writer_pids() - before
+    assert second != first
+    gw.stop()
+    assert len(await stored(db)) == written
+    assert not writer_pids() - before  # a clean stop ends the writer too

@@ -5,6 +5,7 @@ window."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def serve(
     proc = subprocess.Popen(
         [sys.executable, "-m", "standby.cli", "--log-level", "warning", "serve", "--config",
          str(path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -75,17 +76,37 @@ async def count_events(db: Path) -> int:
         return len(await bus.consume("inference.completed", "audit", "a", count=100_000))
 
 
+async def group_gone(pgid: int, timeout_s: float = 30) -> None:
+    """Wait until every process of the gateway's process group (its capture writer too) ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"process group {pgid} still running after {timeout_s} s")
+
+
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("to", ["gateway", "process group"])
 async def test_sigterm_during_load_loses_no_answered_request(
-    sim: RunningSim, tmp_path: Path
+    sim: RunningSim, tmp_path: Path, to: str
 ) -> None:
+    """SIGTERM to the gateway (Kubernetes) or to its whole process group (Ctrl-C, ``docker
+    stop`` of a shell, systemd): the capture writer ignores the signal and writes everything the
+    gateway hands it while draining."""
     db = tmp_path / "events.db"
     proc, url = serve(sim.url, db, tmp_path)
     traffic = asyncio.create_task(load(url, seconds=30))
     await asyncio.sleep(2)
-    proc.send_signal(signal.SIGTERM)
+    if to == "gateway":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
     answered = await traffic
     assert await asyncio.to_thread(proc.wait, 60) == 0
+    await group_gone(proc.pid)
     assert len(answered) > 50
     assert await count_events(db) == len(answered)
 
@@ -102,6 +123,7 @@ async def test_sigkill_loses_at_most_the_flush_window(sim: RunningSim, tmp_path:
     proc.kill()
     answered = [*settled, *await traffic]
     proc.wait(30)
+    await group_gone(proc.pid)  # the writer writes what it had received, then exits
 
     stored = await count_events(db)  # the file opens and reads cleanly after SIGKILL
     lost = len(answered) - stored

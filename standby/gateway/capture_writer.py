@@ -1,0 +1,212 @@
+"""The capture writer: a child process of the gateway that turns captured answers into
+``inference.completed`` events and writes them to the bus.
+
+Why a process: building an event (redaction, validation, encoding) and writing it (an SQLite
+insert or a Redis XADD) cost ~40 us of CPU per answer, ~10 % of what the gateway itself spends
+on a request; in the gateway's process that work competed with the event loop for the GIL, and
+answers held for a 256-event batch kept ~1k requests' objects alive, which cost the gateway
+another ~5-10 % per request. Now the gateway keeps an answer for a few milliseconds, sends it
+here as plain values in a small JSON frame (~2-3 us per answer), and this process gathers the
+frames into the bus's large batches (``batch_size``, ``flush_interval_s``).
+
+Frames on stdin / stdout: a 4-byte big-endian length, then JSON (orjson).
+
+    gateway -> writer   the CaptureConfig, then ["batch", seq, [data, ...]] ...; EOF means stop
+    writer -> gateway   ["ready"] or ["failed", kind, message, reason] once, then per write
+                        ["done", [seq, ...], written, dropped, [[level, message], ...]]
+
+``data`` is the event's data before redaction; the writer redacts before anything is written.
+The writer ignores SIGINT and SIGTERM (a Ctrl-C or ``docker stop`` reaches the whole process
+group): it stops when its stdin closes, after writing every frame it has received, so a gateway
+that exits cleanly or dies loses nothing it had already handed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import orjson
+
+from standby.config import CaptureConfig
+from standby.data.redaction import Redactor
+from standby.errors import ConfigError
+from standby.events import Bus, BusError, EventTooLarge, encode_inference_completed, open_bus
+from standby.gctune import freeze_startup_objects
+
+SOURCE = "standby/gateway"
+RETRIES = 3
+Log = list[list[Any]]  # [[logging level, message], ...], logged by the gateway
+
+
+def frame(message: Any) -> bytes:
+    body = orjson.dumps(message)
+    return len(body).to_bytes(4, "big") + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Any:
+    """The next message, or None at a clean end of the stream (EOF between frames)."""
+    try:
+        head = await reader.readexactly(4)
+    except asyncio.IncompleteReadError as e:
+        if e.partial:
+            raise
+        return None
+    return orjson.loads(await reader.readexactly(int.from_bytes(head, "big")))
+
+
+class Writer:
+    """Encodes events from the frames it is given and publishes them in batches of up to
+    ``batch_size``, at the latest ``flush_interval_s`` after the first one arrived; each flush
+    reports the frames it covered."""
+
+    def __init__(self, config: CaptureConfig, bus: Bus, report: Callable[[Any], None]) -> None:
+        self.bus = bus
+        self.batch_size = config.batch_size
+        self.flush_interval_s = config.flush_interval_s
+        self.report = report
+        self.redact = Redactor(config.redact_patterns, defaults=config.redact_defaults)
+        self.bodies: list[bytes] = []  # encoded events, not written yet
+        self.seqs: list[int] = []  # the frames they came in
+        self.rejected = 0
+        self.logs: Log = []
+        self.first_at = 0.0
+
+    def add(self, seq: int, batch: list[dict[str, Any]]) -> None:
+        """Redact, validate and encode each answer; one that is malformed or over the size
+        limit is dropped alone (and counted and logged)."""
+        if not self.seqs:
+            self.first_at = time.monotonic()
+        self.seqs.append(seq)
+        redact = self.redact
+        for data in batch:
+            try:
+                data["messages"] = [{"role": role, "content": redact(text)}
+                                    for role, text in data["messages"]]  # fmt: skip
+                data["response"] = redact(data["response"])
+                self.bodies.append(encode_inference_completed(data, source=SOURCE))
+            except (ValueError, KeyError, TypeError, EventTooLarge) as e:  # ValidationError too
+                self.rejected += 1
+                self.log(logging.WARNING, f"capture: event {data.get('request_id')} dropped: "
+                                          f"{_one_line(e)}")  # fmt: skip
+
+    def due_in(self) -> float | None:
+        """Seconds until the held events must be written; None when none are held."""
+        if not self.seqs:
+            return None
+        if len(self.bodies) >= self.batch_size:
+            return 0.0
+        return max(0.0, self.first_at + self.flush_interval_s - time.monotonic())
+
+    async def flush(self) -> None:
+        """Write what is held and report it: bus failures are retried with back-off, then
+        counted as dropped, never raised."""
+        if not self.seqs:
+            return
+        bodies, seqs, rejected = self.bodies, self.seqs, self.rejected
+        self.bodies, self.seqs, self.rejected = [], [], 0
+        written = 0
+        for attempt in range(1, RETRIES + 1):
+            try:
+                if bodies:
+                    await self.bus.publish_encoded("inference.completed", bodies)
+            except BusError as e:
+                self.log(logging.ERROR, f"capture: writing {len(bodies)} events failed ({e}), "
+                                        f"try {attempt}")  # fmt: skip
+                if attempt < RETRIES:
+                    await asyncio.sleep(0.1 * 2**attempt)
+            else:
+                written = len(bodies)
+                break
+        logs, self.logs = self.logs, []
+        self.report(["done", seqs, written, rejected + len(bodies) - written, logs])
+
+    def log(self, level: int, message: str) -> None:
+        self.logs.append([level, message])
+
+
+async def serve(reader: asyncio.StreamReader, out: IO[bytes]) -> int:
+    def report(message: Any) -> None:
+        try:
+            out.write(frame(message))
+            out.flush()
+        except OSError:  # the gateway is gone: keep writing what was handed over
+            pass
+
+    first = await read_frame(reader)
+    if first is None:
+        return 0
+    config = CaptureConfig.model_validate(first)
+    try:
+        bus = open_bus(config.bus)
+        await bus.check()
+    except (ConfigError, BusError) as e:
+        kind = "config" if isinstance(e, ConfigError) else "bus"
+        report(["failed", kind, str(e), getattr(e, "reason", "error")])
+        return 1
+    writer = Writer(config, bus, report)
+    frames: asyncio.Queue[list[Any] | None] = asyncio.Queue()
+    reading = asyncio.create_task(_read_frames(reader, frames))
+    freeze_startup_objects()
+    report(["ready"])
+    try:
+        while True:
+            try:
+                message = await asyncio.wait_for(frames.get(), writer.due_in())
+            except TimeoutError:
+                await writer.flush()
+                continue
+            if message is None:
+                break
+            _, seq, batch = message
+            writer.add(seq, batch)
+            if len(writer.bodies) >= writer.batch_size:
+                await writer.flush()
+        await writer.flush()
+    finally:
+        reading.cancel()
+        await bus.close()
+    return 0
+
+
+async def _read_frames(reader: asyncio.StreamReader, frames: asyncio.Queue[Any]) -> None:
+    """Frames into ``frames`` (read while the writer writes), then None at the end of input;
+    a frame cut off by the gateway's death ends the input too."""
+    try:
+        while (message := await read_frame(reader)) is not None:
+            frames.put_nowait(message)
+    except (asyncio.IncompleteReadError, orjson.JSONDecodeError):
+        pass
+    finally:
+        frames.put_nowait(None)
+
+
+async def _main() -> int:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    # Frames go to a private copy of stdout; anything a library prints lands on stderr instead.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    with out:
+        return await serve(reader, out)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(asyncio.run(_main()))
+
+
+def _one_line(error: Exception) -> str:
+    return str(error).splitlines()[0][:200]
+
+
+if __name__ == "__main__":
+    main()
