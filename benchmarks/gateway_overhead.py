@@ -9,7 +9,10 @@ prints a table and writes it into ``docs/benchmarks.md``:
     standby   ``standby serve`` (one worker), route ``gemini-2.5-flash: [gemini, gemini_backup]``
     litellm   the LiteLLM proxy (one worker), same route with a configured fallback
 
-    .venv/bin/python benchmarks/gateway_overhead.py            # full run, ~7 minutes
+Capture on / off (``standby`` vs ``standby-nocapture``) is also measured from alternating short
+runs (``capture_ab``), which cancels most of the drift in machine speed.
+
+    .venv/bin/python benchmarks/gateway_overhead.py            # full run, ~10 minutes
     .venv/bin/python benchmarks/gateway_overhead.py --quick    # smoke run, < 60 s, no litellm
 
 Needs ``wrk`` on PATH (Debian: ``apt-get install -y wrk``). Not a test: numbers depend on the
@@ -484,15 +487,20 @@ def capture_ab(
         order = (on, off) if i % 2 == 0 else (off, on)
         rates = {}
         for target in order:
+            assert target.proc is not None
+            cpu0 = group_cpu_s(target.proc.pgid)
             got = run_wrk(target.url, script, conc, seconds, pin)
+            cpu = group_cpu_s(target.proc.pgid) - cpu0
             took = got["duration_us"] / 1e6
             rates[target.name] = got["requests"] / took
             if target is on:
                 ab.on_requests += got["requests"]
                 ab.on_s += took
+                ab.on_cpu_s += cpu
             else:
                 ab.off_requests += got["requests"]
                 ab.off_s += took
+                ab.off_cpu_s += cpu
         ab.round_ratios.append(rates[on.name] / rates[off.name])
     return ab
 
@@ -511,6 +519,8 @@ class CaptureAB:
     off_requests: int = 0
     on_s: float = 0.0
     off_s: float = 0.0
+    on_cpu_s: float = 0.0  # the gateway's process group: gateway + capture writer
+    off_cpu_s: float = 0.0
     round_ratios: list[float] = field(default_factory=list)
 
     @property
@@ -600,6 +610,10 @@ def derived(report: Report, concs: Sequence[int]) -> list[str]:
                     f"{ab.rounds} x {ab.seconds} s each, ABBA; rounds {spread})",
                     f"{ab.ratio:.2f}", "≥ 0.95" if conc == 16 else "",
                     round(ab.ratio, 2) >= 0.95)  # fmt: skip
+                on_ms = ab.on_cpu_s * 1000 / max(ab.on_requests, 1)
+                off_ms = ab.off_cpu_s * 1000 / max(ab.off_requests, 1)
+                row(mode, f"standby CPU per request, capture on / off, c={conc} (same runs; on "
+                    "includes the capture writer)", f"{on_ms:.3f} / {off_ms:.3f} ms")  # fmt: skip
             on, off = report.get("standby", mode, conc), report.get("standby-nocapture", mode, conc)
             if on is not None and off is not None and off.rps > 0:
                 row(mode, f"standby capture on / off req/s, c={conc} (the two cells above)",
@@ -706,7 +720,7 @@ DOC_INTRO = """\
 What a request pays for going through the gateway instead of straight to the upstream, on this
 project's usual 2-core machine. Run it from the repository root:
 
-    .venv/bin/python benchmarks/gateway_overhead.py           # full run (~7 min)
+    .venv/bin/python benchmarks/gateway_overhead.py           # full run (~10 min)
     .venv/bin/python benchmarks/gateway_overhead.py --quick   # smoke run (< 60 s), prints only
 
 A full run rewrites only the generated block below; text outside it is kept.

@@ -195,8 +195,8 @@ class RouteConfig(Strict):
 
 
 class CaptureConfig(Strict):
-    """Every answered request becomes an ``inference.completed`` event on the bus, written by a
-    background batch writer: the request path never waits on storage."""
+    """Every answered request becomes an ``inference.completed`` event on the bus, written in
+    batches by the gateway's capture writer process: the request path never waits on storage."""
 
     enabled: bool = True
     bus: str = Field(
@@ -206,7 +206,7 @@ class CaptureConfig(Strict):
     queue_size: Annotated[int, Field(ge=1)] = 10_000
     batch_size: Annotated[int, Field(ge=1)] = 256
     flush_interval_s: PositiveSeconds = Field(
-        default=0.2, description="The flush window: how long a captured event may wait in memory."
+        default=0.2, description="The flush window: how long a captured answer may wait unwritten."
     )
     redact_defaults: bool = Field(
         default=True, description="Redact e-mails, phones, cards, bearer tokens, API keys."
