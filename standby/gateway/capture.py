@@ -2,12 +2,12 @@
 the request or losing one on a clean shutdown.
 
 request path ──offer()──► bounded queue ──► sender task ──► capture writer process ──► bus
-                 │ full? drop + count      (plain values,   (redact, validate, encode;
-                 │                          small frames)    batches of batch_size)
-The request only does a ``put_nowait``. Every few milliseconds (or ``SEND_BATCH`` answers) the
-sender turns the queued answers into plain values and sends them to the writer process
-(``standby.gateway.capture_writer``), which does the costly part away from the gateway's event
-loop and GIL, writes in batches of ``batch_size`` within ``flush_interval_s``, and reports what
+                 │ full? drop + count      (redact, encode;  (validate; batches of
+                 │                          small frames)     batch_size)
+The request only does a ``put_nowait``. Every ``SEND_WINDOW_S`` (or ``SEND_BATCH`` answers) the
+sender redacts and encodes the queued answers and sends them to the writer process
+(``standby.gateway.capture_writer``), which validates and writes them away from the gateway's
+event loop and GIL, in batches of ``batch_size`` within ``flush_interval_s``, and reports what
 it wrote; the reports feed ``standby_capture_events_total``. Sent answers not yet reported are
 bounded (``2 * batch_size``), so a slow bus fills the queue and further answers are dropped and
 counted, never blocking a client. A writer that dies is restarted; the answers it had not
@@ -23,23 +23,25 @@ import itertools
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
 from standby.config import CaptureConfig
+from standby.data.redaction import Redactor
 from standby.errors import ConfigError
-from standby.events import BusError
-from standby.gateway.capture_writer import frame, read_frame
+from standby.events import BusError, EventTooLarge, encode_inference_completed
+from standby.gateway.capture_writer import batch_frame, frame, read_frame
 from standby.gateway.metrics import Metrics
 from standby.gateway.router import Outcome
 from standby.protocol import ChatRequest, FinishReason, Usage
 
 log = logging.getLogger("standby.capture")
 
-# The sender's cadence: answers leave the gateway's memory within a few milliseconds. Holding
-# them for a whole bus batch (~100 ms at 2.5k req/s) kept ~1k requests' objects alive and cost
-# the gateway 5-10 % more CPU per request (measured with the writer on another core).
+SOURCE = "standby/gateway"
+
+# The sender's cadence: answers leave the gateway's memory within 20 ms. Holding them for a
+# whole bus batch (~100 ms at 2.5k req/s) kept ~1k requests' objects alive and cost the gateway
+# 5-10 % more CPU per request (measured with the writer pinned to another core).
 SEND_BATCH = 64
 SEND_WINDOW_S = 0.02
 START_TIMEOUT_S = 60.0
@@ -66,20 +68,20 @@ class Captured:
 _STOP = Captured("", Outcome(""), ChatRequest(()), "", "stop", None, 0.0, False, None, None)
 
 
-def record(item: Captured) -> dict[str, Any]:
-    """The event's data as plain values; messages as ``(role, text)`` pairs, not redacted yet
-    (the writer redacts before anything is written)."""
+def encode(item: Captured, redact: Redactor) -> bytes:
+    """The ``inference.completed`` event of one answer, redacted and encoded (not validated:
+    the writer validates before it writes)."""
     req, outcome, usage = item.request, item.outcome, item.usage
-    return {
+    data = {
         "request_id": item.request_id,
         "route": outcome.route,
         "backend": outcome.backend,
         "provenance": outcome.provenance,
         "model": outcome.route,
         "model_version": item.model_version,
-        "messages": [(m.role, m.content) for m in req.messages],
+        "messages": [{"role": m.role, "content": redact(m.content)} for m in req.messages],
         "params": req.params(),
-        "response": item.response,
+        "response": redact(item.response),
         "finish_reason": item.finish_reason,
         "usage": {
             "prompt_tokens": usage.prompt_tokens if usage else 0,
@@ -91,6 +93,7 @@ def record(item: Captured) -> dict[str, Any]:
         "stream": item.stream,
         "key_id": item.key_id,
     }
+    return encode_inference_completed(data, source=SOURCE)
 
 
 class WriterProcess:
@@ -143,6 +146,7 @@ class Capture:
         self.config = config
         self.metrics = metrics
         self.queue: asyncio.Queue[Captured] = asyncio.Queue(config.queue_size)
+        self.redact = Redactor(config.redact_patterns, defaults=config.redact_defaults)
         self._writer: WriterProcess | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._filled = asyncio.Event()  # a full frame is waiting in the queue
@@ -229,43 +233,32 @@ class Capture:
                     frame.append(self.queue.get_nowait())
                 stopping = True
             if frame:
-                await self._send([record(item) for item in frame])
+                await self._send(self._encode(frame))
         self._all_sent = True
         if self._writer is not None and self._writer.alive:
             self._writer.stdin.close()  # the writer writes what it has, reports, and exits
 
-    async def _send(self, records: list[dict[str, Any]]) -> None:
-        payload = self._payload(records)
-        if not records:
+    def _encode(self, frame: list[Captured]) -> list[bytes]:
+        bodies = []
+        for item in frame:
+            try:
+                bodies.append(encode(item, self.redact))
+            except (EventTooLarge, TypeError) as e:  # one answer, never its frame
+                log.warning("capture: event %s dropped: %s", item.request_id, e)
+                self._count["dropped"].inc()
+        return bodies
+
+    async def _send(self, bodies: list[bytes]) -> None:
+        if not bodies:
             return
-        self._holding = len(records)
+        self._holding = len(bodies)
         writer = await self._room()
         seq = next(self._seq)
-        writer.pending[seq] = len(records)
+        writer.pending[seq] = len(bodies)
         self._holding = 0
-        message = b'["batch",%d,%s]' % (seq, payload)  # frame(["batch", seq, records])
-        writer.stdin.write(len(message).to_bytes(4, "big") + message)
+        writer.stdin.write(batch_frame(seq, bodies))
         with contextlib.suppress(ConnectionError):  # a dead writer: _reports counts the frame
             await writer.stdin.drain()
-
-    def _payload(self, records: list[dict[str, Any]]) -> bytes:
-        """The frame's answers as JSON. Every value comes from a validated request, so this does not
-        fail; if it ever did, only the answers that cannot be encoded are dropped (and removed
-        from ``records``)."""
-        try:
-            return orjson.dumps(records)
-        except TypeError:
-            good = []
-            for data in records:
-                try:
-                    orjson.dumps(data)
-                except TypeError as e:
-                    log.warning("capture: event %s rejected: %s", data["request_id"], e)
-                    self._count["dropped"].inc()
-                else:
-                    good.append(data)
-            records[:] = good
-            return orjson.dumps(records)
 
     async def _room(self) -> WriterProcess:
         """The writer, once it is alive and has room for another frame."""

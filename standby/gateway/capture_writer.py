@@ -1,24 +1,24 @@
-"""The capture writer: a child process of the gateway that turns captured answers into
-``inference.completed`` events and writes them to the bus.
+"""The capture writer: a child process of the gateway that validates captured
+``inference.completed`` events and writes them to the bus in batches.
 
-Why a process: building an event (redaction, validation, encoding) and writing it (an SQLite
-insert or a Redis XADD) cost ~40 us of CPU per answer, ~10 % of what the gateway itself spends
-on a request; in the gateway's process that work competed with the event loop for the GIL, and
-answers held for a 256-event batch kept ~1k requests' objects alive, which cost the gateway
-another ~5-10 % per request. Now the gateway keeps an answer for a few milliseconds, sends it
-here as plain values in a small JSON frame (~2-3 us per answer), and this process gathers the
+Why a process: validating an event and writing it (an SQLite insert or a Redis XADD) cost
+~25 us of CPU per answer; in the gateway's process that competed with the event loop for the
+GIL, and answers held for a 256-event batch kept ~1k requests' objects alive, which cost the
+gateway more CPU per request still. Now the gateway keeps an answer for at most ~20 ms, redacts
+and encodes it (orjson, ~8 us) and sends it here in a small frame; this process gathers the
 frames into the bus's large batches (``batch_size``, ``flush_interval_s``).
 
-Frames on stdin / stdout: a 4-byte big-endian length, then JSON (orjson).
+Frames on stdin / stdout start with a 4-byte big-endian length.
 
-    gateway -> writer   the CaptureConfig, then ["batch", seq, [data, ...]] ...; EOF means stop
-    writer -> gateway   ["ready"] or ["failed", kind, message, reason] once, then per write
-                        ["done", [seq, ...], written, dropped, [[level, message], ...]]
+    gateway -> writer   the CaptureConfig (JSON), then batch frames (``batch_frame``: an 8-byte
+                        sequence number, then encoded events separated by newlines); EOF: stop
+    writer -> gateway   JSON: ["ready"] or ["failed", kind, message, reason] once, then per
+                        write ["done", [seq, ...], written, dropped, [[level, message], ...]]
 
-``data`` is the event's data before redaction; the writer redacts before anything is written.
-The writer ignores SIGINT and SIGTERM (a Ctrl-C or ``docker stop`` reaches the whole process
-group): it stops when its stdin closes, after writing every frame it has received, so a gateway
-that exits cleanly or dies loses nothing it had already handed over.
+Events arrive redacted; one that does not decode as a valid event is dropped, counted and
+logged. The writer ignores SIGINT and SIGTERM (a Ctrl-C or ``docker stop`` reaches the whole
+process group): it stops when its stdin closes, after writing every frame it has received, so a
+gateway that exits cleanly or dies loses nothing it had already handed over.
 """
 
 from __future__ import annotations
@@ -35,12 +35,10 @@ from typing import IO, Any
 import orjson
 
 from standby.config import CaptureConfig
-from standby.data.redaction import Redactor
 from standby.errors import ConfigError
-from standby.events import Bus, BusError, EventTooLarge, encode_inference_completed, open_bus
+from standby.events import Bus, BusError, MalformedEvent, decode_event, open_bus
 from standby.gctune import freeze_startup_objects
 
-SOURCE = "standby/gateway"
 RETRIES = 3
 Log = list[list[Any]]  # [[logging level, message], ...], logged by the gateway
 
@@ -48,6 +46,25 @@ Log = list[list[Any]]  # [[logging level, message], ...], logged by the gateway
 def frame(message: Any) -> bytes:
     body = orjson.dumps(message)
     return len(body).to_bytes(4, "big") + body
+
+
+def batch_frame(seq: int, bodies: list[bytes]) -> bytes:
+    """A batch of encoded events: the frame's length, the batch's sequence number (8 bytes),
+    then the events separated by newlines (orjson never writes a raw newline)."""
+    payload = b"\n".join(bodies)
+    return (len(payload) + 8).to_bytes(4, "big") + seq.to_bytes(8, "big") + payload
+
+
+async def read_batch(reader: asyncio.StreamReader) -> tuple[int, list[bytes]] | None:
+    """The next batch frame, or None at a clean end of the stream."""
+    try:
+        head = await reader.readexactly(4)
+    except asyncio.IncompleteReadError as e:
+        if e.partial:
+            raise
+        return None
+    raw = await reader.readexactly(int.from_bytes(head, "big"))
+    return int.from_bytes(raw[:8], "big"), raw[8:].split(b"\n")
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:
@@ -62,7 +79,7 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 
 
 class Writer:
-    """Encodes events from the frames it is given and publishes them in batches of up to
+    """Validates the events of the frames it is given and publishes them in batches of up to
     ``batch_size``, at the latest ``flush_interval_s`` after the first one arrived; each flush
     reports the frames it covered."""
 
@@ -71,30 +88,26 @@ class Writer:
         self.batch_size = config.batch_size
         self.flush_interval_s = config.flush_interval_s
         self.report = report
-        self.redact = Redactor(config.redact_patterns, defaults=config.redact_defaults)
-        self.bodies: list[bytes] = []  # encoded events, not written yet
+        self.bodies: list[bytes] = []  # valid encoded events, not written yet
         self.seqs: list[int] = []  # the frames they came in
         self.rejected = 0
         self.logs: Log = []
         self.first_at = 0.0
 
-    def add(self, seq: int, batch: list[dict[str, Any]]) -> None:
-        """Redact, validate and encode each answer; one that is malformed or over the size
-        limit is dropped alone (and counted and logged)."""
+    def add(self, seq: int, bodies: list[bytes]) -> None:
+        """Keep each event that decodes as a valid ``inference.completed``; one that does not
+        is dropped alone (and counted and logged)."""
         if not self.seqs:
             self.first_at = time.monotonic()
         self.seqs.append(seq)
-        redact = self.redact
-        for data in batch:
+        for body in bodies:
             try:
-                data["messages"] = [{"role": role, "content": redact(text)}
-                                    for role, text in data["messages"]]  # fmt: skip
-                data["response"] = redact(data["response"])
-                self.bodies.append(encode_inference_completed(data, source=SOURCE))
-            except (ValueError, KeyError, TypeError, EventTooLarge) as e:  # ValidationError too
+                decode_event(body)
+            except MalformedEvent as e:
                 self.rejected += 1
-                self.log(logging.WARNING, f"capture: event {data.get('request_id')} dropped: "
-                                          f"{_one_line(e)}")  # fmt: skip
+                self.log(logging.WARNING, f"capture: event dropped: {e}")
+            else:
+                self.bodies.append(body)
 
     def due_in(self) -> float | None:
         """Seconds until the held events must be written; None when none are held."""
@@ -151,7 +164,7 @@ async def serve(reader: asyncio.StreamReader, out: IO[bytes]) -> int:
         report(["failed", kind, str(e), getattr(e, "reason", "error")])
         return 1
     writer = Writer(config, bus, report)
-    frames: asyncio.Queue[list[Any] | None] = asyncio.Queue()
+    frames: asyncio.Queue[tuple[int, list[bytes]] | None] = asyncio.Queue()
     reading = asyncio.create_task(_read_frames(reader, frames))
     freeze_startup_objects()
     report(["ready"])
@@ -164,8 +177,7 @@ async def serve(reader: asyncio.StreamReader, out: IO[bytes]) -> int:
                 continue
             if message is None:
                 break
-            _, seq, batch = message
-            writer.add(seq, batch)
+            writer.add(*message)
             if len(writer.bodies) >= writer.batch_size:
                 await writer.flush()
         await writer.flush()
@@ -175,13 +187,15 @@ async def serve(reader: asyncio.StreamReader, out: IO[bytes]) -> int:
     return 0
 
 
-async def _read_frames(reader: asyncio.StreamReader, frames: asyncio.Queue[Any]) -> None:
-    """Frames into ``frames`` (read while the writer writes), then None at the end of input;
+async def _read_frames(
+    reader: asyncio.StreamReader, frames: asyncio.Queue[tuple[int, list[bytes]] | None]
+) -> None:
+    """Batches into ``frames`` (read while the writer writes), then None at the end of input;
     a frame cut off by the gateway's death ends the input too."""
     try:
-        while (message := await read_frame(reader)) is not None:
-            frames.put_nowait(message)
-    except (asyncio.IncompleteReadError, orjson.JSONDecodeError):
+        while (batch := await read_batch(reader)) is not None:
+            frames.put_nowait(batch)
+    except asyncio.IncompleteReadError:
         pass
     finally:
         frames.put_nowait(None)
