@@ -229,11 +229,12 @@ class Capture:
             if any(item is _STOP for item in frame):
                 self._stop_queued = False
                 frame = [item for item in frame if item is not _STOP]
-                while not self.queue.empty():  # anything offered after the stop marker
-                    frame.append(self.queue.get_nowait())
                 stopping = True
             if frame:
                 await self._send(self._encode(frame))
+        while not self.queue.empty():  # anything offered after the stop marker
+            count = min(SEND_BATCH, self.queue.qsize())
+            await self._send(self._encode([self.queue.get_nowait() for _ in range(count)]))
         self._all_sent = True
         if self._writer is not None and self._writer.alive:
             self._writer.stdin.close()  # the writer writes what it has, reports, and exits
