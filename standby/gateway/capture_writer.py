@@ -55,27 +55,28 @@ def batch_frame(seq: int, bodies: list[bytes]) -> bytes:
     return (len(payload) + 8).to_bytes(4, "big") + seq.to_bytes(8, "big") + payload
 
 
-async def read_batch(reader: asyncio.StreamReader) -> tuple[int, list[bytes]] | None:
-    """The next batch frame, or None at a clean end of the stream."""
+async def _read_payload(reader: asyncio.StreamReader) -> bytes | None:
+    """The next frame's bytes after its length, or None at a clean end of the stream (EOF
+    between frames); EOF inside a frame raises IncompleteReadError."""
     try:
         head = await reader.readexactly(4)
     except asyncio.IncompleteReadError as e:
         if e.partial:
             raise
         return None
-    raw = await reader.readexactly(int.from_bytes(head, "big"))
-    return int.from_bytes(raw[:8], "big"), raw[8:].split(b"\n")
+    return await reader.readexactly(int.from_bytes(head, "big"))
+
+
+async def read_batch(reader: asyncio.StreamReader) -> tuple[int, list[bytes]] | None:
+    """The next batch frame (sequence number, encoded events), or None at the end."""
+    raw = await _read_payload(reader)
+    return None if raw is None else (int.from_bytes(raw[:8], "big"), raw[8:].split(b"\n"))
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:
-    """The next message, or None at a clean end of the stream (EOF between frames)."""
-    try:
-        head = await reader.readexactly(4)
-    except asyncio.IncompleteReadError as e:
-        if e.partial:
-            raise
-        return None
-    return orjson.loads(await reader.readexactly(int.from_bytes(head, "big")))
+    """The next JSON message, or None at the end."""
+    raw = await _read_payload(reader)
+    return None if raw is None else orjson.loads(raw)
 
 
 class Writer:
