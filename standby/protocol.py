@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 log = logging.getLogger("standby.protocol")
@@ -60,7 +61,19 @@ class ResponseFormat(BaseModel):
     def _schema_given(self) -> ResponseFormat:
         if self.type == "json_schema" and self.json_schema is None:
             raise ValueError("response_format.json_schema is required when type is json_schema")
+        if self.json_schema is not None:
+            try:  # what every backend is sent: JSON numbers beyond 64 bits cannot be
+                orjson.dumps(self.json_schema.model_dump(by_alias=True))
+            except TypeError:
+                raise ValueError(
+                    "response_format.json_schema: integers must fit in 64 bits"
+                ) from None
         return self
+
+
+# Backends take token counts as 32-bit and seeds as 64-bit integers (and JSON encoders stop at 64
+# bits): a larger number is the client's error, said as such, not a failure further down.
+INT32_MAX = 2**31 - 1
 
 
 class ChatCompletionRequest(BaseModel):
@@ -73,10 +86,10 @@ class ChatCompletionRequest(BaseModel):
     messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
     temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     n: Annotated[int, Field(ge=1, le=1)] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
     stream: bool = False

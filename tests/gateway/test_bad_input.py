@@ -79,6 +79,14 @@ BAD_BODIES: dict[str, bytes] = {
     "negative max_tokens": orjson.dumps({"model": ROUTE, "messages": [USER], "max_tokens": -5}),
     "huge max_tokens": b'{"model":"%s","messages":[{"role":"user","content":"x"}],'
                        b'"max_tokens":%s}' % (ROUTE.encode(), b"9" * 5000),
+    "max_tokens over 32 bits": orjson.dumps({"model": ROUTE, "messages": [USER],
+                                             "max_tokens": 2**31}),
+    "seed over 64 bits": b'{"model":"%s","messages":[{"role":"user","content":"x"}],'
+                         b'"seed":%d}' % (ROUTE.encode(), 2**64),
+    "schema number over 64 bits": b'{"model":"%s","messages":[{"role":"user","content":"x"}],'
+                                  b'"response_format":{"type":"json_schema","json_schema":'
+                                  b'{"name":"n","schema":{"type":"integer","maximum":%d}}}}'
+                                  % (ROUTE.encode(), 2**64),
     "n = 3": orjson.dumps({"model": ROUTE, "messages": [USER], "n": 3}),
     "stream wrong type": orjson.dumps({"model": ROUTE, "messages": [USER], "stream": [1]}),
     "stop too many": orjson.dumps({"model": ROUTE, "messages": [USER], "stop": list("abcde")}),
