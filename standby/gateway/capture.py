@@ -1,18 +1,21 @@
 """Capture: every answered request becomes an ``inference.completed`` event, without slowing
 the request or losing one on a clean shutdown.
 
-request path ──offer()──► bounded queue ──► sender task ──► capture writer process ──► bus
-                 │ full? drop + count      (redact, encode;  (validate; batches of
-                 │                          small frames)     batch_size)
-The request only does a ``put_nowait``. Every ``SEND_WINDOW_S`` (or ``SEND_BATCH`` answers) the
-sender redacts and encodes the queued answers and sends them to the writer process
-(``standby.gateway.capture_writer``), which validates and writes them away from the gateway's
-event loop and GIL, in batches of ``batch_size`` within ``flush_interval_s``, and reports what
-it wrote; the reports feed ``standby_capture_events_total``. Sent answers not yet reported are
-bounded (``2 * batch_size``), so a slow bus fills the queue and further answers are dropped and
-counted, never blocking a client. A writer that dies is restarted; the answers it had not
-reported are counted as dropped. On shutdown the sender sends what is queued and closes the
-writer's stdin; the writer writes it all and exits (``drain_timeout_s`` bounds the wait).
+request path ──offer()──► bounded buffer ──frames──► capture writer process ──► bus
+                 │ full? drop + count   (JSON, every 20 ms   (redact, encode, validate;
+                 │                       or 64 answers)       batches of batch_size)
+``offer()`` encodes the answer's data as JSON (~2 us; the request's objects are freed with the
+request) and appends it to a buffer. Every ``SEND_WINDOW_S`` (or ``SEND_BATCH`` answers) the
+buffer goes to the writer process (``standby.gateway.capture_writer``) as one frame on its
+stdin: a non-blocking write, no task or queue per answer. The writer redacts the answers, builds
+and validates their events and writes them, away from the gateway's event loop and GIL, in
+batches of ``batch_size`` within ``flush_interval_s``, and reports how many it wrote; the
+reports feed ``standby_capture_events_total``. Sent answers not yet reported are bounded
+(``2 * batch_size``): a slow bus keeps answers in the buffer, which fills (``queue_size``), and
+further answers are dropped and counted, never blocking a client. A writer that dies is
+restarted; the answers it had not reported are counted as dropped. On shutdown the buffer is
+sent and the writer's stdin closed; the writer writes it all and exits (``drain_timeout_s``
+bounds the wait).
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ import contextlib
 import itertools
 import logging
 import sys
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from standby.config import CaptureConfig
-from standby.data.redaction import Redactor
 from standby.errors import ConfigError
-from standby.events import BusError, EventTooLarge, encode_inference_completed
+from standby.events import MAX_EVENT_BYTES, BusError
 from standby.gateway.capture_writer import batch_frame, frame, read_frame
 from standby.gateway.metrics import Metrics
 from standby.gateway.router import Outcome
@@ -37,11 +41,8 @@ from standby.protocol import ChatRequest, FinishReason, Usage
 
 log = logging.getLogger("standby.capture")
 
-SOURCE = "standby/gateway"
-
-# The sender's cadence: answers leave the gateway's memory within 20 ms. Holding them for a
-# whole bus batch (~100 ms at 2.5k req/s) kept ~1k requests' objects alive and cost the gateway
-# 5-10 % more CPU per request (measured with the writer pinned to another core).
+# How often the buffer goes to the writer: answers leave the gateway within 20 ms (what a
+# SIGKILLed gateway can lose), in frames of up to 64.
 SEND_BATCH = 64
 SEND_WINDOW_S = 0.02
 START_TIMEOUT_S = 60.0
@@ -64,24 +65,20 @@ class Captured:
     model_version: str | None
 
 
-# Put on the queue by close(): everything before it is sent, then the sender ends.
-_STOP = Captured("", Outcome(""), ChatRequest(()), "", "stop", None, 0.0, False, None, None)
-
-
-def encode(item: Captured, redact: Redactor) -> bytes:
-    """The ``inference.completed`` event of one answer, redacted and encoded (not validated:
-    the writer validates before it writes)."""
+def data_of(item: Captured) -> dict[str, Any]:
+    """One answer's ``inference.completed`` data as plain values, not redacted yet: the writer
+    redacts, builds the event and validates it before anything is written."""
     req, outcome, usage = item.request, item.outcome, item.usage
-    data = {
+    return {
         "request_id": item.request_id,
         "route": outcome.route,
         "backend": outcome.backend,
         "provenance": outcome.provenance,
         "model": outcome.route,
         "model_version": item.model_version,
-        "messages": [{"role": m.role, "content": redact(m.content)} for m in req.messages],
+        "messages": [{"role": m.role, "content": m.content} for m in req.messages],
         "params": req.params(),
-        "response": redact(item.response),
+        "response": item.response,
         "finish_reason": item.finish_reason,
         "usage": {
             "prompt_tokens": usage.prompt_tokens if usage else 0,
@@ -93,7 +90,13 @@ def encode(item: Captured, redact: Redactor) -> bytes:
         "stream": item.stream,
         "key_id": item.key_id,
     }
-    return encode_inference_completed(data, source=SOURCE)
+
+
+def payload(answers: list[bytes]) -> bytes:
+    """A batch frame's JSON: the time it left the gateway and the answers (each already JSON)."""
+    return b"".join(
+        (b'{"at":', orjson.dumps(time.time()), b',"answers":[', b",".join(answers), b"]}")
+    )
 
 
 class WriterProcess:
@@ -105,6 +108,7 @@ class WriterProcess:
         self.stdin = proc.stdin
         self.stdout = proc.stdout
         self.pending: dict[int, int] = {}  # frame seq -> answers in it, until reported
+        self.unreported = 0  # answers sent and not reported yet: the sum of pending
         self.alive = True
 
     @classmethod
@@ -145,18 +149,15 @@ class Capture:
     def __init__(self, config: CaptureConfig, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
-        self.queue: asyncio.Queue[Captured] = asyncio.Queue(config.queue_size)
-        self.redact = Redactor(config.redact_patterns, defaults=config.redact_defaults)
+        self._buffer: list[bytes] = []  # encoded answers not sent to the writer yet
+        self._timer: asyncio.TimerHandle | None = None  # sends the buffer at the window's end
         self._writer: WriterProcess | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._filled = asyncio.Event()  # a full frame is waiting in the queue
+        self._reports_task: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()  # the writer reported, or was replaced
         self._seq = itertools.count()
-        self._holding = 0  # answers the sender holds while it waits for the writer
         self._window_s = min(SEND_WINDOW_S, config.flush_interval_s)
-        self._max_pending = 2 * config.batch_size + SEND_BATCH
-        self._stop_queued = False  # _STOP is in the queue
-        self._all_sent = False
+        self._max_unreported = 2 * config.batch_size + SEND_BATCH
+        self._all_sent = False  # closing: the writer's stdin is closed
         self._count = {
             outcome: metrics.capture_events.labels(outcome)
             for outcome in ("written", "filtered", "dropped")
@@ -164,115 +165,101 @@ class Capture:
 
     async def start(self) -> None:
         """Start the writer process (a bad bus URL or unwritable path stops start-up), then the
-        tasks that feed it and read its reports."""
+        task that reads its reports."""
         self._writer = await WriterProcess.spawn(self.config)
-        self._tasks = [
-            asyncio.create_task(self._frames(), name="capture-sender"),
-            asyncio.create_task(self._reports(), name="capture-reports"),
-        ]
+        self._reports_task = asyncio.create_task(self._reports(), name="capture-reports")
 
     def offer(self, item: Captured) -> None:
-        """Never blocks: a full queue drops the event and counts it."""
+        """Never blocks: a full buffer drops the event and counts it.
+
+        The answer is kept as JSON (~2 us), so the request's objects are freed with the request;
+        one that cannot be encoded, or is over the event size limit before redaction, is dropped
+        here, alone."""
+        if self._all_sent:
+            self._drop(item.request_id, "the gateway has shut capture down")
+            return
         try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
+            answer = orjson.dumps(data_of(item))
+        except TypeError as e:  # e.g. an integer over 64 bits in params
+            self._drop(item.request_id, str(e))
+            return
+        if len(answer) > MAX_EVENT_BYTES:
+            self._drop(item.request_id, f"it is {len(answer)} bytes, over the event size limit")
+            return
+        buffer = self._buffer
+        if len(buffer) >= self.config.queue_size:
             self._count["dropped"].inc()
             return
-        if self.queue.qsize() >= SEND_BATCH:
-            self._filled.set()
+        buffer.append(answer)
+        if len(buffer) >= SEND_BATCH:
+            self._send()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._window_s, self._send)
 
     def filtered(self) -> None:
         self._count["filtered"].inc()
 
     def depth(self) -> int:
-        """Answers not written yet: queued, held by the sender, or with the writer."""
-        pending = sum(self._writer.pending.values()) if self._writer else 0
-        return self.queue.qsize() + self._holding + pending
+        """Answers not written yet: in the buffer or with the writer."""
+        return len(self._buffer) + (self._writer.unreported if self._writer else 0)
 
     async def close(self) -> None:
-        """Send what is queued and let the writer write it (up to ``drain_timeout_s``)."""
-        if not self._tasks:
+        """Send the buffer and let the writer write it (up to ``drain_timeout_s``)."""
+        if self._reports_task is None:
             return
+        reports = self._reports_task
 
         async def drain() -> None:
-            await self.queue.put(_STOP)
-            self._stop_queued = True
-            self._filled.set()
-            await asyncio.gather(*self._tasks)
+            while self._buffer:
+                self._progress.clear()
+                self._send()
+                if self._buffer:  # the writer is busy, or being restarted
+                    await self._progress.wait()
+            self._all_sent = True
+            if self._writer is not None and self._writer.alive:
+                self._writer.stdin.close()  # the writer writes what it has, reports, and exits
+            await reports
 
         try:
             await asyncio.wait_for(drain(), self.config.drain_timeout_s)
         except TimeoutError:
-            lost = self.depth() - self._stop_queued
+            self._all_sent = True
+            lost = self.depth()
             log.error("capture: drain timed out, %d events not written", lost)
             self._count["dropped"].inc(lost)
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._buffer.clear()
+            reports.cancel()
+            await asyncio.gather(reports, return_exceptions=True)
             if self._writer is not None:
+                self._writer.unreported = 0
                 await self._writer.kill()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    # -- the sender: queue -> writer ---------------------------------------------------------
+    def _drop(self, request_id: str, why: str) -> None:
+        log.warning("capture: event %s dropped: %s", request_id, why)
+        self._count["dropped"].inc()
 
-    async def _frames(self) -> None:
-        stopping = False
-        while not stopping:
-            frame = [await self.queue.get()]
-            # Let the frame fill for up to the send window: one timer per frame, not per answer
-            # (offer() sets the event once a full frame is waiting).
-            if self.queue.qsize() < SEND_BATCH - 1 and frame[0] is not _STOP:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._filled.wait(), self._window_s)
-            self._filled.clear()
-            while len(frame) < SEND_BATCH and not self.queue.empty():
-                frame.append(self.queue.get_nowait())
-            if any(item is _STOP for item in frame):
-                self._stop_queued = False
-                frame = [item for item in frame if item is not _STOP]
-                stopping = True
-            if frame:
-                await self._send(self._encode(frame))
-        while not self.queue.empty():  # anything offered after the stop marker
-            count = min(SEND_BATCH, self.queue.qsize())
-            await self._send(self._encode([self.queue.get_nowait() for _ in range(count)]))
-        self._all_sent = True
-        if self._writer is not None and self._writer.alive:
-            self._writer.stdin.close()  # the writer writes what it has, reports, and exits
+    # -- the buffer -> the writer ------------------------------------------------------------
 
-    def _encode(self, frame: list[Captured]) -> list[bytes]:
-        bodies = []
-        for item in frame:
-            try:
-                bodies.append(encode(item, self.redact))
-            except (EventTooLarge, TypeError) as e:  # one answer, never its frame
-                log.warning("capture: event %s dropped: %s", item.request_id, e)
-                self._count["dropped"].inc()
-        return bodies
-
-    async def _send(self, bodies: list[bytes]) -> None:
-        if not bodies:
+    def _send(self) -> None:
+        """Send the buffer in frames of up to SEND_BATCH while the writer has room; what stays
+        is sent when the writer reports or is replaced (``_reports``)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        writer, buffer = self._writer, self._buffer
+        if writer is None or self._all_sent:
             return
-        self._holding = len(bodies)
-        writer = await self._room()
-        seq = next(self._seq)
-        writer.pending[seq] = len(bodies)
-        self._holding = 0
-        writer.stdin.write(batch_frame(seq, bodies))
-        with contextlib.suppress(ConnectionError):  # a dead writer: _reports counts the frame
-            await writer.stdin.drain()
-
-    async def _room(self) -> WriterProcess:
-        """The writer, once it is alive and has room for another frame."""
-        while True:
-            writer = self._writer
-            if (
-                writer is not None
-                and writer.alive
-                and sum(writer.pending.values()) < self._max_pending
-            ):
-                return writer
-            self._progress.clear()
-            await self._progress.wait()
+        while buffer and writer.alive and writer.unreported < self._max_unreported:
+            answers = buffer[:SEND_BATCH]
+            del buffer[:SEND_BATCH]
+            seq = next(self._seq)
+            writer.pending[seq] = len(answers)
+            writer.unreported += len(answers)
+            with contextlib.suppress(ConnectionError):  # a dead writer: _reports counts it
+                writer.stdin.write(batch_frame(seq, payload(answers)))
 
     # -- the writer's reports ----------------------------------------------------------------
 
@@ -283,7 +270,7 @@ class Capture:
             await self._read_reports(writer)
             code = await writer.proc.wait()
             writer.alive = False
-            lost = sum(writer.pending.values())
+            lost, writer.unreported = writer.unreported, 0
             writer.pending.clear()
             self._count["dropped"].inc(lost)
             if self._all_sent:
@@ -294,6 +281,7 @@ class Capture:
                       code, lost)  # fmt: skip
             self._writer = await self._restart()
             self._progress.set()
+            self._send()
 
     async def _read_reports(self, writer: WriterProcess) -> None:
         """Account for each report until the writer's stdout ends."""
@@ -304,16 +292,18 @@ class Capture:
                 report = None
             if report is None:
                 return
-            _, seqs, written, dropped, logs = report
-            for seq in seqs:
-                writer.pending.pop(seq, None)
+            _, seqs, written, logs = report
+            sent = sum(writer.pending.pop(seq, 0) for seq in seqs)
+            writer.unreported -= sent
             for level, message in logs:
                 log.log(level, message)
             if written:
                 self._count["written"].inc(written)
-            if dropped:
-                self._count["dropped"].inc(dropped)
+            if sent > written:
+                self._count["dropped"].inc(sent - written)
             self._progress.set()
+            if self._buffer:
+                self._send()
 
     async def _restart(self) -> WriterProcess:
         for attempt in itertools.count():

@@ -1,24 +1,31 @@
-"""The capture writer: a child process of the gateway that validates captured
-``inference.completed`` events and writes them to the bus in batches.
+"""The capture writer: a child process of the gateway that turns captured answers into
+``inference.completed`` events (redacted, encoded, validated) and writes them to the bus in
+batches.
 
-Why a process: validating an event and writing it (an SQLite insert or a Redis XADD) cost
-~25 us of CPU per answer; in the gateway's process that competed with the event loop for the
-GIL, and answers held for a 256-event batch kept ~1k requests' objects alive, which cost the
-gateway more CPU per request still. Now the gateway keeps an answer for at most ~20 ms, redacts
-and encodes it (orjson, ~8 us) and sends it here in a small frame; this process gathers the
-frames into the bus's large batches (``batch_size``, ``flush_interval_s``).
+Why a process: the gateway serves requests on one event loop, and its CPU is what limits its
+throughput. Redacting, encoding and validating an answer and writing it (an SQLite insert or a
+Redis XADD) cost ~30 us of CPU; here that runs beside the gateway instead of inside it. The
+gateway keeps an answer for at most ~20 ms and sends it here as plain JSON (``data_of`` in
+``standby.gateway.capture``, ~2 us of its CPU per answer); this process gathers the frames into
+the bus's large batches (``batch_size``, ``flush_interval_s``).
 
 Frames on stdin / stdout start with a 4-byte big-endian length.
 
     gateway -> writer   the CaptureConfig (JSON), then batch frames (``batch_frame``: an 8-byte
-                        sequence number, then encoded events separated by newlines); EOF: stop
+                        sequence number, then JSON ``{"at": unix time, "answers": [data, ...]}``,
+                        each ``data`` InferenceCompletedData's fields, not redacted yet);
+                        EOF: stop
     writer -> gateway   JSON: ["ready"] or ["failed", kind, message, reason] once, then per
-                        write ["done", [seq, ...], written, dropped, [[level, message], ...]]
+                        write ["done", [seq, ...], written, [[level, message], ...]]: the
+                        frames it covered and how many of their answers were written; the
+                        gateway counts the rest as dropped
 
-Events arrive redacted; one that does not decode as a valid event is dropped, counted and
-logged. The writer ignores SIGINT and SIGTERM (a Ctrl-C or ``docker stop`` reaches the whole
-process group): it stops when its stdin closes, after writing every frame it has received, so a
-gateway that exits cleanly or dies loses nothing it had already handed over.
+Redaction happens here, before anything is written: the unredacted text only crosses the pipe
+between the gateway and its own child. An answer that does not make a valid event (or is over
+the size limit) is dropped alone and logged; a frame that is not valid JSON is dropped whole.
+The writer ignores SIGINT and SIGTERM (a Ctrl-C or ``docker stop`` reaches the whole process
+group): it stops when its stdin closes, after writing every frame it has received, so a gateway
+that exits cleanly or dies loses nothing it had already handed over.
 """
 
 from __future__ import annotations
@@ -30,15 +37,26 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
 
 from standby.config import CaptureConfig
+from standby.data.redaction import Redactor
 from standby.errors import ConfigError
-from standby.events import Bus, BusError, MalformedEvent, decode_event, open_bus
+from standby.events import (
+    Bus,
+    BusError,
+    EventTooLarge,
+    MalformedEvent,
+    decode_event,
+    encode_inference_completed,
+    open_bus,
+)
 from standby.gctune import freeze_startup_objects
 
+SOURCE = "standby/gateway"  # the events' source: they describe the gateway's answers
 RETRIES = 3
 Log = list[list[Any]]  # [[logging level, message], ...], logged by the gateway
 
@@ -48,10 +66,9 @@ def frame(message: Any) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
-def batch_frame(seq: int, bodies: list[bytes]) -> bytes:
-    """A batch of encoded events: the frame's length, the batch's sequence number (8 bytes),
-    then the events separated by newlines (orjson never writes a raw newline)."""
-    payload = b"\n".join(bodies)
+def batch_frame(seq: int, payload: bytes) -> bytes:
+    """A batch of answers: the frame's length, the batch's sequence number (8 bytes, readable
+    even when the payload is not), then the JSON payload."""
     return (len(payload) + 8).to_bytes(4, "big") + seq.to_bytes(8, "big") + payload
 
 
@@ -67,10 +84,10 @@ async def _read_payload(reader: asyncio.StreamReader) -> bytes | None:
     return await reader.readexactly(int.from_bytes(head, "big"))
 
 
-async def read_batch(reader: asyncio.StreamReader) -> tuple[int, list[bytes]] | None:
-    """The next batch frame (sequence number, encoded events), or None at the end."""
+async def read_batch(reader: asyncio.StreamReader) -> tuple[int, bytes] | None:
+    """The next batch frame (sequence number, JSON payload), or None at the end."""
     raw = await _read_payload(reader)
-    return None if raw is None else (int.from_bytes(raw[:8], "big"), raw[8:].split(b"\n"))
+    return None if raw is None else (int.from_bytes(raw[:8], "big"), raw[8:])
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:
@@ -79,36 +96,71 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     return None if raw is None else orjson.loads(raw)
 
 
+def event_body(data: Any, at: datetime, redact: Redactor) -> bytes:
+    """One answer's ``inference.completed`` event as it is written: its texts redacted, the
+    envelope encoded, the bytes validated. MalformedEvent or EventTooLarge when it cannot be.
+
+    Every message content and the response that is a string is redacted before anything else
+    looks at it; a field that is not a string fails validation, so nothing unredacted passes."""
+    if not isinstance(data, dict):
+        raise MalformedEvent("invalid event: data: not a JSON object")
+    messages = data.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                message["content"] = redact(message["content"])
+    if isinstance(data.get("response"), str):
+        data["response"] = redact(data["response"])
+    body = encode_inference_completed(data, source=SOURCE, at=at)
+    decode_event(body)
+    return body
+
+
+def read_answers(payload: bytes) -> tuple[datetime, list[Any]]:
+    """A batch frame's time and answers; MalformedEvent when the payload is not that shape."""
+    try:
+        batch = orjson.loads(payload)
+        at = datetime.fromtimestamp(batch["at"], UTC)
+        answers = batch["answers"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as e:
+        raise MalformedEvent(f"unreadable capture frame ({type(e).__name__})") from None
+    if not isinstance(answers, list):
+        raise MalformedEvent("unreadable capture frame (answers is not a list)")
+    return at, answers
+
+
 class Writer:
-    """Validates the events of the frames it is given and publishes them in batches of up to
-    ``batch_size``, at the latest ``flush_interval_s`` after the first one arrived; each flush
-    reports the frames it covered."""
+    """Turns the answers of the frames it is given into events and publishes them in batches of
+    up to ``batch_size``, at the latest ``flush_interval_s`` after the first one arrived; each
+    flush reports the frames it covered and how many of their answers were written."""
 
     def __init__(self, config: CaptureConfig, bus: Bus, report: Callable[[Any], None]) -> None:
         self.bus = bus
         self.batch_size = config.batch_size
         self.flush_interval_s = config.flush_interval_s
+        self.redact = Redactor(config.redact_patterns, defaults=config.redact_defaults)
         self.report = report
         self.bodies: list[bytes] = []  # valid encoded events, not written yet
         self.seqs: list[int] = []  # the frames they came in
-        self.rejected = 0
         self.logs: Log = []
         self.first_at = 0.0
 
-    def add(self, seq: int, bodies: list[bytes]) -> None:
-        """Keep each event that decodes as a valid ``inference.completed``; one that does not
-        is dropped alone (and counted and logged)."""
+    def add(self, seq: int, payload: bytes) -> None:
+        """Keep the event of each answer in the frame; an answer that makes no valid event is
+        dropped alone (and logged; the gateway counts it), an unreadable frame whole."""
         if not self.seqs:
             self.first_at = time.monotonic()
         self.seqs.append(seq)
-        for body in bodies:
+        try:
+            at, answers = read_answers(payload)
+        except MalformedEvent as e:
+            self.log(logging.ERROR, f"capture: frame {seq} dropped: {e}")
+            return
+        for data in answers:
             try:
-                decode_event(body)
-            except MalformedEvent as e:
-                self.rejected += 1
+                self.bodies.append(event_body(data, at, self.redact))
+            except (MalformedEvent, EventTooLarge) as e:
                 self.log(logging.WARNING, f"capture: event dropped: {e}")
-            else:
-                self.bodies.append(body)
 
     def due_in(self) -> float | None:
         """Seconds until the held events must be written; None when none are held."""
@@ -123,8 +175,8 @@ class Writer:
         counted as dropped, never raised."""
         if not self.seqs:
             return
-        bodies, seqs, rejected = self.bodies, self.seqs, self.rejected
-        self.bodies, self.seqs, self.rejected = [], [], 0
+        bodies, seqs = self.bodies, self.seqs
+        self.bodies, self.seqs = [], []
         written = 0
         for attempt in range(1, RETRIES + 1):
             try:
@@ -139,7 +191,7 @@ class Writer:
                 written = len(bodies)
                 break
         logs, self.logs = self.logs, []
-        self.report(["done", seqs, written, rejected + len(bodies) - written, logs])
+        self.report(["done", seqs, written, logs])
 
     def log(self, level: int, message: str) -> None:
         self.logs.append([level, message])
@@ -165,7 +217,7 @@ async def serve(reader: asyncio.StreamReader, out: IO[bytes]) -> int:
         report(["failed", kind, str(e), getattr(e, "reason", "error")])
         return 1
     writer = Writer(config, bus, report)
-    frames: asyncio.Queue[tuple[int, list[bytes]] | None] = asyncio.Queue()
+    frames: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
     reading = asyncio.create_task(_read_frames(reader, frames))
     freeze_startup_objects()
     report(["ready"])
@@ -189,7 +241,7 @@ async def serve(reader: asyncio.StreamReader, out: IO[bytes]) -> int:
 
 
 async def _read_frames(
-    reader: asyncio.StreamReader, frames: asyncio.Queue[tuple[int, list[bytes]] | None]
+    reader: asyncio.StreamReader, frames: asyncio.Queue[tuple[int, bytes] | None]
 ) -> None:
     """Batches into ``frames`` (read while the writer writes), then None at the end of input;
     a frame cut off by the gateway's death ends the input too."""

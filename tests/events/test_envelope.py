@@ -55,6 +55,8 @@ def test_the_capture_encoder_writes_what_the_model_would() -> None:
     back = decode_event(raw)
     assert isinstance(back, InferenceCompleted)
     assert back.data == event.data and back.source == "tests"
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)  # the capture writer's frame time
+    assert decode_event(encode_inference_completed(dict(data), source="t", at=at)).time == at
 
 
 @pytest.mark.parametrize(
