@@ -203,7 +203,10 @@ class CaptureConfig(Strict):
         default="sqlite:///./.standby/events.db",
         description="sqlite:///path (embedded default) or redis://host:port/db",
     )
-    queue_size: Annotated[int, Field(ge=1)] = 10_000
+    queue_size: Annotated[int, Field(ge=1)] = Field(
+        default=10_000,
+        description="Answers the gateway buffers for its writer; beyond: dropped and counted.",
+    )
     batch_size: Annotated[int, Field(ge=1)] = 256
     flush_interval_s: PositiveSeconds = Field(
         default=0.2, description="The flush window: how long a captured answer may wait unwritten."
