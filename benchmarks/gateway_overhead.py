@@ -761,7 +761,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--ab-rounds",
         type=int,
         default=None,
-        help="capture on/off: pairs of alternating runs (default 10; quick 2)",
+        help="capture on/off: pairs of alternating runs (default 20; quick 2)",
     )
     p.add_argument("--ab-seconds", type=int, default=2,
                    help="capture on/off: seconds per run (default 2)")  # fmt: skip
@@ -773,7 +773,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.duration = args.duration or (1 if args.quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
-    args.ab_rounds = args.ab_rounds if args.ab_rounds is not None else (2 if args.quick else 10)
+    args.ab_rounds = args.ab_rounds if args.ab_rounds is not None else (2 if args.quick else 20)
     if args.output is None and not args.quick:
         args.output = str(REPO / "docs" / "benchmarks.md")
     return args
