@@ -180,7 +180,7 @@ class Capture:
             return
         try:
             answer = orjson.dumps(data_of(item))
-        except TypeError as e:  # e.g. an integer over 64 bits in params
+        except TypeError as e:  # not encodable (request validation should prevent it)
             self._drop(item.request_id, str(e))
             return
         if len(answer) > MAX_EVENT_BYTES:
