@@ -11,11 +11,11 @@ stdin: a non-blocking write, no task or queue per answer. The writer redacts the
 and validates their events and writes them, away from the gateway's event loop and GIL, in
 batches of ``batch_size`` within ``flush_interval_s``, and reports how many it wrote; the
 reports feed ``standby_capture_events_total``. Sent answers not yet reported are bounded
-(``2 * batch_size``): a slow bus keeps answers in the buffer, which fills (``queue_size``), and
-further answers are dropped and counted, never blocking a client. A writer that dies is
-restarted; the answers it had not reported are counted as dropped. On shutdown the buffer is
-sent and the writer's stdin closed; the writer writes it all and exits (``drain_timeout_s``
-bounds the wait).
+(``2 * batch_size + SEND_BATCH``): a slow bus keeps answers in the buffer, which fills
+(``queue_size``), and further answers are dropped and counted, never blocking a client. A
+writer that dies is restarted; the answers it had not reported are counted as dropped. On
+shutdown the buffer is sent and the writer's stdin closed; the writer writes it all and
+exits (``drain_timeout_s`` bounds the wait).
 """
 
 from __future__ import annotations

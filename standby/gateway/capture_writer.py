@@ -160,7 +160,8 @@ class Writer:
             try:
                 self.bodies.append(event_body(data, at, self.redact))
             except (MalformedEvent, EventTooLarge) as e:
-                self.log(logging.WARNING, f"capture: event dropped: {e}")
+                rid = data.get("request_id") if isinstance(data, dict) else None
+                self.log(logging.WARNING, f"capture: event {rid} dropped: {e}")
 
     def due_in(self) -> float | None:
         """Seconds until the held events must be written; None when none are held."""
@@ -269,10 +270,6 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(asyncio.run(_main()))
-
-
-def _one_line(error: Exception) -> str:
-    return str(error).splitlines()[0][:200]
 
 
 if __name__ == "__main__":

@@ -89,8 +89,9 @@ async def test_bad_answers_are_dropped_alone_and_said_in_one_line(tmp_path: Path
     assert seqs == {0, 1, 2, 3}  # every frame is reported: the gateway counts the rest dropped
     assert written == 2
     assert sorted(e.data.request_id for e in await stored(db)) == ["good-1", "good-2"]
-    dropped = [line for line in logs if line.startswith("capture: event dropped: ")]
+    dropped = [line for line in logs if line.startswith("capture: event ") and " dropped: " in line]
     assert len(dropped) == len(bad)
+    assert any(line.startswith("capture: event bad-provenance dropped: ") for line in dropped)
     assert any("provenance" in line for line in dropped)
     assert any("bytes encoded, over the" in line for line in dropped)
     assert sum(line.startswith("capture: frame 1 dropped: unreadable") for line in logs) == 1
