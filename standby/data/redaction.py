@@ -63,8 +63,20 @@ class Redactor:
         self._rules = [(re.compile(p), f"[{kind}]", _NEEDS.get(kind)) for kind, p in rules]
 
     def __call__(self, text: str) -> str:
-        present = _present(text)
-        for rule, label, needs in self._rules:
-            if needs is None or needs in present:
+        return self.many([text])[0]
+
+    def many(self, texts: list[str]) -> list[str]:
+        """Each of ``texts`` redacted. The pre-checks run once, over all of them together: a
+        substring of one text is a substring of them joined, so no rule that could match is
+        skipped (an answer's prompt and response usually need none)."""
+        present = _present(texts[0] if len(texts) == 1 else "\n".join(texts))
+        rules = [(rule, label) for rule, label, needs in self._rules
+                 if needs is None or needs in present]  # fmt: skip
+        if not rules:
+            return texts
+        redacted = []
+        for text in texts:
+            for rule, label in rules:
                 text = rule.sub(label, text)
-        return text
+            redacted.append(text)
+        return redacted

@@ -9,8 +9,8 @@ Events are written at gateway request rates: encoding and decoding are pydantic-
 serializer and parser (serializing straight to bytes is ~20% cheaper than model_dump + orjson;
 validating straight from bytes ~40% faster than orjson.loads + validate), and the size limit
 is checked on the encoded bytes before anything reaches storage. The capture writer skips the
-models on the way out: ``encode_inference_completed`` writes the envelope with orjson, and the
-writer validates those bytes with ``decode_event`` before it stores them.
+models on the way out: ``encode_inference_completed`` validates the answer's data against
+``InferenceCompletedData`` and writes it, in the envelope, with orjson.
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ class PipelineEvent(_Envelope):
 
 Event = Annotated[InferenceCompleted | BreakerChanged | PipelineEvent, Field(discriminator="type")]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+_DATA_VALIDATOR = InferenceCompletedData.__pydantic_validator__
 
 
 def encode_event(event: Event) -> bytes:
@@ -154,12 +155,17 @@ def encode_inference_completed(
     data: dict[str, Any], *, source: str, at: datetime | None = None
 ) -> bytes:
     """An ``inference.completed`` event for ``data`` (InferenceCompletedData's fields as plain
-    values), encoded with orjson next to the fixed envelope fields, with a new id and the time
-    ``at`` (default: now).
+    JSON values), validated, then encoded with orjson next to the envelope fields, with a new
+    id and the time ``at`` (default: now).
 
-    The capture writer's path: ~4x cheaper than building the envelope model and serializing
-    it. Not validated here: the capture writer validates the bytes (decode_event) before it
-    writes them. EventTooLarge like encode_event."""
+    The capture writer's path, ~3x cheaper than ``encode_event`` of a model plus ``decode_event``
+    of the bytes: only ``data`` comes from outside (the envelope's fields are made here), so only
+    ``data`` is validated, as a dict, and then encoded as given. MalformedEvent (naming the
+    field) when it is off the schema; EventTooLarge like encode_event."""
+    try:
+        _DATA_VALIDATOR.validate_python(data)
+    except ValidationError as e:
+        raise MalformedEvent(f"invalid event: {_first_error(e, 'data')}") from None
     envelope = {"specversion": SPEC_VERSION, "id": new_event_id(), "time": at or _now(),
                 "source": source, "type": "inference.completed", "data": data}  # fmt: skip
     raw = orjson.dumps(envelope, option=orjson.OPT_UTC_Z)
@@ -187,10 +193,14 @@ def decode_event(raw: bytes | str) -> Event:
             raise MalformedEvent(
                 f"unsupported event specversion {version!r} (this reader: {SPEC_VERSION})"
             ) from None
-        first = e.errors()[0]
-        loc = [str(p) for p in first["loc"]]
-        where = f"{'.'.join(loc)}: " if loc else ""
-        raise MalformedEvent(f"invalid event: {where}{first['msg']}") from None
+        raise MalformedEvent(f"invalid event: {_first_error(e)}") from None
+
+
+def _first_error(e: ValidationError, *within: str) -> str:
+    """``field.path: what is wrong`` for the first error of ``e``."""
+    first = e.errors()[0]
+    loc = [*within, *(str(p) for p in first["loc"])]
+    return f"{'.'.join(loc)}: {first['msg']}" if loc else str(first["msg"])
 
 
 def _version_of(raw: bytes | str) -> object:

@@ -2,15 +2,15 @@
 the request or losing one on a clean shutdown.
 
 request path ──offer()──► bounded buffer ──frames──► capture writer process ──► bus
-                 │ full? drop + count   (JSON, every 20 ms   (redact, encode, validate;
+                 │ full? drop + count   (JSON, every 20 ms   (redact, validate, encode;
                  │                       or 64 answers)       batches of batch_size)
 ``offer()`` encodes the answer's data as JSON (~2 us; the request's objects are freed with the
 request) and appends it to a buffer. Every ``SEND_WINDOW_S`` (or ``SEND_BATCH`` answers) the
 buffer goes to the writer process (``standby.gateway.capture_writer``) as one frame on its
-stdin: a non-blocking write, no task or queue per answer. The writer redacts the answers, builds
-and validates their events and writes them, away from the gateway's event loop and GIL, in
-batches of ``batch_size`` within ``flush_interval_s``, and reports how many it wrote; the
-reports feed ``standby_capture_events_total``. Sent answers not yet reported are bounded
+stdin: a non-blocking write, no task or queue per answer. The writer redacts the answers,
+validates and encodes their events and writes them, away from the gateway's event loop and
+GIL, in batches of ``batch_size`` within ``flush_interval_s``, and reports how many it wrote;
+the reports feed ``standby_capture_events_total``. Sent answers not yet reported are bounded
 (``2 * batch_size + SEND_BATCH``): a slow bus keeps answers in the buffer, which fills
 (``queue_size``), and further answers are dropped and counted, never blocking a client. A
 writer that dies is restarted; the answers it had not reported are counted as dropped. On

@@ -56,3 +56,14 @@ def test_the_pre_check_never_skips_a_match(text: str) -> None:
     for kind, pattern in DEFAULT_PATTERNS.items():
         everything = re.sub(pattern, f"[{kind}]", everything)
     assert Redactor()(text) == everything
+
+
+def test_redacting_texts_together_equals_one_by_one() -> None:
+    """``many`` runs the pre-check once over all the texts (an answer's prompt and response):
+    whatever the other text holds, each text comes out as if redacted alone."""
+    redact = Redactor()
+    for first in TRICKY:
+        for second in TRICKY:
+            assert redact.many([first, second]) == [redact(first), redact(second)]
+    prose = ["Say hello in one short sentence.", "Hello there, friend."]
+    assert redact.many(prose) is prose  # nothing to look for: the texts come back as they are

@@ -69,12 +69,17 @@ def test_the_capture_encoder_writes_what_the_model_would() -> None:
         ({"key_id": "sk-not-a-digest"}, "key_id"),
     ],
 )
-def test_data_off_the_schema_is_refused_when_read(change: dict[str, Any], message: str) -> None:
-    """The capture encoder does not validate; decode_event (what the capture writer runs on
-    every body before writing it) refuses data off the schema, naming the field."""
+def test_the_capture_encoder_refuses_data_off_the_schema(
+    change: dict[str, Any], message: str
+) -> None:
+    """encode_inference_completed validates the data it is given (the envelope's fields are its
+    own) and names the field, in one line, like decode_event does for the same data."""
     data = {**inference_event(0).data.model_dump(mode="json"), **change}
-    with pytest.raises(MalformedEvent, match=message):
-        decode_event(encode_inference_completed(data, source="tests"))
+    with pytest.raises(MalformedEvent, match=rf"^invalid event: data\.{message}\b") as err:
+        encode_inference_completed(data, source="tests")
+    assert err.value.reason == "malformed" and "\n" not in str(err.value)
+    with pytest.raises(MalformedEvent, match=rf"\bdata\.{message}\b"):
+        decode_event(_raw(**{f"data_{key}": value for key, value in change.items()}))
 
 
 def test_breaker_and_pipeline_events_round_trip() -> None:
