@@ -59,8 +59,10 @@ NPROC = os.cpu_count() or 1
 BEGIN = "<!-- BEGIN gateway_overhead results (generated: edit the script, not this block) -->"
 END = "<!-- END gateway_overhead results -->"
 TARGETS = ("direct", "floor", "standby", "standby-nocapture", "litellm")
-# --pin: the proxy under test gets CPU 0 to itself; the simulator and wrk share CPU 1.
-PIN_LAYOUT = {"proxy": "0", "sim": "1", "wrk": "1"}
+# --pin: the proxy under test gets CPU 0 to itself; the simulator and wrk share CPU 1, and so
+# does standby's capture writer (a child of the gateway, which would inherit CPU 0; in
+# production it runs on another core than the gateway's event loop, when there is one).
+PIN_LAYOUT = {"proxy": "0", "sim": "1", "wrk": "1", "writer": "1"}
 MODES = ("non-stream", "stream")
 # capture_ab's arms: the route each one calls on the ``standby`` gateway (the two off routes
 # are the A/A control).
@@ -126,6 +128,28 @@ def group_cpu_s(pgid: int) -> float:
         if int(fields[2]) == pgid:  # fields[0] is state; [2] pgrp; [11..14] u/s/cu/cs time
             total += sum(int(x) for x in fields[11:15])
     return total / TICK
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from /proc."""
+    children = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if int(raw[raw.rindex(b")") + 2 :].split()[1]) == pid:  # fields[1] is the parent
+            children.append(int(entry.name))
+    return children
+
+
+def pin_process(pid: int, cpus: str) -> None:
+    """Move every thread of ``pid`` to ``cpus`` (threads it starts later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), {int(c) for c in cpus.split(",")})
 
 
 def machine_busy_s() -> float:
@@ -737,7 +761,9 @@ def render(
         f"Command: `{command}` ({args.warmup} s warm-up + {args.duration} s measured per "
         f"cell, one `wrk` thread"
         + (
-            "; pinned: proxy on CPU 0, simulator + wrk on CPU 1)." if args.pin else ", no pinning)."
+            "; pinned: proxy on CPU 0, simulator + wrk + capture writer on CPU 1)."
+            if args.pin
+            else ", no pinning)."
         ),
         "",
         *facts,
@@ -800,7 +826,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="smoke run: 1 s cells, c=1 and 16, no litellm, prints only")  # fmt: skip
     p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
     p.add_argument("--pin", action="store_true",
-                   help="taskset: proxy on CPU 0, simulator and wrk on CPU 1")  # fmt: skip
+                   help="proxy on CPU 0; simulator, wrk, capture writer on CPU 1")  # fmt: skip
     p.add_argument("--concurrency", default=None, help="comma list (default 1,16,64)")
     p.add_argument(
         "--ab-rounds",
@@ -866,6 +892,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cleanup_on_signals(procs):
             print(f"starting {', '.join(names)} (logs in {work})", flush=True)
             sim, targets = start_targets(procs, names)
+            if args.pin:  # standby's capture writer joins the simulator and wrk
+                for target in targets.values():
+                    if target.proc is not None and target.name.startswith("standby"):
+                        for pid in child_pids(target.proc.pgid):
+                            pin_process(pid, PIN_LAYOUT["writer"])
+                            print(f"  {target.name}: capture writer {pid} on CPU "
+                                  f"{PIN_LAYOUT['writer']}", flush=True)  # fmt: skip
             scripts = {mode: wrk_script(work, mode == "stream") for mode in MODES}
             print(
                 f"{'target':8} {'mode':10} {'c':>3} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
