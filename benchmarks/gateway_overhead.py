@@ -112,10 +112,9 @@ def free_port() -> int:
         return port
 
 
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of every live process in process group ``pgid`` (and of its
-    reaped children), from /proc."""
-    total = 0
+def proc_stats() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of every live process:
+    [0] state, [1] parent, [2] process group, [11..14] user / system / children's u / s time."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -124,26 +123,21 @@ def group_cpu_s(pgid: int) -> float:
                 raw = f.read()
         except OSError:
             continue
-        fields = raw[raw.rindex(b")") + 2 :].split()
-        if int(fields[2]) == pgid:  # fields[0] is state; [2] pgrp; [11..14] u/s/cu/cs time
-            total += sum(int(x) for x in fields[11:15])
+        yield int(entry.name), raw[raw.rindex(b")") + 2 :].split()
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid`` (and of its
+    reaped children), from /proc."""
+    total = sum(
+        sum(int(x) for x in fields[11:15]) for _, fields in proc_stats() if int(fields[2]) == pgid
+    )
     return total / TICK
 
 
 def child_pids(pid: int) -> list[int]:
     """The processes whose parent is ``pid``, from /proc."""
-    children = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        if int(raw[raw.rindex(b")") + 2 :].split()[1]) == pid:  # fields[1] is the parent
-            children.append(int(entry.name))
-    return children
+    return [child for child, fields in proc_stats() if int(fields[1]) == pid]
 
 
 def pin_process(pid: int, cpus: str) -> None:

@@ -67,7 +67,7 @@ class Captured:
 
 def data_of(item: Captured) -> dict[str, Any]:
     """One answer's ``inference.completed`` data as plain values, not redacted yet: the writer
-    redacts, builds the event and validates it before anything is written."""
+    redacts it, validates it and encodes its event before anything is written."""
     req, outcome, usage = item.request, item.outcome, item.usage
     return {
         "request_id": item.request_id,
