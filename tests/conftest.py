@@ -16,4 +16,5 @@ pytest_plugins = [
     "tests.fixtures.drill_report",
     "tests.fixtures.secrets",
     "tests.fixtures.vllm_sim",
+    "tests.fixtures.ports",
 ]

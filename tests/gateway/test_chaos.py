@@ -175,14 +175,14 @@ async def test_slow_primary_around_the_first_token_timeout(
 
 
 async def test_every_backend_down_is_a_fast_clean_503(
-    sim: RunningSim, start_gateway: StartGateway, drill_report: Record
+    sim: RunningSim, start_gateway: StartGateway, drill_report: Record, refused_port: int
 ) -> None:
     """Primary 503 and backup refusing connections: each client gets 503 with Retry-After and a
     body naming both backends' errors; once both breakers are open nobody waits on a backend,
     and nothing piles up (in-flight back to 0)."""
     config = drill_config(sim.url, None)
     config["backends"]["backup"] = {
-        "type": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "m",
+        "type": "openai", "base_url": f"http://127.0.0.1:{refused_port}/v1", "model": "m",
         "timeouts": {"connect_s": 0.5, "first_token_s": 1, "idle_s": 1, "total_s": 2},
     }  # fmt: skip
     config["routes"] = {ROUTE: ["gemini", "backup"]}

@@ -10,7 +10,6 @@ import httpx
 import openai
 import pytest
 
-from standby.sim.background import free_port
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim
 
@@ -72,8 +71,10 @@ def test_failure_moves_to_the_fallback_and_counts(
     assert sim.sim.requests == 3
 
 
-def test_connection_refused_fails_over(tiny_model_dir: Path, start_gateway: StartGateway) -> None:
-    gw = start_gateway(base_config(f"http://127.0.0.1:{free_port()}", tiny_model_dir))
+def test_connection_refused_fails_over(
+    tiny_model_dir: Path, start_gateway: StartGateway, refused_port: int
+) -> None:
+    gw = start_gateway(base_config(f"http://127.0.0.1:{refused_port}", tiny_model_dir))
     headers, _, _ = ask(gw)
     assert headers["x-standby-backend"] == "gemma"
     assert headers["x-standby-fallback-reason"] == "connect"
@@ -171,11 +172,11 @@ def test_blocked_answer_can_opt_into_fallback(
 
 
 def test_every_backend_failing_is_a_503_naming_each(
-    sim: RunningSim, start_gateway: StartGateway
+    sim: RunningSim, start_gateway: StartGateway, refused_port: int
 ) -> None:
     config = base_config(sim.url, None)
     config["backends"]["backup"] = {
-        "type": "gemini", "model": ROUTE, "base_url": f"http://127.0.0.1:{free_port()}",
+        "type": "gemini", "model": ROUTE, "base_url": f"http://127.0.0.1:{refused_port}",
     }  # fmt: skip
     config["routes"] = {ROUTE: ["gemini", "backup"]}
     gw = start_gateway(config)

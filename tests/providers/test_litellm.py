@@ -19,7 +19,6 @@ from standby.errors import (
 )
 from standby.protocol import ChatRequest, Delta, Message
 from standby.providers.litellm import LiteLLMProvider
-from standby.sim.background import free_port
 from tests.fixtures.sim import SIM_KEY, RunningSim
 
 # litellm imports its GitHub Copilot authenticator on a first call; depending on what was
@@ -155,9 +154,9 @@ async def test_litellm_does_not_retry(sim: RunningSim, on: Any, surface: str) ->
 
 @pytest.mark.parametrize("surface", SURFACES)
 @pytest.mark.parametrize("stream", [False, True])
-async def test_connection_refused(make: Any, surface: str, stream: bool) -> None:
+async def test_connection_refused(make: Any, surface: str, stream: bool, refused_port: int) -> None:
     """litellm reports a refused connection to an ``openai/`` model as InternalServerError."""
-    base = f"http://127.0.0.1:{free_port()}/v1beta"
+    base = f"http://127.0.0.1:{refused_port}/v1beta"
     p = await make(f"{surface}/gemini-2.5-flash", base)
     with pytest.raises(UpstreamConnectError):
         await (collect(p) if stream else p.complete(HELLO))

@@ -194,8 +194,8 @@ async def test_400_is_the_clients_error(sim: RunningSim, make: Any, stream: bool
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_connection_refused(make: Any, stream: bool) -> None:
-    p = await make(f"http://127.0.0.1:{free_port()}/v1", "m")
+async def test_connection_refused(make: Any, stream: bool, refused_port: int) -> None:
+    p = await make(f"http://127.0.0.1:{refused_port}/v1", "m")
     with pytest.raises(UpstreamConnectError):
         await (collect(p) if stream else p.complete(HELLO))
 

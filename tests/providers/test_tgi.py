@@ -19,7 +19,6 @@ from standby.errors import (
 )
 from standby.protocol import ChatRequest, Delta, Message
 from standby.providers.tgi import TGIProvider, gemma_prompt
-from standby.sim.background import free_port
 from standby.sim.tgi import ANSWER
 from tests.fixtures.tgi_sim import RunningTGI
 
@@ -266,8 +265,8 @@ async def test_malformed_body(tgi_sim: RunningTGI, make: Any, stream: bool) -> N
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_connection_refused(make: Any, stream: bool) -> None:
-    p = await make(f"http://127.0.0.1:{free_port()}")
+async def test_connection_refused(make: Any, stream: bool, refused_port: int) -> None:
+    p = await make(f"http://127.0.0.1:{refused_port}")
     with pytest.raises(UpstreamConnectError):
         await (collect(p) if stream else p.complete(HELLO))
 
