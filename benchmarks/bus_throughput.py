@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from standby.events import (
+from standby.store import (
     Bus,
     ChatMessage,
     InferenceCompleted,

@@ -17,12 +17,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from standby.config import CaptureConfig, load_section
-from standby.data.config import DataConfig
+from standby.config import CaptureConfig, DataConfig, load_section
 from standby.data.merge import register_merge
 from standby.data.pairs import SPLITS, PairStore, Stats
 from standby.errors import ConfigError
-from standby.events.bus import safe_url
+from standby.store.bus import safe_url
 from standby.toolconfig import OneLineParser
 
 _TYPES = {"store": str, "test_fraction": float, "batch_size": int, "block_s": float}
@@ -103,7 +102,7 @@ def _key_id(text: str) -> str:
 def cmd_purge(args: argparse.Namespace) -> None:
     """Bus first (it names the events of a key id), then the pairs made from them."""
     from standby.data.materializer import TOPIC
-    from standby.events import open_bus
+    from standby.store import open_bus
 
     if args.before is None and args.key_id is None:
         raise ConfigError("standby data purge: give --before DATE, --key-id ID or both")
@@ -166,7 +165,7 @@ def _print_json(value: Any) -> None:
 
 def cmd_materialize(args: argparse.Namespace) -> None:
     from standby.data.materializer import Materializer
-    from standby.events import open_bus
+    from standby.store import open_bus
 
     data, bus_url = resolve(args)
 
@@ -199,7 +198,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 def cmd_snapshot(args: argparse.Namespace) -> None:
     from standby.data.materializer import take_snapshot
-    from standby.events import open_bus
+    from standby.store import open_bus
 
     data, bus_url = resolve(args)
 

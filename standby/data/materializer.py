@@ -29,7 +29,7 @@ from standby.data.pairs import (
     WriteResult,
     timestamp,
 )
-from standby.events import Bus, BusError, Event, InferenceCompleted, PipelineEvent
+from standby.store import Bus, BusError, Event, InferenceCompleted, PipelineEvent
 
 log = logging.getLogger("standby.data.materializer")
 

@@ -26,9 +26,9 @@ from typing import Any, Self
 
 import orjson
 
-from standby.data.config import DataConfig
+from standby.config import DataConfig
 from standby.errors import ConfigError, GatewayError
-from standby.events import new_event_id
+from standby.store import new_event_id
 
 SPLITS = ("train_sft", "test_sft")
 SOURCE = "captured"

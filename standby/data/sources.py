@@ -58,7 +58,7 @@ def load_split(source: str, split: str, *, revision: str | None = None) -> Loade
 
 
 def _from_pair_store(source: str, split: str) -> Loaded:
-    from standby.data.config import DataConfig
+    from standby.config import DataConfig
     from standby.data.export import dataset_dict, splits_of
     from standby.data.pairs import PairStore
 
@@ -72,7 +72,7 @@ def _from_pair_store(source: str, split: str) -> Loaded:
 
 
 def _store_hash(source: str) -> str:
-    from standby.data.config import DataConfig
+    from standby.config import DataConfig
     from standby.data.pairs import PairStore
 
     with (

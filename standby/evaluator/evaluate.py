@@ -219,7 +219,7 @@ def _push(cfg: EvaluateConfig, rows: list[dict[str, Any]]) -> str:
 
 
 async def _publish(url: str, report: dict[str, Any]) -> None:
-    from standby.events import PipelineEvent, open_bus
+    from standby.store import PipelineEvent, open_bus
 
     gate = report.get("gate") or {}
     data = {

@@ -30,7 +30,7 @@ from standby.gateway.errors import JSON
 
 if TYPE_CHECKING:
     from standby.gateway.app import Gateway
-    from standby.pipeline.registry import Registry
+    from standby.store.registry import Registry
 
 log = logging.getLogger("standby.admin")
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -141,9 +141,9 @@ def _parse(model: type[BaseModel], body: bytes) -> Any:
 
 
 async def _registry(gw: Gateway, work: Callable[[Registry, Any], Awaitable[Any]]) -> dict[str, Any]:
-    from standby.events import open_bus
-    from standby.pipeline.registry import Registry, RegistryError
-    from standby.pipeline.state import open_state
+    from standby.store import open_bus
+    from standby.store.registry import Registry, RegistryError
+    from standby.store.state import open_state
 
     url = gw.settings.registry_url
     try:
@@ -162,7 +162,7 @@ async def _registry(gw: Gateway, work: Callable[[Registry, Any], Awaitable[Any]]
 
 @router.post("/models/promote")
 async def models_promote(request: Request) -> Response:
-    from standby.pipeline.promotion import promote
+    from standby.store.promotion import promote
 
     target = ["-"]
 
@@ -176,7 +176,7 @@ async def models_promote(request: Request) -> Response:
 
 @router.post("/models/rollback")
 async def models_rollback(request: Request) -> Response:
-    from standby.pipeline.promotion import rollback
+    from standby.store.promotion import rollback
 
     target = ["-"]
 

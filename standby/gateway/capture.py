@@ -33,11 +33,11 @@ import orjson
 
 from standby.config import CaptureConfig
 from standby.errors import ConfigError
-from standby.events import MAX_EVENT_BYTES, BusError
 from standby.gateway.capture_writer import batch_frame, frame, read_frame
 from standby.gateway.metrics import Metrics
 from standby.gateway.router import Outcome
 from standby.protocol import ChatRequest, FinishReason, Usage
+from standby.store import MAX_EVENT_BYTES, BusError
 
 log = logging.getLogger("standby.capture")
 

@@ -43,9 +43,10 @@ from typing import IO, Any
 import orjson
 
 from standby.config import CaptureConfig
-from standby.data.redaction import Redactor
 from standby.errors import ConfigError
-from standby.events import (
+from standby.gctune import freeze_startup_objects
+from standby.redaction import Redactor
+from standby.store import (
     Bus,
     BusError,
     EventTooLarge,
@@ -53,7 +54,6 @@ from standby.events import (
     encode_inference_completed,
     open_bus,
 )
-from standby.gctune import freeze_startup_objects
 
 SOURCE = "standby/gateway"  # the events' source: they describe the gateway's answers
 RETRIES = 3

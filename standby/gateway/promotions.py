@@ -29,8 +29,8 @@ import orjson
 from standby.config import LocalBackend, OpenAIBackend, Settings
 from standby.errors import GatewayError
 from standby.gateway.metrics import Metrics
-from standby.pipeline.registry import ModelVersion, Registry
-from standby.pipeline.state import StateStore, open_state
+from standby.store.registry import ModelVersion, Registry
+from standby.store.state import StateStore, open_state
 
 log = logging.getLogger("standby.gateway.promotions")
 

@@ -11,8 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
-from standby.config import CaptureConfig
-from standby.data.config import DataConfig
+from standby.config import CaptureConfig, DataConfig
 from standby.toolconfig import ToolConfig
 
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]

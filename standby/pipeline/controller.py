@@ -23,15 +23,15 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from standby.data.config import DataConfig
+from standby.config import DataConfig
 from standby.errors import GatewayError
-from standby.events import open_bus
 from standby.pipeline import stages
 from standby.pipeline.config import PipelineConfig
 from standby.pipeline.lease import Lease, LeaseLost, worker_id
-from standby.pipeline.promotion import promote
-from standby.pipeline.registry import Registry
-from standby.pipeline.state import StateStore, Update, open_state
+from standby.store import open_bus
+from standby.store.promotion import promote
+from standby.store.registry import Registry
+from standby.store.state import StateStore, Update, open_state
 
 log = logging.getLogger("standby.pipeline")
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from typing import Any
 
 from standby.config import RegistryConfig
 from standby.errors import ConfigError
-from standby.pipeline.registry import ModelVersion
+from standby.store.registry import ModelVersion
 
 TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.6"
 DEFAULT_BASE = "google/gemma-3-1b-it"

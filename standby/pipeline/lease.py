@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from standby.pipeline.state import StateStore
+from standby.store.state import StateStore
 
 log = logging.getLogger("standby.pipeline")
 

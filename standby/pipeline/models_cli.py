@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from standby.config import CaptureConfig, RegistryConfig, load_section
-from standby.pipeline.registry import ModelVersion, Registry
+from standby.store.registry import ModelVersion, Registry
 from standby.toolconfig import OneLineParser
 
 T = TypeVar("T")
@@ -74,8 +74,8 @@ def registry_url(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace, work: Callable[[Registry, Any], Awaitable[T]]) -> T:
-    from standby.events import open_bus
-    from standby.pipeline.state import open_state
+    from standby.store import open_bus
+    from standby.store.state import open_state
 
     url = registry_url(args)
 
@@ -124,7 +124,7 @@ def cmd_register(args: argparse.Namespace) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
-    from standby.pipeline.promotion import promote
+    from standby.store.promotion import promote
 
     async def work(registry: Registry, bus: Any) -> Any:
         return await promote(registry, bus, args.version)
@@ -135,7 +135,7 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
-    from standby.pipeline.promotion import rollback
+    from standby.store.promotion import rollback
 
     async def work(registry: Registry, bus: Any) -> Any:
         return await rollback(registry, bus, args.backend, args.reason)

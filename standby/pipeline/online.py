@@ -16,15 +16,15 @@ import hashlib
 import logging
 from typing import Any
 
-from standby.data.config import DataConfig
+from standby.config import DataConfig
 from standby.data.pairs import DataError, PairStore, prompt_id_of
 from standby.data.sources import instruction_and_target
 from standby.errors import GatewayError
-from standby.events import Bus, InferenceCompleted
 from standby.pipeline.config import PipelineConfig
-from standby.pipeline.promotion import rollback
-from standby.pipeline.registry import ModelVersion, Registry
-from standby.pipeline.state import StateStore
+from standby.store import Bus, InferenceCompleted
+from standby.store.promotion import rollback
+from standby.store.registry import ModelVersion, Registry
+from standby.store.state import StateStore
 
 log = logging.getLogger("standby.pipeline.online")
 

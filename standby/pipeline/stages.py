@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from standby.data.config import DataConfig
+from standby.config import DataConfig
 from standby.pipeline.config import PipelineConfig
-from standby.pipeline.registry import ModelVersion, Registry, RegistryError
+from standby.store.registry import ModelVersion, Registry, RegistryError
 
 log = logging.getLogger("standby.pipeline")
 
@@ -59,7 +59,7 @@ def snapshot(ctx: RunContext) -> dict[str, Any]:
     from standby.data.export import export
     from standby.data.materializer import take_snapshot
     from standby.data.pairs import PairStore
-    from standby.events import open_bus
+    from standby.store import open_bus
 
     with PairStore.from_config(DataConfig(store=ctx.config.store)) as store:
         exported = export(store, "hf", ctx.data_dir)

@@ -111,7 +111,7 @@ def push(rows: Sequence[dict[str, Any]], repo: str, split: str, *, append: bool,
 async def publish_snapshot(bus_url: str, data: dict[str, Any]) -> str:
     """Publish ``dataset.snapshot_created``; the event id."""
     from standby.data.materializer import SNAPSHOT_TOPIC
-    from standby.events import PipelineEvent, open_bus
+    from standby.store import PipelineEvent, open_bus
 
     event = PipelineEvent(type="dataset.snapshot_created", source=EVENT_SOURCE, data=data)
     async with open_bus(bus_url) as bus:

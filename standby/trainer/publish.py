@@ -68,7 +68,7 @@ def completed_event_data(adapter_dir: Path, card: dict[str, Any]) -> dict[str, A
 
 def check_bus(bus_url: str) -> None:
     """Fail before training, not after it, when the bus cannot be opened or written."""
-    from standby.events import open_bus
+    from standby.store import open_bus
 
     async def run() -> None:
         async with open_bus(bus_url) as bus:
@@ -79,7 +79,7 @@ def check_bus(bus_url: str) -> None:
 
 def publish_completed(bus_url: str, adapter_dir: Path, card: dict[str, Any]) -> str:
     """Publish ``training.completed``; returns the event id."""
-    from standby.events import PipelineEvent, open_bus
+    from standby.store import PipelineEvent, open_bus
 
     event = PipelineEvent(type=TOPIC, source=SOURCE, data=completed_event_data(adapter_dir, card))
 

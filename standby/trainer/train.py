@@ -30,7 +30,7 @@ from typing import Any
 
 from standby.data.pairs import DataError
 from standby.errors import GatewayError
-from standby.events.bus import safe_url
+from standby.store.bus import safe_url
 from standby.trainer.config import TrainConfig, TrainError
 from standby.trainer.data import Prepared, prepare_split
 from standby.trainer.metadata import (

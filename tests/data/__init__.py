@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from standby.data.config import DataConfig
+from standby.config import DataConfig
 from standby.data.pairs import PairStore
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from standby.data.pairs import PairStore
 from tests.data import Stores
-from tests.events.conftest import backend, bus
+from tests.store.conftest import backend, bus
 
 __all__ = ["backend", "bus", "store", "stores"]
 

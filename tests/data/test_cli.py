@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from standby.data.materializer import SNAPSHOT_TOPIC, TOPIC
-from standby.events import ChatMessage, open_bus
-from tests.events.conftest import inference_event
+from standby.store import ChatMessage, open_bus
 from tests.fixtures.hub_stub import HubStub, running_hub_stub
+from tests.store.conftest import inference_event
 
 
 def standby(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:

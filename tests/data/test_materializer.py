@@ -18,11 +18,11 @@ from standby.data.materializer import (
     take_snapshot,
 )
 from standby.data.pairs import Candidate, PairStore
-from standby.events import Bus, ChatMessage, InferenceCompleted, PipelineEvent
+from standby.store import Bus, ChatMessage, InferenceCompleted, PipelineEvent
 from tests.data import Stores
-from tests.events.conftest import Backend, inference_event
 from tests.fixtures.gateway import StartGateway, base_config
 from tests.fixtures.sim import RunningSim
+from tests.store.conftest import Backend, inference_event
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -192,7 +192,7 @@ async def test_captured_gateway_traffic_end_to_end(
     client.chat.completions.create(model="gemini-2.5-flash", messages=ask)
     gw.stop()
 
-    from standby.events import open_bus
+    from standby.store import open_bus
 
     async with open_bus(f"sqlite:///{db}") as bus:
         counts = await Materializer(bus, store).run(once=True)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from standby.data.config import DataConfig
+from standby.config import DataConfig
 from standby.data.pairs import (
     Candidate,
     DataError,

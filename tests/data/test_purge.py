@@ -12,9 +12,9 @@ import pytest
 
 from standby.data.materializer import TOPIC
 from standby.data.pairs import PairStore
-from standby.events import open_bus
+from standby.store import open_bus
 from tests.data.test_cli import ok, one_line_error, standby
-from tests.events.conftest import Backend, inference_event
+from tests.store.conftest import Backend, inference_event
 
 KEY_A = "aaaaaaaaaaaaaaaa"
 KEY_B = "bbbbbbbbbbbbbbbb"

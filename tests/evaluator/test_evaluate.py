@@ -22,7 +22,7 @@ from standby.evaluator.batch_inference import COLUMNS
 from standby.evaluator.config import EvaluateConfig
 from standby.evaluator.evaluate import run_evaluation
 from standby.evaluator.judge import render
-from standby.events import PipelineEvent, open_bus
+from standby.store import PipelineEvent, open_bus
 from standby.toolconfig import add_config_flags, resolve_config
 from tests.fixtures.hub_stub import HubStub, running_hub_stub
 from tests.fixtures.sim import RunningSim

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from standby.events import InferenceCompleted, open_bus
+from standby.store import InferenceCompleted, open_bus
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim
 

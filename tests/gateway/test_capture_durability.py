@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from standby.events import open_bus
 from standby.sim.background import free_port
+from standby.store import open_bus
 from tests.fixtures.drill_report import Record
 from tests.fixtures.gateway import ROUTE, base_config
 from tests.fixtures.sim import RunningSim

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 
 from standby.config import CaptureConfig
-from standby.events import MAX_EVENT_BYTES
 from standby.gateway.capture import WriterProcess, payload
 from standby.gateway.capture_writer import batch_frame, read_frame
+from standby.store import MAX_EVENT_BYTES
 from tests.gateway.test_capture import database_bytes, stored
 
 SECRET = "carol@example.org"

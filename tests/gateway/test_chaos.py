@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from standby.events import open_bus
 from standby.sim.background import free_port
+from standby.store import open_bus
 from tests.fixtures.drill_report import Record, metric_values, p99
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim

@@ -24,10 +24,10 @@ import openai
 import pytest
 import yaml
 
-from standby.pipeline.registry import ModelVersion, Registry
-from standby.pipeline.state import open_state
 from standby.sim.background import AiohttpServer, free_port
 from standby.sim.gemini import SimGemini, build_app
+from standby.store.registry import ModelVersion, Registry
+from standby.store.state import open_state
 from tests.fixtures.gateway import FAST, ROUTE, StartGateway
 from tests.fixtures.secrets import KnownSecret, find_secrets, leaks
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from standby.pipeline.registry import Registry
-from standby.pipeline.state import StateStore, open_state
-from tests.events.conftest import Backend, backend, redis_backend
+from standby.store.registry import Registry
+from standby.store.state import StateStore, open_state
+from tests.store.conftest import Backend, backend, redis_backend
 
 __all__ = ["backend", "redis_backend", "registry", "state"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from standby.events import open_bus
+from standby.store import open_bus
 from tests.fixtures.gateway import ROUTE, StartGateway
 from tests.fixtures.sim import RunningSim
 from tests.pipeline.helpers import QUESTIONS, capturing_gateway_config, pipeline, pipeline_yaml

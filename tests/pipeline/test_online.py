@@ -14,15 +14,15 @@ from prometheus_client import generate_latest
 from standby.data.pairs import Candidate, PairStore, timestamp
 from standby.evaluator.config import EvaluateConfig
 from standby.evaluator.judge import Judge, load_template
-from standby.events import ChatMessage, open_bus
 from standby.pipeline.config import PipelineConfig
 from standby.pipeline.controller import PipelineMetrics
 from standby.pipeline.online import OnlineCheck, served_by
-from standby.pipeline.registry import ModelVersion, Registry
-from standby.pipeline.state import open_state
 from standby.service_llm import ServiceLLM
-from tests.events.conftest import inference_event
+from standby.store import ChatMessage, open_bus
+from standby.store.registry import ModelVersion, Registry
+from standby.store.state import open_state
 from tests.fixtures.sim import RunningSim
+from tests.store.conftest import inference_event
 
 N = 12
 

@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 
 from standby.data.materializer import TOPIC
-from standby.events import ChatMessage, open_bus
 from standby.pipeline.controller import HISTORY_KEY, RUN_KEY
-from standby.pipeline.registry import Registry
-from standby.pipeline.state import open_state
-from tests.events.conftest import Backend, inference_event
+from standby.store import ChatMessage, open_bus
+from standby.store.registry import Registry
+from standby.store.state import open_state
 from tests.fixtures.gateway import ROUTE, StartGateway
 from tests.fixtures.sim import RunningSim
 from tests.pipeline.helpers import (
@@ -29,6 +28,7 @@ from tests.pipeline.helpers import (
     pipeline_yaml,
     standby_args,
 )
+from tests.store.conftest import Backend, inference_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from standby.data.config import DataConfig
+from standby.config import DataConfig
 from standby.data.pairs import Candidate, PairStore
 from standby.data.sources import load_split
-from standby.events import open_bus
+from standby.store import open_bus
 from standby.synth.run import run_synth
 from tests.fixtures.sim import RunningSim
 from tests.synth.conftest import (

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from standby.cli import main
-from standby.data.config import DataConfig
+from standby.config import DataConfig
 from standby.data.pairs import Candidate, PairStore, timestamp
 from tests.fixtures.hub_stub import running_hub_stub
 from tests.trainer.conftest import flags, tiny_settings, write_jsonl

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from standby.events import open_bus
+from standby.store import open_bus
 from tests.trainer.conftest import flags, tiny_settings
 
 

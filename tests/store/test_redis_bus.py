@@ -9,9 +9,9 @@ import time
 import pytest
 import redis.asyncio
 
-from standby.events import BusError, open_bus
-from standby.events.redis import RedisBus
-from tests.events.conftest import Backend, inference_event
+from standby.store import BusError, open_bus
+from standby.store.redis_bus import RedisBus
+from tests.store.conftest import Backend, inference_event
 
 TOPIC = "inference.completed"
 

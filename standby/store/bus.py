@@ -1,6 +1,6 @@
 """The event bus interface: topics, consumer groups, ack, redelivery; ``open_bus`` by URL.
 
-Semantics, the same for every backend (tests/events/test_bus_contract.py holds both to them):
+Semantics, the same for every backend (tests/store/test_bus_contract.py holds both to them):
 
 - ``publish`` appends to a topic; ``publish_many`` appends a batch atomically (all or nothing)
   in one round trip. Events are encoded and size-checked before anything is written;
@@ -37,8 +37,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 from standby.errors import ConfigError
-from standby.events.envelope import Event, decode_event, encode_event
-from standby.events.errors import MalformedEvent
+from standby.store.envelope import Event, decode_event, encode_event
+from standby.store.errors import MalformedEvent
 
 log = logging.getLogger("standby.events")
 
@@ -176,11 +176,11 @@ def open_bus(url: str, *, claim_after_s: float | None = None) -> Bus:
     An unknown scheme or option is a one-line ConfigError."""
     scheme = url.partition(":")[0].lower() if ":" in url else ""
     if scheme == "sqlite":
-        from standby.events.sqlite import SQLiteBus
+        from standby.store.sqlite_bus import SQLiteBus
 
         return SQLiteBus.from_url(url, claim_after_s=claim_after_s)
     if scheme in ("redis", "rediss", "unix"):
-        from standby.events.redis import RedisBus
+        from standby.store.redis_bus import RedisBus
 
         return RedisBus.from_url(url, claim_after_s=claim_after_s)
     raise ConfigError(

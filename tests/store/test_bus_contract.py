@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from standby.events import (
+from standby.store import (
     MAX_EVENT_BYTES,
     Bus,
     BusError,
@@ -18,7 +18,7 @@ from standby.events import (
     PipelineEvent,
     encode_inference_completed,
 )
-from tests.events.conftest import CLAIM_AFTER_S, Backend, inference_event
+from tests.store.conftest import CLAIM_AFTER_S, Backend, inference_event
 
 TOPIC = "inference.completed"
 

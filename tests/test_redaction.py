@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from standby.data.redaction import DEFAULT_PATTERNS, Redactor
+from standby.redaction import DEFAULT_PATTERNS, Redactor
 
 CASES = [
     ("write to alice.smith+x@example.co.uk today", "write to [EMAIL] today"),

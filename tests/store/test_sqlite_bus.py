@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from standby.events import BusError, Delivery, encode_event
-from standby.events.sqlite import SQLiteBus
-from tests.events.conftest import inference_event
+from standby.store import BusError, Delivery, encode_event
+from standby.store.sqlite_bus import SQLiteBus
+from tests.store.conftest import inference_event
 
 REPO = Path(__file__).resolve().parents[2]
 TOPIC = "inference.completed"
 
 WRITER = """
 import asyncio, sys, time
-from standby.events.sqlite import SQLiteBus
-from tests.events.conftest import inference_event
+from standby.store.sqlite_bus import SQLiteBus
+from tests.store.conftest import inference_event
 
 async def main(path: str, size: int) -> None:
     bus = SQLiteBus(path)

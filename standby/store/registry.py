@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from standby.errors import GatewayError
-from standby.pipeline.state import StateStore
+from standby.store.state import StateStore
 
 Status = Literal["candidate", "serving", "rejected", "retired"]
 KEY = "registry"

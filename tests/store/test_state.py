@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from standby.errors import ConfigError
-from standby.pipeline.state import StateStore, open_state
-from tests.events.conftest import Backend
+from standby.store.state import StateStore, open_state
+from tests.store.conftest import Backend
 
 
 async def test_get_and_update(state: StateStore) -> None:

@@ -24,8 +24,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import orjson
 
 from standby.errors import ConfigError
-from standby.events.bus import safe_url, url_options
-from standby.events.errors import BusError
+from standby.store.bus import safe_url, url_options
+from standby.store.errors import BusError
 
 Doc = Any  # a JSON value: dict, list, str, number, bool or None
 Update = Callable[[Any], Any]  # the stored document (None when absent) -> the new one

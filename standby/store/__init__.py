@@ -4,8 +4,8 @@
 for it, so the embedded default needs no Redis client installed.
 """
 
-from standby.events.bus import Bus, Delivery, open_bus
-from standby.events.envelope import (
+from standby.store.bus import Bus, Delivery, open_bus
+from standby.store.envelope import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
     SPEC_VERSION,
@@ -22,7 +22,7 @@ from standby.events.envelope import (
     encode_inference_completed,
     new_event_id,
 )
-from standby.events.errors import BusError, EventTooLarge, MalformedEvent
+from standby.store.errors import BusError, EventTooLarge, MalformedEvent
 
 __all__ = [
     "EVENT_TYPES",

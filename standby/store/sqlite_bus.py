@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from standby.errors import ConfigError
-from standby.events.bus import (
+from standby.store.bus import (
     DEFAULT_CLAIM_AFTER_S,
     DEFAULT_SEEN_TTL_S,
     Bus,
@@ -36,8 +36,8 @@ from standby.events.bus import (
     purge_match,
     url_options,
 )
-from standby.events.envelope import check_sizes
-from standby.events.errors import BusError
+from standby.store.envelope import check_sizes
+from standby.store.errors import BusError
 
 log = logging.getLogger("standby.events.sqlite")
 T = TypeVar("T")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from standby.events import Bus, PipelineEvent
-from standby.pipeline.registry import Promotion, Registry
+from standby.store import Bus, PipelineEvent
+from standby.store.registry import Promotion, Registry
 
 SOURCE = "standby/pipeline"
 PROMOTED: Final = "model.promoted"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from standby.errors import ConfigError
-from standby.events import open_bus
-from standby.events.bus import check_name, safe_url
-from standby.events.redis import DEFAULT_MAXLEN, DEFAULT_PREFIX, RedisBus
-from standby.events.sqlite import SQLiteBus
+from standby.store import open_bus
+from standby.store.bus import check_name, safe_url
+from standby.store.redis_bus import DEFAULT_MAXLEN, DEFAULT_PREFIX, RedisBus
+from standby.store.sqlite_bus import SQLiteBus
 
 
 async def test_sqlite_urls_relative_and_absolute(

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from standby.events import (
+from standby.store import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
     SPEC_VERSION,
@@ -25,7 +25,7 @@ from standby.events import (
     encode_inference_completed,
     new_event_id,
 )
-from tests.events.conftest import inference_event
+from tests.store.conftest import inference_event
 
 
 def test_inference_completed_round_trips_with_every_field() -> None:

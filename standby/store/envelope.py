@@ -24,7 +24,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from standby.events.errors import EventTooLarge, MalformedEvent
+from standby.store.errors import EventTooLarge, MalformedEvent
 
 SPEC_VERSION: Final = "1.0"
 MAX_EVENT_BYTES = 1 << 20  # 1 MiB per encoded event

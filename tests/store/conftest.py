@@ -12,7 +12,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from standby.events import Bus, ChatMessage, InferenceCompleted, InferenceCompletedData, open_bus
+from standby.store import Bus, ChatMessage, InferenceCompleted, InferenceCompletedData, open_bus
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CLAIM_AFTER_S = 0.3

@@ -25,7 +25,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from standby.errors import ConfigError
-from standby.events.bus import (
+from standby.store.bus import (
     DEFAULT_CLAIM_AFTER_S,
     DEFAULT_SEEN_TTL_S,
     Bus,
@@ -36,8 +36,8 @@ from standby.events.bus import (
     safe_url,
     url_options,
 )
-from standby.events.envelope import Event, check_sizes, encode_event
-from standby.events.errors import BusError
+from standby.store.envelope import Event, check_sizes, encode_event
+from standby.store.errors import BusError
 
 DEFAULT_PREFIX = "standby:events:"
 DEFAULT_MAXLEN = 100_000  # per topic; ~250 MB of typical inference events

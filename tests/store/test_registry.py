@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from standby.pipeline.registry import ModelVersion, Registry, RegistryError
+from standby.store.registry import ModelVersion, Registry, RegistryError
 
 
 def version(v: str, backend: str = "gemma") -> ModelVersion:
