@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -23,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from standby.errors import ConfigError
+from standby.errors import ConfigError, first_problem, validation_message
 
 M = TypeVar("M", bound=BaseModel)
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -374,16 +375,12 @@ def interpolate(value: Any, where: str) -> Any:
 
 
 def _first_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    problem = first_problem(err)
     # Discriminated unions put the tag in the location ("backends.gemini.gemini.model").
-    parts = loc.split(".")
+    parts = problem.loc.split(".")
     if len(parts) >= 3 and parts[0] == "backends" and parts[1] and parts[2] in _BACKEND_TYPES:
-        loc = ".".join(parts[:2] + parts[3:])
-    msg = first["msg"].removeprefix("Value error, ")
-    more = err.error_count() - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{loc}: {msg}{suffix}" if loc else f"{msg}{suffix}"
+        problem = replace(problem, loc=".".join(parts[:2] + parts[3:]))
+    return problem.line()
 
 
 _BACKEND_TYPES = {"gemini", "openai", "tgi", "litellm", "local"}
@@ -456,11 +453,7 @@ def load_section(path: str | Path, name: str, model: type[M]) -> M:
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join([name, *(str(p) for p in first["loc"])])
-        raise ConfigError(
-            f"{path}: {where}: {first['msg'].removeprefix('Value error, ')}"
-        ) from None
+        raise ConfigError(f"{path}: {validation_message(e, name)}") from None
 
 
 def load_settings(path: str | Path) -> Settings:

@@ -1,6 +1,6 @@
 """The one error hierarchy of standby.
 
-    GatewayError
+    StandbyError                    (GatewayError: its old name, kept as an alias for a release)
      ├── ConfigError                 bad configuration file or flags (start-up fails with one line)
      ├── RequestError                the client's request is wrong: OpenAI error, no failover
      │    ├── AuthenticationError    401 missing / wrong gateway key
@@ -25,7 +25,10 @@ boundary per provider; everything after that classifies by type and status code 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
+
+from pydantic import ValidationError
 
 # Status codes a backend returns when the *client's* request is at fault: no failover.
 CLIENT_STATUSES = frozenset({400, 404, 413, 422})
@@ -38,8 +41,49 @@ FALLBACK_REASONS = (
 )  # fmt: skip
 
 
-class GatewayError(Exception):
+class StandbyError(Exception):
     """Base of every error standby raises on purpose."""
+
+
+GatewayError = StandbyError  # the root's first name; importers move to StandbyError
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """The first problem of a pydantic ``ValidationError``: where (a dotted path), what, its
+    pydantic error type, and how many other problems there were."""
+
+    loc: str
+    msg: str
+    type: str
+    more: int
+
+    @property
+    def suffix(self) -> str:
+        """`` (and N more problems)``, or nothing when this was the only one."""
+        if not self.more:
+            return ""
+        return f" (and {self.more} more problem{'s' if self.more > 1 else ''})"
+
+    def line(self) -> str:
+        """``field.path: what is wrong (and N more problems)``."""
+        where = f"{self.loc}: " if self.loc else ""
+        return f"{where}{self.msg}{self.suffix}"
+
+
+def first_problem(err: ValidationError, *within: str) -> Problem:
+    """The first problem of ``err``, its path prefixed by ``within`` (a section name, say).
+    Validator wrappers (``function-after``...) are left out of the path, and pydantic's
+    ``Value error, `` prefix out of the message."""
+    first = err.errors(include_url=False)[0]
+    path = [*within, *(str(p) for p in first["loc"] if not str(p).startswith("function-"))]
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    return Problem(".".join(path), msg, str(first["type"]), err.error_count() - 1)
+
+
+def validation_message(err: ValidationError, *within: str) -> str:
+    """One line for a pydantic error: ``field.path: what is wrong (and N more problems)``."""
+    return first_problem(err, *within).line()
 
 
 class ConfigError(GatewayError):

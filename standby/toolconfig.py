@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar, get_args, get_ori
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from standby.config import interpolate, read_yaml
-from standby.errors import ConfigError
+from standby.errors import ConfigError, first_problem
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -142,16 +142,15 @@ def resolve_config(model: type[T], args: argparse.Namespace) -> T:
 
 
 def _one_line(err: ValidationError, flags: dict[str, Any], source: str | None) -> str:
-    first = err.errors()[0]
-    loc = [str(p) for p in first["loc"]]
-    msg = first["msg"].removeprefix("Value error, ")
+    problem = first_problem(err)
+    loc = problem.loc.split(".") if problem.loc else []
+    msg = problem.msg
     key = loc[0] if loc else ""
-    more = err.error_count() - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    if first["type"] == "missing":
+    suffix = problem.suffix
+    if problem.type == "missing":
         where = f" or {key} in {source}" if source else f" or {key} in a --from-config file"
         return f"{flag_of(key)} is required (give {flag_of(key)}{where}){suffix}"
-    if first["type"] == "extra_forbidden":
+    if problem.type == "extra_forbidden":
         return f"{source}: {'.'.join(loc)}: unknown setting{suffix}"
     if key in flags:
         return f"{flag_of(key)}: {msg}{suffix}"

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from standby.errors import ConfigError
 from standby.service_llm import (
-    RateLimiter,
+    Pacer,
     ServiceLLM,
     ServiceLLMConfigError,
     ServiceLLMSettings,
@@ -158,7 +158,7 @@ async def test_requests_are_paced_not_burst(sim: RunningSim) -> None:
 
 
 async def test_rate_limiter_spaces_acquisitions_evenly() -> None:
-    limiter = RateLimiter(per_minute=1200)  # 50 ms apart
+    limiter = Pacer(per_minute=1200)  # 50 ms apart
     stamps: list[float] = []
 
     async def one() -> None:
@@ -275,7 +275,7 @@ async def test_any_litellm_model_as_the_service_llm(sim: RunningSim) -> None:
 
 
 async def test_a_hold_off_also_delays_callers_already_waiting() -> None:
-    limiter = RateLimiter(per_minute=600)  # 100 ms apart
+    limiter = Pacer(per_minute=600)  # 100 ms apart
     began = time.monotonic()
     await limiter.acquire()  # the first slot is now
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from standby.config import CaptureConfig, DataConfig, load_section
 from standby.data.merge import register_merge
 from standby.data.pairs import SPLITS, PairStore, Stats
-from standby.errors import ConfigError
+from standby.errors import ConfigError, first_problem
 from standby.store.bus import safe_url
 from standby.toolconfig import OneLineParser
 
@@ -152,10 +152,9 @@ def resolve(args: argparse.Namespace) -> tuple[DataConfig, str]:
         try:
             data = DataConfig.model_validate({**data.model_dump(), **flags})
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            flag = f"--{where.replace('_', '-')}: " if where else ""
-            raise ConfigError(f"{flag}{first['msg'].removeprefix('Value error, ')}") from None
+            problem = first_problem(e)
+            flag = f"--{problem.loc.replace('_', '-')}: " if problem.loc else ""
+            raise ConfigError(f"{flag}{problem.msg}") from None
     return data, getattr(args, "bus", None) or bus
 
 

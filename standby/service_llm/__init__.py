@@ -12,14 +12,14 @@ from standby.service_llm.client import (
     ServiceLLMUnavailable,
 )
 from standby.service_llm.jsonout import MalformedOutput, extract_json, parse_output
-from standby.service_llm.pacing import RateLimiter, backoff_delay
+from standby.service_llm.pacing import Pacer, backoff_delay
 from standby.service_llm.settings import ServiceLLMSettings
 
 __all__ = [
     "CallStats",
     "JsonResult",
     "MalformedOutput",
-    "RateLimiter",
+    "Pacer",
     "ServiceLLM",
     "ServiceLLMConfigError",
     "ServiceLLMError",

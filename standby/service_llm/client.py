@@ -38,7 +38,7 @@ from standby.errors import (
 from standby.protocol import ChatRequest, Completion, Message
 from standby.providers.base import Provider, build_provider
 from standby.service_llm.jsonout import MalformedOutput, parse_output, schema_of
-from standby.service_llm.pacing import RateLimiter, backoff_delay
+from standby.service_llm.pacing import Pacer, backoff_delay
 from standby.service_llm.settings import ServiceLLMSettings
 
 log = logging.getLogger("standby.service_llm")
@@ -149,7 +149,7 @@ class ServiceLLM:
             raise ValueError("concurrency must be at least 1")
         self.settings = settings
         self.provider = provider or build_provider("service-llm", build_backend(settings))
-        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.pacer = Pacer(settings.rate_limit_per_minute)
         self.stats = CallStats()
         self.generation = settings.generation_config()
         self._slots = asyncio.Semaphore(concurrency)
@@ -228,7 +228,7 @@ class ServiceLLM:
         for attempt in range(s.service_llm_max_retries + 1):
             if attempt:
                 self.stats.retries += 1
-            await self.limiter.acquire()
+            await self.pacer.acquire()
             self.stats.calls += 1
             try:
                 completion = await asyncio.wait_for(
@@ -252,7 +252,7 @@ class ServiceLLM:
                 break
             hint = error.retry_after if isinstance(error, UpstreamStatusError) else None
             if hint is not None:
-                self.limiter.hold_off(hint)
+                self.pacer.hold_off(hint)
             delay = backoff_delay(
                 attempt, s.service_llm_backoff_s, s.service_llm_max_backoff_s, hint
             )

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from standby.errors import first_problem
+
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 MAX_REASON = 300
 
@@ -73,9 +75,9 @@ def validate(value: Any, shape: type[BaseModel] | dict[str, Any]) -> Any:
         try:
             return shape.model_validate(value)
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "the value"
-            raise MalformedOutput(f"{where}: {first['msg']}"[:MAX_REASON]) from None
+            problem = first_problem(e)
+            where = problem.loc or "the value"
+            raise MalformedOutput(f"{where}: {problem.msg}"[:MAX_REASON]) from None
     import jsonschema  # type: ignore[import-untyped]
 
     try:

@@ -1,6 +1,6 @@
 """Pacing and backoff for calls to a hosted LLM.
 
-:class:`RateLimiter` spaces requests evenly (one every ``60 / rpm`` seconds, reserved in order
+:class:`Pacer` spaces requests evenly (one every ``60 / rpm`` seconds, reserved in order
 of arrival), so a quota of N per minute is met without bursts and without the original tool's
 "sleep after every batch", which idled the workers and still burst at each batch start.
 """
@@ -12,7 +12,7 @@ import random
 import time
 
 
-class RateLimiter:
+class Pacer:
     """At most ``per_minute`` acquisitions per minute, evenly spaced. Concurrent callers each
     reserve the next free slot, then sleep until it comes."""
 
