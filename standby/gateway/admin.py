@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from standby.config import load_settings
-from standby.errors import ConfigError, GatewayError, RequestError
+from standby.errors import ConfigError, GatewayError, RequestError, first_problem
 from standby.gateway.auth import server_digests
 from standby.gateway.breaker import State
 from standby.gateway.errors import JSON
@@ -134,10 +134,8 @@ def _parse(model: type[BaseModel], body: bytes) -> Any:
     try:
         return model.model_validate_json(body or b"{}")
     except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise RequestError(f"{loc}: {first['msg']}" if loc else first["msg"],
-                           param=loc or None) from None  # fmt: skip
+        problem = first_problem(e)
+        raise RequestError(problem.line(), param=problem.loc or None) from None
 
 
 async def _registry(gw: Gateway, work: Callable[[Registry, Any], Awaitable[Any]]) -> dict[str, Any]:

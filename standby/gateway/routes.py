@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from standby.errors import BodyTimeoutError, BodyTooLargeError, RequestError
+from standby.errors import BodyTimeoutError, BodyTooLargeError, RequestError, first_problem
 from standby.gateway.access import RequestRecord, new_id, request_id
 from standby.gateway.errors import JSON, error_response, error_status
 from standby.gateway.router import Outcome
@@ -67,10 +67,8 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
     try:
         parsed = ChatCompletionRequest.model_validate_json(body)
     except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        msg = first["msg"]
-        raise RequestError(f"{loc}: {msg}" if loc else msg, param=loc or None) from None
+        problem = first_problem(e)
+        raise RequestError(problem.line(), param=problem.loc or None) from None
     log_ignored_fields(parsed)
     return parsed
 

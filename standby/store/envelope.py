@@ -24,6 +24,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from standby.errors import validation_message
 from standby.store.errors import EventTooLarge, MalformedEvent
 
 SPEC_VERSION: Final = "1.0"
@@ -165,7 +166,7 @@ def encode_inference_completed(
     try:
         _DATA_VALIDATOR.validate_python(data)
     except ValidationError as e:
-        raise MalformedEvent(f"invalid event: {_first_error(e, 'data')}") from None
+        raise MalformedEvent(f"invalid event: {validation_message(e, 'data')}") from None
     envelope = {"specversion": SPEC_VERSION, "id": new_event_id(), "time": at or _now(),
                 "source": source, "type": "inference.completed", "data": data}  # fmt: skip
     raw = orjson.dumps(envelope, option=orjson.OPT_UTC_Z)
@@ -193,14 +194,7 @@ def decode_event(raw: bytes | str) -> Event:
             raise MalformedEvent(
                 f"unsupported event specversion {version!r} (this reader: {SPEC_VERSION})"
             ) from None
-        raise MalformedEvent(f"invalid event: {_first_error(e)}") from None
-
-
-def _first_error(e: ValidationError, *within: str) -> str:
-    """``field.path: what is wrong`` for the first error of ``e``."""
-    first = e.errors()[0]
-    loc = [*within, *(str(p) for p in first["loc"])]
-    return f"{'.'.join(loc)}: {first['msg']}" if loc else str(first["msg"])
+        raise MalformedEvent(f"invalid event: {validation_message(e)}") from None
 
 
 def _version_of(raw: bytes | str) -> object:
