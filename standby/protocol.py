@@ -211,11 +211,12 @@ class Completion:
 @dataclass(slots=True)
 class Delta:
     """One streamed piece of an answer. The last delta of a stream carries ``finish_reason``
-    and, where the backend reports it, ``usage``."""
+    and, where the backend reports them, ``usage`` and ``model_version``."""
 
     text: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    model_version: str | None = None
 
 
 def completion_body(
