@@ -1,4 +1,4 @@
-"""The soak benchmark's CI version: 60 seconds at 20 req/s against ``standby serve`` (simulated
+"""The soak benchmark's CI version: 30 seconds at 20 req/s against ``standby serve`` (simulated
 Gemini, tiny local Gemma fallback, capture to SQLite) with a primary outage in the middle. No
 client error; the fallback answers the outage; open file descriptors and RSS stay flat."""
 
@@ -13,6 +13,7 @@ import pytest
 
 from tests.fixtures.drill_report import Record
 
+RATE, SECONDS = 20, 30  # the 20-minute run is benchmarks/soak.py (docs/reliability.md)
 SOAK = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
 
 
@@ -26,14 +27,15 @@ def load_soak() -> ModuleType:
 
 
 @pytest.mark.timeout(240)
-def test_soak_60_seconds(tmp_path: Path, tiny_model_dir: Path, drill_report: Record) -> None:
+def test_soak_30_seconds(tmp_path: Path, tiny_model_dir: Path, drill_report: Record) -> None:
     soak = load_soak()
-    result = soak.run_soak(rate=20, duration=60, sample_s=10, workdir=tmp_path,
-                           tiny=tiny_model_dir)  # fmt: skip
+    result = soak.run_soak(
+        rate=RATE, duration=SECONDS, sample_s=5, workdir=tmp_path, tiny=tiny_model_dir
+    )
     soak.print_tables(result)
     before, outage, after = result.phases
     assert result.errors == 0, result.error_bodies[:3]
-    assert before.requests + outage.requests + after.requests == 20 * 60
+    assert before.requests + outage.requests + after.requests == RATE * SECONDS
     assert outage.fallback > outage.requests // 2  # the fallback answered the outage
     assert after.fallback < after.requests // 4  # and traffic went back to the primary
     first, last = result.samples[0], result.samples[-1]
@@ -41,9 +43,12 @@ def test_soak_60_seconds(tmp_path: Path, tiny_model_dir: Path, drill_report: Rec
     assert last.open_fds - first.open_fds <= 20, result.samples
     assert last.rss_mib - warm < 150, result.samples
     drill_report(
-        drill="soak (CI version)", tried="20 req/s, 60 s, primary 503 from 24 to 36 s",
-        requests=20 * 60, errors=result.errors, p99_ms=max(p.row()["p99_ms"] for p in
-                                                           result.phases),
+        drill="soak (CI version)",
+        tried=f"{RATE} req/s, {SECONDS} s, primary 503 from 40 % to 60 % of the run",
+        requests=RATE * SECONDS,
+        errors=result.errors,
+        p99_ms=max(p.row()["p99_ms"] for p in result.phases),
         backends={"fallback": outage.fallback + after.fallback + before.fallback},
-        rss_mib=[first.rss_mib, last.rss_mib], open_fds=[first.open_fds, last.open_fds],
-    )  # fmt: skip
+        rss_mib=[first.rss_mib, last.rss_mib],
+        open_fds=[first.open_fds, last.open_fds],
+    )
