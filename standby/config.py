@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -184,6 +184,13 @@ BackendConfig = Annotated[
     GeminiBackend | OpenAIBackend | TGIBackend | LiteLLMBackend | LocalBackend,
     Field(discriminator="type"),
 ]
+# Every backend ``type`` (read off the union: a new backend kind is added there and in
+# ``providers.base.PROVIDERS``, nowhere else).
+BACKEND_TYPES = frozenset(
+    kind
+    for model in get_args(get_args(BackendConfig)[0])
+    for kind in get_args(model.model_fields["type"].annotation)
+)
 
 
 class RouteConfig(Strict):
@@ -378,12 +385,9 @@ def _first_error(err: ValidationError) -> str:
     problem = first_problem(err)
     # Discriminated unions put the tag in the location ("backends.gemini.gemini.model").
     parts = problem.loc.split(".")
-    if len(parts) >= 3 and parts[0] == "backends" and parts[1] and parts[2] in _BACKEND_TYPES:
+    if len(parts) >= 3 and parts[0] == "backends" and parts[1] and parts[2] in BACKEND_TYPES:
         problem = replace(problem, loc=".".join(parts[:2] + parts[3:]))
     return problem.line()
-
-
-_BACKEND_TYPES = {"gemini", "openai", "tgi", "litellm", "local"}
 
 
 def parse_settings(data: Any, source: str = "<config>") -> Settings:

@@ -7,6 +7,7 @@ most specific first, and never by matching message text.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -42,30 +43,27 @@ class Provider(Protocol):
 ProviderFactory = Callable[[str, "BackendConfig"], Provider]
 
 
+# One map from a config backend ``type`` to its provider, as ``module:Class``: imported only
+# when a backend uses it, so the gateway image needs neither torch nor litellm.
+PROVIDERS: dict[str, str] = {
+    "gemini": "standby.providers.gemini:GeminiProvider",
+    "openai": "standby.providers.openai_compat:OpenAICompatProvider",
+    "tgi": "standby.providers.tgi:TGIProvider",
+    "litellm": "standby.providers.litellm:LiteLLMProvider",
+    "local": "standby.providers.local:LocalProvider",
+}
+
+
+def provider_class(kind: str) -> ProviderFactory:
+    """The provider class for backend type ``kind`` (imported now)."""
+    module, _, cls = PROVIDERS[kind].partition(":")
+    factory: ProviderFactory = getattr(importlib.import_module(module), cls)
+    return factory
+
+
 def build_provider(name: str, config: BackendConfig) -> Provider:
-    """Create the provider for one backend entry of the config (imports lazily, so the gateway
-    image needs neither torch nor litellm unless a backend uses them)."""
-    from standby import config as c
-
-    if isinstance(config, c.GeminiBackend):
-        from standby.providers.gemini import GeminiProvider
-
-        return GeminiProvider(name, config)
-    if isinstance(config, c.OpenAIBackend):
-        from standby.providers.openai_compat import OpenAICompatProvider
-
-        return OpenAICompatProvider(name, config)
-    if isinstance(config, c.TGIBackend):
-        from standby.providers.tgi import TGIProvider
-
-        return TGIProvider(name, config)
-    if isinstance(config, c.LiteLLMBackend):
-        from standby.providers.litellm import LiteLLMProvider
-
-        return LiteLLMProvider(name, config)
-    from standby.providers.local import LocalProvider
-
-    return LocalProvider(name, config)
+    """Create the provider for one backend entry of the config."""
+    return provider_class(config.type)(name, config)
 
 
 async def aclose(iterator: AsyncIterator[object]) -> None:
