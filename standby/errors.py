@@ -86,6 +86,13 @@ def validation_message(err: ValidationError, *within: str) -> str:
     return first_problem(err, *within).line()
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, short enough for a log line or an error body."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:limit]
+
+
 class ConfigError(GatewayError):
     """The configuration cannot be used; the message is one line naming file, field, problem."""
 

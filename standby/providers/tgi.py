@@ -1,8 +1,9 @@
 """Text Generation Inference's native API (``POST /`` with ``stream``) through
 ``huggingface_hub.AsyncInferenceClient.text_generation``.
 
-TGI's native route takes a prompt string, so the chat is rendered here: with the chat template
-of ``chat_template_model`` when set, else with Gemma's turn format. Facts about the client that
+TGI's native route takes a prompt string, so the chat is rendered here (by
+``standby.chat_format``): with the chat template of ``chat_template_model`` when set, else with
+Gemma's turn format. Facts about the client that
 shape this module (huggingface_hub 2.4):
 
 - It sends the locally saved Hub token (``HF_TOKEN`` / ``hf auth login``) as Bearer to *any*
@@ -36,6 +37,7 @@ from huggingface_hub.errors import (
     ValidationError,
 )
 
+from standby.chat_format import chat_of, chat_template, gemma_prompt, render_text
 from standby.config import TGIBackend
 from standby.errors import (
     ConfigError,
@@ -45,7 +47,7 @@ from standby.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Message, Usage
+from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
 
 # TGI answers these error types with these statuses (router/src/server.rs); inside a stream
@@ -65,27 +67,6 @@ _MAX_ERROR_BODY = 65_536
 # TGI's JSON answer counts the prompt only in its `x-prompt-tokens` header, which the client
 # does not return; the response hook drops it here for the request running in this task.
 _prompt_tokens: ContextVar[list[int] | None] = ContextVar("tgi_prompt_tokens", default=None)
-
-
-def gemma_prompt(messages: Sequence[Message], *, continue_final: bool) -> str:
-    """Gemma's turn format. System text is folded into the first user turn (Gemma has no
-    system role); with ``continue_final`` the last (assistant) turn is left open, untrimmed, so
-    the model continues it exactly."""
-    system = "\n\n".join(m.content.strip() for m in messages if m.role == "system")
-    turns = [m for m in messages if m.role != "system"]
-    open_last = continue_final and bool(turns) and turns[-1].role == "assistant"
-    out: list[str] = []
-    for i, m in enumerate(turns):
-        role = "model" if m.role == "assistant" else "user"
-        if open_last and i == len(turns) - 1:
-            out.append(f"<start_of_turn>model\n{m.content}")
-            return "".join(out)
-        content = m.content.strip()
-        if role == "user" and system:
-            content, system = f"{system}\n\n{content}", ""
-        out.append(f"<start_of_turn>{role}\n{content}<end_of_turn>\n")
-    out.append("<start_of_turn>model\n")
-    return "".join(out)
 
 
 def _grammar(fmt: dict[str, Any] | None) -> TextGenerationInputGrammarType | None:
@@ -211,7 +192,7 @@ class TGIProvider:
                 f"backends.{self.name}.chat_template_model: cannot load a tokenizer from "
                 f"{path!r}: {e}"
             ) from None
-        if not getattr(tokenizer, "chat_template", None):
+        if chat_template(tokenizer) is None:
             raise ConfigError(
                 f"backends.{self.name}.chat_template_model: {path!r} has no chat template"
             )
@@ -227,25 +208,15 @@ class TGIProvider:
 
     def render(self, request: ChatRequest) -> str:
         """The prompt string TGI receives."""
-        cont = request.continue_final and request.messages[-1].role == "assistant"
+        chat, cont = chat_of(request.messages), request.continue_final
         if self._tokenizer is None:
-            return gemma_prompt(request.messages, continue_final=cont)
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            return gemma_prompt(chat, continue_final=cont)
         try:
-            prompt = self._tokenizer.apply_chat_template(
-                messages,
-                tokenize=False,
-                add_generation_prompt=not cont,
-                continue_final_message=cont,
-            )
+            return render_text(self._tokenizer, chat, continue_final=cont)
         except Exception as e:  # jinja2 / transformers: this template cannot render this chat
             raise UpstreamProtocolError(
                 self.name, f"chat template cannot render the request: {e}"
             ) from e
-        bos = getattr(self._tokenizer, "bos_token", None)
-        if isinstance(bos, str) and bos and prompt.startswith(bos):
-            prompt = prompt[len(bos) :]  # TGI's tokenizer adds BOS itself
-        return cast(str, prompt)
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         params: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """Rows in the no_robots schema -> the chats the trainer learns from.
 
-Each row's ``messages`` become one conversation, formatted exactly as the gateway's local
-backend formats a request: system text folded into the first user turn
+Each row's ``messages`` become one conversation, formatted by ``standby.chat_format`` as the
+gateway's local backend formats a request: system text folded into the first user turn
 (``fold_system_messages``, since Gemma has no system role), then the model's own chat template
 (applied by TRL, which also computes the assistant-token mask from the template's
 ``{% generation %}`` markers). A conversation keeps its turns up to its last assistant answer;
@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from standby.chat_format import fold_system_messages
 from standby.data.pairs import DataError
 from standby.data.sources import Loaded, load_split, require_columns
-from standby.providers.local import fold_system_messages
 
 log = logging.getLogger("standby.trainer")
 

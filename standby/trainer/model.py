@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from standby.providers.local import _load_reason, resolve_device
-from standby.providers.local_batching import one_line
+from standby.chat_format import chat_template, marks_assistant_tokens
+from standby.hf_loading import load_reason, looks_like_path, model_path, resolve_device
 from standby.trainer.config import TrainConfig, TrainError
 
 
@@ -73,7 +73,7 @@ def load_base(cfg: TrainConfig, placement: Placement) -> BaseModel:
     from transformers.utils.hub import resolve_revision
 
     ref = cfg.base_model_id
-    if ref.startswith((".", "/", "~")) and not Path(ref).expanduser().is_dir():
+    if looks_like_path(ref) and not Path(ref).expanduser().is_dir():
         raise TrainError(f"base model {ref!r}: no such directory")
     path = model_path(ref)
     # One commit for every file (a branch can move while we load), and its sha for the card.
@@ -94,54 +94,26 @@ def load_base(cfg: TrainConfig, placement: Placement) -> BaseModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     except Exception as e:  # the one boundary for hub / transformers loading errors
-        raise TrainError(f"cannot load base model {ref!r}: {access_reason(e)}") from e
+        raise TrainError(f"cannot load base model {ref!r}: {load_reason(e)}") from e
     check_chat_template(tokenizer, cfg)  # before the weights: a 7B model takes a while
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     except Exception as e:
-        raise TrainError(f"cannot load base model {ref!r}: {access_reason(e)}") from e
+        raise TrainError(f"cannot load base model {ref!r}: {load_reason(e)}") from e
     return BaseModel(model, tokenizer, ref, cfg.base_model_revision, sha)
-
-
-def model_path(ref: str) -> str:
-    """A Hub id as it is; a local path with ``~`` expanded."""
-    return str(Path(ref).expanduser()) if ref.startswith("~") else ref
-
-
-def access_reason(e: BaseException) -> str:
-    """Why a model could not be loaded, in one line: the Hub error inside transformers' wrapper
-    when there is one (gated, missing, offline), else the error itself."""
-    from huggingface_hub import errors as hub
-
-    hub_errors = (hub.HfHubHTTPError, hub.LocalEntryNotFoundError, hub.OfflineModeIsEnabled)
-    seen: BaseException | None = e
-    while seen is not None:
-        if isinstance(seen, hub_errors):
-            return _load_reason(seen)
-        seen = seen.__cause__ or seen.__context__
-    return _load_reason(e) if isinstance(e, Exception) else one_line(e)
 
 
 def check_chat_template(tokenizer: Any, cfg: TrainConfig) -> None:
     """The tokenizer must have a chat template; for assistant-only loss it must mark the
     assistant's tokens (``{% generation %}``) or be one TRL knows how to mark."""
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
+    if chat_template(tokenizer) is None:
         raise TrainError(
             f"base model {cfg.base_model_id!r}: its tokenizer has no chat template"
             " (use an instruction-tuned model, e.g. google/gemma-3-1b-it)"
         )
-    if not cfg.assistant_only_loss:
-        return
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-
-    if has_generation_markers(template):
-        return
-    try:
-        get_training_chat_template(tokenizer)
-    except ValueError:
+    if cfg.assistant_only_loss and not marks_assistant_tokens(tokenizer):
         raise TrainError(
             f"base model {cfg.base_model_id!r}: its chat template does not mark the assistant's"
             " tokens ({% generation %}) and TRL has no training version of it"
             " (add the markers, or train on every token with --no-assistant-only-loss)"
-        ) from None
+        )

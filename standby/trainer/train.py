@@ -30,6 +30,7 @@ from typing import Any
 
 from standby.data.pairs import DataError
 from standby.errors import GatewayError
+from standby.hf_loading import model_path
 from standby.store.bus import safe_url
 from standby.trainer.config import TrainConfig, TrainError
 from standby.trainer.data import Prepared, prepare_split
@@ -41,7 +42,7 @@ from standby.trainer.metadata import (
     library_versions,
     write_card,
 )
-from standby.trainer.model import BaseModel, Placement, load_base, model_path, place
+from standby.trainer.model import BaseModel, Placement, load_base, place
 from standby.trainer.publish import TOPIC, check_bus, publish_completed, push_adapter
 
 log = logging.getLogger("standby.trainer")

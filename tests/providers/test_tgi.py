@@ -18,7 +18,7 @@ from standby.errors import (
     UpstreamStatusError,
 )
 from standby.protocol import ChatRequest, Delta, Message
-from standby.providers.tgi import TGIProvider, gemma_prompt
+from standby.providers.tgi import TGIProvider
 from standby.sim.tgi import ANSWER
 from tests.fixtures.tgi_sim import RunningTGI
 
@@ -48,28 +48,15 @@ def joined(deltas: list[Delta]) -> str:
     return "".join(d.text for d in deltas)
 
 
-# --- the built-in Gemma turn format ----------------------------------------------------------
+# --- the built-in Gemma turn format (standby.chat_format.gemma_prompt) -----------------------
 
 
-def test_gemma_prompt_folds_system_into_first_user_turn() -> None:
-    messages = (
-        Message("system", "Be brief."),
-        Message("user", " Hi "),
-        Message("assistant", "Hello!"),
-        Message("user", "Again"),
-    )
-    assert gemma_prompt(messages, continue_final=False) == (
-        "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
-        "<start_of_turn>model\nHello!<end_of_turn>\n"
-        "<start_of_turn>user\nAgain<end_of_turn>\n"
-        "<start_of_turn>model\n"
-    )
-
-
-def test_gemma_prompt_continue_final_leaves_the_model_turn_open() -> None:
-    messages = (Message("user", "Hi"), Message("assistant", "Hello, wor"))
-    assert gemma_prompt(messages, continue_final=True) == (
-        "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello, wor"
+async def test_default_prompt_is_gemmas_turn_format(tgi_sim: RunningTGI, make: Any) -> None:
+    p = await make(tgi_sim.url)
+    req = ChatRequest(messages=(Message("system", "Be brief."), Message("user", " Hi ")))
+    await p.complete(req)
+    assert tgi_sim.requests[0]["body"]["inputs"] == (
+        "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
     )
 
 
@@ -297,13 +284,30 @@ async def test_chat_template_model_renders_the_prompt(
     assert second.endswith("<start_of_turn>model\nHello, wor")
 
 
-async def test_chat_template_that_cannot_render(
+async def test_a_late_system_message_is_folded_as_the_local_backend_does(
     tgi_sim: RunningTGI, make: Any, tiny_model_dir: Path
 ) -> None:
+    """The tiny Gemma's template rejects a system message after the first turn; the prompt is
+    rendered again with the system text folded into the first user turn."""
     p = await make(tgi_sim.url, chat_template_model=str(tiny_model_dir))
-    req = ChatRequest(messages=(Message("user", "Hi"), Message("system", "late system")))
-    with pytest.raises(UpstreamProtocolError, match="chat template"):
-        await p.complete(req)
+    req = ChatRequest(messages=(Message("user", "Hi"), Message("system", "Be brief.")))
+    await p.complete(req)
+    assert tgi_sim.requests[0]["body"]["inputs"] == (
+        "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+async def test_chat_template_that_cannot_render(
+    tgi_sim: RunningTGI, make: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = "{{ raise_exception('this template renders nothing') }}"
+    tokenizer.save_pretrained(tmp_path)
+    p = await make(tgi_sim.url, chat_template_model=str(tmp_path))
+    with pytest.raises(UpstreamProtocolError, match="chat template cannot render"):
+        await p.complete(HELLO)
     assert tgi_sim.requests == []
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
+from standby.chat_format import fold_system_messages, render_prompt
 from standby.data.pairs import DataError
-from standby.providers.local import fold_system_messages, render_prompt
 from standby.trainer.config import TrainConfig
 from standby.trainer.data import prepare_split, to_chat
 from standby.trainer.model import load_base, place

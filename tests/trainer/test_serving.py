@@ -13,7 +13,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from standby.providers.local import render_prompt
+from standby.chat_format import render_prompt
 from standby.trainer.config import TrainConfig
 from standby.trainer.train import TrainResult
 from tests.fixtures.gateway import StartGateway

@@ -14,7 +14,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from standby.providers.local import render_prompt
+from standby.chat_format import render_prompt
 from standby.store import open_bus
 from standby.trainer.config import TrainConfig
 from standby.trainer.data import prepare_split
