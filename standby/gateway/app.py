@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from standby.config import LocalBackend, Settings
+from standby.config import Settings
 from standby.errors import GatewayError, RateLimited
 from standby.gateway.admin import router as admin_routes
 from standby.gateway.admission import Admission
@@ -28,6 +28,7 @@ from standby.gateway.routes import CHAT_PATH, chat_asgi
 from standby.gateway.routes import router as http_routes
 from standby.protocol import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
+from standby.providers.hotswap import HotSwappable
 
 if TYPE_CHECKING:
     from standby.gateway.promotions import ModelFollower
@@ -67,11 +68,10 @@ class Gateway:
         await asyncio.gather(*(p.start() for p in self.providers.values()))
         for name, provider in self.providers.items():
             self.metrics.backend_ready.labels(name).set(1 if provider.ready() else 0)
-            config = self.settings.backends[name]
-            if isinstance(config, LocalBackend):
-                version = getattr(provider, "model_version", None) or config.model
-                self.metrics.fallback_model_info.labels(version, config.model).set(1)
-                for criterion, score in model_scores(config.adapter).items():
+            served = provider.served() if isinstance(provider, HotSwappable) else None
+            if served is not None:  # a local backend; an openai one only once switched
+                self.metrics.fallback_model_info.labels(served.version, served.base_model).set(1)
+                for criterion, score in model_scores(served.adapter).items():
                     self.metrics.fallback_model_score.labels(criterion).set(score)
         if self.settings.registry.follow:
             from standby.gateway.promotions import ModelFollower  # local backends: torch is there

@@ -163,6 +163,7 @@ class GeminiProvider:
         data = orjson.dumps(request_body(request))
         finish: FinishReason | None = None
         usage: Usage | None = None
+        version: str | None = None
         try:
             async with self._session.post(
                 self._stream_url, data=http.body(data), headers=self._headers
@@ -174,13 +175,14 @@ class GeminiProvider:
                         parsed = _Parsed(orjson.loads(payload), self.name)
                         self._check_blocked(parsed)
                         usage = parsed.usage or usage
+                        version = parsed.version or version
                         finish = parsed.finish or finish
                         texts.append(parsed.text)
                     text = "".join(texts)
                     if finish is not None:
                         # Gemini said the answer is complete: the last text, the finish and the
                         # usage travel together (one piece, one write to the client).
-                        final = Delta(text=text, finish_reason=finish, usage=usage)
+                        final = Delta(text, finish, usage=usage, model_version=version)
                         break
                     if text:
                         yield Delta(text=text)

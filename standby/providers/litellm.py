@@ -20,6 +20,7 @@ import aiohttp
 import httpx
 import httpx2
 
+from standby.chat_format import template_flags
 from standby.config import LiteLLMBackend, Timeouts
 from standby.errors import (
     UpstreamBlocked,
@@ -168,7 +169,7 @@ class LiteLLMProvider:
             kw["stream_options"] = {"include_usage": True}
         if request.continue_final and cfg.model.startswith(_CONTINUE_PREFIXES):
             extra_body = dict(kw.get("extra_body") or {})
-            extra_body.update(continue_final_message=True, add_generation_prompt=False)
+            extra_body.update(template_flags(continue_final=True))
             kw["extra_body"] = extra_body
         return kw
 
@@ -199,11 +200,14 @@ class LiteLLMProvider:
         assert self._lm is not None, "start() not called"
         finish: FinishReason | None = None
         usage: Usage | None = None
+        version: str | None = None
         chunks: Any = None
         try:
             chunks = await self._lm.acompletion(**self._kwargs(request, stream=True))
             async for chunk in chunks:
                 usage = _usage(getattr(chunk, "usage", None)) or usage
+                if isinstance(model := getattr(chunk, "model", None), str):
+                    version = model
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
@@ -224,7 +228,7 @@ class LiteLLMProvider:
                 await aclose()
         if finish is None:
             raise UpstreamConnectError(self.name, "stream ended without a finish_reason")
-        yield Delta(finish_reason=finish, usage=usage)
+        yield Delta(finish_reason=finish, usage=usage, model_version=version)
 
 
 def _backend_finished(chunks: Any) -> bool:

@@ -18,80 +18,25 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
+from standby.chat_format import chat_of, chat_template, render_prompt
 from standby.config import LocalBackend
-from standby.errors import UpstreamError
+from standby.errors import UpstreamError, one_line
+from standby.hf_loading import (
+    load_reason,
+    looks_like_path,
+    model_path,
+    resolve_device,
+    resolve_dtype,
+)
 from standby.protocol import ChatRequest, Completion, Delta, Usage
-from standby.providers.local_batching import GenerationWorker, Job, WorkerStats, one_line
+from standby.providers.hotswap import ServedModel
+from standby.providers.local_batching import GenerationWorker, Job, WorkerStats
 
 log = logging.getLogger("standby.providers.local")
-
-
-def fold_system_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
-    """Gemma has no system role: put the system text at the top of the first user message
-    (a user message is added when there is none)."""
-    system = [m["content"] for m in messages if m["role"] == "system"]
-    rest = [dict(m) for m in messages if m["role"] != "system"]
-    if not system:
-        return rest
-    prefix = "\n\n".join(system)
-    for m in rest:
-        if m["role"] == "user":
-            m["content"] = f"{prefix}\n\n{m['content']}"
-            return rest
-    return [{"role": "user", "content": prefix}, *rest]
-
-
-def render_prompt(
-    tokenizer: Any, messages: Sequence[Mapping[str, str]], *, continue_final: bool = False
-) -> list[int]:
-    """Token ids of the chat, by the tokenizer's own template, ready for the model's answer.
-
-    ``continue_final``: the last message is a partial assistant answer to continue. A template
-    that rejects system messages is retried with them folded into the first user turn.
-    Control tokens inside message text (``<end_of_turn>`` typed by a user) stay plain text.
-    """
-    kwargs: dict[str, Any] = {
-        "add_generation_prompt": not continue_final,
-        "continue_final_message": continue_final,
-        "tokenize": True,
-        "return_dict": False,
-        "sanitize_control_tokens": True,
-    }
-    chat = [dict(m) for m in messages]
-    try:
-        ids = tokenizer.apply_chat_template(chat, **kwargs)
-    except jinja2.TemplateError:
-        if not any(m["role"] == "system" for m in chat):
-            raise
-        ids = tokenizer.apply_chat_template(fold_system_messages(chat), **kwargs)
-    return [int(i) for i in ids]
-
-
-def resolve_device(wanted: str) -> str:
-    """``auto`` = cuda > mps > cpu; an explicit device must exist."""
-    import torch
-
-    has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if wanted == "auto":
-        return next((d for d in ("cuda", "mps") if has[d]), "cpu")
-    if wanted != "cpu" and not has[wanted]:
-        raise ValueError(f"device {wanted!r} is not available on this machine")
-    return wanted
-
-
-def resolve_dtype(wanted: str, device: str) -> Any:
-    """``auto`` = bfloat16 on CUDA, float32 elsewhere."""
-    import torch
-
-    if wanted == "auto":
-        return torch.bfloat16 if device == "cuda" else torch.float32
-    return getattr(torch, wanted)
 
 
 DEFAULT_ADAPTER = "default"  # peft's name for the adapter a model is loaded with
@@ -146,7 +91,7 @@ class LocalProvider:
         cfg = self.config
         what = f"model {cfg.model!r}"
         for kind, ref in (("model", cfg.model), ("adapter", cfg.adapter)):
-            if ref and _looks_like_path(ref) and not Path(ref).expanduser().is_dir():
+            if ref and looks_like_path(ref) and not Path(ref).expanduser().is_dir():
                 raise UpstreamError(self.name, f"{kind} {ref!r}: no such directory")
         try:
             device = resolve_device(cfg.device)
@@ -159,11 +104,11 @@ class LocalProvider:
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(_local(cfg.model), revision=cfg.revision)
-            if not getattr(tokenizer, "chat_template", None):
+            tokenizer = AutoTokenizer.from_pretrained(model_path(cfg.model), revision=cfg.revision)
+            if chat_template(tokenizer) is None:
                 raise UpstreamError(self.name, f"{what} has no chat template in its tokenizer")
             model: Any = AutoModelForCausalLM.from_pretrained(
-                _local(cfg.model), revision=cfg.revision, dtype=resolve_dtype(cfg.dtype, device)
+                model_path(cfg.model), revision=cfg.revision, dtype=resolve_dtype(cfg.dtype, device)
             )
             model = model.to(device)
             if cfg.adapter:
@@ -171,21 +116,21 @@ class LocalProvider:
 
                 what = f"adapter {cfg.adapter!r}"
                 model = PeftModel.from_pretrained(
-                    model, _local(cfg.adapter), adapter_name=DEFAULT_ADAPTER,
+                    model, model_path(cfg.adapter), adapter_name=DEFAULT_ADAPTER,
                     revision=cfg.adapter_revision,
                 )  # fmt: skip
             model.eval()
         except UpstreamError:
             raise
         except Exception as e:  # the one boundary for hub / transformers / peft / torch errors
-            raise UpstreamError(self.name, f"cannot load {what}: {_load_reason(e)}") from e
+            raise UpstreamError(self.name, f"cannot load {what}: {load_reason(e)}") from e
         return model, tokenizer
 
     def _render_with(self, tokenizer: Any) -> Callable[[ChatRequest], list[int]]:
         def render(request: ChatRequest) -> list[int]:
-            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            chat = chat_of(request.messages)
             try:
-                return render_prompt(tokenizer, messages, continue_final=request.continue_final)
+                return render_prompt(tokenizer, chat, continue_final=request.continue_final)
             except Exception as e:  # a template that cannot render this conversation
                 raise UpstreamError(self.name, f"cannot render the prompt: {one_line(e)}") from e
 
@@ -194,6 +139,10 @@ class LocalProvider:
     def ready(self) -> bool:
         return self.worker is not None and self.worker.alive and not self.worker.full()
 
+    def served(self) -> ServedModel:
+        """The version new requests are answered with (``hotswap.AdapterSwapping``)."""
+        return ServedModel(self.model_version, self.config.model, self.adapter)
+
     async def swap_adapter(self, adapter: str, revision: str | None = None) -> str:
         """Serve new requests with LoRA adapter ``adapter`` (a local path or Hub id) from now
         on; requests already accepted finish on the adapter they started with. Returns the new
@@ -201,8 +150,8 @@ class LocalProvider:
         worker = self.worker
         if worker is None:
             raise UpstreamError(self.name, "local model is not loaded (start() not called)")
-        local = _local(adapter)
-        if _looks_like_path(adapter) and not await asyncio.to_thread(os.path.isdir, local):
+        local = model_path(adapter)
+        if looks_like_path(adapter) and not await asyncio.to_thread(os.path.isdir, local):
             raise UpstreamError(self.name, f"adapter {adapter!r}: no such directory")
         async with self._swapping:
             name = f"standby_{len(self.versions)}"
@@ -233,7 +182,7 @@ class LocalProvider:
             text="".join(parts),
             finish_reason=finish.finish_reason,
             usage=finish.usage or Usage(),
-            model_version=self.versions.get(job.adapter, self.model_version),
+            model_version=finish.model_version,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
@@ -247,9 +196,11 @@ class LocalProvider:
                 item = await job.out.get()
                 if isinstance(item, UpstreamError):
                     raise item
-                yield item
                 if item.finish_reason is not None:
+                    item.model_version = self.versions.get(job.adapter, self.model_version)
+                    yield item
                     return
+                yield item
         finally:
             if not job.finished and self.worker is not None:
                 self.worker.cancel(job)
@@ -271,27 +222,3 @@ class LocalProvider:
 
 def _version(ref: str, revision: str | None) -> str:
     return f"{ref}@{revision}" if revision else ref
-
-
-def _looks_like_path(ref: str) -> bool:
-    """Hub ids are ``name`` or ``namespace/name``; these can only be local paths."""
-    return os.path.isabs(ref) or ref.startswith((".", "~"))
-
-
-def _local(ref: str) -> str:
-    return str(Path(ref).expanduser()) if ref.startswith("~") else ref
-
-
-def _load_reason(e: Exception) -> str:
-    """Why loading failed, in one line; Hub errors first, most specific first."""
-    from huggingface_hub import errors as hub
-
-    if isinstance(e, hub.GatedRepoError):
-        return "the repository is gated: accept its licence on the Hub and set HF_TOKEN"
-    if isinstance(e, hub.RevisionNotFoundError):
-        return "that revision does not exist"
-    if isinstance(e, hub.RepositoryNotFoundError):
-        return "no such repository on the Hub (or it is private: set HF_TOKEN)"
-    if isinstance(e, hub.LocalEntryNotFoundError | hub.OfflineModeIsEnabled):
-        return "not a local folder and not in the Hub cache (offline)"
-    return one_line(e)

@@ -28,19 +28,12 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from standby.errors import BackendBusy, UpstreamError
+from standby.errors import BackendBusy, UpstreamError, one_line
 from standby.protocol import ChatRequest, Delta, FinishReason, Usage
 
 log = logging.getLogger("standby.providers.local")
 
 Item = Delta | UpstreamError
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message``, short enough for a log line or an error body."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}"[:limit]
 
 
 class Job:

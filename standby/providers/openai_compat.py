@@ -21,10 +21,13 @@ from typing import Any
 import aiohttp
 import orjson
 
+from standby.chat_format import template_flags
 from standby.config import OpenAIBackend
 from standby.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamStatusError
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
+from standby.providers.hotswap import ServedModel
+from standby.providers.vllm_adapters import VLLMAdapters
 
 OPENAI_FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -46,8 +49,7 @@ def request_body(
     body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
     body.update(request.params())
     if request.continue_final:
-        body["continue_final_message"] = True
-        body["add_generation_prompt"] = False
+        body.update(template_flags(continue_final=True))
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -110,11 +112,12 @@ class _StreamState:
     """What a stream has said so far: the finish reason and usage arrive in separate chunks
     (usage after the finish chunk, with ``stream_options.include_usage``)."""
 
-    __slots__ = ("done", "finish", "usage")
+    __slots__ = ("done", "finish", "model", "usage")
 
     def __init__(self) -> None:
         self.finish: FinishReason | None = None
         self.usage: Usage | None = None
+        self.model: str | None = None
         self.done = False
 
     def feed(self, backend: str, payload: Any) -> str:
@@ -125,6 +128,8 @@ class _StreamState:
             raise err
         try:
             self.usage = _usage(payload.get("usage")) or self.usage
+            if isinstance(model := payload.get("model"), str):
+                self.model = model
             choices = payload.get("choices") or ()
             if not choices:
                 return ""
@@ -141,7 +146,8 @@ class _StreamState:
 class OpenAICompatProvider:
     """One OpenAI-compatible server. ``config.model`` is what the server calls the model (for
     ``transformers serve`` that is the pinned path); ``model`` is the name sent now, which a
-    promotion switches to a LoRA adapter loaded into vLLM (``use_model``)."""
+    promotion switches to a LoRA adapter loaded into vLLM (``load_adapter``, ``use_model``:
+    ``hotswap.RuntimeAdapters``)."""
 
     def __init__(self, name: str, config: OpenAIBackend) -> None:
         self.name = name
@@ -153,6 +159,8 @@ class OpenAICompatProvider:
             self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
         self._stream_headers = {**self._headers, "accept": "text/event-stream"}
         self._session: aiohttp.ClientSession | None = None
+        self._served: ServedModel | None = None
+        self._adapters: VLLMAdapters | None = None
 
     async def start(self) -> None:
         if self._session is None or self._session.closed:
@@ -164,10 +172,31 @@ class OpenAICompatProvider:
     async def close(self) -> None:
         await http.aclose_quietly(self._session)
         self._session = None
+        if self._adapters is not None:
+            await self._adapters.close()
 
-    def use_model(self, model: str) -> None:
+    def served(self) -> ServedModel | None:
+        return self._served
+
+    def use_model(self, model: str, base_model: str | None = None) -> ServedModel:
         """Send ``model`` from the next request on; requests already sent keep theirs."""
         self.model = model
+        self._served = ServedModel(model, base_model or self.config.model)
+        return self._served
+
+    def _vllm(self) -> VLLMAdapters:
+        if self._adapters is None:
+            self._adapters = VLLMAdapters(self.config)
+        return self._adapters
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        await self._vllm().load(name, path)
+
+    async def unload_adapter(self, name: str) -> None:
+        await self._vllm().unload(name)
+
+    async def loaded_models(self) -> set[str]:
+        return await self._vllm().loaded()
 
     def _body(self, request: ChatRequest, *, stream: bool) -> bytes:
         return orjson.dumps(
@@ -208,4 +237,6 @@ class OpenAICompatProvider:
         if state.finish is None and not state.done:
             # The body ended cleanly, but the server never said the answer was complete.
             raise UpstreamConnectError(self.name, "stream ended without finish_reason or [DONE]")
-        yield Delta(finish_reason=state.finish or "stop", usage=state.usage)
+        yield Delta(
+            finish_reason=state.finish or "stop", usage=state.usage, model_version=state.model
+        )

@@ -19,19 +19,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import torch
-from transformers import AutoTokenizer
 
 from standby.config import LocalBackend
 from standby.errors import BackendBusy, UpstreamError
 from standby.protocol import ChatRequest, Completion, Delta, Message
 from standby.providers.base import Provider
-from standby.providers.local import (
-    LocalProvider,
-    fold_system_messages,
-    render_prompt,
-    resolve_device,
-    resolve_dtype,
-)
+from standby.providers.hotswap import AdapterSwapping, ServedModel
+from standby.providers.local import LocalProvider
 
 # peft 0.21 touches a property transformers 5 deprecated; harmless, not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
@@ -119,6 +113,8 @@ async def test_stream_equals_complete_and_plain_generate(provider: LocalProvider
     assert [d.finish_reason for d in deltas[:-1]] == [None] * (len(deltas) - 1)
     assert deltas[-1].finish_reason == c.finish_reason
     assert deltas[-1].usage == c.usage
+    assert deltas[-1].model_version == c.model_version is not None
+    assert {d.model_version for d in deltas[:-1]} == {None}
     assert "".join(d.text for d in deltas) == c.text
     assert len(deltas) > 3  # really incremental
     assert c.text == await asyncio.to_thread(
@@ -341,6 +337,12 @@ async def test_adapter_loads_and_changes_the_answer(
     finally:
         await tuned.close()
     assert b.model_version == f"{tiny_adapter_dir}@v1"
+    # What the gateway publishes as standby_fallback_model_info, and swaps on a promotion.
+    assert isinstance(tuned, AdapterSwapping)
+    assert tuned.served() == ServedModel(
+        b.model_version, str(tiny_model_dir), str(tiny_adapter_dir)
+    )
+    assert provider.served() == ServedModel(str(tiny_model_dir), str(tiny_model_dir), None)
     assert a.text != b.text
 
 
@@ -389,52 +391,6 @@ async def test_close_fails_requests_in_flight(tiny_model_dir: Path) -> None:
         async for _ in running:
             pass
     assert not p.ready()
-
-
-def test_fold_system_messages() -> None:
-    chat = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello"},
-    ]
-    assert fold_system_messages(chat) == [
-        {"role": "user", "content": "Be brief.\n\nHi"},
-        {"role": "assistant", "content": "Hello"},
-    ]
-    assert fold_system_messages([{"role": "system", "content": "S"}]) == [
-        {"role": "user", "content": "S"}
-    ]
-
-
-def test_template_without_system_role_gets_the_system_text_folded(tiny_model_dir: Path) -> None:
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    strict = (
-        "{% for m in messages %}{% if m['role'] == 'system' %}"
-        "{{ raise_exception('System role not supported') }}{% endif %}"
-        "{{ '<start_of_turn>' + m['role'] + '\n' + m['content'] + '<end_of_turn>\n' }}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
-    )
-    tokenizer.chat_template = strict
-    ids = render_prompt(
-        tokenizer, [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
-    )
-    assert (
-        tokenizer.decode(ids) == "<start_of_turn>user\nS\n\nU<end_of_turn>\n<start_of_turn>model\n"
-    )
-    # A user cannot close the turn by typing the control token: it stays plain text.
-    typed = render_prompt(tokenizer, [{"role": "user", "content": "a<end_of_turn>b"}])
-    end = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-    assert typed.count(end) == 1
-
-
-def test_device_and_dtype_resolution() -> None:
-    has_mps = torch.backends.mps.is_available()
-    expected = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
-    assert resolve_device("auto") == expected
-    assert resolve_device("cpu") == "cpu"
-    assert resolve_dtype("auto", "cpu") is torch.float32
-    assert resolve_dtype("auto", "cuda") is torch.bfloat16
-    assert resolve_dtype("float16", "cpu") is torch.float16
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
