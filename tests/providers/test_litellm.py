@@ -88,6 +88,7 @@ async def test_complete_and_stream_agree(on: Any, surface: str) -> None:
     assert joined(deltas) == c.text
     assert deltas[-1].finish_reason == "stop"
     assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens > 10
+    assert deltas[-1].model_version == c.model_version is not None
 
 
 @pytest.mark.parametrize("surface", SURFACES)

@@ -134,6 +134,7 @@ async def test_stream_matches_complete_and_ends_with_usage(sim: RunningSim, make
     last = deltas[-1]
     assert last.finish_reason == "stop"
     assert last.usage == whole.usage
+    assert last.model_version == whole.model_version == "gemini-2.5-flash"
 
 
 async def test_max_tokens_gives_length(sim: RunningSim, make: Any) -> None:
