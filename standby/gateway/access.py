@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 
 import orjson
 
+from standby.gateway.accounting import Accounting
 from standby.gateway.capture import Capture, Captured
-from standby.gateway.router import Outcome, Router
+from standby.gateway.failover import Outcome
 from standby.protocol import ChatRequest, FinishReason, Usage
 
 log = logging.getLogger("standby.access")
@@ -46,12 +47,23 @@ class RequestRecord:
     when the stream ends, however it ends). Later calls are ignored."""
 
     __slots__ = (
-        "capture", "chat", "done", "finish_reason", "key_id", "model_version", "outcome",
-        "request_id", "response", "router", "started", "stream", "usage",
-    )  # fmt: skip
+        "accounting",
+        "capture",
+        "chat",
+        "done",
+        "finish_reason",
+        "key_id",
+        "model_version",
+        "outcome",
+        "request_id",
+        "response",
+        "started",
+        "stream",
+        "usage",
+    )
 
-    def __init__(self, router: Router, rid: str, capture: Capture | None) -> None:
-        self.router = router
+    def __init__(self, accounting: Accounting, rid: str, capture: Capture | None) -> None:
+        self.accounting = accounting
         self.request_id = rid
         self.capture = capture
         self.started = time.perf_counter()
@@ -76,7 +88,7 @@ class RequestRecord:
         self.done = True
         label = label or outcome_label(status)
         outcome = self.outcome or Outcome("none")
-        self.router.record(outcome, self.started, label)
+        self.accounting.record(outcome, self.started, label, self.usage)
         if label == "ok" and self.chat is not None:
             self._capture(outcome)
         if log.isEnabledFor(logging.INFO):
@@ -85,7 +97,7 @@ class RequestRecord:
     def _capture(self, outcome: Outcome) -> None:
         if self.capture is None:
             return
-        if self.router.capture_off(outcome.route):
+        if self.accounting.capture_off(outcome.route):
             self.capture.filtered()
             return
         assert self.chat is not None

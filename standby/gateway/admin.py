@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from standby.store.registry import Registry
 
 log = logging.getLogger("standby.admin")
-router = APIRouter(prefix="/admin", include_in_schema=False)
+admin_api = APIRouter(prefix="/admin", include_in_schema=False)
 T = TypeVar("T")
 
 
@@ -91,12 +91,12 @@ def _json(body: Any) -> Response:
 _FORCE: dict[str, State | None] = {"open": State.OPEN, "close": State.CLOSED, "reset": None}
 
 
-@router.post("/breakers/{backend}/{action}")
+@admin_api.post("/breakers/{backend}/{action}")
 async def force_breaker(request: Request, backend: str, action: str) -> Response:
     async def work(gw: Gateway) -> Response:
         if action not in _FORCE:
             raise NotFound(f"No breaker action {action!r} (open, close, reset).", code="not_found")
-        breaker = gw.router.breakers.get(backend)
+        breaker = gw.failover.breakers.get(backend)
         if breaker is None:
             raise NotFound(f"No backend {backend!r}.", param="backend", code="backend_not_found")
         breaker.force(_FORCE[action])
@@ -107,7 +107,7 @@ async def force_breaker(request: Request, backend: str, action: str) -> Response
     return await _admin(request, name, [backend], work)
 
 
-@router.post("/keys/reload")
+@admin_api.post("/keys/reload")
 async def keys_reload(request: Request) -> Response:
     async def work(gw: Gateway) -> Response:
         try:
@@ -158,7 +158,7 @@ async def _registry(gw: Gateway, work: Callable[[Registry, Any], Awaitable[Any]]
     }
 
 
-@router.post("/models/promote")
+@admin_api.post("/models/promote")
 async def models_promote(request: Request) -> Response:
     from standby.store.promotion import promote
 
@@ -172,7 +172,7 @@ async def models_promote(request: Request) -> Response:
     return await _admin(request, "model_promote", target, work)
 
 
-@router.post("/models/rollback")
+@admin_api.post("/models/rollback")
 async def models_rollback(request: Request) -> Response:
     from standby.store.promotion import rollback
 

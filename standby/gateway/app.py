@@ -17,15 +17,15 @@ from starlette.types import Receive, Scope, Send
 
 from standby.config import Settings
 from standby.errors import GatewayError, RateLimited
-from standby.gateway.admin import router as admin_routes
+from standby.gateway.accounting import Accounting
+from standby.gateway.admin import admin_api
 from standby.gateway.admission import Admission
 from standby.gateway.auth import ANONYMOUS, KeyRing, RateLimiter, server_digests
 from standby.gateway.capture import Capture
 from standby.gateway.errors import error_response
+from standby.gateway.failover import Failover
 from standby.gateway.metrics import Metrics
-from standby.gateway.router import Router
-from standby.gateway.routes import CHAT_PATH, chat_asgi
-from standby.gateway.routes import router as http_routes
+from standby.gateway.routes import CHAT_PATH, api, chat_asgi
 from standby.protocol import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
 from standby.providers.hotswap import HotSwappable
@@ -52,7 +52,8 @@ class Gateway:
         self.providers = providers or {
             name: build_provider(name, cfg) for name, cfg in settings.backends.items()
         }
-        self.router = Router(settings, self.providers, self.metrics)
+        self.failover = Failover(settings, self.providers, self.metrics.breaker_changed)
+        self.accounting = Accounting(settings, self.metrics)
         self.admission = Admission(
             settings.server.max_concurrency,
             {alias: route.max_concurrency for alias, route in settings.routes.items()},
@@ -144,11 +145,12 @@ def create_app(gw: Gateway) -> GatewayApp:
 def create_api(gw: Gateway) -> FastAPI:
     app = FastAPI(title="standby", summary="OpenAI-compatible failover gateway", version="0.1.0")
     app.state.gateway = gw
-    app.include_router(http_routes)
-    app.include_router(admin_routes)
+    app.include_router(api)
+    app.include_router(admin_api)
 
     async def handle(request: Request, exc: Exception) -> Response:
-        return error_response(exc, getattr(request.state, "request_id", None))
+        # Every endpoint but chat (which has its own boundary, routes.serve_chat).
+        return error_response(exc)
 
     app.add_exception_handler(GatewayError, handle)
     app.add_exception_handler(HTTPException, handle)

@@ -1,4 +1,9 @@
-"""HTTP surface: thin handlers that parse, call the router and shape the answer."""
+"""HTTP surface: thin handlers that parse, call failover and shape the answer.
+
+A chat request has one error boundary, ``serve_chat``: whatever goes wrong becomes its OpenAI
+error response there (``errors.error_response``), for the bare ASGI hot path and the routed
+endpoint alike. Every other endpoint's errors reach the same function through FastAPI's
+exception handlers (``app.create_api``)."""
 
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from standby.errors import BodyTimeoutError, BodyTooLargeError, RequestError, first_problem
 from standby.gateway.access import RequestRecord, new_id, request_id
-from standby.gateway.errors import JSON, error_response, error_status
-from standby.gateway.router import Outcome
+from standby.gateway.errors import JSON, error_response
+from standby.gateway.failover import FailoverStream, Outcome
 from standby.gateway.streaming import SSEResponse, sse_body
 from standby.protocol import (
     ChatCompletionRequest,
@@ -29,7 +34,7 @@ from standby.protocol import (
 if TYPE_CHECKING:
     from standby.gateway.app import Gateway
 
-router = APIRouter()
+api = APIRouter()
 
 CHAT_PATH = "/v1/chat/completions"
 CHAT_SCHEMA_REF = {"$ref": "#/components/schemas/ChatCompletionRequest"}
@@ -73,7 +78,7 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
     return parsed
 
 
-@router.post(
+@api.post(
     CHAT_PATH,
     openapi_extra={
         "requestBody": {
@@ -83,35 +88,36 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
     },
 )
 async def chat_completions(request: Request) -> Response:
-    gw = _gateway(request)
-    rid = request_id(request.headers.get("x-request-id"))
-    request.state.request_id = rid
-    capture = gw.capture
-    if capture is not None and request.headers.get("x-standby-capture", "").lower() == "off":
-        capture.filtered()
-        capture = None
-    record = RequestRecord(gw.router, rid, capture)
-    try:
-        response = await _chat(gw, request, record)
-    except Exception as exc:
-        record.finish(error_status(exc))
-        raise
-    if not record.stream:
-        record.finish(200)
-    response.headers["x-request-id"] = rid
-    return response
+    return await serve_chat(request)
 
 
 async def chat_asgi(scope: Scope, receive: Receive, send: Send) -> None:
     """``POST /v1/chat/completions`` as a bare ASGI call: the hot path skips FastAPI's routing
     and middleware layers (a quarter of the gateway's CPU per request, measured), with the same
     handler and the same error mapping as the routed endpoint."""
-    request = Request(scope, receive)
-    try:
-        response = await chat_completions(request)
-    except Exception as exc:
-        response = error_response(exc, getattr(request.state, "request_id", None))
+    response = await serve_chat(Request(scope, receive))
     await response(scope, receive, send)
+
+
+async def serve_chat(request: Request) -> Response:
+    """One chat request, start to end: the only place its errors become a response."""
+    gw = _gateway(request)
+    rid = request_id(request.headers.get("x-request-id"))
+    capture = gw.capture
+    if capture is not None and request.headers.get("x-standby-capture", "").lower() == "off":
+        capture.filtered()
+        capture = None
+    record = RequestRecord(gw.accounting, rid, capture)
+    try:
+        response = await _chat(gw, request, record)
+    except Exception as exc:
+        response = error_response(exc, rid)
+        record.finish(response.status_code)
+        return response
+    if not record.stream:
+        record.finish(200)
+    response.headers["x-request-id"] = rid
+    return response
 
 
 async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Response:
@@ -119,44 +125,44 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
     server = gw.settings.server
     parsed = parse_request(await read_body(request, server.max_body_bytes, server.body_timeout_s))
     alias = parsed.model
-    gw.router.resolve(alias)
+    gw.failover.resolve(alias)
     record.chat = chat = ChatRequest.from_openai(parsed)
     completion_id = f"chatcmpl-{new_id()}"
     admission = gw.admission
     admission.enter(alias)  # over max_concurrency: 503 overloaded now, no queueing
+    record.outcome = outcome = Outcome(alias)  # the one Outcome, whole answer or stream
     in_flight = gw.metrics.c_in_flight(alias)
     in_flight.inc()
-    if parsed.stream:
 
-        def leave() -> None:
-            in_flight.dec()
-            admission.leave(alias)
-
-        return await _stream(gw, parsed, chat, completion_id, record, leave)
-    record.outcome = outcome = Outcome(alias)
-    try:
-        completion = await gw.router.complete(chat, outcome)
-    finally:
+    def leave() -> None:
         in_flight.dec()
         admission.leave(alias)
+
+    if parsed.stream:
+        stream = gw.failover.stream(chat, outcome)
+        return await _stream(stream, parsed, completion_id, record, leave)
+    try:
+        completion = await gw.failover.complete(chat, outcome)
+    finally:
+        leave()
     record.answered(completion.text, completion.finish_reason, completion.usage)
     record.model_version = completion.model_version
     body = completion_body(
-        completion_id=completion_id, model=alias, completion=completion, extra=outcome.extra()
+        completion_id=completion_id,
+        model=alias,
+        completion=completion,
+        extra=outcome.extra(),
     )
-    return Response(orjson.dumps(body), media_type=JSON, headers=_headers(outcome))
+    return Response(orjson.dumps(body), media_type=JSON, headers=outcome.headers())
 
 
 async def _stream(
-    gw: Gateway,
+    stream: FailoverStream,
     parsed: ChatCompletionRequest,
-    chat: ChatRequest,
     completion_id: str,
     record: RequestRecord,
     leave: Callable[[], None],
 ) -> Response:
-    stream = gw.router.stream(parsed.model, chat)
-    record.outcome = stream.outcome
     try:
         first = await stream.first()
     except BaseException:
@@ -168,50 +174,48 @@ async def _stream(
         leave()
         if last is not None and last.finish_reason is not None:
             record.answered("".join(stream.sent), last.finish_reason, last.usage)
+            record.model_version = last.model_version
         record.finish(200, status)
 
     include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
     body = sse_body(
-        stream, first, completion_id=completion_id, model=parsed.model,
-        include_usage=include_usage, on_end=on_end,
-    )  # fmt: skip
-    headers = _headers(stream.outcome)
+        stream,
+        first,
+        completion_id=completion_id,
+        model=parsed.model,
+        include_usage=include_usage,
+        on_end=on_end,
+    )
+    headers = stream.outcome.headers()
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
     headers["x-request-id"] = record.request_id
     return SSEResponse(body, headers)
 
 
-def _headers(outcome: Outcome) -> dict[str, str]:
-    headers = {"x-standby-backend": outcome.first_backend or outcome.backend}
-    if outcome.fallback_reason is not None:
-        headers["x-standby-fallback-reason"] = outcome.fallback_reason
-    return headers
-
-
-@router.get("/v1/models")
+@api.get("/v1/models")
 async def list_models(request: Request) -> Response:
     gw = _gateway(request)
     gw.authorize(request.headers.get("authorization"))
     data = [
         {"id": alias, "object": "model", "created": gw.created, "owned_by": "standby"}
-        for alias in gw.router.routes
+        for alias in gw.failover.routes
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
 
-@router.get("/healthz")
+@api.get("/healthz")
 async def healthz() -> Response:
     return Response(b'{"status":"ok"}', media_type=JSON)
 
 
-@router.get("/readyz")
+@api.get("/readyz")
 async def readyz(request: Request) -> Response:
     """Which backends can take a request now; 503 when no route has a usable backend."""
     gw = _gateway(request)
     backends = {}
-    for name, provider in gw.router.providers.items():
-        breaker = gw.router.breakers[name]
+    for name, provider in gw.failover.providers.items():
+        breaker = gw.failover.breakers[name]
         ready = provider.ready()
         backends[name] = {
             "ready": ready,
@@ -220,21 +224,21 @@ async def readyz(request: Request) -> Response:
         }
     usable = {
         alias: [n for n in names if backends[n]["ready"] and backends[n]["breaker"] != "open"]
-        for alias, names in gw.router.routes.items()
+        for alias, names in gw.failover.routes.items()
     }
     ok = any(usable.values())
     body = {"status": "ready" if ok else "unavailable", "backends": backends, "routes": usable}
     return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type=JSON)
 
 
-@router.get("/metrics")
+@api.get("/metrics")
 async def metrics(request: Request) -> Response:
     gw = _gateway(request)
-    ready = {name: p.ready() for name, p in gw.router.providers.items()}
-    gw.metrics.refresh(gw.router.breakers, ready)
+    ready = {name: p.ready() for name, p in gw.failover.providers.items()}
+    gw.metrics.refresh(gw.failover.breakers, ready)
     if gw.capture is not None:
         gw.metrics.capture_queue_depth.set(gw.capture.depth())
     return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__ = ["error_response", "router"]
+__all__ = ["api", "chat_asgi", "serve_chat"]

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from standby.errors import AllBackendsFailed, UpstreamError
-from standby.gateway.router import RoutedStream, StreamFailure
+from standby.gateway.failover import FailoverStream, StreamFailure
 from standby.protocol import Delta, chunk_body, error_body
 from standby.providers.base import aclose
 
@@ -27,7 +27,7 @@ def sse(payload: object) -> bytes:
 
 
 async def sse_body(
-    stream: RoutedStream,
+    stream: FailoverStream,
     first: Delta | StreamFailure,
     *,
     completion_id: str,
@@ -35,8 +35,9 @@ async def sse_body(
     include_usage: bool,
     on_end: Callable[[str, Delta | None], None],
 ) -> AsyncIterator[bytes]:
-    """Turn routed deltas into SSE bytes. ``on_end(outcome, final delta)`` runs exactly once,
-    with ``ok`` or ``error``, however the stream ends (client disconnects included)."""
+    """Turn the failover's deltas into SSE bytes. ``on_end(outcome, final delta)`` runs
+    exactly once, with ``ok`` or ``error``, however the stream ends (client disconnects
+    included)."""
     created = int(time.time())
     role_sent = False
     status = "error"

@@ -133,7 +133,7 @@ async def test_429_storm_honours_retry_after(
     assert during <= 3 + 6
     assert gw.breaker("gemini") == "OPEN"
     assert gw.gateway is not None
-    retry_in = gw.gateway.router.breakers["gemini"].seconds_until_retry()
+    retry_in = gw.gateway.failover.breakers["gemini"].seconds_until_retry()
     assert retry_in > 0
     sim.sim.set_fault("ok")
     await asyncio.sleep(retry_in + 0.2)

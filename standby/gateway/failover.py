@@ -1,0 +1,317 @@
+"""Ordered failover across a route's backends (the DESIGN failover table is the contract).
+
+Failover knows no vendor and no metrics: it calls ``Provider.complete()`` / ``stream()``,
+enforces the backend's time limits, consults and feeds each backend's circuit breaker (whose
+state changes go to a callback), and classifies failures by exception type
+(``UpstreamError.failover`` / ``counts`` / ``reason``). What happened is written into the
+request's ``Outcome``; accounting reads it once the request is over.
+
+Whole and streamed answers walk the backends with the same loop (``walk``): a stream until
+its first content, a whole answer until it is complete. After content was sent, a broken
+stream walks the rest of the route again to continue the partial answer (stitching).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+from standby.config import Settings, Timeouts
+from standby.errors import (
+    AllBackendsFailed,
+    BackendBusy,
+    BreakerOpen,
+    ModelNotFoundError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from standby.gateway.breaker import CircuitBreaker, OnChange
+from standby.protocol import ChatRequest, Completion, Delta
+from standby.providers.base import Provider, aclose
+
+Provenance = Literal["primary", "fallback", "stitched"]
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one request: who answered, why it fell back, every failure on the way."""
+
+    route: str
+    backend: str = ""
+    first_backend: str = ""
+    provenance: Provenance = "primary"
+    fallback_reason: str | None = None
+    errors: list[UpstreamError] = field(default_factory=list)
+    ttft_s: float | None = None
+
+    def failed(self, error: UpstreamError, *, mid_stream: bool = False) -> None:
+        self.errors.append(error)
+        if self.fallback_reason is None:
+            self.fallback_reason = "mid_stream" if mid_stream else error.reason
+
+    def extra(self) -> dict[str, str | None]:
+        """The ``standby`` field of a response body / final chunk."""
+        return {
+            "backend": self.backend,
+            "provenance": self.provenance,
+            "fallback_reason": self.fallback_reason,
+        }
+
+    def headers(self) -> dict[str, str]:
+        """``x-standby-backend`` (who sent the first byte) and ``x-standby-fallback-reason``."""
+        headers = {"x-standby-backend": self.first_backend or self.backend}
+        if self.fallback_reason is not None:
+            headers["x-standby-fallback-reason"] = self.fallback_reason
+        return headers
+
+
+@dataclass(slots=True)
+class StreamFailure:
+    """Yielded instead of a Delta when a stream broke after content was sent and could not be
+    continued: the client must get an error event, never a clean end."""
+
+    error: Exception
+
+
+class Failover:
+    """The routes' ordered backends, their breakers and time limits."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        providers: dict[str, Provider],
+        on_breaker_change: OnChange | None = None,
+    ) -> None:
+        self.routes = {alias: list(r.backends) for alias, r in settings.routes.items()}
+        self.providers = providers
+        self.timeouts: dict[str, Timeouts] = {n: b.timeouts for n, b in settings.backends.items()}
+        self.breakers = {
+            name: CircuitBreaker(name, settings.breaker_for(name), on_breaker_change)
+            for name in settings.backends
+        }
+
+    def resolve(self, alias: str) -> list[str]:
+        names = self.routes.get(alias)
+        if names is None:
+            known = ", ".join(sorted(self.routes))
+            raise ModelNotFoundError(
+                f"The model `{alias}` does not exist on this gateway (routes: {known}).",
+                param="model",
+                code="model_not_found",
+            )
+        return names
+
+    async def complete(self, request: ChatRequest, outcome: Outcome) -> Completion:
+        """Answer from the first backend that can; ``outcome`` records what happened."""
+
+        async def attempt(name: str) -> Completion:
+            limit = self.timeouts[name].total_s
+            try:
+                async with asyncio.timeout(limit):
+                    return await self.providers[name].complete(request)
+            except TimeoutError:
+                raise UpstreamTimeout(name, "total", limit) from None
+
+        name, completion = await self.walk(outcome, self.resolve(outcome.route), attempt)
+        self.settle(name, None)
+        return completion
+
+    def stream(self, request: ChatRequest, outcome: Outcome) -> FailoverStream:
+        """The answer in pieces; ``outcome`` records what happened, also after a stitch."""
+        return FailoverStream(self, self.resolve(outcome.route), request, outcome)
+
+    async def walk(
+        self,
+        outcome: Outcome,
+        names: list[str],
+        attempt: Callable[[str], Awaitable[T]],
+        *,
+        mid_stream: bool = False,
+    ) -> tuple[str, T]:
+        """Try ``names`` in order until ``attempt`` succeeds; return who answered and what.
+
+        Skips busy backends and open breakers without calling them; settles every failure with
+        the backend's breaker and records it in ``outcome``. A client error (no failover) is
+        raised at once, as is any error once content was sent (``mid_stream``); when every
+        backend failed, ``AllBackendsFailed``. The answering backend's breaker claim is left
+        for the caller to ``settle`` once the answer is complete."""
+        for name in names:
+            skipped = self._claim(name)
+            if skipped is not None:
+                outcome.failed(skipped)
+                continue
+            try:
+                result = await attempt(name)
+            except UpstreamError as error:
+                self.settle(name, error)
+                if not error.failover and not mid_stream:
+                    outcome.backend = name
+                    raise
+                outcome.failed(error, mid_stream=mid_stream)
+                if not error.failover:
+                    raise
+                continue
+            except BaseException:
+                self.breakers[name].release()
+                raise
+            outcome.backend = name
+            outcome.first_backend = outcome.first_backend or name
+            if name != self.routes[outcome.route][0] and outcome.provenance == "primary":
+                outcome.provenance = "fallback"
+            return name, result
+        raise AllBackendsFailed(outcome.route, outcome.errors)
+
+    def _claim(self, name: str) -> UpstreamError | None:
+        """Reserve ``name`` for one call, or say why it must be skipped."""
+        if not self.providers[name].ready():
+            return BackendBusy(name, "not ready (loading or queue full)")
+        if not self.breakers[name].allow():
+            return BreakerOpen(name)
+        return None
+
+    def settle(self, name: str, error: UpstreamError | None) -> None:
+        """Give the breaker claim of ``name`` back with the call's verdict."""
+        breaker = self.breakers[name]
+        if error is None:
+            breaker.record_success()
+        elif error.counts:
+            retry = error.retry_after if isinstance(error, UpstreamStatusError) else None
+            breaker.record_failure(retry)
+        else:
+            breaker.release()
+
+
+class TimedStream:
+    """One backend's stream under its first-token / idle / total limits."""
+
+    def __init__(self, name: str, source: AsyncIterator[Delta], limits: Timeouts) -> None:
+        self.name = name
+        self.source = source
+        self.limits = limits
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + limits.total_s
+        self.got_content = False
+
+    async def next(self) -> Delta:
+        limits = self.limits
+        if self.got_content:
+            limit, phase = limits.idle_s, "idle"
+        else:
+            limit, phase = limits.first_token_s, "first_token"
+        remaining = self.deadline - self.loop.time()
+        if remaining <= limit:
+            limit, phase = max(remaining, 0.0), "total"
+        try:
+            async with asyncio.timeout(limit):
+                delta = await anext(self.source)
+        except StopAsyncIteration:
+            raise UpstreamProtocolError(self.name, "stream ended without a finish") from None
+        except TimeoutError:
+            seconds = limits.total_s if phase == "total" else limit
+            raise UpstreamTimeout(self.name, phase, seconds) from None
+        self.got_content = self.got_content or bool(delta.text)
+        return delta
+
+    async def aclose(self) -> None:
+        await aclose(self.source)
+
+
+class FailoverStream:
+    """One streaming request across the route's backends.
+
+    Failure before the first content moves to the next backend invisibly. Failure after content
+    continues on the next backend from the partial answer (``ChatRequest.continued``); when
+    nothing can continue it, a ``StreamFailure`` is yielded so the client sees an error event.
+    """
+
+    def __init__(
+        self, failover: Failover, names: list[str], request: ChatRequest, outcome: Outcome
+    ) -> None:
+        self.failover = failover
+        self.names = names
+        self.request = request
+        self.outcome = outcome
+        self.started = time.perf_counter()
+        self.sent: list[str] = []
+        self._claimed: str | None = None
+        self._gen = self._run()
+
+    def __aiter__(self) -> AsyncIterator[Delta | StreamFailure]:
+        return self._gen
+
+    async def first(self) -> Delta | StreamFailure:
+        """The first item; raises (AllBackendsFailed, client errors) before any byte is sent."""
+        return await anext(self._gen)
+
+    async def aclose(self) -> None:
+        await aclose(self._gen)
+
+    def abandon(self) -> None:
+        """The client went away: give back the breaker claim of the backend in use now.
+        Synchronous, so it also runs when the closing task is being cancelled."""
+        if self._claimed is not None:
+            self.failover.breakers[self._claimed].release()
+            self._claimed = None
+
+    async def _open(self, name: str, request: ChatRequest) -> tuple[Delta, TimedStream]:
+        """Start ``name``'s stream and read up to its first content (or its finish)."""
+        timed = TimedStream(
+            name, self.failover.providers[name].stream(request), self.failover.timeouts[name]
+        )
+        try:
+            while True:
+                delta = await timed.next()
+                if delta.text or delta.finish_reason is not None:
+                    return delta, timed
+        except BaseException:
+            await timed.aclose()
+            raise
+
+    async def _run(self) -> AsyncIterator[Delta | StreamFailure]:
+        failover, outcome = self.failover, self.outcome
+        names, request = self.names, self.request
+        while True:
+            try:
+                attempt = functools.partial(self._open, request=request)
+                name, (delta, timed) = await failover.walk(
+                    outcome, names, attempt, mid_stream=bool(self.sent)
+                )
+            except (UpstreamError, AllBackendsFailed) as error:
+                if not self.sent:
+                    raise
+                yield StreamFailure(error)
+                return
+            self._claimed = name
+            try:
+                while True:
+                    if delta.text:
+                        if not self.sent:
+                            outcome.ttft_s = time.perf_counter() - self.started
+                        self.sent.append(delta.text)
+                    yield delta
+                    if delta.finish_reason is not None:
+                        self._claimed = None
+                        failover.settle(name, None)
+                        return
+                    delta = await timed.next()
+            except UpstreamError as error:
+                self._claimed = None
+                failover.settle(name, error)
+                outcome.failed(error, mid_stream=True)
+                if not error.failover:
+                    yield StreamFailure(error)
+                    return
+            finally:
+                self.abandon()
+                await timed.aclose()
+            # Continue the partial answer on the backends after this one.
+            names = names[names.index(name) + 1 :]
+            request = self.request.continued("".join(self.sent))
+            outcome.provenance = "stitched"
