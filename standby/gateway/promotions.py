@@ -112,8 +112,13 @@ class ModelFollower:
                 log.error("registry: %s cannot serve %s: %s", name, wanted.version, e)
                 self._failed[name] = wanted.version
             elif self._waiting.get(name) != wanted.version:
-                log.warning("registry: %s cannot load %s yet (trying again every %ss): %s",
-                            name, wanted.version, self.settings.registry.poll_s, e)  # fmt: skip
+                log.warning(
+                    "registry: %s cannot load %s yet (trying again every %ss): %s",
+                    name,
+                    wanted.version,
+                    self.settings.registry.poll_s,
+                    e,
+                )
                 self._waiting[name] = wanted.version
             return
         previous = self.serving.get(name)
@@ -130,8 +135,9 @@ class ModelFollower:
         if wanted.adapter_revision is not None:
             raise AdapterLoadError(
                 f"vLLM loads an adapter at its default revision only (registered with revision "
-                f"{wanted.adapter_revision!r}): register a local folder instead", retry=False
-            )  # fmt: skip
+                f"{wanted.adapter_revision!r}): register a local folder instead",
+                retry=False,
+            )
         path = self.settings.registry.served_path(wanted.adapter)
         await provider.load_adapter(wanted.version, path)
 
@@ -141,8 +147,11 @@ class ModelFollower:
         try:
             if wanted.version in await provider.loaded_models():
                 return
-            log.warning("registry: %s lost adapter %s (server restarted?): loading it again",
-                        name, wanted.version)  # fmt: skip
+            log.warning(
+                "registry: %s lost adapter %s (server restarted?): loading it again",
+                name,
+                wanted.version,
+            )
             await self._load(provider, wanted)
         except AdapterLoadError as e:
             if self._waiting.get(name) != wanted.version:

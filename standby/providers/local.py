@@ -116,9 +116,11 @@ class LocalProvider:
 
                 what = f"adapter {cfg.adapter!r}"
                 model = PeftModel.from_pretrained(
-                    model, model_path(cfg.adapter), adapter_name=DEFAULT_ADAPTER,
+                    model,
+                    model_path(cfg.adapter),
+                    adapter_name=DEFAULT_ADAPTER,
                     revision=cfg.adapter_revision,
-                )  # fmt: skip
+                )
             model.eval()
         except UpstreamError:
             raise
