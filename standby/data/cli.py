@@ -21,7 +21,7 @@ from standby.config import CaptureConfig, DataConfig, load_section
 from standby.data.merge import register_merge
 from standby.data.pairs import SPLITS, PairStore, Stats
 from standby.errors import ConfigError, first_problem
-from standby.store.bus import safe_url
+from standby.store.urls import safe_url
 from standby.toolconfig import OneLineParser
 
 _TYPES = {"store": str, "test_fraction": float, "batch_size": int, "block_s": float}

@@ -22,13 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import orjson
 
 from standby.config import DataConfig
 from standby.errors import ConfigError, GatewayError
-from standby.store import new_event_id
+from standby.store import new_event_id, sqlite
+from standby.store.urls import sqlite_file
 
 SPLITS = ("train_sft", "test_sft")
 SOURCE = "captured"
@@ -186,12 +187,10 @@ class Stats:
 
 def store_path(url: str) -> Path:
     """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` store URL."""
-    scheme, _, rest = url.partition(":///")
-    if scheme.lower() != "sqlite" or not rest:
-        raise ConfigError(
-            f"data.store {url!r}: expected sqlite:///relative/path.db or sqlite:////abs/path.db"
-        )
-    return Path(rest)
+    path, query = sqlite_file(url, "data.store")
+    if query:
+        raise ConfigError(f"data.store {url!r}: the pair store takes no options (?{query})")
+    return Path(path)
 
 
 class PairStore:
@@ -208,17 +207,13 @@ class PairStore:
         self.config = config or DataConfig()
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-        except (OSError, sqlite3.Error) as e:
+            with self._errors():
+                self._db = sqlite.connect(self.path, busy_timeout_s=busy_timeout_s)
+        except OSError as e:
             raise DataError(f"pair store {self.path}: cannot open: {e}") from None
         try:
             with self._errors():
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                if self._db.execute("PRAGMA user_version").fetchone()[0] > 1:
+                if sqlite.schema_version(self._db) > 1:
                     raise DataError(f"pair store {self.path}: written by a newer standby")
                 self._db.executescript(_SCHEMA)
         except BaseException:
@@ -238,18 +233,13 @@ class PairStore:
             raise DataError(f"pair store {self.path}: {e} ({name})") from None
 
     @contextmanager
-    def transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+    def transaction(
+        self, mode: Literal["DEFERRED", "IMMEDIATE"] = "IMMEDIATE"
+    ) -> Iterator[sqlite3.Connection]:
         """One transaction on the store's connection; ``DEFERRED`` reads see one consistent
         state (WAL) however long they take, while writers go on."""
-        with self._lock, self._errors():
-            self._db.execute(f"BEGIN {mode}")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._lock, self._errors(), sqlite.transaction(self._db, mode) as db:
+            yield db
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from standby.errors import ConfigError
 from standby.service_llm import ServiceLLM
+from standby.store import sqlite
 
 PLACEHOLDERS = ("{instruction}", "{target_response}", "{candidate_response}")
 
@@ -101,9 +101,7 @@ class JudgeCache:
     """Judgements by key in one SQLite file (WAL; one connection, used from one thread)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite.connect(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, judgement TEXT NOT "
             "NULL, evaluator TEXT NOT NULL, judged_at TEXT NOT NULL)"

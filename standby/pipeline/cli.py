@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_once(args: argparse.Namespace) -> None:
     from standby.pipeline.config import PipelineConfig
     from standby.pipeline.controller import Controller
-    from standby.store.state import open_state
+    from standby.store import open_state
 
     config = resolve_config(PipelineConfig, args)
 
@@ -76,7 +76,7 @@ def cmd_status(args: argparse.Namespace) -> None:
     from standby.pipeline.config import PipelineConfig
     from standby.pipeline.controller import HISTORY_KEY, RUN_KEY
     from standby.pipeline.lease import KEY as LEASE_KEY
-    from standby.store.state import open_state
+    from standby.store import open_state
 
     config = resolve_config(PipelineConfig, args)
 

@@ -28,10 +28,10 @@ from standby.errors import GatewayError
 from standby.pipeline import stages
 from standby.pipeline.config import PipelineConfig
 from standby.pipeline.lease import Lease, LeaseLost, worker_id
-from standby.store import open_bus
+from standby.store import open_bus, open_state
 from standby.store.promotion import promote
 from standby.store.registry import Registry
-from standby.store.state import StateStore, Update, open_state
+from standby.store.state import StateStore, Update
 
 log = logging.getLogger("standby.pipeline")
 T = TypeVar("T")

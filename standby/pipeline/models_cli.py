@@ -74,8 +74,7 @@ def registry_url(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace, work: Callable[[Registry, Any], Awaitable[T]]) -> T:
-    from standby.store import open_bus
-    from standby.store.state import open_state
+    from standby.store import open_bus, open_state
 
     url = registry_url(args)
 

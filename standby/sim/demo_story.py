@@ -227,7 +227,7 @@ async def _run_pipeline(config: PipelineConfig, steps: Steps) -> dict[str, Any] 
     """``Controller.once(force=True)``, with a line per stage as the persisted run moves on
     (stages quicker than the 0.2 s look are shown together when the run ends)."""
     from standby.pipeline.controller import RUN_KEY, Controller
-    from standby.store.state import open_state
+    from standby.store import open_state
 
     async with open_state(config.bus) as state:
         work = asyncio.create_task(Controller(config).once(state, force=True))

@@ -1,10 +1,14 @@
-"""Events: the envelope and its types, and the bus that carries them (SQLite or Redis Streams).
+"""Storage shared by serving and the training loop: the event envelope and its types, the bus
+that carries events (SQLite or Redis Streams), the pipeline state beside it, the model registry,
+and the model card.
 
-``open_bus(url)`` picks the backend; the Redis one is imported only when a ``redis://`` URL asks
-for it, so the embedded default needs no Redis client installed.
+``open_bus(url)`` and ``open_state(url)`` (``connect.py``) pick the backend; the Redis one is
+imported only when a ``redis://`` URL asks for it, so the embedded default needs no Redis client
+installed.
 """
 
-from standby.store.bus import Bus, Delivery, open_bus
+from standby.store.bus import Bus, Delivery
+from standby.store.connect import open_bus, open_state
 from standby.store.envelope import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -46,4 +50,5 @@ __all__ = [
     "encode_inference_completed",
     "new_event_id",
     "open_bus",
+    "open_state",
 ]

@@ -1,4 +1,5 @@
-"""The event bus interface: topics, consumer groups, ack, redelivery; ``open_bus`` by URL.
+"""The event bus interface: topics, consumer groups, ack, redelivery. The backends
+(``sqlite_bus.py``, ``redis_bus.py``) implement it; ``connect.open_bus`` picks one by URL.
 
 Semantics, the same for every backend (tests/store/test_bus_contract.py holds both to them):
 
@@ -31,12 +32,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Self
 
 import orjson
 
-from standby.errors import ConfigError
 from standby.store.envelope import Event, decode_event, encode_event
 from standby.store.errors import MalformedEvent
 
@@ -62,25 +61,6 @@ def check_name(kind: str, name: str) -> str:
     if not _NAME.fullmatch(name):
         raise ValueError(f"invalid {kind} name {name!r}: use 1-200 of A-Z a-z 0-9 . _ -")
     return name
-
-
-def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is not None:
-            host = parts.hostname or ""
-            if ":" in host:
-                host = f"[{host}]"
-            port = f":{parts.port}" if parts.port else ""
-            parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}{port}")
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        if any(k == "password" for k, _ in query):
-            hidden = [(k, "***" if k == "password" else v) for k, v in query]
-            parts = parts._replace(query=urlencode(hidden, safe=":*"))
-        return urlunsplit(parts)
-    except ValueError:
-        return "<unparseable bus URL>"
 
 
 class Bus(ABC):
@@ -167,56 +147,6 @@ class Bus(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-def open_bus(url: str, *, claim_after_s: float | None = None) -> Bus:
-    """The bus at ``url``: ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or
-    ``redis://[:password@]host:port/db``. Options may ride in the query string
-    (``?claim_after_s=30``; Redis also ``maxlen`` and ``prefix``; SQLite ``max_bytes``).
-    An unknown scheme or option is a one-line ConfigError."""
-    scheme = url.partition(":")[0].lower() if ":" in url else ""
-    if scheme == "sqlite":
-        from standby.store.sqlite_bus import SQLiteBus
-
-        return SQLiteBus.from_url(url, claim_after_s=claim_after_s)
-    if scheme in ("redis", "rediss", "unix"):
-        from standby.store.redis_bus import RedisBus
-
-        return RedisBus.from_url(url, claim_after_s=claim_after_s)
-    raise ConfigError(
-        f"event bus URL {safe_url(url)!r}: unsupported scheme "
-        "(expected sqlite:///path/to/events.db or redis://host:port/0)"
-    )
-
-
-def url_options(
-    url: str, query: str, allowed: dict[str, type], *, strict: bool = True
-) -> tuple[dict[str, Any], str]:
-    """Our options from a bus URL's query string (floats > 0, ints >= 0, strings), and the rest
-    of the query (which must be empty when ``strict``). A bad value is a one-line ConfigError."""
-    options: dict[str, Any] = {}
-    rest: list[tuple[str, str]] = []
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        kind = allowed.get(name)
-        if kind is None:
-            if strict:
-                known = ", ".join(sorted(allowed))
-                raise ConfigError(
-                    f"event bus URL {safe_url(url)!r}: unknown option {name!r} ({known})"
-                )
-            rest.append((name, value))
-            continue
-        if kind is str:
-            options[name] = value
-            continue
-        try:
-            number: float = kind(value)
-        except ValueError:
-            number = -1
-        if number < 0 or (kind is float and not 0 < number < float("inf")):
-            raise ConfigError(f"event bus URL {safe_url(url)!r}: {name} must be a positive number")
-        options[name] = number
-    return options, urlencode(rest)
 
 
 def purge_match(body: bytes, before: datetime | None, key_id: str | None) -> str | None:

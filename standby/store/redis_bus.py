@@ -19,12 +19,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from standby.errors import ConfigError
 from standby.store.bus import (
     DEFAULT_CLAIM_AFTER_S,
     DEFAULT_SEEN_TTL_S,
@@ -33,11 +32,10 @@ from standby.store.bus import (
     check_name,
     decode_rows,
     purge_match,
-    safe_url,
-    url_options,
 )
 from standby.store.envelope import Event, check_sizes, encode_event
 from standby.store.errors import BusError
+from standby.store.urls import safe_url
 
 DEFAULT_PREFIX = "standby:events:"
 DEFAULT_MAXLEN = 100_000  # per topic; ~250 MB of typical inference events
@@ -69,27 +67,6 @@ class RedisBus(Bus):
         self._closed = False
         socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
         self._block_slice_s = min(1.0, claim_after_s, (socket_timeout or 2.0) / 2)
-
-    @classmethod
-    def from_url(cls, url: str, *, claim_after_s: float | None = None) -> RedisBus:
-        parts = urlsplit(url)
-        opts, rest = url_options(
-            url,
-            parts.query,
-            {"claim_after_s": float, "maxlen": int, "prefix": str},
-            strict=False,  # the rest (socket_timeout=..., ...) is redis-py's
-        )
-        try:
-            client = Redis.from_url(urlunsplit(parts._replace(query=rest)))
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"event bus URL {safe_url(url)!r}: {e}") from None
-        return cls(
-            client,
-            url=url,
-            prefix=opts.get("prefix", DEFAULT_PREFIX),
-            claim_after_s=claim_after_s or opts.get("claim_after_s", DEFAULT_CLAIM_AFTER_S),
-            maxlen=int(opts.get("maxlen", DEFAULT_MAXLEN)),
-        )
 
     def _key(self, topic: str) -> str:
         return f"{self.prefix}topic:{check_name('topic', topic)}"

@@ -14,18 +14,16 @@ BusError here, by SQLite result code.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
-from standby.errors import ConfigError
+from standby.store import sqlite
 from standby.store.bus import (
     DEFAULT_CLAIM_AFTER_S,
     DEFAULT_SEEN_TTL_S,
@@ -34,12 +32,10 @@ from standby.store.bus import (
     check_name,
     decode_rows,
     purge_match,
-    url_options,
 )
 from standby.store.envelope import check_sizes
 from standby.store.errors import BusError
 
-log = logging.getLogger("standby.events.sqlite")
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -85,24 +81,14 @@ def _translate(err: sqlite3.Error, path: Path) -> BusError:
 
 def _connect(path: Path, busy_timeout_s: float, max_bytes: int) -> sqlite3.Connection:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite.connect(path, busy_timeout_s=busy_timeout_s, max_bytes=max_bytes)
     except OSError as e:
         raise BusError(
             f"sqlite bus {path}: cannot create directory {path.parent}: {e.strerror}",
             reason="readonly",
         ) from None
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-    )
     try:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode != "wal":
-            log.warning("sqlite bus %s: journal mode is %s, not wal", path, mode)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        if max_bytes:
-            page = conn.execute("PRAGMA page_size").fetchone()[0]
-            conn.execute(f"PRAGMA max_page_count={max(1, max_bytes // page)}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version = sqlite.schema_version(conn)
         if version > _SCHEMA_VERSION:
             raise BusError(
                 f"sqlite bus {path}: written by a newer standby (schema {version}, "
@@ -145,24 +131,6 @@ class SQLiteBus(Bus):
             raise _translate(e, self.path) from None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="standby-bus-sqlite")
 
-    @classmethod
-    def from_url(cls, url: str, *, claim_after_s: float | None = None) -> SQLiteBus:
-        parts = urlsplit(url)
-        if parts.netloc or len(parts.path) < 2 or not parts.path.startswith("/"):
-            raise ConfigError(
-                f"event bus URL {url!r}: expected sqlite:///relative/path.db "
-                "or sqlite:////absolute/path.db"
-            )
-        opts, _ = url_options(
-            url, parts.query, {"claim_after_s": float, "maxlen": int, "max_bytes": int}
-        )
-        return cls(
-            unquote(parts.path[1:]),
-            claim_after_s=claim_after_s or opts.get("claim_after_s", DEFAULT_CLAIM_AFTER_S),
-            maxlen=int(opts.get("maxlen", 0)),
-            max_bytes=int(opts.get("max_bytes", 0)),
-        )
-
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
             raise BusError(f"sqlite bus {self.path}: the bus is closed", reason="closed")
@@ -171,16 +139,8 @@ class SQLiteBus(Bus):
         except sqlite3.Error as e:
             raise _translate(e, self.path) from None
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-            self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite.transaction(self._conn)
 
     # -- publish -------------------------------------------------------------------------------
 

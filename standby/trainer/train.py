@@ -31,7 +31,7 @@ from typing import Any
 from standby.data.pairs import DataError
 from standby.errors import GatewayError
 from standby.hf_loading import model_path
-from standby.store.bus import safe_url
+from standby.store.urls import safe_url
 from standby.trainer.config import TrainConfig, TrainError
 from standby.trainer.data import Prepared, prepare_split
 from standby.trainer.metadata import (

@@ -18,9 +18,8 @@ from standby.pipeline.config import PipelineConfig
 from standby.pipeline.controller import PipelineMetrics
 from standby.pipeline.online import OnlineCheck, served_by
 from standby.service_llm import ServiceLLM
-from standby.store import ChatMessage, open_bus
+from standby.store import ChatMessage, open_bus, open_state
 from standby.store.registry import ModelVersion, Registry
-from standby.store.state import open_state
 from tests.fixtures.sim import RunningSim
 from tests.store.conftest import inference_event
 

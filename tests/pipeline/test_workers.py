@@ -16,9 +16,8 @@ import pytest
 
 from standby.data.materializer import TOPIC
 from standby.pipeline.controller import HISTORY_KEY, RUN_KEY
-from standby.store import ChatMessage, open_bus
+from standby.store import ChatMessage, open_bus, open_state
 from standby.store.registry import Registry
-from standby.store.state import open_state
 from tests.fixtures.gateway import ROUTE, StartGateway
 from tests.fixtures.sim import RunningSim
 from tests.pipeline.helpers import (

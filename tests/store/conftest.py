@@ -1,5 +1,5 @@
-"""Bus fixtures: the same tests run on a SQLite file (tmp_path) and on the real Redis at
-127.0.0.1:6379, each Redis test under its own key prefix, deleted afterwards."""
+"""Bus, state and registry fixtures: the same tests run on a SQLite file (tmp_path) and on the
+real Redis at 127.0.0.1:6379, each Redis test under its own key prefix, deleted afterwards."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ import pytest
 import redis
 import redis.asyncio
 
-from standby.store import Bus, ChatMessage, InferenceCompleted, InferenceCompletedData, open_bus
+from standby.store import (
+    Bus,
+    ChatMessage,
+    InferenceCompleted,
+    InferenceCompletedData,
+    open_bus,
+    open_state,
+)
+from standby.store.registry import Registry
+from standby.store.state import StateStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CLAIM_AFTER_S = 0.3
@@ -116,3 +125,15 @@ async def redis_backend(tmp_path: Path) -> AsyncIterator[Backend]:
     b = Backend("redis", tmp_path)
     yield b
     await b.cleanup()
+
+
+@pytest.fixture
+async def state(backend: Backend) -> AsyncIterator[StateStore]:
+    store = open_state(backend.url())
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def registry(state: StateStore) -> Registry:
+    return Registry(state)

@@ -8,9 +8,10 @@ import pytest
 
 from standby.errors import ConfigError
 from standby.store import open_bus
-from standby.store.bus import check_name, safe_url
+from standby.store.bus import check_name
 from standby.store.redis_bus import DEFAULT_MAXLEN, DEFAULT_PREFIX, RedisBus
 from standby.store.sqlite_bus import SQLiteBus
+from standby.store.urls import safe_url
 
 
 async def test_sqlite_urls_relative_and_absolute(

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from standby.errors import ConfigError
-from standby.store.state import StateStore, open_state
+from standby.store import open_state
+from standby.store.state import StateStore
 from tests.store.conftest import Backend
 
 
