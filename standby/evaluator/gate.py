@@ -14,7 +14,6 @@ where the gateway reads them for ``standby_fallback_model_score``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +23,9 @@ import numpy as np
 
 from standby.errors import ConfigError
 from standby.evaluator.config import GateConfig, GateSettings
+from standby.store.card import merge_scores
 
 CRITERIA = ("similarity", "precision")
-MODEL_CARD = "standby-model.json"
 
 
 def per_sample(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -161,26 +160,10 @@ def _pass_detail(thresholds: dict[str, Any], comparison: dict[str, Any] | None) 
 
 
 def write_scores(adapter_dir: Path, decision: dict[str, Any], extra: dict[str, Any]) -> Path:
-    """Merge the candidate's scores into ``adapter_dir/standby-model.json`` (created if absent;
-    every other key kept, so the trainer's record stays) atomically."""
-    path = adapter_dir / MODEL_CARD
-    card: dict[str, Any] = {}
-    if path.exists():
-        try:
-            card = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e}); not overwriting it") from None
-        if not isinstance(card, dict):
-            raise ConfigError(f"{path}: not a JSON object; not overwriting it")
-    scores = dict(card.get("scores") or {})
-    scores.update({c: decision["thresholds"][c]["mean"] for c in CRITERIA})
-    card["scores"] = scores
-    card["evaluation"] = {**dict(card.get("evaluation") or {}), **extra, "gate": decision}
-    adapter_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Merge the candidate's scores and the decision into its model card (created if absent;
+    every other key kept, so the trainer's record stays); CardError when it cannot be read."""
+    scores = {c: float(decision["thresholds"][c]["mean"]) for c in CRITERIA}
+    return merge_scores(adapter_dir, scores, {**extra, "gate": decision})
 
 
 def load_baseline(settings: GateSettings) -> tuple[list[dict[str, Any]] | None, str | None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from standby.gateway.routes import CHAT_PATH, api, chat_asgi
 from standby.protocol import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
 from standby.providers.hotswap import HotSwappable
+from standby.store.card import CardError, read_card
 
 if TYPE_CHECKING:
     from standby.gateway.promotions import ModelFollower
@@ -118,22 +118,18 @@ class GatewayApp:
             await self.api(scope, receive, send)
 
 
-MODEL_CARD = "standby-model.json"
-
-
 def model_scores(adapter: str | None) -> dict[str, float]:
-    """The judge scores recorded next to a local adapter (``standby-model.json``, written when a
-    model passes the evaluation gate): ``{"scores": {"similarity": 93.1, "precision": 91.4}}``.
-    None for a base model, a Hub id, or an adapter without a card."""
-    if adapter is None or not (Path(adapter) / MODEL_CARD).is_file():
+    """The judge scores on a local adapter's model card (written when a model passes the
+    evaluation gate), by criterion. Empty for a base model, a Hub id, or an adapter without a
+    card or scores; a card that cannot be read is a warning."""
+    if adapter is None:
         return {}
     try:
-        card = json.loads((Path(adapter) / MODEL_CARD).read_text(encoding="utf-8"))
-        scores = card.get("scores") or {}
-        return {str(k): float(v) for k, v in scores.items() if k in ("similarity", "precision")}
-    except (OSError, ValueError, AttributeError, TypeError) as e:
-        log.warning("%s: unreadable %s (%s)", adapter, MODEL_CARD, e)
+        card = read_card(Path(adapter))
+    except CardError as e:
+        log.warning("unreadable model card: %s", e)
         return {}
+    return card.scores.criteria() if card is not None and card.scores is not None else {}
 
 
 def create_app(gw: Gateway) -> GatewayApp:

@@ -9,7 +9,6 @@ answers judgements it already made, registering and promoting notice what is alr
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -18,12 +17,12 @@ from typing import Any
 
 from standby.config import DataConfig
 from standby.pipeline.config import PipelineConfig
+from standby.store.card import CardError, card_path, read_card
 from standby.store.registry import ModelVersion, Registry, RegistryError
 
 log = logging.getLogger("standby.pipeline")
 
 STAGES = ("snapshot", "train", "batch_infer", "evaluate", "gate", "promote")
-MODEL_CARD = "standby-model.json"
 
 
 @dataclass(frozen=True)
@@ -76,8 +75,8 @@ def train(ctx: RunContext) -> dict[str, Any]:
     from standby.trainer.config import TrainConfig
     from standby.trainer.train import train as run_training
 
-    card_file = ctx.adapter_dir / MODEL_CARD
-    if not card_file.is_file():
+    card = read_card(ctx.adapter_dir)
+    if card is None:
         settings = {
             **ctx.config.train,
             "base_model_id": ctx.config.base_model_id,
@@ -95,14 +94,17 @@ def train(ctx: RunContext) -> dict[str, Any]:
         # The trainer prints its loss logs on stdout, which belongs to the command's result.
         with contextlib.redirect_stdout(sys.stderr):
             run_training(TrainConfig.model_validate(settings))
-    card = json.loads(card_file.read_text(encoding="utf-8"))
+        card = read_card(ctx.adapter_dir)
+    if card is None:
+        raise CardError(f"{card_path(ctx.adapter_dir)}: the trainer wrote no model card")
+    metrics = card.metrics
     return {
         "adapter": str(ctx.adapter_dir),
-        "version": card.get("version", ctx.run_id),
-        "train_loss": card.get("metrics", {}).get("train_loss"),
-        "eval_loss": card.get("metrics", {}).get("eval_loss"),
-        "dataset": card.get("dataset") or {},
-        "time_budget": card.get("time_budget"),
+        "version": card.version or ctx.run_id,
+        "train_loss": metrics.train_loss if metrics else None,
+        "eval_loss": metrics.eval_loss if metrics else None,
+        "dataset": card.dataset.to_json() if card.dataset else {},
+        "time_budget": card.time_budget.to_json() if card.time_budget else None,
     }
 
 

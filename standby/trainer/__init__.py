@@ -4,5 +4,5 @@ schema (pair store, local dataset or Hub id), producing an adapter folder with i
 
 Modules: ``config`` (settings = YAML = flags), ``data`` (rows -> chats, formatted as at
 inference), ``model`` (base model, device, precision, load errors), ``train`` (the run),
-``metadata`` (the card), ``publish`` (Hub push, ``training.completed``), ``cli``.
+``metadata`` (what the model card records), ``publish`` (Hub push, ``training.completed``), ``cli``.
 """

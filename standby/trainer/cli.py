@@ -34,16 +34,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     # stdout carries only the result (``--json`` output can be piped).
     with contextlib.redirect_stdout(sys.stderr):
         result = train(cfg)
-    if not result.card:  # not the main process of a multi-process run
+    card = result.card
+    if card is None:  # not the main process of a multi-process run
         return
     if args.json:
-        print(json.dumps(result.card, indent=2))
+        print(json.dumps(card.to_json(), indent=2))
         return
-    metrics = result.card["metrics"]
-    eval_loss = metrics["eval_loss"]
+    metrics, training = card.metrics, card.training
+    assert metrics is not None and training is not None  # the trainer's card has both
+    eval_loss = metrics.eval_loss
     print(
-        f"adapter {result.card['version']} in {result.adapter_dir}: "
-        f"train loss {metrics['train_loss']:.4f}"
+        f"adapter {card.version} in {result.adapter_dir}: "
+        f"train loss {metrics.train_loss:.4f}"
         + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
-        + f", {result.card['training']['wall_time_s']:.1f}s"
+        + f", {training.wall_time_s:.1f}s"
     )

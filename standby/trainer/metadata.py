@@ -1,23 +1,17 @@
-"""``standby-model.json``: what an adapter is, written next to it.
+"""What the trainer records in the model card (``standby.store.card``) beyond its losses: the
+version name, the settings that shape the weights, and the library versions.
 
-The gateway reads its ``scores`` (the evaluator adds them when a model passes the gate); the
-trainer writes everything needed to say exactly how the adapter was made: the base model and
-its revision/commit, the data (source, split, snapshot id, content hash), the hyperparameters,
-the losses, the wall time, and library versions. Keys are only ever added, never renamed.
+The card says exactly how the adapter was made: the base model and its revision/commit, the
+data (source, split, snapshot id, content hash), the hyperparameters, the losses, the wall
+time, and library versions.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from standby.trainer.config import TrainConfig
-
-MODEL_CARD = "standby-model.json"
-FORMAT = 1
 
 # The settings that shape the weights (where it ran and where it is published do not).
 HYPERPARAMETERS = (
@@ -53,17 +47,3 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
-
-
-def write_card(directory: Path, card: dict[str, Any]) -> Path:
-    """Write ``card`` as ``directory/standby-model.json`` atomically (a reader never sees half)."""
-    path = directory / MODEL_CARD
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def read_card(directory: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((directory / MODEL_CARD).read_text(encoding="utf-8"))
-    return data

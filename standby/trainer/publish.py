@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, Final
 
+from standby.store.card import ModelCard, card_path
 from standby.trainer.config import TrainConfig, TrainError
 
 SOURCE = "standby.trainer"
@@ -47,22 +48,24 @@ def push_adapter(cfg: TrainConfig, adapter_dir: Path, version: str) -> dict[str,
     }
 
 
-def completed_event_data(adapter_dir: Path, card: dict[str, Any]) -> dict[str, Any]:
+def completed_event_data(adapter_dir: Path, card: ModelCard) -> dict[str, Any]:
     """The ``training.completed`` payload: enough to evaluate and serve the adapter without
     reading the card (which it points to)."""
-    data = card["dataset"]
+    data, base, metrics, files = card.dataset, card.base_model, card.metrics, card.adapter
+    if data is None or base is None or metrics is None or files is None:
+        raise TrainError(f"{card_path(adapter_dir)}: not the card of a finished training run")
     return {
-        "version": card["version"],
+        "version": card.version,
         "adapter_dir": str(adapter_dir.resolve()),
-        "base_model": card["base_model"]["id"],
-        "base_model_revision": card["base_model"]["revision"],
-        "dataset_source": data["source"],
-        "snapshot_id": data["snapshot_id"],
-        "content_hash": data["content_hash"],
-        "train_loss": card["metrics"]["train_loss"],
-        "eval_loss": card["metrics"]["eval_loss"],
-        "merged_dir": card["adapter"]["merged"],
-        "hub": card.get("hub"),
+        "base_model": base.id,
+        "base_model_revision": base.revision,
+        "dataset_source": data.source,
+        "snapshot_id": data.snapshot_id,
+        "content_hash": data.content_hash,
+        "train_loss": metrics.train_loss,
+        "eval_loss": metrics.eval_loss,
+        "merged_dir": files.merged,
+        "hub": card.hub,
     }
 
 
@@ -77,7 +80,7 @@ def check_bus(bus_url: str) -> None:
     asyncio.run(run())
 
 
-def publish_completed(bus_url: str, adapter_dir: Path, card: dict[str, Any]) -> str:
+def publish_completed(bus_url: str, adapter_dir: Path, card: ModelCard) -> str:
     """Publish ``training.completed``; returns the event id."""
     from standby.store import PipelineEvent, open_bus
 

@@ -4,7 +4,7 @@ adapter folder.
     output_dir/
       adapter_config.json, adapter_model.safetensors   the LoRA adapter (peft layout)
       tokenizer files, chat_template.jinja             the tokenizer it was trained with
-      standby-model.json                               what it is (metadata.py)
+      standby-model.json                               what it is (store/card.py)
       checkpoints/checkpoint-N/                        while training; removed after success
       merged/                                          base + adapter, when asked
 
@@ -31,17 +31,22 @@ from typing import Any
 from standby.data.pairs import DataError
 from standby.errors import GatewayError
 from standby.hf_loading import model_path
+from standby.store.card import (
+    FORMAT,
+    AdapterFiles,
+    BaseModelRef,
+    DataRef,
+    Metrics,
+    ModelCard,
+    TimeBudget,
+    Training,
+    card_path,
+    write_card,
+)
 from standby.store.urls import safe_url
 from standby.trainer.config import TrainConfig, TrainError
 from standby.trainer.data import Prepared, prepare_split
-from standby.trainer.metadata import (
-    FORMAT,
-    MODEL_CARD,
-    default_version,
-    hyperparameters,
-    library_versions,
-    write_card,
-)
+from standby.trainer.metadata import default_version, hyperparameters, library_versions
 from standby.trainer.model import BaseModel, Placement, load_base, place
 from standby.trainer.publish import TOPIC, check_bus, publish_completed, push_adapter
 
@@ -50,10 +55,11 @@ log = logging.getLogger("standby.trainer")
 
 @dataclass(frozen=True)
 class TrainResult:
-    """A finished run: where the adapter is and its metadata card."""
+    """A finished run: where the adapter is and its model card (None in the processes of a
+    multi-process run but the main one)."""
 
     adapter_dir: Path
-    card: dict[str, Any]
+    card: ModelCard | None
 
 
 @contextmanager
@@ -194,7 +200,7 @@ def check_output_dir(cfg: TrainConfig) -> Path | None:
     out = cfg.output_dir
     checkpoint = last_checkpoint(cfg)
     if cfg.resume:
-        if checkpoint is None and (out / MODEL_CARD).is_file():
+        if checkpoint is None and card_path(out).is_file():
             raise TrainError(
                 f"{out} holds a finished adapter and no checkpoint to resume from"
                 " (--overwrite replaces it)"
@@ -206,7 +212,7 @@ def check_output_dir(cfg: TrainConfig) -> Path | None:
         if out.is_dir() and os.environ.get("RANK", "0") == "0":  # once under accelerate/torchrun
             shutil.rmtree(out)
         return None
-    if (out / MODEL_CARD).is_file():
+    if card_path(out).is_file():
         raise TrainError(f"{out} already holds a trained adapter (--overwrite replaces it)")
     if checkpoint is not None:
         raise TrainError(
@@ -257,7 +263,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     output, eval_loss = run_trainer(trainer, placement, resume_from, has_eval=eval_data is not None)
     trainer.save_model(str(cfg.output_dir))  # every process: some parallel modes gather
     if not trainer.is_world_process_zero():
-        return TrainResult(cfg.output_dir, {})
+        return TrainResult(cfg.output_dir, None)
 
     budgets = [c for c in trainer.callback_handler.callbacks if hasattr(c, "hit")]
     card = make_card(
@@ -266,7 +272,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         resumed_step=resumed_step,
     )  # fmt: skip
     if budgets:
-        card["time_budget"] = {"seconds": cfg.max_time_s, "hit": budgets[0].hit}
+        card.time_budget = TimeBudget(seconds=cfg.max_time_s, hit=budgets[0].hit)
     del trainer, base
     _free_memory()
     finish(cfg, placement, card, began)
@@ -306,48 +312,49 @@ def make_card(
     train_data: Prepared,
     eval_data: Prepared | None,
     resumed_step: int | None,
-) -> dict[str, Any]:
-    """The ``standby-model.json`` of a finished run (wall time, merge and Hub filled later)."""
+) -> ModelCard:
+    """The model card of a finished run (wall time, merge and Hub filled later)."""
     history = trainer.state.log_history
-    return {
-        "format": FORMAT,
-        "version": cfg.version,
-        "created_at": created_at.isoformat(timespec="seconds"),
-        "base_model": {"id": base.model_id, "revision": base.revision, "sha": base.sha},
-        "dataset": _data_card(train_data),
-        "eval_dataset": _data_card(eval_data) if eval_data else None,
-        "hyperparameters": hyperparameters(
+    return ModelCard(
+        format=FORMAT,
+        version=cfg.version,
+        created_at=created_at.isoformat(timespec="seconds"),
+        base_model=BaseModelRef(id=base.model_id, revision=base.revision, sha=base.sha),
+        dataset=_data_card(train_data),
+        eval_dataset=_data_card(eval_data) if eval_data else None,
+        hyperparameters=hyperparameters(
             cfg, bf16=placement.bf16, gradient_checkpointing=placement.gradient_checkpointing
         ),
-        "metrics": {
-            "train_loss": train_loss,
-            "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
-            "eval_loss": eval_loss,
-            "loss_curve": [[h["step"], h["loss"]] for h in history if "loss" in h],
-        },
-        "training": {
-            "global_step": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
-            "resumed_from_step": resumed_step,
-            "device": placement.device,
-            "world_size": trainer.args.world_size,
-            "wall_time_s": None,
-        },
-        "adapter": {"format": "peft-lora", "merged": None},
-        "hub": None,
-        "libraries": library_versions(),
-    }
+        metrics=Metrics(
+            train_loss=train_loss,
+            final_loss=next((h["loss"] for h in reversed(history) if "loss" in h), None),
+            eval_loss=eval_loss,
+            loss_curve=[(h["step"], h["loss"]) for h in history if "loss" in h],
+        ),
+        training=Training(
+            global_step=trainer.state.global_step,
+            epochs=trainer.state.epoch,
+            resumed_from_step=resumed_step,
+            device=placement.device,
+            world_size=trainer.args.world_size,
+            wall_time_s=None,
+        ),
+        adapter=AdapterFiles(format="peft-lora", merged=None),
+        hub=None,
+        libraries=library_versions(),
+    )
 
 
-def finish(cfg: TrainConfig, placement: Placement, card: dict[str, Any], began: float) -> None:
+def finish(cfg: TrainConfig, placement: Placement, card: ModelCard, began: float) -> None:
     """After the adapter is saved: merge, drop the checkpoints, write the card, push, publish."""
-    version = card["version"]
+    version = card.version or ""
+    assert card.base_model and card.adapter and card.training  # make_card fills them
     if cfg.merge:
-        revision = card["base_model"]["sha"] or cfg.base_model_revision
-        card["adapter"]["merged"] = str(merge_adapter(cfg, placement, revision))
+        revision = card.base_model.sha or cfg.base_model_revision
+        card.adapter.merged = str(merge_adapter(cfg, placement, revision))
     if not cfg.keep_checkpoints:
         shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
-    card["training"]["wall_time_s"] = round(time.perf_counter() - began, 3)
+    card.training.wall_time_s = round(time.perf_counter() - began, 3)
     write_card(cfg.output_dir, card)
     log.info("adapter %s written to %s", version, cfg.output_dir)
     # From here on the adapter is safe on disk: a failure says so, so nobody trains it again.
@@ -355,11 +362,11 @@ def finish(cfg: TrainConfig, placement: Placement, card: dict[str, Any], began: 
     if cfg.push_to_hub:
         # The card pushed with the adapter cannot name its own commit; the local one does.
         try:
-            card["hub"] = push_adapter(cfg, cfg.output_dir, version)
+            card.hub = push_adapter(cfg, cfg.output_dir, version)
         except TrainError as e:
             raise TrainError(f"{saved} {e}") from None
         write_card(cfg.output_dir, card)
-        log.info("pushed to %s at %s, tag %s", cfg.push_to_hub, card["hub"]["revision"], version)
+        log.info("pushed to %s at %s, tag %s", cfg.push_to_hub, card.hub["revision"], version)
     if cfg.publish_event:
         try:
             event_id = publish_completed(cfg.bus, cfg.output_dir, card)
@@ -385,17 +392,17 @@ def merge_adapter(cfg: TrainConfig, placement: Placement, revision: str | None) 
     return cfg.merged_dir
 
 
-def _data_card(prepared: Prepared) -> dict[str, Any]:
+def _data_card(prepared: Prepared) -> DataRef:
     loaded = prepared.loaded
-    return {
-        "source": loaded.source,
-        "split": loaded.split,
-        "revision": loaded.revision,
-        "snapshot_id": loaded.snapshot_id,
-        "content_hash": loaded.content_hash,
-        "rows": prepared.rows,
-        "skipped_rows": prepared.skipped,
-    }
+    return DataRef(
+        source=loaded.source,
+        split=loaded.split,
+        revision=loaded.revision,
+        snapshot_id=loaded.snapshot_id,
+        content_hash=loaded.content_hash,
+        rows=prepared.rows,
+        skipped_rows=prepared.skipped,
+    )
 
 
 def _step_of(checkpoint: Path | None) -> int | None:

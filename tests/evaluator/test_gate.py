@@ -60,7 +60,7 @@ def test_a_better_candidate_is_accepted_with_the_ci_in_the_report(
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "standby-model.json").write_text(
-        json.dumps({"version": "v2", "base_model": "tiny", "scores": {"other": 1.0}})
+        json.dumps({"version": "v2", "base_model": {"id": "tiny"}, "scores": {"other": 1.0}})
     )
     scripted_eval(sim, tmp_path, "better", 86, baseline_eval_ds_id=str(serving),
                   candidate_adapter_dir=adapter, avg_similarity_threshold=82,
@@ -79,7 +79,7 @@ def test_a_better_candidate_is_accepted_with_the_ci_in_the_report(
     assert "**PASS**" in md and f"Paired comparison with the serving model on {ROWS} rows" in md
     written = card(adapter)
     # The trainer's keys stay; the scores join them (what the gateway exports).
-    assert written["version"] == "v2" and written["base_model"] == "tiny"
+    assert written["version"] == "v2" and written["base_model"] == {"id": "tiny"}
     assert written["scores"]["other"] == 1.0
     assert written["scores"]["similarity"] == gate["thresholds"]["similarity"]["mean"]
     assert written["evaluation"]["gate"]["passed"] is True

@@ -30,7 +30,8 @@ def test_push_to_a_branch_and_tag_the_version(
     trained: tuple[TrainConfig, TrainResult], hub: HubStub
 ) -> None:
     cfg, result = trained
-    version = result.card["version"]
+    assert result.card is not None and result.card.version is not None
+    version = result.card.version
     cfg = cfg.model_copy(
         update={
             "push_to_hub": "team/standby-gemma",

@@ -89,7 +89,8 @@ def test_the_adapter_reloads_merges_and_generates(
     # The merged model that train() saved is the same model.
     saved = AutoModelForCausalLM.from_pretrained(cfg.merged_dir, dtype=torch.float32).eval()
     assert answer(saved) == with_adapter
-    assert result.card["adapter"]["merged"] == str(cfg.merged_dir)
+    assert result.card is not None and result.card.adapter is not None
+    assert result.card.adapter.merged == str(cfg.merged_dir)
 
 
 def test_the_card_says_how_the_adapter_was_made(
@@ -97,7 +98,7 @@ def test_the_card_says_how_the_adapter_was_made(
 ) -> None:
     cfg, result = trained
     card = json.loads((result.adapter_dir / "standby-model.json").read_text())
-    assert card == result.card
+    assert result.card is not None and card == result.card.to_json()
     assert card["format"] == 1
     assert card["base_model"] == {"id": str(tiny_model_dir), "revision": None, "sha": None}
     train_split = prepare_split(str(chat_dataset), "train_sft").loaded
@@ -158,7 +159,8 @@ def test_training_completed_is_published(trained: tuple[TrainConfig, TrainResult
     (delivery,) = asyncio.run(read())
     event = delivery.event
     assert (event.type, event.source) == ("training.completed", "standby.trainer")
-    card = result.card
+    assert result.card is not None
+    card = result.card.to_json()
     assert event.data == {
         "version": card["version"],
         "adapter_dir": str(result.adapter_dir.resolve()),
