@@ -195,7 +195,8 @@ class Usage:
         }
 
 
-FinishReason = Literal["stop", "length", "content_filter"]
+# Why an answer ended, the same words in responses and in captured events.
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 @dataclass(slots=True)

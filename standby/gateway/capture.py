@@ -4,18 +4,18 @@ the request or losing one on a clean shutdown.
 request path ──offer()──► bounded buffer ──frames──► capture writer process ──► bus
                  │ full? drop + count   (JSON, every 20 ms   (redact, validate, encode;
                  │                       or 64 answers)       batches of batch_size)
-``offer()`` encodes the answer's data as JSON (~2 us; the request's objects are freed with the
-request) and appends it to a buffer. Every ``SEND_WINDOW_S`` (or ``SEND_BATCH`` answers) the
-buffer goes to the writer process (``standby.gateway.capture_writer``) as one frame on its
-stdin: a non-blocking write, no task or queue per answer. The writer redacts the answers,
-validates and encodes their events and writes them, away from the gateway's event loop and
-GIL, in batches of ``batch_size`` within ``flush_interval_s``, and reports how many it wrote;
-the reports feed ``standby_capture_events_total``. Sent answers not yet reported are bounded
-(``2 * batch_size + SEND_BATCH``): a slow bus keeps answers in the buffer, which fills
-(``queue_size``), and further answers are dropped and counted, never blocking a client. A
-writer that dies is restarted; the answers it had not reported are counted as dropped. On
-shutdown the buffer is sent and the writer's stdin closed; the writer writes it all and
-exits (``drain_timeout_s`` bounds the wait).
+``offer()`` encodes the answer's data as JSON (the cost is in docs/benchmarks.md; the request's
+objects are freed with the request) and appends it to a buffer. Every ``SEND_WINDOW_S`` (or
+``SEND_BATCH`` answers) the buffer goes to the writer process (``standby.gateway.capture_writer``)
+as one frame on its stdin: a non-blocking write, no task or queue per answer. The writer redacts
+the answers, validates and encodes their events and writes them, away from the gateway's event
+loop and GIL, in batches of ``batch_size`` within ``flush_interval_s``, and reports how many it
+wrote; the reports feed ``standby_capture_events_total``. Sent answers not yet reported are
+bounded (``2 * batch_size + SEND_BATCH``): a slow bus keeps answers in the buffer, which fills
+(``queue_size``), and further answers are dropped and counted, never blocking a client. A writer
+that dies is restarted; the answers it had not reported are counted as dropped. On shutdown the
+buffer is sent and the writer's stdin closed; the writer writes it all and exits
+(``drain_timeout_s`` bounds the wait).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -38,6 +37,7 @@ from standby.gateway.metrics import Metrics
 from standby.gateway.router import Outcome
 from standby.protocol import ChatRequest, FinishReason, Usage
 from standby.store import MAX_EVENT_BYTES, BusError
+from standby.store.envelope import InferenceCompletedJSON
 
 log = logging.getLogger("standby.capture")
 
@@ -65,9 +65,10 @@ class Captured:
     model_version: str | None
 
 
-def data_of(item: Captured) -> dict[str, Any]:
+def data_of(item: Captured) -> InferenceCompletedJSON:
     """One answer's ``inference.completed`` data as plain values, not redacted yet: the writer
-    redacts it, validates it and encodes its event before anything is written."""
+    redacts it, validates it and encodes its event before anything is written. The envelope's
+    TypedDict names the fields; building it costs what a dict literal costs."""
     req, outcome, usage = item.request, item.outcome, item.usage
     return {
         "request_id": item.request_id,
@@ -172,8 +173,8 @@ class Capture:
     def offer(self, item: Captured) -> None:
         """Never blocks: a full buffer drops the event and counts it.
 
-        The answer is kept as JSON (~2 us), so the request's objects are freed with the request;
-        one that cannot be encoded, or is over the event size limit before redaction, is dropped
+        The answer is kept as JSON, so the request's objects are freed with the request; one
+        that cannot be encoded, or is over the event size limit before redaction, is dropped
         here, alone."""
         if self._all_sent:
             self._drop(item.request_id, "the gateway has shut capture down")

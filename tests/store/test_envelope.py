@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import orjson
 import pytest
 from pydantic import ValidationError
 
+from standby.protocol import FinishReason
 from standby.store import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -24,6 +25,14 @@ from standby.store import (
     encode_event,
     encode_inference_completed,
     new_event_id,
+)
+from standby.store.envelope import (
+    ChatMessage,
+    ChatMessageJSON,
+    InferenceCompletedData,
+    InferenceCompletedJSON,
+    TokenUsage,
+    TokenUsageJSON,
 )
 from tests.store.conftest import inference_event
 
@@ -167,3 +176,25 @@ def test_models_validate_on_construction_and_are_frozen() -> None:
     with pytest.raises(ValidationError):
         event.source = "other"
     assert event.time <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize(
+    ("typed_dict", "model"),
+    [
+        (InferenceCompletedJSON, InferenceCompletedData),
+        (ChatMessageJSON, ChatMessage),
+        (TokenUsageJSON, TokenUsage),
+    ],
+)
+def test_the_capture_shape_has_the_models_fields_in_order(typed_dict: type, model: type) -> None:
+    """The gateway builds ``InferenceCompletedJSON`` by hand (no model on the request path):
+    every field of the model the writer validates it against, and no other (mypy checks the
+    capture path builds every one)."""
+    assert list(get_type_hints(typed_dict)) == list(model.model_fields)
+
+
+def test_finish_reasons_are_the_protocols() -> None:
+    assert get_args(InferenceCompletedData.model_fields["finish_reason"].annotation) == get_args(
+        FinishReason
+    )
+    assert "tool_calls" in get_args(FinishReason)
