@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from standby.errors import UpstreamStatusError
 from standby.providers.fake import FakeProvider, Reply
 from standby.store import InferenceCompleted, open_bus
 from tests.fixtures.fake_gateway import ROUTE, fake_config, fake_gateway
+
+P, F = "primary", "fallback"
+REQUESTS = "standby_requests_total"
 
 
 async def stored(db: Path) -> list[InferenceCompleted]:
@@ -54,3 +58,30 @@ async def test_a_stream_from_the_local_backend_records_its_model_version(
     events = await stored(db)
     assert [(e.data.route, e.data.stream) for e in events] == [(ROUTE, True), (ROUTE, False)]
     assert {e.data.model_version for e in events} == {str(tiny_model_dir)}
+
+
+async def test_a_rescued_request_is_attributed_to_the_backend_that_answered() -> None:
+    primary = FakeProvider(P, Reply("Fine."), UpstreamStatusError(P, 503, "down"))
+    async with fake_gateway(primary, FakeProvider(F, default=Reply("Rescued."))) as gw:
+        labels = {"route": ROUTE, "from_backend": P, "to_backend": F, "reason": "server_error"}
+        # Every expected series exists at zero before the first request (visible to rate()).
+        assert gw.sample("standby_fallbacks_total", **labels) == 0.0
+        assert (await gw.ask()).headers["x-standby-backend"] == P
+        assert (await gw.ask()).headers["x-standby-backend"] == F
+        assert gw.metric(REQUESTS, route=ROUTE, backend=P, outcome="ok") == 1
+        assert gw.metric(REQUESTS, route=ROUTE, backend=F, outcome="ok") == 1
+        assert gw.metric(REQUESTS, route=ROUTE, backend=P, outcome="error") == 0
+        assert gw.metric("standby_fallbacks_total", **labels) == 1
+        assert gw.metric("standby_upstream_errors_total", backend=P, reason="server_error") == 1
+        assert gw.metric("standby_request_duration_seconds_count", route=ROUTE, backend=F) == 1
+        assert gw.metric("standby_tokens_total", backend=P, type="output") == 1
+        assert gw.metric("standby_in_flight_requests", route=ROUTE) == 0
+
+
+async def test_all_failed_and_client_errors_have_their_outcomes() -> None:
+    async with fake_gateway(FakeProvider(P, default=UpstreamStatusError(P, 503, "down"))) as gw:
+        assert (await gw.ask()).status == 503
+        invalid = await gw.http.post("/v1/chat/completions", json={"model": ROUTE, "messages": []})
+        assert invalid.status_code == 400
+        assert gw.metric(REQUESTS, route=ROUTE, backend="none", outcome="error") == 1
+        assert gw.metric(REQUESTS, route="none", backend="none", outcome="client_error") == 1

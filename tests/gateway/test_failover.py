@@ -1,6 +1,7 @@
-"""Every row of the DESIGN failover table: what the client sees, which backend answered, and
-the primary's breaker afterwards. Primary: the simulated Gemini; fallback: the tiny local
-Gemma served in-process by the local backend."""
+"""Failover end to end, as smoke: real uvicorn, the simulated Gemini as primary, the tiny local
+Gemma served in-process as fallback, the official SDK as client. Every row of the DESIGN
+failover table is checked in-process in test_failover_table.py (a fake backend), and how the
+Gemini provider turns each fault into an error in tests/providers/test_gemini_errors.py."""
 
 from __future__ import annotations
 
@@ -38,17 +39,7 @@ def ask(gw: GatewayServer, *, stream: bool = False) -> tuple[httpx.Headers, str,
     return raw_stream.headers, text, finish
 
 
-FAILOVER = [
-    ("error-429", "rate_limited"),
-    ("error-500", "server_error"),
-    ("error-502", "server_error"),
-    ("error-503", "server_error"),
-    ("error-504", "server_error"),
-    ("error-401", "auth"),
-    ("error-403", "auth"),
-    ("malformed", "server_error"),
-    ("reset", "connect"),
-]
+FAILOVER = [("error-503", "server_error"), ("reset", "connect")]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
@@ -71,15 +62,6 @@ def test_failure_moves_to_the_fallback_and_counts(
     assert sim.sim.requests == 3
 
 
-def test_connection_refused_fails_over(
-    tiny_model_dir: Path, start_gateway: StartGateway, refused_port: int
-) -> None:
-    gw = start_gateway(base_config(f"http://127.0.0.1:{refused_port}", tiny_model_dir))
-    headers, _, _ = ask(gw)
-    assert headers["x-standby-backend"] == "gemma"
-    assert headers["x-standby-fallback-reason"] == "connect"
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_hanging_primary_times_out_and_fails_over(
     sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway, stream: bool
@@ -93,82 +75,6 @@ def test_hanging_primary_times_out_and_fails_over(
     headers, _, _ = ask(gw, stream=stream)
     assert headers["x-standby-backend"] == "gemma"
     assert headers["x-standby-fallback-reason"] == "timeout"
-
-
-def test_stalled_stream_hits_the_idle_timeout(
-    sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway
-) -> None:
-    config = base_config(sim.url, tiny_model_dir)
-    config["backends"]["gemini"]["timeouts"] = {
-        "connect_s": 1, "first_token_s": 2, "idle_s": 0.3, "total_s": 10,
-    }  # fmt: skip
-    gw = start_gateway(config)
-    sim.sim.set_fault("idle-2000")
-    headers, text, finish = ask(gw, stream=True)
-    # The first chunk came from Gemini, so the answer is stitched onto the fallback.
-    assert headers["x-standby-backend"] == "gemini"
-    assert text.startswith("Simulated Gemini answer")
-    assert finish in ("stop", "length")
-
-
-def test_rate_limit_opens_the_breaker_for_retry_after(
-    sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway
-) -> None:
-    gw = start_gateway(base_config(sim.url, tiny_model_dir), breaker={"failures": 1})
-    sim.sim.set_fault("error-429-retry-5")
-    headers, _, _ = ask(gw)
-    assert headers["x-standby-fallback-reason"] == "rate_limited"
-    state = httpx.get(f"{gw.url}/readyz").json()["backends"]["gemini"]
-    assert state["breaker"] == "open"
-    assert 3.5 < state["retry_in_s"] <= 5  # Retry-After 5 s beats the 1 s cool-down
-
-
-@pytest.mark.parametrize(
-    ("fault", "error"),
-    [
-        ("error-400", openai.BadRequestError),
-        ("error-404", openai.NotFoundError),
-        ("error-413", openai.APIStatusError),
-    ],
-)
-def test_client_errors_are_returned_not_failed_over(
-    gateway: GatewayServer, sim: RunningSim, fault: str, error: type[openai.APIStatusError]
-) -> None:
-    sim.sim.set_fault(fault)
-    for _ in range(4):
-        with pytest.raises(error) as raised:
-            ask(gateway)
-        assert raised.value.body["code"] == "upstream_rejected"
-        assert raised.value.response.headers["x-standby-backend"] == "gemini"
-    assert gateway.breaker("gemini") == "CLOSED"
-
-
-def test_blocked_answer_is_a_content_filter_by_default(
-    gateway: GatewayServer, sim: RunningSim
-) -> None:
-    for fault in ("safety", "blocked", "recitation"):
-        sim.sim.set_fault(fault)
-        for stream in (False, True):
-            headers, text, finish = ask(gateway, stream=stream)
-            assert headers["x-standby-backend"] == "gemini"
-            assert finish == "content_filter"
-            assert text == ""
-    assert gateway.breaker("gemini") == "CLOSED"
-
-
-def test_blocked_answer_can_opt_into_fallback(
-    sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway
-) -> None:
-    config = base_config(sim.url, tiny_model_dir)
-    config["backends"]["gemini"]["on_blocked"] = "fallback"
-    gw = start_gateway(config)
-    sim.sim.set_fault("safety")
-    for _ in range(4):
-        headers, _, finish = ask(gw)
-        assert headers["x-standby-backend"] == "gemma"
-        assert headers["x-standby-fallback-reason"] == "blocked"
-        assert finish in ("stop", "length")
-    assert gw.breaker("gemini") == "CLOSED"
 
 
 def test_every_backend_failing_is_a_503_naming_each(

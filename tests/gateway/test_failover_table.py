@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import openai
 import pytest
 
 from standby.errors import (
@@ -19,7 +20,7 @@ from standby.errors import (
 )
 from standby.protocol import Message
 from standby.providers.fake import Blocked, Cut, FakeProvider, Hang, Reply, Step
-from tests.fixtures.fake_gateway import ROUTE, Answer, fake_config, fake_gateway
+from tests.fixtures.fake_gateway import HELLO, ROUTE, Answer, fake_config, fake_gateway
 
 P, F = "primary", "fallback"
 RESCUE = Reply("Rescued ", "answer.")
@@ -267,6 +268,14 @@ async def test_a_cut_stream_nothing_can_continue_ends_in_an_error_event(
     error = answer.events[-1]["error"]
     assert error["code"] == "stream_interrupted"
     assert error["message"].startswith(message)
+
+
+async def test_the_sdk_raises_on_an_interrupted_stream() -> None:
+    async with fake_gateway(FakeProvider(P, Cut("Hello "))) as gw:
+        stream = await gw.sdk().chat.completions.create(model=ROUTE, messages=HELLO, stream=True)
+        with pytest.raises(openai.APIError):
+            async for _ in stream:
+                pass
 
 
 async def test_a_client_error_mid_stream_ends_the_stream_without_moving_on() -> None:
