@@ -139,9 +139,8 @@ def _parse(model: type[BaseModel], body: bytes) -> Any:
 
 
 async def _registry(gw: Gateway, work: Callable[[Registry, Any], Awaitable[Any]]) -> dict[str, Any]:
-    from standby.store import open_bus
+    from standby.store import open_bus, open_state
     from standby.store.registry import Registry, RegistryError
-    from standby.store.state import open_state
 
     url = gw.settings.registry_url
     try:

@@ -32,8 +32,9 @@ from standby.providers.hotswap import (
     HotSwappable,
     RuntimeAdapters,
 )
+from standby.store import open_state
 from standby.store.registry import ModelVersion, Registry
-from standby.store.state import StateStore, open_state
+from standby.store.state import StateStore
 
 log = logging.getLogger("standby.gateway.promotions")
 

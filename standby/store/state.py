@@ -159,14 +159,3 @@ class RedisState(StateStore):
 
     async def close(self) -> None:
         await self.client.aclose()
-
-
-def __getattr__(name: str) -> Any:
-    # Transition: ``open_state`` moved to ``connect.py`` (exported by ``standby.store``); this
-    # keeps ``from standby.store.state import open_state`` working in gateway/admin.py and
-    # gateway/promotions.py until they import it from ``standby.store``. Remove it then.
-    if name == "open_state":
-        from standby.store.connect import open_state
-
-        return open_state
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

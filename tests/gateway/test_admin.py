@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
+from standby.store import open_state
 from standby.store.registry import ModelVersion, Registry
-from standby.store.state import open_state
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim
 

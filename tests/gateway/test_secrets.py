@@ -26,8 +26,8 @@ import yaml
 
 from standby.sim.background import AiohttpServer, free_port
 from standby.sim.gemini import SimGemini, build_app
+from standby.store import open_state
 from standby.store.registry import ModelVersion, Registry
-from standby.store.state import open_state
 from tests.fixtures.gateway import FAST, ROUTE, StartGateway
 from tests.fixtures.secrets import KnownSecret, find_secrets, leaks
 
