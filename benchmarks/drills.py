@@ -30,9 +30,18 @@ TESTS = [
 
 
 EXTRA = (
-    "capture", "backends", "primary_calls", "p99_refused_ms", "stored_after_restart",
-    "file_bytes", "traced_kib", "rss_mib", "open_fds", "exit_after_s", "captured",
-)  # fmt: skip
+    "capture",
+    "backends",
+    "primary_calls",
+    "p99_refused_ms",
+    "stored_after_restart",
+    "file_bytes",
+    "traced_kib",
+    "rss_mib",
+    "open_fds",
+    "exit_after_s",
+    "captured",
+)
 
 
 def row(figures: dict[str, Any]) -> str:
@@ -47,10 +56,13 @@ def row(figures: dict[str, Any]) -> str:
     tried = figures.get("tried", "")
     tried = json.dumps(tried) if not isinstance(tried, str) else tried
     cells = [
-        figures.get("drill", "?"), tried, str(figures.get("requests", "")),
-        str(figures.get("errors", "")), str(figures.get("p99_ms", "")),
+        figures.get("drill", "?"),
+        tried,
+        str(figures.get("requests", "")),
+        str(figures.get("errors", "")),
+        str(figures.get("p99_ms", "")),
         "; ".join(seen).replace("|", "/"),
-    ]  # fmt: skip
+    ]
     return "| " + " | ".join(cells)
 
 
@@ -65,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, STANDBY_DRILL_REPORT=str(folder), STANDBY_FUZZ_EXAMPLES=str(args.fuzz))
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.tests],
-        cwd=REPO, env=env, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
     print(f"\nfigures in {folder}\n")
     print("| drill | what was tried | requests | client errors | p99 ms | what the metrics showed")
     print("|---|---|--:|--:|--:|---")

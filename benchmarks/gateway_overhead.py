@@ -633,9 +633,13 @@ def derived(report: Report, concs: Sequence[int]) -> list[str]:
     ]
 
     def row(
-        mode: str, what: str, value: str, target: str = "", ok: bool | None = None,
+        mode: str,
+        what: str,
+        value: str,
+        target: str = "",
+        ok: bool | None = None,
         result: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         result = result or ("" if not target else verdict(ok))
         lines.append(f"| {mode} | {what} | {value} | {target} | {result} |")
 
@@ -646,63 +650,108 @@ def derived(report: Report, concs: Sequence[int]) -> list[str]:
             if cell is not None and direct1 is not None:
                 added = cell.p50_ms - direct1.p50_ms
                 is_sb = name == "standby"
-                row(mode, f"{name}: added p50 vs direct, c=1", f"{added:+.2f} ms",
-                    "≤ 1 ms" if is_sb else "", round(added, 2) <= 1.0)  # fmt: skip
+                row(
+                    mode,
+                    f"{name}: added p50 vs direct, c=1",
+                    f"{added:+.2f} ms",
+                    "≤ 1 ms" if is_sb else "",
+                    round(added, 2) <= 1.0,
+                )
         for conc in (c for c in concs if c > 1):
             sb, fl = report.get("standby", mode, conc), report.get("floor", mode, conc)
             if sb is None or fl is None:
                 continue
             frac = sb.rps / fl.rps
-            row(mode, f"standby / floor req/s, c={conc}", f"{frac:.2f}",
-                "≥ 0.33" if conc == 16 else "", frac >= 1 / 3)  # fmt: skip
+            row(
+                mode,
+                f"standby / floor req/s, c={conc}",
+                f"{frac:.2f}",
+                "≥ 0.33" if conc == 16 else "",
+                frac >= 1 / 3,
+            )
             if sb.proxy_cpu_ms and fl.proxy_cpu_ms:
-                row(mode, f"floor / standby CPU per request, c={conc}",
-                    f"{fl.proxy_cpu_ms / sb.proxy_cpu_ms:.2f}")  # fmt: skip
+                row(
+                    mode,
+                    f"floor / standby CPU per request, c={conc}",
+                    f"{fl.proxy_cpu_ms / sb.proxy_cpu_ms:.2f}",
+                )
         for conc in (c for c in concs if c > 1):
             ab = report.capture_ab.get((mode, conc))
             if ab is not None:
                 spread = f"{min(ab.round_ratios):.2f}-{max(ab.round_ratios):.2f}"
                 noisy = abs(ab.control - 1) > CONTROL_TOLERANCE
-                row(mode, f"standby capture on / off req/s, c={conc} (one gateway: a capturing "
+                row(
+                    mode,
+                    f"standby capture on / off req/s, c={conc} (one gateway: a capturing "
                     f"route vs one with `capture: false`; {ab.rounds} rounds of {ab.seconds} s "
-                    f"runs, order balanced; rounds {spread})", f"{ab.ratio:.2f}",
-                    "≥ 0.95" if conc == 16 else "", round(ab.ratio, 2) >= 0.95,
-                    "**inconclusive** (A/A control)" if noisy and conc == 16 else None)  # fmt: skip
+                    f"runs, order balanced; rounds {spread})",
+                    f"{ab.ratio:.2f}",
+                    "≥ 0.95" if conc == 16 else "",
+                    round(ab.ratio, 2) >= 0.95,
+                    "**inconclusive** (A/A control)" if noisy and conc == 16 else None,
+                )
                 spread = f"{min(ab.control_ratios):.2f}-{max(ab.control_ratios):.2f}"
-                row(mode, f"A/A control: the two `capture: false` routes, c={conc} (same runs; "
-                    f"rounds {spread})", f"{ab.control:.2f}",
+                row(
+                    mode,
+                    f"A/A control: the two `capture: false` routes, c={conc} (same runs; "
+                    f"rounds {spread})",
+                    f"{ab.control:.2f}",
                     f"1 ± {CONTROL_TOLERANCE:.2f}" if conc == 16 else "",
-                    result="within" if not noisy else "**outside**: too noisy")  # fmt: skip
+                    result="within" if not noisy else "**outside**: too noisy",
+                )
                 cpu = f"{ab.arms['on'].cpu_ms:.3f} / {ab.arms['off'].cpu_ms:.3f} ms"
-                row(mode, f"standby CPU per request, capture on / off, c={conc} (same runs; the "
-                    "gateway and its capture writer)", cpu)  # fmt: skip
+                row(
+                    mode,
+                    f"standby CPU per request, capture on / off, c={conc} (same runs; the "
+                    "gateway and its capture writer)",
+                    cpu,
+                )
             on, off = report.get("standby", mode, conc), report.get("standby-nocapture", mode, conc)
             if on is not None and off is not None and off.rps > 0:
-                row(mode, f"standby / standby-nocapture req/s, c={conc} (the two cells above: "
+                row(
+                    mode,
+                    f"standby / standby-nocapture req/s, c={conc} (the two cells above: "
                     "separate gateways, capture enabled / disabled)",
-                    f"{on.rps / off.rps:.2f}")  # fmt: skip
+                    f"{on.rps / off.rps:.2f}",
+                )
         for conc in concs:
             sb, lt = report.get("standby", mode, conc), report.get("litellm", mode, conc)
             if sb is None or lt is None or lt.rps <= 0:
                 continue
             ratio = sb.rps / lt.rps
-            row(mode, f"standby / litellm req/s, c={conc}", f"{ratio:.1f}x",
-                "> 10x" if conc == 16 else "", ratio > 10)  # fmt: skip
+            row(
+                mode,
+                f"standby / litellm req/s, c={conc}",
+                f"{ratio:.1f}x",
+                "> 10x" if conc == 16 else "",
+                ratio > 10,
+            )
             if sb.proxy_cpu_ms and lt.proxy_cpu_ms:
-                row(mode, f"litellm / standby CPU per request, c={conc}",
-                    f"{lt.proxy_cpu_ms / sb.proxy_cpu_ms:.1f}x")  # fmt: skip
+                row(
+                    mode,
+                    f"litellm / standby CPU per request, c={conc}",
+                    f"{lt.proxy_cpu_ms / sb.proxy_cpu_ms:.1f}x",
+                )
         sb_cells = [c for c in report.cells if c.target == "standby" and c.mode == mode]
         if sb_cells and all(c.error is None for c in sb_cells):
             failures = sum(c.non2xx + c.bad + c.sock_errors for c in sb_cells)
-            row(mode, "standby: non-2xx + bad bodies + socket errors, all c", str(failures),
-                "0", failures == 0)  # fmt: skip
+            row(
+                mode,
+                "standby: non-2xx + bad bodies + socket errors, all c",
+                str(failures),
+                "0",
+                failures == 0,
+            )
         top = max(concs)
         for name in ("floor", "standby", "litellm"):
             cell = report.get(name, mode, top)
             if cell is not None and cell.proxy_cpu_ms:
                 ms = cell.proxy_cpu_ms
-                row(mode, f"{name}: proxy CPU per request, c={top}",
-                    f"{ms:.2f} ms (≈ {1000 / ms:,.0f} req/s per core)")  # fmt: skip
+                row(
+                    mode,
+                    f"{name}: proxy CPU per request, c={top}",
+                    f"{ms:.2f} ms (≈ {1000 / ms:,.0f} req/s per core)",
+                )
     return lines
 
 
@@ -816,11 +865,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--duration", type=int, help="measured seconds per cell (default 10; quick 1)")
     p.add_argument("--warmup", type=int, help="warm-up seconds per cell (default 5; quick 1)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 s cells, c=1 and 16, no litellm, prints only")  # fmt: skip
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 s cells, c=1 and 16, no litellm, prints only",
+    )
     p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
-    p.add_argument("--pin", action="store_true",
-                   help="proxy on CPU 0; simulator, wrk, capture writer on CPU 1")  # fmt: skip
+    p.add_argument(
+        "--pin", action="store_true", help="proxy on CPU 0; simulator, wrk, capture writer on CPU 1"
+    )
     p.add_argument("--concurrency", default=None, help="comma list (default 1,16,64)")
     p.add_argument(
         "--ab-rounds",
@@ -829,10 +882,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="capture on/off: rounds of one run per route (default 18; a multiple of 6 "
         "balances their order; quick 2)",
     )
-    p.add_argument("--ab-seconds", type=int, default=2,
-                   help="capture on/off: seconds per run (default 2)")  # fmt: skip
-    p.add_argument("--targets", default=",".join(TARGETS),
-                   help=f"comma list from {','.join(TARGETS)}")  # fmt: skip
+    p.add_argument(
+        "--ab-seconds", type=int, default=2, help="capture on/off: seconds per run (default 2)"
+    )
+    p.add_argument(
+        "--targets", default=",".join(TARGETS), help=f"comma list from {','.join(TARGETS)}"
+    )
     p.add_argument(
         "--output", default=None, help="file to update (default docs/benchmarks.md; quick: none)"
     )
@@ -891,8 +946,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if target.proc is not None and target.name.startswith("standby"):
                         for pid in child_pids(target.proc.pgid):
                             pin_process(pid, PIN_LAYOUT["writer"])
-                            print(f"  {target.name}: capture writer {pid} on CPU "
-                                  f"{PIN_LAYOUT['writer']}", flush=True)  # fmt: skip
+                            print(
+                                f"  {target.name}: capture writer {pid} on CPU "
+                                f"{PIN_LAYOUT['writer']}",
+                                flush=True,
+                            )
             scripts = {mode: wrk_script(work, mode == "stream") for mode in MODES}
             print(
                 f"{'target':8} {'mode':10} {'c':>3} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
@@ -907,9 +965,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         target = targets[name]
                         try:
                             cell = measure(
-                                target, sim, mode, conc, scripts[mode], args.warmup,
-                                args.duration, args.pin,
-                            )  # fmt: skip
+                                target,
+                                sim,
+                                mode,
+                                conc,
+                                scripts[mode],
+                                args.warmup,
+                                args.duration,
+                                args.pin,
+                            )
                         except (RuntimeError, subprocess.TimeoutExpired) as e:
                             cell = Cell(name, mode, conc, error=str(e)[:200])
                         proc = target.proc
@@ -924,12 +988,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ab_concs = [16] if 16 in concs else [c for c in concs if c > 1]
                 for mode in MODES:
                     for conc in ab_concs:
-                        ab = capture_ab(standby, mode, conc, work, args.ab_rounds,
-                                        args.ab_seconds, args.pin)  # fmt: skip
+                        ab = capture_ab(
+                            standby, mode, conc, work, args.ab_rounds, args.ab_seconds, args.pin
+                        )
                         report.capture_ab[(mode, conc)] = ab
                         rounds = " ".join(f"{r:.2f}" for r in ab.round_ratios)
-                        print(f"capture on/off {mode} c={conc}: {ab.ratio:.3f} (rounds: {rounds}); "
-                              f"A/A control {ab.control:.3f}", flush=True)  # fmt: skip
+                        print(
+                            f"capture on/off {mode} c={conc}: {ab.ratio:.3f} (rounds: {rounds}); "
+                            f"A/A control {ab.control:.3f}",
+                            flush=True,
+                        )
             for name in ("standby", "litellm"):
                 t = targets.get(name)
                 if t is not None and t.proc is not None and t.unavailable is None:

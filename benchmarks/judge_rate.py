@@ -62,10 +62,14 @@ def main() -> None:
     calls = args.rows * args.repeats
     expected = (calls - 1) * 60 / args.rpm
     print(f"# {platform.platform()}, python {platform.python_version()}")
-    print(f"# {args.rows} rows x {args.repeats} repeats = {calls} judge calls at {args.rpm} rpm, "
-          f"{args.workers} workers")  # fmt: skip
-    print("| judge latency | expected (s) | measured (s) | measured / expected | calls | "
-          "sim requests | judgements/s |")  # fmt: skip
+    print(
+        f"# {args.rows} rows x {args.repeats} repeats = {calls} judge calls at {args.rpm} rpm, "
+        f"{args.workers} workers"
+    )
+    print(
+        "| judge latency | expected (s) | measured (s) | measured / expected | calls | "
+        "sim requests | judgements/s |"
+    )
     print("|---|---|---|---|---|---|---|")
     try:
         with tempfile.TemporaryDirectory(prefix="standby-judge-bench-") as tmp:

@@ -52,10 +52,13 @@ class Phase:
 
     def row(self) -> dict[str, Any]:
         return {
-            "phase": self.name, "requests": self.requests, "errors": self.errors,
-            "fallback": self.fallback, "p50_ms": percentile(self.latencies, 50),
+            "phase": self.name,
+            "requests": self.requests,
+            "errors": self.errors,
+            "fallback": self.fallback,
+            "p50_ms": percentile(self.latencies, 50),
             "p99_ms": percentile(self.latencies, 99),
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -73,11 +76,13 @@ class SoakResult:
 
     def figures(self) -> dict[str, Any]:
         return {
-            "rate": self.rate, "duration_s": self.duration_s, "outage_s": list(self.outage),
+            "rate": self.rate,
+            "duration_s": self.duration_s,
+            "outage_s": list(self.outage),
             "phases": [p.row() for p in self.phases],
             "samples": [asdict(s) for s in self.samples],
             "error_bodies": self.error_bodies[:5],
-        }  # fmt: skip
+        }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -143,9 +148,15 @@ def gateway_config(sim_url: str, tiny: Path, port: int, workdir: Path) -> dict[s
 
 
 async def drive(
-    url: str, sim_url: str, pid: int, rate: float, duration: float, outage: tuple[float, float],
-    fault: str, sample_s: float,
-) -> SoakResult:  # fmt: skip
+    url: str,
+    sim_url: str,
+    pid: int,
+    rate: float,
+    duration: float,
+    outage: tuple[float, float],
+    fault: str,
+    sample_s: float,
+) -> SoakResult:
     """Open-loop load: request i starts at ``i / rate`` seconds whatever the others do."""
     phases = {name: Phase(name) for name in ("before outage", "outage", "after outage")}
     samples: list[Sample] = []
@@ -155,8 +166,13 @@ async def drive(
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
 
         async def one(at: float) -> None:
-            phase = phases["before outage" if at < outage[0] else
-                           "outage" if at < outage[1] else "after outage"]  # fmt: skip
+            phase = phases[
+                "before outage"
+                if at < outage[0]
+                else "outage"
+                if at < outage[1]
+                else "after outage"
+            ]
             t0 = time.perf_counter()
             try:
                 r = await client.post("/v1/chat/completions", json=BODY)
@@ -178,8 +194,15 @@ async def drive(
         async def sampler(t_start: float) -> None:
             while True:
                 rss, fds = process_figures(pid)
-                samples.append(Sample(round(time.monotonic() - t_start, 1), rss, fds,
-                                      done["requests"], done["errors"]))  # fmt: skip
+                samples.append(
+                    Sample(
+                        round(time.monotonic() - t_start, 1),
+                        rss,
+                        fds,
+                        done["requests"],
+                        done["errors"],
+                    )
+                )
                 await asyncio.sleep(sample_s)
 
         async def set_fault(spec: str) -> None:
@@ -211,15 +234,20 @@ async def drive(
             await set_fault("ok")
         sampling.cancel()
         rss, fds = process_figures(pid)
-        samples.append(Sample(round(time.monotonic() - t_start, 1), rss, fds,
-                              done["requests"], done["errors"]))  # fmt: skip
+        samples.append(
+            Sample(round(time.monotonic() - t_start, 1), rss, fds, done["requests"], done["errors"])
+        )
     return SoakResult(rate, duration, outage, list(phases.values()), samples, error_bodies)
 
 
 def run_soak(
-    rate: float = 50, duration: float = 1200, sample_s: float = 60, fault: str = "error-503",
-    workdir: Path | None = None, tiny: Path | None = None,
-) -> SoakResult:  # fmt: skip
+    rate: float = 50,
+    duration: float = 1200,
+    sample_s: float = 60,
+    fault: str = "error-503",
+    workdir: Path | None = None,
+    tiny: Path | None = None,
+) -> SoakResult:
     """Start the simulator and ``standby serve``, drive them, stop them; the figures."""
     from standby.sim.tiny_model import build_tiny_gemma
 
@@ -232,10 +260,15 @@ def run_soak(
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     cli = [sys.executable, "-m", "standby.cli", "--log-level", "warning"]
     logs = (work / "sim.log").open("wb"), (work / "gateway.log").open("wb")
-    sim = subprocess.Popen([*cli, "sim", "gemini", "--port", str(sim_port)],
-                           stdout=logs[0], stderr=subprocess.STDOUT, env=env)  # fmt: skip
-    gateway = subprocess.Popen([*cli, "serve", "--config", str(config)],
-                               stdout=logs[1], stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    sim = subprocess.Popen(
+        [*cli, "sim", "gemini", "--port", str(sim_port)],
+        stdout=logs[0],
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    gateway = subprocess.Popen(
+        [*cli, "serve", "--config", str(config)], stdout=logs[1], stderr=subprocess.STDOUT, env=env
+    )
     try:
         wait_healthy(sim_url, sim)
         wait_healthy(url, gateway)
@@ -256,14 +289,18 @@ def run_soak(
 
 
 def print_tables(result: SoakResult) -> None:
-    print(f"\nsoak: {result.rate:g} req/s for {result.duration_s:g} s, primary outage "
-          f"{result.outage[0]:g}-{result.outage[1]:g} s\n")  # fmt: skip
+    print(
+        f"\nsoak: {result.rate:g} req/s for {result.duration_s:g} s, primary outage "
+        f"{result.outage[0]:g}-{result.outage[1]:g} s\n"
+    )
     print("| phase | requests | errors | answered by fallback | p50 ms | p99 ms |")
     print("|---|--:|--:|--:|--:|--:|")
     for phase in result.phases:
         r = phase.row()
-        print(f"| {r['phase']} | {r['requests']} | {r['errors']} | {r['fallback']} "
-              f"| {r['p50_ms']} | {r['p99_ms']} |")  # fmt: skip
+        print(
+            f"| {r['phase']} | {r['requests']} | {r['errors']} | {r['fallback']} "
+            f"| {r['p50_ms']} | {r['p99_ms']} |"
+        )
     print("\n| t (s) | RSS MiB | open fds | requests | errors |")
     print("|--:|--:|--:|--:|--:|")
     for s in result.samples:

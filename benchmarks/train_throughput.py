@@ -34,23 +34,48 @@ from standby.trainer.train import build_trainer
 
 # The published configs of the real models (random weights: only the shapes matter here).
 ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
-    "gemma3-1b": ("gemma3_text", {
-        "vocab_size": 262_144, "hidden_size": 1152, "intermediate_size": 6912,
-        "num_hidden_layers": 26, "num_attention_heads": 4, "num_key_value_heads": 1,
-        "head_dim": 256, "sliding_window": 512, "query_pre_attn_scalar": 256,
-        "max_position_embeddings": 32_768,
-    }),
-    "gemma-2b": ("gemma", {
-        "vocab_size": 256_000, "hidden_size": 2048, "intermediate_size": 16_384,
-        "num_hidden_layers": 18, "num_attention_heads": 8, "num_key_value_heads": 1,
-        "head_dim": 256, "max_position_embeddings": 8192,
-    }),
-    "gemma-7b": ("gemma", {
-        "vocab_size": 256_000, "hidden_size": 3072, "intermediate_size": 24_576,
-        "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 16,
-        "head_dim": 256, "max_position_embeddings": 8192,
-    }),
-}  # fmt: skip
+    "gemma3-1b": (
+        "gemma3_text",
+        {
+            "vocab_size": 262_144,
+            "hidden_size": 1152,
+            "intermediate_size": 6912,
+            "num_hidden_layers": 26,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 1,
+            "head_dim": 256,
+            "sliding_window": 512,
+            "query_pre_attn_scalar": 256,
+            "max_position_embeddings": 32_768,
+        },
+    ),
+    "gemma-2b": (
+        "gemma",
+        {
+            "vocab_size": 256_000,
+            "hidden_size": 2048,
+            "intermediate_size": 16_384,
+            "num_hidden_layers": 18,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 1,
+            "head_dim": 256,
+            "max_position_embeddings": 8192,
+        },
+    ),
+    "gemma-7b": (
+        "gemma",
+        {
+            "vocab_size": 256_000,
+            "hidden_size": 3072,
+            "intermediate_size": 24_576,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 16,
+            "head_dim": 256,
+            "max_position_embeddings": 8192,
+        },
+    ),
+}
 
 
 class StepClock(TrainerCallback):  # type: ignore[misc]
@@ -85,8 +110,10 @@ def chats(tokenizer: Any, rows: int, seq_len: int) -> Any:
         while True:
             answer.append(lines[i % len(lines)])
             i += 1
-            chat = [{"role": "user", "content": f"Question {r}: tell me more."},
-                    {"role": "assistant", "content": " ".join(answer)}]  # fmt: skip
+            chat = [
+                {"role": "user", "content": f"Question {r}: tell me more."},
+                {"role": "assistant", "content": " ".join(answer)},
+            ]
             ids = tokenizer.apply_chat_template(chat, tokenize=True, return_dict=False)
             if len(ids) >= seq_len:
                 break
@@ -139,12 +166,20 @@ def main() -> None:
         tiny = build_tiny_gemma(Path(tmp) / "tiny")
         tokenizer = AutoTokenizer.from_pretrained(tiny)
         cfg = TrainConfig(
-            base_model_id=args.arch or str(tiny), output_dir=Path(tmp) / "out",
-            device="cuda" if gpu else "cpu", max_steps=steps, per_device_train_batch_size=batch,
-            gradient_accumulation_steps=1, max_length=seq_len, lora_r=args.lora_r,
-            lora_alpha=args.lora_r, logging_steps=steps, save_steps=10 * steps,
-            eval_ds_split=None, publish_event=False,
-        )  # fmt: skip
+            base_model_id=args.arch or str(tiny),
+            output_dir=Path(tmp) / "out",
+            device="cuda" if gpu else "cpu",
+            max_steps=steps,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=1,
+            max_length=seq_len,
+            lora_r=args.lora_r,
+            lora_alpha=args.lora_r,
+            logging_steps=steps,
+            save_steps=10 * steps,
+            eval_ds_split=None,
+            publish_event=False,
+        )
         placement = place(cfg)
         if gpu:
             model = build_model(args.arch, tokenizer, placement.bf16)

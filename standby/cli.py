@@ -95,13 +95,21 @@ def make_parser() -> argparse.ArgumentParser:
         prog="standby",
         description="OpenAI-compatible gateway: Gemini primary, a local Gemma as the fallback.",
     )
-    parser.add_argument("--log-level", default=os.environ.get("STANDBY_LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"])  # fmt: skip
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("STANDBY_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", "--from-config", dest="config", default=DEFAULT_CONFIG,
-                       help=f"YAML config file (default: {DEFAULT_CONFIG})")  # fmt: skip
+    serve.add_argument(
+        "--config",
+        "--from-config",
+        dest="config",
+        default=DEFAULT_CONFIG,
+        help=f"YAML config file (default: {DEFAULT_CONFIG})",
+    )
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
     serve.set_defaults(func=cmd_serve)
@@ -113,16 +121,24 @@ def make_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080, help="gateway port (0: any free one)")
-    demo.add_argument("--sim-port", type=int, default=8090,
-                      help="simulated Gemini port (0: any free one)")  # fmt: skip
+    demo.add_argument(
+        "--sim-port", type=int, default=8090, help="simulated Gemini port (0: any free one)"
+    )
     demo.add_argument("--model-dir", default=".standby/tiny-gemma")
     mode = demo.add_mutually_exclusive_group()
-    mode.add_argument("--keep-running", action="store_true",
-                      help="after the story, keep the gateway up until Ctrl-C")  # fmt: skip
-    mode.add_argument("--serve-only", action="store_true",
-                      help="skip the story: serve gateway and simulator until Ctrl-C")  # fmt: skip
-    demo.add_argument("--verbose", action="store_true",
-                      help="also show the gateway, pipeline and library logs")  # fmt: skip
+    mode.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="after the story, keep the gateway up until Ctrl-C",
+    )
+    mode.add_argument(
+        "--serve-only",
+        action="store_true",
+        help="skip the story: serve gateway and simulator until Ctrl-C",
+    )
+    demo.add_argument(
+        "--verbose", action="store_true", help="also show the gateway, pipeline and library logs"
+    )
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("sim", help="simulation kit (tests, demo, failover drills)")

@@ -36,9 +36,16 @@ CLIENT_STATUSES = frozenset({400, 404, 413, 422})
 
 # Every ``UpstreamError.reason`` (the ``reason`` label of standby_fallbacks_total).
 FALLBACK_REASONS = (
-    "timeout", "connect", "rate_limited", "server_error", "auth",
-    "breaker_open", "mid_stream", "blocked", "busy",
-)  # fmt: skip
+    "timeout",
+    "connect",
+    "rate_limited",
+    "server_error",
+    "auth",
+    "breaker_open",
+    "mid_stream",
+    "blocked",
+    "busy",
+)
 
 
 class StandbyError(Exception):

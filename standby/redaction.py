@@ -30,8 +30,13 @@ DEFAULT_PATTERNS: dict[str, str] = {
 _DIGITS = "0123456789"
 _KEY_PREFIXES = ("sk-", "AIza", "hf_", "xox", "AKIA")
 _KEY_WORDS = ("key", "token", "secret")
-_NEEDS = {"BEARER": "bearer", "API_KEY": "key-hint", "EMAIL": "@", "CARD": "digit",
-          "PHONE": "digit"}  # fmt: skip
+_NEEDS = {
+    "BEARER": "bearer",
+    "API_KEY": "key-hint",
+    "EMAIL": "@",
+    "CARD": "digit",
+    "PHONE": "digit",
+}
 
 
 def _present(text: str) -> set[str]:
@@ -70,8 +75,9 @@ class Redactor:
         substring of one text is a substring of them joined, so no rule that could match is
         skipped (an answer's prompt and response usually need none)."""
         present = _present(texts[0] if len(texts) == 1 else "\n".join(texts))
-        rules = [(rule, label) for rule, label, needs in self._rules
-                 if needs is None or needs in present]  # fmt: skip
+        rules = [
+            (rule, label) for rule, label, needs in self._rules if needs is None or needs in present
+        ]
         if not rules:
             return texts
         redacted = []

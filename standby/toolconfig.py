@@ -71,8 +71,9 @@ def _structured(text: str) -> Any:
 
 def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
     """``--from-config FILE`` and one flag per field of ``model``, help from its description."""
-    parser.add_argument("--from-config", metavar="FILE",
-                        help="YAML file with these settings (flags given here win)")  # fmt: skip
+    parser.add_argument(
+        "--from-config", metavar="FILE", help="YAML file with these settings (flags given here win)"
+    )
     for name, field in model.model_fields.items():
         kind = _unwrap_optional(field.annotation)
         origin = get_origin(kind)
@@ -84,12 +85,18 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) ->
             parser.add_argument(flag_of(name), action=argparse.BooleanOptionalAction, **common)
         elif origin is Literal:
             parser.add_argument(flag_of(name), choices=[str(a) for a in get_args(kind)], **common)
-        elif origin in (list, tuple, set) and get_args(kind) and get_args(kind)[0] in (
-            str, int, float,
-        ):  # fmt: skip
+        elif (
+            origin in (list, tuple, set)
+            and get_args(kind)
+            and get_args(kind)[0]
+            in (
+                str,
+                int,
+                float,
+            )
+        ):
             item = get_args(kind)[0]
-            parser.add_argument(flag_of(name), nargs="*", type=item, metavar=name.upper(),
-                                **common)  # fmt: skip
+            parser.add_argument(flag_of(name), nargs="*", type=item, metavar=name.upper(), **common)
         elif kind in (int, float, str):
             parser.add_argument(flag_of(name), type=kind, metavar=name.upper(), **common)
         elif kind is Path:

@@ -67,19 +67,25 @@ def minimal() -> dict[str, object]:
     ("change", "message"),
     [
         (lambda d: d.update(surprise=1), "surprise: Extra inputs are not permitted"),
-        (lambda d: d.update(routes={"m": ["nope"]}),
-         "routes.m: names backend 'nope', which is not defined (defined: g)"),
+        (
+            lambda d: d.update(routes={"m": ["nope"]}),
+            "routes.m: names backend 'nope', which is not defined (defined: g)",
+        ),
         (lambda d: d.update(routes={"m": []}), "routes.m.backends: List should have at least 1"),
         (lambda d: d.update(routes={}), "routes: Dictionary should have at least 1 item"),
-        (lambda d: d["backends"]["g"].update(timeouts={"connect_s": -1}),
-         "backends.g.timeouts.connect_s: Input should be greater than 0"),
+        (
+            lambda d: d["backends"]["g"].update(timeouts={"connect_s": -1}),
+            "backends.g.timeouts.connect_s: Input should be greater than 0",
+        ),
         (lambda d: d["backends"]["g"].update(type="grok"), "backends.g: Input tag 'grok'"),
         (lambda d: d["backends"]["g"].update(modle="x"), "backends.g.modle: Extra inputs"),
         (lambda d: d.update(server={"port": "http"}), "server.port: Input should be a valid int"),
-        (lambda d: d.update(server={"api_keys": ["${STANDBY_TEST_UNSET}"]}),
-         "server.api_keys[0]: environment variable STANDBY_TEST_UNSET is not set"),
+        (
+            lambda d: d.update(server={"api_keys": ["${STANDBY_TEST_UNSET}"]}),
+            "server.api_keys[0]: environment variable STANDBY_TEST_UNSET is not set",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_config_is_one_clear_line(change: object, message: str) -> None:
     data = minimal()
     change(data)  # type: ignore[operator]
@@ -121,8 +127,10 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({**minimal(), "routes": {"m": ["ghost"]}}))
     run = subprocess.run(
         [sys.executable, "-m", "standby.cli", "serve", "--config", str(path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2
     assert run.stdout == ""
     lines = run.stderr.strip().splitlines()

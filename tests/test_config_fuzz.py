@@ -111,8 +111,24 @@ def mutate(text: str, rng: random.Random) -> str:
     else:  # replace a value with one of another type
         key, sep, _ = lines[i].partition(":")
         if sep:
-            value = rng.choice(["-1", "0", "1e309", ".nan", "[]", "{}", "null", "true", "'x'",
-                                "[1, [2]]", "~", "0x10", "2026-11-28", "'${UNSET_X}'"])  # fmt: skip
+            value = rng.choice(
+                [
+                    "-1",
+                    "0",
+                    "1e309",
+                    ".nan",
+                    "[]",
+                    "{}",
+                    "null",
+                    "true",
+                    "'x'",
+                    "[1, [2]]",
+                    "~",
+                    "0x10",
+                    "2026-11-28",
+                    "'${UNSET_X}'",
+                ]
+            )
             lines[i] = f"{key}: {value}"
     return "\n".join(lines) + "\n"
 
@@ -152,8 +168,10 @@ def test_serve_subprocess_prints_no_traceback(tmp_path: Path) -> None:
     path.write_bytes(BROKEN["binary garbage"])
     run = subprocess.run(
         [sys.executable, "-m", "standby.cli", "serve", "--config", str(path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr

@@ -32,8 +32,9 @@ def resolve(argv: list[str]) -> Demo:
 
 def test_flags_win_over_the_file_and_the_file_over_defaults(tmp_path: Path) -> None:
     cfg = tmp_path / "demo.yaml"
-    cfg.write_text("ft_model_id: from-file\ninference_bs: 8\nlm_response_append: true\n"
-                   "stop: ['<eot>']\n")  # fmt: skip
+    cfg.write_text(
+        "ft_model_id: from-file\ninference_bs: 8\nlm_response_append: true\nstop: ['<eot>']\n"
+    )
     got = resolve(["--from-config", str(cfg), "--inference-bs", "16", "--no-lm-response-append"])
     assert got.ft_model_id == "from-file"
     assert got.inference_bs == 16
@@ -43,11 +44,27 @@ def test_flags_win_over_the_file_and_the_file_over_defaults(tmp_path: Path) -> N
 
 
 def test_every_kind_of_flag() -> None:
-    got = resolve(["--ft-model-id", "m", "--mode", "two-stage", "--stop", "a", "b",
-                   "--gen-config", '{"top_p": 0.9}', "--revision", "abc"])  # fmt: skip
+    got = resolve(
+        [
+            "--ft-model-id",
+            "m",
+            "--mode",
+            "two-stage",
+            "--stop",
+            "a",
+            "b",
+            "--gen-config",
+            '{"top_p": 0.9}',
+            "--revision",
+            "abc",
+        ]
+    )
     assert (got.mode, got.stop, got.gen_config, got.revision) == (
-        "two-stage", ["a", "b"], {"top_p": 0.9}, "abc",
-    )  # fmt: skip
+        "two-stage",
+        ["a", "b"],
+        {"top_p": 0.9},
+        "abc",
+    )
 
 
 def test_environment_variables_in_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

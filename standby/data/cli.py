@@ -35,8 +35,9 @@ def register(
     """Add ``standby data`` and its sub-commands to the ``standby`` parser; return the data
     sub-parsers, where more data commands (``merge``) can be added."""
     data = subparsers.add_parser("data", help="training pairs: materialize, stats, export")
-    sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND",
-                              parser_class=OneLineParser)  # fmt: skip
+    sub = data.add_subparsers(
+        dest="data_command", required=True, metavar="DATA_COMMAND", parser_class=OneLineParser
+    )
 
     mat = sub.add_parser("materialize", help="turn inference.completed events into pairs")
     _config_flags(mat, ("store", "bus", *_WRITE_KEYS))
@@ -119,13 +120,16 @@ def cmd_purge(args: argparse.Namespace) -> None:
     if args.json:
         _print_json({"pairs": pairs, "events": len(events)})
     else:
-        print(f"purged {pairs} pairs from {store.path} and {len(events)} captured events"
-              f" from {safe_url(bus_url)}")  # fmt: skip
+        print(
+            f"purged {pairs} pairs from {store.path} and {len(events)} captured events"
+            f" from {safe_url(bus_url)}"
+        )
 
 
 def _config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
-    parser.add_argument("--from-config", metavar="FILE",
-                        help="standby.yaml to read data: and capture.bus from")  # fmt: skip
+    parser.add_argument(
+        "--from-config", metavar="FILE", help="standby.yaml to read data: and capture.bus from"
+    )
     for key in keys:
         if key == "bus":
             parser.add_argument("--bus", metavar="URL", help="override capture.bus")
@@ -226,8 +230,13 @@ def cmd_export(args: argparse.Namespace) -> None:
             paths = ", ".join(str(p) for p in done.paths)
             print(f"exported {_counts(done.counts)} to {paths} (content hash {done.content_hash})")
         if args.push_to_hub:
-            pushed = push_to_hub(store, args.push_to_hub, split=args.split,
-                                 private=args.private, endpoint=args.hub_endpoint)  # fmt: skip
+            pushed = push_to_hub(
+                store,
+                args.push_to_hub,
+                split=args.split,
+                private=args.private,
+                endpoint=args.hub_endpoint,
+            )
             print(f"pushed {_counts(pushed.counts)} to {pushed.repo_url} ({pushed.commit_url})")
 
 

@@ -38,8 +38,18 @@ from standby.errors import GatewayError
 
 Format = Literal["jsonl", "parquet", "hf"]
 FORMATS: tuple[Format, ...] = ("jsonl", "parquet", "hf")
-COLUMNS = ("prompt", "prompt_id", "messages", "category", "source", "route", "model",
-           "model_version", "event_id", "created_at")  # fmt: skip
+COLUMNS = (
+    "prompt",
+    "prompt_id",
+    "messages",
+    "category",
+    "source",
+    "route",
+    "model",
+    "model_version",
+    "event_id",
+    "created_at",
+)
 _TEXT = datasets.Value("string")
 FEATURES = datasets.Features(
     {

@@ -61,12 +61,16 @@ class Counts:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "events": self.events, "written": self.written, "duplicate": self.duplicate,
-            "replaced": self.replaced, "redelivered": self.redelivered,
-            "skipped": sum(self.skipped.values()), "rejected": sum(self.rejected.values()),
+            "events": self.events,
+            "written": self.written,
+            "duplicate": self.duplicate,
+            "replaced": self.replaced,
+            "redelivered": self.redelivered,
+            "skipped": sum(self.skipped.values()),
+            "rejected": sum(self.rejected.values()),
             "skipped_by_reason": dict(sorted(self.skipped.items())),
             "rejected_by_reason": dict(sorted(self.rejected.items())),
-        }  # fmt: skip
+        }
 
     def summary(self) -> str:
         def reasons(c: Counter[str]) -> str:

@@ -179,16 +179,22 @@ def run_merge(cfg: MergeConfig) -> MergeResult:
 
         from standby.data.hub import push_split
 
-        appends = {cfg.result_ds_train_split: cfg.result_ds_train_append,
-                   cfg.result_ds_test_split: cfg.result_ds_test_append}  # fmt: skip
+        appends = {
+            cfg.result_ds_train_split: cfg.result_ds_train_append,
+            cfg.result_ds_test_split: cfg.result_ds_test_append,
+        }
         for name, rows in splits.items():
             if not rows:
                 continue
-            done = push_split(datasets.Dataset.from_list(rows), cfg.result_ds_id, name,
-                              append=appends[name], private=cfg.hub_private,
-                              endpoint=cfg.hub_endpoint,
-                              description=f"Merged by `standby data merge` from {first} and "
-                              f"{second}.")  # fmt: skip
+            done = push_split(
+                datasets.Dataset.from_list(rows),
+                cfg.result_ds_id,
+                name,
+                append=appends[name],
+                private=cfg.hub_private,
+                endpoint=cfg.hub_endpoint,
+                description=f"Merged by `standby data merge` from {first} and {second}.",
+            )
             pushed[name] = done.commit_url
     counts = {name: len(rows) for name, rows in splits.items()}
     return MergeResult(counts, dropped, paths, pushed)
@@ -196,8 +202,13 @@ def run_merge(cfg: MergeConfig) -> MergeResult:
 
 def register_merge(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``merge`` to ``standby data``."""
-    add_tool_command(sub, "merge", MergeConfig, cmd_merge,
-                     help="merge two datasets (stable test split, provenance)")  # fmt: skip
+    add_tool_command(
+        sub,
+        "merge",
+        MergeConfig,
+        cmd_merge,
+        help="merge two datasets (stable test split, provenance)",
+    )
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
@@ -214,5 +225,7 @@ def cmd_merge(args: argparse.Namespace) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     drops = ", ".join(f"{k} {v}" for k, v in result.dropped.items())
     where = ", ".join(str(p) for p in result.paths.values())
-    print(f"merged {counts} into {where} (dropped: {drops})"
-          + (f"; pushed {', '.join(result.pushed.values())}" if result.pushed else ""))  # fmt: skip
+    print(
+        f"merged {counts} into {where} (dropped: {drops})"
+        + (f"; pushed {', '.join(result.pushed.values())}" if result.pushed else "")
+    )

@@ -157,8 +157,13 @@ class Snapshot:
     counts: dict[str, int]
 
     def to_json(self) -> dict[str, Any]:
-        return {"snapshot_id": self.id, "created_at": self.created_at, "seq": self.seq,
-                "content_hash": self.content_hash, "counts": self.counts}  # fmt: skip
+        return {
+            "snapshot_id": self.id,
+            "created_at": self.created_at,
+            "seq": self.seq,
+            "content_hash": self.content_hash,
+            "counts": self.counts,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +276,12 @@ class PairStore:
                     self._upsert(db, c, seq, result)
             counts: Counter[str] = Counter({f"skipped.{k}": v for k, v in (skipped or {}).items()})
             counts.update({f"rejected.{k}": v for k, v in result.rejected.items()})
-            counts.update(written=result.written, duplicate=result.duplicate,
-                          replaced=result.replaced, redelivered=result.redelivered)  # fmt: skip
+            counts.update(
+                written=result.written,
+                duplicate=result.duplicate,
+                replaced=result.replaced,
+                redelivered=result.redelivered,
+            )
             db.executemany(
                 "INSERT INTO counters VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
@@ -290,9 +299,23 @@ class PairStore:
             out.redelivered += 1
             return
         split = old[0] if old else split_of(pid, self.config.test_fraction)
-        row = (pid, c.prompt, orjson.dumps(messages).decode(), category, c.source, c.route,
-               c.model, c.model_version, c.event_id, c.request_id, c.created_at, split,
-               content_hash_of(pid, messages, category, split), seq, seq)  # fmt: skip
+        row = (
+            pid,
+            c.prompt,
+            orjson.dumps(messages).decode(),
+            category,
+            c.source,
+            c.route,
+            c.model,
+            c.model_version,
+            c.event_id,
+            c.request_id,
+            c.created_at,
+            split,
+            content_hash_of(pid, messages, category, split),
+            seq,
+            seq,
+        )
         if old is None:
             db.execute(f"INSERT INTO pairs ({_COLUMNS}, first_seq, seq) VALUES ({_marks(15)})", row)
             out.written += 1
@@ -392,8 +415,9 @@ class PairStore:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM pairs").fetchone()[0]
             counts = self.counts(db)
             counts["new"], counts["updated"] = _changed_since(db, last.seq if last else 0)
-            snap = Snapshot(new_event_id(), timestamp(datetime.now(UTC)), seq,
-                            self.content_hash(db), counts)  # fmt: skip
+            snap = Snapshot(
+                new_event_id(), timestamp(datetime.now(UTC)), seq, self.content_hash(db), counts
+            )
             db.execute(
                 "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?)",
                 (snap.id, snap.created_at, seq, snap.content_hash, orjson.dumps(counts).decode()),

@@ -36,9 +36,16 @@ from standby.providers.base import Provider, build_provider
 log = logging.getLogger("standby.evaluator.batch_inference")
 
 COLUMNS = (
-    "instructions", "target_responses", "candidate_responses", "model_id", "model_sha",
-    "sample_id", "repeat_index", "latency_s", "finish_reason",
-)  # fmt: skip
+    "instructions",
+    "target_responses",
+    "candidate_responses",
+    "model_id",
+    "model_sha",
+    "sample_id",
+    "repeat_index",
+    "latency_s",
+    "finish_reason",
+)
 PROGRESS = "progress.jsonl"
 RUN = "run.json"
 
@@ -368,8 +375,12 @@ async def batch_infer(cfg: BatchInferConfig) -> BatchInferResult:
     done = _resume(out, fingerprint, cfg.overwrite)
     resumed = len(done)
     if resumed:
-        log.info("batch-infer: resuming, %d of %d answers already in %s", resumed,
-                 len(rows) * cfg.repeat, out / PROGRESS)  # fmt: skip
+        log.info(
+            "batch-infer: resuming, %d of %d answers already in %s",
+            resumed,
+            len(rows) * cfg.repeat,
+            out / PROGRESS,
+        )
     generated, tokens, errors, gen_s = await _generate(cfg, model, rows, done, out / PROGRESS)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -385,17 +396,34 @@ async def batch_infer(cfg: BatchInferConfig) -> BatchInferResult:
             f.write(orjson.dumps(record) + b"\n")
     os.replace(tmp, target)
     seconds = time.perf_counter() - began
-    stats = {"rows": len(records), "generated": generated, "resumed": resumed,
-             "seconds": round(seconds, 3), "generation_s": round(gen_s, 3),
-             "completion_tokens": tokens}  # fmt: skip
+    stats = {
+        "rows": len(records),
+        "generated": generated,
+        "resumed": resumed,
+        "seconds": round(seconds, 3),
+        "generation_s": round(gen_s, 3),
+        "completion_tokens": tokens,
+    }
     record = json.loads((out / RUN).read_text(encoding="utf-8"))
     record.update(status="complete", stats=stats)
     _write_json(out / RUN, record)
-    result = BatchInferResult(target, len(records), generated, resumed, seconds, tokens,
-                              model.model_id, model.model_sha, stats=stats)  # fmt: skip
+    result = BatchInferResult(
+        target,
+        len(records),
+        generated,
+        resumed,
+        seconds,
+        tokens,
+        model.model_id,
+        model.model_sha,
+        stats=stats,
+    )
     if cfg.push_lm_responses_to_hf_hub:
-        where = {"repo": cfg.lm_response_ds_id, "split": cfg.lm_response_ds_split,
-                 "append": cfg.lm_response_append}  # fmt: skip
+        where = {
+            "repo": cfg.lm_response_ds_id,
+            "split": cfg.lm_response_ds_split,
+            "append": cfg.lm_response_append,
+        }
         before = record.get("pushed") or {}
         if generated == 0 and {k: before.get(k) for k in where} == where:
             # These very answers are already there: pushing again would append duplicates.

@@ -14,28 +14,37 @@ from standby.toolconfig import add_tool_command, resolve_config
 def register_evaluator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``batch-infer``, ``evaluate`` and ``gate`` to the ``standby`` parser."""
     add_tool_command(
-        subparsers, "batch-infer", BatchInferConfig, cmd_batch_infer,
+        subparsers,
+        "batch-infer",
+        BatchInferConfig,
+        cmd_batch_infer,
         help="answer a held-out split with the candidate model (resumable)",
         description="Answer every instruction of a test split with a base model + LoRA adapter "
         "(or a gateway backend); resumable; optional Hub push.",
         json_help="print the summary as JSON",
-    )  # fmt: skip
+    )
 
     add_tool_command(
-        subparsers, "evaluate", EvaluateConfig, cmd_evaluate,
+        subparsers,
+        "evaluate",
+        EvaluateConfig,
+        cmd_evaluate,
         help="judge batch-inference answers with the service LLM; report and gate",
         description="Score each answer for similarity and precision (1-100) with the service "
         "LLM as judge, add ROUGE-L and chrF, write report.json / report.md, apply the gate.",
         json_help="print the report summary as JSON",
-    )  # fmt: skip
+    )
 
     add_tool_command(
-        subparsers, "gate", GateConfig, cmd_gate,
+        subparsers,
+        "gate",
+        GateConfig,
+        cmd_gate,
         help="promotion decision from an evaluation (thresholds + not worse than serving)",
         description="Decide whether the evaluated candidate may replace the serving model; "
         "exit status 0 pass, 3 fail.",
         json_help="print the decision as JSON",
-    )  # fmt: skip
+    )
 
 
 def cmd_batch_infer(args: argparse.Namespace) -> None:

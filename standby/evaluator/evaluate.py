@@ -146,8 +146,9 @@ async def evaluate(cfg: EvaluateConfig) -> Report:
 
     began = time.perf_counter()
     template = load_template(cfg.prompt_tmpl_path)
-    loaded = load_split(cfg.lm_response_ds_id, cfg.lm_response_ds_split,
-                        revision=cfg.lm_response_ds_revision)  # fmt: skip
+    loaded = load_split(
+        cfg.lm_response_ds_id, cfg.lm_response_ds_split, revision=cfg.lm_response_ds_revision
+    )
     where = f"{cfg.lm_response_ds_id} [{cfg.lm_response_ds_split}]"
     require_columns(loaded.dataset, ANSWER_COLUMNS, where)
     rows = [dict(r) for r in loaded.dataset]

@@ -19,15 +19,26 @@ def register_pipeline(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     sub = pipeline.add_subparsers(
         dest="pipeline_command", required=True, metavar="COMMAND", parser_class=OneLineParser
     )
-    add_tool_command(sub, "run", PipelineConfig, cmd_run, json_help=None,
-                     help="long-running worker: materialize, run when due, resume")  # fmt: skip
+    add_tool_command(
+        sub,
+        "run",
+        PipelineConfig,
+        cmd_run,
+        json_help=None,
+        help="long-running worker: materialize, run when due, resume",
+    )
     once = add_tool_command(
-        sub, "once", PipelineConfig, cmd_once, json_help="print the run as JSON",
+        sub,
+        "once",
+        PipelineConfig,
+        cmd_once,
+        json_help="print the run as JSON",
         help="one pass (for cron): resume a run or start one if due",
-    )  # fmt: skip
+    )
     once.add_argument("--force", action="store_true", help="start a run even if not due")
-    add_tool_command(sub, "status", PipelineConfig, cmd_status,
-                     help="the current run and the last ones")  # fmt: skip
+    add_tool_command(
+        sub, "status", PipelineConfig, cmd_status, help="the current run and the last ones"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -39,8 +50,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     if config.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(config.metrics_port, addr=config.metrics_host,
-                          registry=controller.metrics.registry)  # fmt: skip
+        start_http_server(
+            config.metrics_port, addr=config.metrics_host, registry=controller.metrics.registry
+        )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -82,8 +94,11 @@ def cmd_status(args: argparse.Namespace) -> None:
 
     async def main() -> dict[str, Any]:
         async with open_state(config.bus) as state:
-            return {"run": await state.get(RUN_KEY), "lease": await state.get(LEASE_KEY),
-                    "history": await state.get(HISTORY_KEY) or []}  # fmt: skip
+            return {
+                "run": await state.get(RUN_KEY),
+                "lease": await state.get(LEASE_KEY),
+                "history": await state.get(HISTORY_KEY) or [],
+            }
 
     got = asyncio.run(main())
     if args.json:
@@ -93,12 +108,16 @@ def cmd_status(args: argparse.Namespace) -> None:
     if got["lease"]:
         print(f"lease: {got['lease']['holder']}")
     for past in got["history"][-10:]:
-        print(f"  {past['id']}: {past['status']} at {past['stage']}"
-              f" {past.get('decision') or past.get('error') or ''}".rstrip())  # fmt: skip
+        print(
+            f"  {past['id']}: {past['status']} at {past['stage']}"
+            f" {past.get('decision') or past.get('error') or ''}".rstrip()
+        )
 
 
 def _describe(run: dict[str, Any]) -> str:
     stages = ", ".join(f"{k} {v['outcome']}" for k, v in run["stages"].items())
     detail = run.get("decision") or run.get("error") or ""
-    return (f"run {run['id']}: {run['status']} at {run['stage']}"
-            f"{' (' + detail + ')' if detail else ''}; stages: {stages or 'none'}")  # fmt: skip
+    return (
+        f"run {run['id']}: {run['status']} at {run['stage']}"
+        f"{' (' + detail + ')' if detail else ''}; stages: {stages or 'none'}"
+    )

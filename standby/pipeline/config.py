@@ -18,13 +18,40 @@ Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 # Keys of the stage sections that each run sets itself.
 RUN_OWNED = {
-    "train": {"base_model_id", "base_model_revision", "train_ds_id", "train_ds_split",
-              "eval_ds_id", "output_dir", "version", "resume", "overwrite", "bus"},
-    "batch_infer": {"ft_model_id", "ft_model_revision", "base_model_id", "base_model_revision",
-                    "backend", "test_ds_id", "test_ds_split", "output_dir", "max_rows"},
-    "evaluate": {"lm_response_ds_id", "lm_response_ds_split", "output_dir", "gate", "bus",
-                 "baseline_eval_ds_id", "candidate_adapter_dir", "cache_path"},
-}  # fmt: skip
+    "train": {
+        "base_model_id",
+        "base_model_revision",
+        "train_ds_id",
+        "train_ds_split",
+        "eval_ds_id",
+        "output_dir",
+        "version",
+        "resume",
+        "overwrite",
+        "bus",
+    },
+    "batch_infer": {
+        "ft_model_id",
+        "ft_model_revision",
+        "base_model_id",
+        "base_model_revision",
+        "backend",
+        "test_ds_id",
+        "test_ds_split",
+        "output_dir",
+        "max_rows",
+    },
+    "evaluate": {
+        "lm_response_ds_id",
+        "lm_response_ds_split",
+        "output_dir",
+        "gate",
+        "bus",
+        "baseline_eval_ds_id",
+        "candidate_adapter_dir",
+        "cache_path",
+    },
+}
 
 
 class PipelineConfig(ToolConfig):

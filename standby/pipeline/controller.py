@@ -61,18 +61,22 @@ class PipelineMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.runs = Counter(
-            "standby_pipeline_runs", "Pipeline stages run, by stage and outcome.",
-            ["stage", "outcome"], registry=self.registry,
-        )  # fmt: skip
+            "standby_pipeline_runs",
+            "Pipeline stages run, by stage and outcome.",
+            ["stage", "outcome"],
+            registry=self.registry,
+        )
         self.online_score = Gauge(
             "standby_fallback_online_score",
             "Running mean judge score (1-100) of the serving fallback's production answers.",
-            ["criterion"], registry=self.registry,
-        )  # fmt: skip
-        self.online_samples = Gauge(
-            "standby_fallback_online_samples", "Judged answers in that running mean.",
+            ["criterion"],
             registry=self.registry,
-        )  # fmt: skip
+        )
+        self.online_samples = Gauge(
+            "standby_fallback_online_samples",
+            "Judged answers in that running mean.",
+            registry=self.registry,
+        )
 
 
 class Controller:
@@ -126,8 +130,9 @@ class Controller:
             async with open_bus(self.config.bus) as bus:
                 await Materializer(bus, store).run(once=stop is None, stop=stop)
 
-    async def once(self, state: StateStore, *, start_new: bool = True,
-                   force: bool = False) -> dict[str, Any] | None:  # fmt: skip
+    async def once(
+        self, state: StateStore, *, start_new: bool = True, force: bool = False
+    ) -> dict[str, Any] | None:
         """Take the lease if free; resume an unfinished run or (``start_new``) start one when
         due (``force``: regardless of the thresholds). Returns the run worked on, if any."""
         lease = Lease(state, self.holder, self.config.lease_ttl_s)
@@ -175,11 +180,16 @@ class Controller:
         registry = Registry(state)
         serving = await registry.serving(self.config.backend)
         run = {
-            "id": new_run_id(), "status": "running", "stage": stages.STAGES[0],
-            "started_at": _now(), "started_ts": time.time(), "attempts": 1,
+            "id": new_run_id(),
+            "status": "running",
+            "stage": stages.STAGES[0],
+            "started_at": _now(),
+            "started_ts": time.time(),
+            "attempts": 1,
             "serving_at_start": serving.version if serving else None,
-            "stages": {}, "holder": self.holder,
-        }  # fmt: skip
+            "stages": {},
+            "holder": self.holder,
+        }
         log.info("pipeline: starting run %s", run["id"])
         started: dict[str, Any] = await state.update(RUN_KEY, lambda _: run)
         return started
@@ -215,8 +225,9 @@ class Controller:
         final = results["promote"]["decision"]
         return await self._finish(state, "done", "promote", decision=final)
 
-    async def _stage(self, stage: str, ctx: stages.RunContext, registry: Registry,
-                     lease: Lease) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    async def _stage(
+        self, stage: str, ctx: stages.RunContext, registry: Registry, lease: Lease
+    ) -> tuple[str, dict[str, Any]]:
         log.info("pipeline: run %s: %s", ctx.run_id, stage)
         if stage == "promote":
             return await self._promote(ctx, registry)
@@ -227,23 +238,29 @@ class Controller:
         lost.cancel()
         stopping.cancel()
         if work not in done:  # the stage's thread is a daemon: it dies with the process
-            raise LeaseLost(f"{'stopping' if self.stopping.is_set() else 'lease lost'} "
-                            f"during {stage}: the run resumes there")  # fmt: skip
+            raise LeaseLost(
+                f"{'stopping' if self.stopping.is_set() else 'lease lost'} "
+                f"during {stage}: the run resumes there"
+            )
         result = work.result()
         outcome = "ok"
         if stage == "gate":
             outcome = "passed" if result["passed"] else "rejected"
         return outcome, result
 
-    async def _promote(self, ctx: stages.RunContext,
-                       registry: Registry) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    async def _promote(
+        self, ctx: stages.RunContext, registry: Registry
+    ) -> tuple[str, dict[str, Any]]:
         candidate = await stages.register(ctx, registry)
         gate = ctx.results["gate"]
         if not gate["passed"]:
             if candidate.status == "candidate":
                 await registry.reject(candidate.version, gate["reasons"])
-            return "rejected", {"version": candidate.version, "decision": "rejected",
-                                "reasons": gate["reasons"]}  # fmt: skip
+            return "rejected", {
+                "version": candidate.version,
+                "decision": "rejected",
+                "reasons": gate["reasons"],
+            }
         if not self.config.auto_promote:
             return "held", {"version": candidate.version, "decision": "candidate"}
         if candidate.status != "serving":
@@ -251,13 +268,25 @@ class Controller:
                 await promote(registry, bus, candidate.version)
         return "promoted", {"version": candidate.version, "decision": "promoted"}
 
-    async def _finish(self, state: StateStore, status: str, stage: str,
-                      **extra: Any) -> dict[str, Any]:  # fmt: skip
+    async def _finish(
+        self, state: StateStore, status: str, stage: str, **extra: Any
+    ) -> dict[str, Any]:
         run: dict[str, Any] = await state.update(
             RUN_KEY, _merge(status=status, stage=stage, finished_at=_now(), **extra)
         )
-        summary = {k: run.get(k) for k in ("id", "status", "stage", "started_at", "finished_at",
-                                          "decision", "error", "attempts")}  # fmt: skip
+        summary = {
+            k: run.get(k)
+            for k in (
+                "id",
+                "status",
+                "stage",
+                "started_at",
+                "finished_at",
+                "decision",
+                "error",
+                "attempts",
+            )
+        }
         await state.update(HISTORY_KEY, lambda h: [*(h or [])[-(HISTORY - 1) :], summary])
         log.info("pipeline: run %s %s at %s", run["id"], status, stage)
         return run

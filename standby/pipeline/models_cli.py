@@ -23,8 +23,9 @@ T = TypeVar("T")
 
 def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     models = subparsers.add_parser("models", help="model registry: list, promote, rollback")
-    sub = models.add_subparsers(dest="models_command", required=True, metavar="MODELS_COMMAND",
-                                parser_class=OneLineParser)  # fmt: skip
+    sub = models.add_subparsers(
+        dest="models_command", required=True, metavar="MODELS_COMMAND", parser_class=OneLineParser
+    )
 
     ls = sub.add_parser("list", help="every registered version and its status")
     _where(ls)
@@ -58,8 +59,9 @@ def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _where(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from-config", metavar="FILE",
-                        help="standby.yaml to take registry.url / capture.bus from")  # fmt: skip
+    parser.add_argument(
+        "--from-config", metavar="FILE", help="standby.yaml to take registry.url / capture.bus from"
+    )
     parser.add_argument("--registry", metavar="URL", help="the registry's (bus) URL")
 
 
@@ -111,9 +113,13 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_register(args: argparse.Namespace) -> None:
-    model = ModelVersion(version=args.version, backend=args.backend, adapter=args.adapter,
-                         adapter_revision=args.adapter_revision,
-                         base_model=args.base_model)  # fmt: skip
+    model = ModelVersion(
+        version=args.version,
+        backend=args.backend,
+        adapter=args.adapter,
+        adapter_revision=args.adapter_revision,
+        base_model=args.base_model,
+    )
 
     async def work(registry: Registry, bus: Any) -> ModelVersion:
         return await registry.register(model)

@@ -51,8 +51,9 @@ class OnlineCheck:
         self.bus = bus
         self.metrics = metrics
         self.registry = Registry(state)
-        self.thresholds = {c: float(config.evaluate.get(f"avg_{c}_threshold", 90.0))
-                           for c in CRITERIA}  # fmt: skip
+        self.thresholds = {
+            c: float(config.evaluate.get(f"avg_{c}_threshold", 90.0)) for c in CRITERIA
+        }
 
     async def step(self, judge: Any, store: PairStore, block_s: float = 0.0) -> int:
         """One batch of events: judge the sampled eligible ones, maybe roll back. Returns how
@@ -70,8 +71,10 @@ class OnlineCheck:
             outcome = await judge.judge(instruction, target, candidate, 0)
             if outcome.judgement is None:
                 continue
-            scores = {"similarity": outcome.judgement.similarity_assessment.score,
-                      "precision": outcome.judgement.precision_assessment.score}  # fmt: skip
+            scores = {
+                "similarity": outcome.judgement.similarity_assessment.score,
+                "precision": outcome.judgement.precision_assessment.score,
+            }
             await self._record(serving, scores)
             judged += 1
         await self.bus.mark_seen(GROUP, [d.event.id for d in batch])
@@ -80,14 +83,19 @@ class OnlineCheck:
             await self._maybe_roll_back(serving)
         return judged
 
-    def _eligible(self, event: Any, serving: ModelVersion | None,
-                  store: PairStore) -> tuple[str, str, str] | None:  # fmt: skip
+    def _eligible(
+        self, event: Any, serving: ModelVersion | None, store: PairStore
+    ) -> tuple[str, str, str] | None:
         if serving is None or not isinstance(event, InferenceCompleted):
             return None
         d = event.data
-        if (d.provenance != "fallback" or d.backend != self.config.backend
-                or d.finish_reason != "stop" or d.model_version != served_by(serving)
-                or not sampled(event.id, self.config.online_sample_rate)):  # fmt: skip
+        if (
+            d.provenance != "fallback"
+            or d.backend != self.config.backend
+            or d.finish_reason != "stop"
+            or d.model_version != served_by(serving)
+            or not sampled(event.id, self.config.online_sample_rate)
+        ):
             return None
         users = [m.content for m in d.messages if m.role == "user"]
         if len(users) != 1 or any(m.role == "assistant" for m in d.messages):
@@ -121,20 +129,23 @@ class OnlineCheck:
         if len(recent) < self.config.online_min_samples:
             return
         means = {c: sum(s[c] for s in recent) / len(recent) for c in CRITERIA}
-        low = [f"{c} {means[c]:.1f} < {self.thresholds[c]:g}" for c in CRITERIA
-               if means[c] < self.thresholds[c]]  # fmt: skip
+        low = [
+            f"{c} {means[c]:.1f} < {self.thresholds[c]:g}"
+            for c in CRITERIA
+            if means[c] < self.thresholds[c]
+        ]
         if not low:
             return
         reason = f"online score over {len(recent)} answers: {', '.join(low)}"
         try:
             done = await rollback(self.registry, self.bus, self.config.backend, reason)
         except GatewayError as e:  # nothing to roll back to: say so, keep serving
-            log.error("online check: %s is below the gate (%s) but %s", version.version,
-                      reason, e)  # fmt: skip
+            log.error("online check: %s is below the gate (%s) but %s", version.version, reason, e)
             self.metrics.runs.labels("online_check", "below_gate").inc()
             return
-        log.error("online check: rolled back %s -> %s: %s", version.version,
-                  done.serving.version, reason)  # fmt: skip
+        log.error(
+            "online check: rolled back %s -> %s: %s", version.version, done.serving.version, reason
+        )
         self.metrics.runs.labels("online_check", "rolled_back").inc()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -120,35 +120,48 @@ def batch_infer(ctx: RunContext) -> dict[str, Any]:
         max_rows = max(1, budget // repeat)
         held_out = load_split(str(ctx.data_dir), "test_sft").rows
         if held_out > max_rows:
-            log.warning("pipeline: judge budget %d allows %d of %d held-out rows",
-                        budget, max_rows, held_out)  # fmt: skip
-    cfg = BatchInferConfig.model_validate({
-        **ctx.config.batch_infer,
-        "ft_model_id": str(ctx.adapter_dir),
-        "base_model_id": ctx.config.base_model_id,
-        "base_model_revision": ctx.config.base_model_revision,
-        "test_ds_id": str(ctx.data_dir),
-        "test_ds_split": "test_sft",
-        "output_dir": ctx.answers_dir,
-        "max_rows": max_rows,
-    })  # fmt: skip
+            log.warning(
+                "pipeline: judge budget %d allows %d of %d held-out rows",
+                budget,
+                max_rows,
+                held_out,
+            )
+    cfg = BatchInferConfig.model_validate(
+        {
+            **ctx.config.batch_infer,
+            "ft_model_id": str(ctx.adapter_dir),
+            "base_model_id": ctx.config.base_model_id,
+            "base_model_revision": ctx.config.base_model_revision,
+            "test_ds_id": str(ctx.data_dir),
+            "test_ds_split": "test_sft",
+            "output_dir": ctx.answers_dir,
+            "max_rows": max_rows,
+        }
+    )
     result = run_batch_inference(cfg)
-    return {"answers": str(result.output), "rows": result.rows, "generated": result.generated,
-            "resumed": result.resumed, "seconds": round(result.seconds, 2)}  # fmt: skip
+    return {
+        "answers": str(result.output),
+        "rows": result.rows,
+        "generated": result.generated,
+        "resumed": result.resumed,
+        "seconds": round(result.seconds, 2),
+    }
 
 
 def evaluate(ctx: RunContext) -> dict[str, Any]:
     from standby.evaluator.config import EvaluateConfig
     from standby.evaluator.evaluate import run_evaluation
 
-    cfg = EvaluateConfig.model_validate({
-        **ctx.config.evaluate,
-        "lm_response_ds_id": ctx.results["batch_infer"]["answers"],
-        "output_dir": ctx.evaluation_dir,
-        "cache_path": ctx.config.work_dir / "judge_cache.db",
-        "gate": False,
-        "bus": ctx.config.bus,
-    })  # fmt: skip
+    cfg = EvaluateConfig.model_validate(
+        {
+            **ctx.config.evaluate,
+            "lm_response_ds_id": ctx.results["batch_infer"]["answers"],
+            "output_dir": ctx.evaluation_dir,
+            "cache_path": ctx.config.work_dir / "judge_cache.db",
+            "gate": False,
+            "bus": ctx.config.bus,
+        }
+    )
     report = run_evaluation(cfg)
     return report.summary()
 
@@ -159,28 +172,40 @@ def gate(ctx: RunContext) -> dict[str, Any]:
 
     settings = {k: v for k, v in ctx.config.evaluate.items() if k in GateSettings.model_fields}
     baseline = ctx.serving.evaluation if ctx.serving is not None else None
-    cfg = GateConfig.model_validate({
-        **settings,
-        "output_dir": ctx.evaluation_dir,
-        "baseline_eval_ds_id": baseline,
-        "candidate_adapter_dir": ctx.adapter_dir,
-    })  # fmt: skip
+    cfg = GateConfig.model_validate(
+        {
+            **settings,
+            "output_dir": ctx.evaluation_dir,
+            "baseline_eval_ds_id": baseline,
+            "candidate_adapter_dir": ctx.adapter_dir,
+        }
+    )
     decision = run_gate(cfg)
     means = {c: t["mean"] for c, t in decision.get("thresholds", {}).items()}
-    return {"passed": decision["passed"], "reasons": decision.get("reasons", []),
-            "summary": decision.get("summary"), "scores": means}  # fmt: skip
+    return {
+        "passed": decision["passed"],
+        "reasons": decision.get("reasons", []),
+        "summary": decision.get("summary"),
+        "scores": means,
+    }
 
 
 async def register(ctx: RunContext, registry: Registry) -> ModelVersion:
     """The run's adapter as a candidate version (once, however often this runs)."""
     trained, decided = ctx.results["train"], ctx.results.get("gate", {})
     model = ModelVersion(
-        version=trained["version"], backend=ctx.config.backend, adapter=trained["adapter"],
-        base_model=ctx.config.base_model_id, scores=decided.get("scores", {}),
-        dataset={**trained.get("dataset", {}), "snapshot_id": ctx.results["snapshot"].get(
-            "snapshot_id")},
-        evaluation=str(ctx.evaluation_dir), run_id=ctx.run_id,
-    )  # fmt: skip
+        version=trained["version"],
+        backend=ctx.config.backend,
+        adapter=trained["adapter"],
+        base_model=ctx.config.base_model_id,
+        scores=decided.get("scores", {}),
+        dataset={
+            **trained.get("dataset", {}),
+            "snapshot_id": ctx.results["snapshot"].get("snapshot_id"),
+        },
+        evaluation=str(ctx.evaluation_dir),
+        run_id=ctx.run_id,
+    )
     try:
         return await registry.register(model)
     except RegistryError as e:

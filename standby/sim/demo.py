@@ -42,8 +42,9 @@ the fallback is a tiny random-weight Gemma (its answers are gibberish by design)
 capture, metrics, training, judging and promotion around them are the real thing."""
 
 
-def demo_settings(*, host: str, port: int, sim_url: str, model_dir: Path,
-                  state_dir: Path) -> Settings:  # fmt: skip
+def demo_settings(
+    *, host: str, port: int, sim_url: str, model_dir: Path, state_dir: Path
+) -> Settings:
     data: dict[str, Any] = {
         "server": {"host": host, "port": port, "api_keys": []},
         "backends": {
@@ -64,9 +65,17 @@ def demo_settings(*, host: str, port: int, sim_url: str, model_dir: Path,
     return parse_settings(data, "demo")
 
 
-def run_demo(*, host: str, port: int, sim_port: int, model_dir: Path, log_level: str,
-             keep_running: bool = False, serve_only: bool = False,
-             verbose: bool = False) -> None:  # fmt: skip
+def run_demo(
+    *,
+    host: str,
+    port: int,
+    sim_port: int,
+    model_dir: Path,
+    log_level: str,
+    keep_running: bool = False,
+    serve_only: bool = False,
+    verbose: bool = False,
+) -> None:
     """Run the story (or, ``serve_only``, just serve). Port 0 picks a free one."""
     from standby.sim.gemini import SimGemini, build_app
     from standby.sim.tiny_model import build_tiny_gemma
@@ -87,13 +96,16 @@ def run_demo(*, host: str, port: int, sim_port: int, model_dir: Path, log_level:
             steps.note(f"tiny Gemma: {model_dir} ({'cached' if cached else 'built'})")
             sim = AiohttpServer(build_app(SimGemini()), host=host, port=sim_port).start()
             running.callback(sim.stop)
-            settings = demo_settings(host=host, port=port, sim_url=sim.url, model_dir=model_dir,
-                                     state_dir=state_dir)  # fmt: skip
+            settings = demo_settings(
+                host=host, port=port, sim_url=sim.url, model_dir=model_dir, state_dir=state_dir
+            )
             if not serve_only:
                 gateway = GatewayThread(settings, "info" if verbose else "warning").start()
                 running.callback(gateway.stop)
-                steps.note(f"simulated Gemini {sim.url}; gateway {base} (capture on, the "
-                           "fallback follows the model registry)")  # fmt: skip
+                steps.note(
+                    f"simulated Gemini {sim.url}; gateway {base} (capture on, the "
+                    "fallback follows the model registry)"
+                )
                 steps.note(f"state (bus, pairs, registry, runs): {state_dir}")
         if serve_only:
             _serve_only(settings, base, sim.url, state_dir, log_level)
@@ -120,8 +132,9 @@ def _story(story: Story, keep_running: bool) -> None:
             steps.say("stopping")
 
 
-def _serve_only(settings: Settings, base: str, sim_url: str, state_dir: Path,
-                log_level: str) -> None:  # fmt: skip
+def _serve_only(
+    settings: Settings, base: str, sim_url: str, state_dir: Path, log_level: str
+) -> None:
     def started(server: uvicorn.Server, gateway: Gateway) -> None:
         print(_instructions(base, sim_url, state_dir), flush=True)
 
@@ -137,9 +150,11 @@ def _free_or_fail(host: str, port: int, flag: str) -> int:
         try:
             s.bind((host, port))
         except OSError as e:
-            raise ConfigError(f"{host}:{port} is not free ({e.strerror}): stop what listens "
-                              f"there (another standby demo?) or pass {flag} PORT "
-                              f"({flag} 0 picks a free one)") from None  # fmt: skip
+            raise ConfigError(
+                f"{host}:{port} is not free ({e.strerror}): stop what listens "
+                f"there (another standby demo?) or pass {flag} PORT "
+                f"({flag} 0 picks a free one)"
+            ) from None
     return port
 
 
@@ -154,8 +169,11 @@ def _quiet() -> None:
     """The step lines are the display: the per-request access log, the stage logs and the
     libraries' notes are for ``--verbose``."""
     logging.getLogger().setLevel(logging.WARNING)
-    for progress_bars_off in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS",
-                              "HF_HUB_DISABLE_PROGRESS_BARS"):  # fmt: skip
+    for progress_bars_off in (
+        "TQDM_DISABLE",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS",
+        "HF_HUB_DISABLE_PROGRESS_BARS",
+    ):
         os.environ.setdefault(progress_bars_off, "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", category=FutureWarning)

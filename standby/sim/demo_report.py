@@ -74,9 +74,11 @@ def _matches(labels: dict[str, str], match: dict[str, str]) -> bool:
 
 def scrape(http: httpx.Client, base: str) -> Scrape:
     text = http.get(f"{base}/metrics", timeout=10).raise_for_status().text
-    samples = [(s.name, dict(s.labels), float(s.value))
-               for family in text_string_to_metric_families(text)
-               for s in family.samples]  # fmt: skip
+    samples = [
+        (s.name, dict(s.labels), float(s.value))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
     return Scrape(samples)
 
 

@@ -21,14 +21,33 @@ if TYPE_CHECKING:
     from openai import OpenAI
 
 ROUTE = "gemini-2.5-flash"
-TOPICS = ("rivers", "volcanoes", "the moon", "sourdough bread", "octopuses", "jazz",
-          "glaciers", "honey bees", "lighthouses")  # fmt: skip
-ASKS = ("Explain {} in one sentence.", "Give me three facts about {}.",
-        "What is a common misconception about {}?", "Write a haiku about {}.")  # fmt: skip
-OUTAGE_ASKS = ("How do I reset my password?", "Summarise our refund policy.",
-               "Translate 'good morning' into French.", "What is 17 times 23?",
-               "Suggest a name for a pet turtle.", "Why is the sky blue?",
-               "Draft a one-line status update.", "What does HTTP 503 mean?")  # fmt: skip
+TOPICS = (
+    "rivers",
+    "volcanoes",
+    "the moon",
+    "sourdough bread",
+    "octopuses",
+    "jazz",
+    "glaciers",
+    "honey bees",
+    "lighthouses",
+)
+ASKS = (
+    "Explain {} in one sentence.",
+    "Give me three facts about {}.",
+    "What is a common misconception about {}?",
+    "Write a haiku about {}.",
+)
+OUTAGE_ASKS = (
+    "How do I reset my password?",
+    "Summarise our refund policy.",
+    "Translate 'good morning' into French.",
+    "What is 17 times 23?",
+    "Suggest a name for a pet turtle.",
+    "Why is the sky blue?",
+    "Draft a one-line status update.",
+    "What does HTTP 503 mean?",
+)
 
 
 def prompts() -> list[str]:
@@ -39,25 +58,44 @@ def prompts() -> list[str]:
 def pipeline_config(state_dir: Path, model_dir: Path, judge_url: str) -> PipelineConfig:
     """A run that takes seconds on the tiny model: a few LoRA steps, short held-out answers,
     one judgement per answer by the simulated Gemini."""
-    return PipelineConfig.model_validate({
-        "bus": bus_url(state_dir),
-        "store": f"sqlite:///{state_dir / 'pairs.db'}",
-        "backend": "gemma",
-        "base_model_id": str(model_dir),
-        "work_dir": str(state_dir / "pipeline"),
-        "min_new_pairs": 10,
-        "min_interval_s": 0,
-        "lease_ttl_s": 30,
-        "train": {"max_steps": 8, "per_device_train_batch_size": 4,
-                  "gradient_accumulation_steps": 1, "save_steps": 4, "logging_steps": 4,
-                  "threads": 1, "device": "cpu", "max_length": 256},
-        "batch_infer": {"max_new_tokens": 8, "inference_bs": 8, "device": "cpu", "threads": 1,
-                        "temperature": 0},
-        "evaluate": {"service_llm_base_url": judge_url, "service_llm_api_key": "simulated-key",
-                     "rate_limit_per_minute": 6000, "eval_repeat": 1,
-                     "avg_similarity_threshold": 90, "avg_precision_threshold": 90,
-                     "bootstrap_samples": 200},
-    })  # fmt: skip
+    return PipelineConfig.model_validate(
+        {
+            "bus": bus_url(state_dir),
+            "store": f"sqlite:///{state_dir / 'pairs.db'}",
+            "backend": "gemma",
+            "base_model_id": str(model_dir),
+            "work_dir": str(state_dir / "pipeline"),
+            "min_new_pairs": 10,
+            "min_interval_s": 0,
+            "lease_ttl_s": 30,
+            "train": {
+                "max_steps": 8,
+                "per_device_train_batch_size": 4,
+                "gradient_accumulation_steps": 1,
+                "save_steps": 4,
+                "logging_steps": 4,
+                "threads": 1,
+                "device": "cpu",
+                "max_length": 256,
+            },
+            "batch_infer": {
+                "max_new_tokens": 8,
+                "inference_bs": 8,
+                "device": "cpu",
+                "threads": 1,
+                "temperature": 0,
+            },
+            "evaluate": {
+                "service_llm_base_url": judge_url,
+                "service_llm_api_key": "simulated-key",
+                "rate_limit_per_minute": 6000,
+                "eval_repeat": 1,
+                "avg_similarity_threshold": 90,
+                "avg_precision_threshold": 90,
+                "bootstrap_samples": 200,
+            },
+        }
+    )
 
 
 def bus_url(state_dir: Path) -> str:
@@ -112,8 +150,9 @@ class Story:
             for i, prompt in enumerate(prompts()):
                 backend, _ = self.ask(client, prompt, stream=i % 6 == 5)
                 answered[backend] = answered.get(backend, 0) + 1
-            self.steps.note(f"{self.sent} requests ({self.sent // 6} streamed) answered by: "
-                            f"{counts(answered)}")  # fmt: skip
+            self.steps.note(
+                f"{self.sent} requests ({self.sent // 6} streamed) answered by: {counts(answered)}"
+            )
             before = self.metrics()
             self.result["rate_before"] = _fallback_rate(before, None)
             self.steps.note(
@@ -141,8 +180,10 @@ class Story:
             )
             self._fault("ok")
             waited = self._until_gemini_answers(client)
-            self.steps.note(f"Gemini recovered: answering again after {waited:.1f} s "
-                            "(the breaker's cool-down, then a half-open probe)")  # fmt: skip
+            self.steps.note(
+                f"Gemini recovered: answering again after {waited:.1f} s "
+                "(the breaker's cool-down, then a half-open probe)"
+            )
 
     def _fault(self, spec: str) -> None:
         self.http.post(f"{self.sim}/_sim/fault", json={"fault": spec}).raise_for_status()
@@ -169,15 +210,18 @@ class Story:
             if run["status"] != "done" or run.get("decision") != "promoted":
                 gate = run["stages"].get("gate", {}).get("result", {})
                 why = run.get("error") or "; ".join(gate.get("reasons", [])) or run.get("decision")
-                raise GatewayError(f"the pipeline run ended {run['status']} at {run['stage']}: "
-                                   f"{why}")  # fmt: skip
+                raise GatewayError(
+                    f"the pipeline run ended {run['status']} at {run['stage']}: {why}"
+                )
             results = {k: v["result"] for k, v in run["stages"].items()}
             snap, trained, gate = results["snapshot"], results["train"], results["gate"]
             self.result.update(
-                splits=snap["exported"], pairs=sum(snap["exported"].values()),
-                scores=gate["scores"], gate="passed" if gate["passed"] else "rejected",
+                splits=snap["exported"],
+                pairs=sum(snap["exported"].values()),
+                scores=gate["scores"],
+                gate="passed" if gate["passed"] else "rejected",
                 version=results["promote"]["version"],
-            )  # fmt: skip
+            )
             loss = trained.get("train_loss")
             self.steps.note(
                 f"{self.result['pairs']} pairs ({counts(snap['exported'])}); train loss "
@@ -194,8 +238,10 @@ class Story:
             m = self.metrics()
             handled = m.total("standby_capture_events_total")
             if handled >= self.sent and not m.total("standby_capture_queue_depth"):
-                self.steps.note(f"{m.total('standby_capture_events_total', outcome='written'):.0f}"
-                                " answers captured on the bus")  # fmt: skip
+                self.steps.note(
+                    f"{m.total('standby_capture_events_total', outcome='written'):.0f}"
+                    " answers captured on the bus"
+                )
                 return
             if time.monotonic() > deadline:
                 raise GatewayError(f"only {handled:.0f} of {self.sent} answers were captured")
@@ -217,8 +263,10 @@ class Story:
                 time.sleep(0.2)
             self.result["serving"] = "yes"
             score = m.by("standby_fallback_model_score", "criterion")
-            self.steps.note(f'/metrics: standby_fallback_model_info{{version="{version}"}} 1; '
-                            f"standby_fallback_model_score {counts(score)}")  # fmt: skip
+            self.steps.note(
+                f'/metrics: standby_fallback_model_info{{version="{version}"}} 1; '
+                f"standby_fallback_model_score {counts(score)}"
+            )
             self.result["by_backend"] = _by_backend(m)
             self.result["reasons"] = m.by("standby_fallbacks_total", "reason")
 

@@ -99,8 +99,16 @@ class VLLMSim:
 
     async def _models(self, request: web.Request) -> web.Response:
         created = int(time.time())
-        cards = [{"id": self.base_model, "object": "model", "created": created,
-                  "owned_by": "vllm", "root": self.base_model, "parent": None}]  # fmt: skip
+        cards = [
+            {
+                "id": self.base_model,
+                "object": "model",
+                "created": created,
+                "owned_by": "vllm",
+                "root": self.base_model,
+                "parent": None,
+            }
+        ]
         cards += [
             {
                 "id": lora.name,
@@ -129,15 +137,18 @@ class VLLMSim:
     def _do_load(self, body: dict[str, Any]) -> web.Response:
         name, path = body.get("lora_name"), body.get("lora_path")
         if not name or not path:
-            return _error(400, "Both 'lora_name' and 'lora_path' must be provided.",
-                          "InvalidUserInput")  # fmt: skip
+            return _error(
+                400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput"
+            )
         if name in self.loras:
-            return _error(400, f"The lora adapter '{name}' has already been loaded.",
-                          "InvalidUserInput")  # fmt: skip
+            return _error(
+                400, f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput"
+            )
         config_file = Path(str(path)) / "adapter_config.json"
         if not config_file.is_file():
-            return _error(404, f"Loading lora {name} failed: No adapter found for {path}",
-                          "NotFoundError")  # fmt: skip
+            return _error(
+                404, f"Loading lora {name} failed: No adapter found for {path}", "NotFoundError"
+            )
         try:
             config = json.loads(config_file.read_text(encoding="utf-8"))
             if config.get("peft_type") != "LORA":
@@ -151,8 +162,11 @@ class VLLMSim:
         body = await self._body(request)
         name = body.get("lora_name") if isinstance(body, dict) else None
         if not name:
-            resp = _error(400, "either 'lora_name' and 'lora_int_id' needs to be provided.",
-                          "InvalidUserInput")  # fmt: skip
+            resp = _error(
+                400,
+                "either 'lora_name' and 'lora_int_id' needs to be provided.",
+                "InvalidUserInput",
+            )
         elif name not in self.loras:
             resp = _error(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
         else:
@@ -180,41 +194,78 @@ class VLLMSim:
             words, finish = words[:limit], "length"
         cid = f"chatcmpl-sim-{next(self._ids)}"
         created = int(time.time())
-        usage = {"prompt_tokens": 5, "completion_tokens": len(words),
-                 "total_tokens": 5 + len(words)}  # fmt: skip
+        usage = {
+            "prompt_tokens": 5,
+            "completion_tokens": len(words),
+            "total_tokens": 5 + len(words),
+        }
         if not body.get("stream"):
             await asyncio.sleep(self.latency_s * (1 + len(words)))
             if not self._alive(model, lora):
-                return _error(500, f"LoRA adapter {model} was unloaded mid-request",
-                              "InternalServerError")  # fmt: skip
+                return _error(
+                    500, f"LoRA adapter {model} was unloaded mid-request", "InternalServerError"
+                )
             self.served.append(model)
-            return web.json_response({
-                "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "finish_reason": finish,
-                             "message": {"role": "assistant", "content": " ".join(words)}}],
-                "usage": usage,
-            })  # fmt: skip
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})  # fmt: skip
+            return web.json_response(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": finish,
+                            "message": {"role": "assistant", "content": " ".join(words)},
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
-        await resp.write(_chunk(cid, model, created, choices=[
-            {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-        ]))  # fmt: skip
+        await resp.write(
+            _chunk(
+                cid,
+                model,
+                created,
+                choices=[
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            )
+        )
         for i, word in enumerate(words):
             await asyncio.sleep(self.latency_s)
             if not self._alive(model, lora):
-                error = {"message": f"LoRA adapter {model} was unloaded mid-request",
-                         "type": "InternalServerError", "param": None, "code": 500}  # fmt: skip
+                error = {
+                    "message": f"LoRA adapter {model} was unloaded mid-request",
+                    "type": "InternalServerError",
+                    "param": None,
+                    "code": 500,
+                }
                 await resp.write(b"data: " + orjson.dumps({"error": error}) + b"\n\n")
                 await resp.write_eof()
                 return resp
             text = word if i == 0 else " " + word
-            await resp.write(_chunk(cid, model, created, choices=[
-                {"index": 0, "delta": {"content": text}, "finish_reason": None}
-            ]))  # fmt: skip
-        await resp.write(_chunk(cid, model, created, choices=[
-            {"index": 0, "delta": {}, "finish_reason": finish}
-        ]))  # fmt: skip
+            await resp.write(
+                _chunk(
+                    cid,
+                    model,
+                    created,
+                    choices=[{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+                )
+            )
+        await resp.write(
+            _chunk(
+                cid, model, created, choices=[{"index": 0, "delta": {}, "finish_reason": finish}]
+            )
+        )
         options = body.get("stream_options") or {}
         if isinstance(options, dict) and options.get("include_usage"):
             await resp.write(_chunk(cid, model, created, choices=[], usage=usage))

@@ -201,8 +201,14 @@ def encode_inference_completed(
         _DATA_VALIDATOR.validate_python(data)
     except ValidationError as e:
         raise MalformedEvent(f"invalid event: {validation_message(e, 'data')}") from None
-    envelope = {"specversion": SPEC_VERSION, "id": new_event_id(), "time": at or _now(),
-                "source": source, "type": "inference.completed", "data": data}  # fmt: skip
+    envelope = {
+        "specversion": SPEC_VERSION,
+        "id": new_event_id(),
+        "time": at or _now(),
+        "source": source,
+        "type": "inference.completed",
+        "data": data,
+    }
     raw = orjson.dumps(envelope, option=orjson.OPT_UTC_Z)
     if len(raw) > MAX_EVENT_BYTES:
         raise EventTooLarge("inference.completed", len(raw), MAX_EVENT_BYTES)

@@ -13,13 +13,16 @@ from standby.toolconfig import add_tool_command, resolve_config
 def register_synth(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``synth`` to the ``standby`` parser."""
     add_tool_command(
-        subparsers, "synth", SynthConfig, cmd_synth,
+        subparsers,
+        "synth",
+        SynthConfig,
+        cmd_synth,
         help="generate new training pairs with the service LLM (dedup, decontaminated)",
         description="Grow the training set: the service LLM writes new pairs from seed rows "
         "(or from the worst rows of an evaluation), then invalid items, duplicates and "
         "anything near a test prompt are removed; rows carry their provenance.",
         json_help="print the summary as JSON",
-    )  # fmt: skip
+    )
 
 
 def cmd_synth(args: argparse.Namespace) -> None:

@@ -19,8 +19,9 @@ EVENT_SOURCE = "standby/synth"
 PROVENANCE = ("source", "generator", "seed_ids", "seed_prompt", "topic", "created_at", "run_id")
 
 
-def row_of(item: Item, *, generator: str, topic: str | None, created_at: str, run_id: str,
-           mode: str) -> dict[str, Any]:  # fmt: skip
+def row_of(
+    item: Item, *, generator: str, topic: str | None, created_at: str, run_id: str, mode: str
+) -> dict[str, Any]:
     """One output row. ``seed_prompt`` is the first seed's instruction, ``seed_ids`` every
     seed's prompt id; ``topic`` is "" when none was asked for (a stable column type)."""
     return {
@@ -86,8 +87,15 @@ def dataset_of(rows: Sequence[dict[str, Any]]) -> Any:
     return datasets.Dataset.from_list(list(rows), features=feats)
 
 
-def push(rows: Sequence[dict[str, Any]], repo: str, split: str, *, append: bool,
-         private: bool, endpoint: str | None) -> str | None:  # fmt: skip
+def push(
+    rows: Sequence[dict[str, Any]],
+    repo: str,
+    split: str,
+    *,
+    append: bool,
+    private: bool,
+    endpoint: str | None,
+) -> str | None:
     """Commit the new rows to the Hub (a new shard, or the split's only one); the commit URL,
     or None when there is nothing to append."""
     from standby.data.hub import push_split

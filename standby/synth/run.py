@@ -106,9 +106,17 @@ def run_synth(cfg: SynthConfig) -> Summary:
     requests = math.ceil(cfg.num_samples / cfg.items_per_request)
     plan = plan_requests(seeds, requests, cfg.seeds_per_request, cfg.seed)
     llm = ServiceLLM(cfg, concurrency=cfg.gen_workers)
-    summary = Summary(run_id, cfg.mode, llm.model_id, cfg.num_samples, requests=requests,
-                      seeds=len(seeds), targeted=cfg.from_evaluation is not None,
-                      reference_rows=len(reference), test_prompts=len(decontam))  # fmt: skip
+    summary = Summary(
+        run_id,
+        cfg.mode,
+        llm.model_id,
+        cfg.num_samples,
+        requests=requests,
+        seeds=len(seeds),
+        targeted=cfg.from_evaluation is not None,
+        reference_rows=len(reference),
+        test_prompts=len(decontam),
+    )
 
     def select(items: list[Item]) -> list[Item]:
         return _select(items, decontam, dedup, summary)
@@ -118,15 +126,29 @@ def run_synth(cfg: SynthConfig) -> Summary:
     summary.kept = len(kept)
 
     created_at = timestamp(now)
-    rows = [row_of(i, generator=summary.generator, topic=cfg.topic, created_at=created_at,
-                   run_id=run_id, mode=cfg.mode) for i in kept]  # fmt: skip
+    rows = [
+        row_of(
+            i,
+            generator=summary.generator,
+            topic=cfg.topic,
+            created_at=created_at,
+            run_id=run_id,
+            mode=cfg.mode,
+        )
+        for i in kept
+    ]
     write_rows(out_file, [*earlier, *rows])
     summary.output = str(out_file)
     summary.rows_in_output, summary.content_hash = _saved(cfg)
     if cfg.push_synth_ds_to_hf_hub and cfg.synth_ds_id:
-        summary.pushed = push(rows, cfg.synth_ds_id, cfg.synth_ds_split,
-                              append=cfg.synth_ds_append, private=cfg.hub_private,
-                              endpoint=cfg.hub_endpoint)  # fmt: skip
+        summary.pushed = push(
+            rows,
+            cfg.synth_ds_id,
+            cfg.synth_ds_split,
+            append=cfg.synth_ds_append,
+            private=cfg.hub_private,
+            endpoint=cfg.hub_endpoint,
+        )
     summary.seconds = time.monotonic() - began
     if cfg.bus:
         asyncio.run(publish_snapshot(cfg.bus, _event_data(summary, cfg)))
@@ -174,8 +196,13 @@ def _select(
         hit = decontam.match(item.instruction)
         if hit is not None:
             summary.contaminated[hit.how] += 1
-            log.info("contaminated (%s %.2f): %r ~ %r", hit.how, hit.score, item.instruction,
-                     hit.test_prompt)  # fmt: skip
+            log.info(
+                "contaminated (%s %.2f): %r ~ %r",
+                hit.how,
+                hit.score,
+                item.instruction,
+                hit.test_prompt,
+            )
             continue
         repeat = dedup.offer(item.instruction)
         if repeat is not None:
@@ -215,8 +242,14 @@ async def _generate(
 ) -> Generated:
     from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-    bar = tqdm(total=len(plan), unit="request", desc="synth", leave=False,
-               disable=None if cfg.progress else True, file=sys.stderr)  # fmt: skip
+    bar = tqdm(
+        total=len(plan),
+        unit="request",
+        desc="synth",
+        leave=False,
+        disable=None if cfg.progress else True,
+        file=sys.stderr,
+    )
     kept = 0
 
     def done(n: int) -> None:

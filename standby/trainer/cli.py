@@ -18,12 +18,15 @@ from standby.trainer.config import TrainConfig
 def register_train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``standby train`` to the ``standby`` parser."""
     add_tool_command(
-        subparsers, "train", TrainConfig, cmd_train,
+        subparsers,
+        "train",
+        TrainConfig,
+        cmd_train,
         help="LoRA fine-tuning of the fallback Gemma (TRL SFTTrainer + peft)",
         description="Fine-tune a Gemma base model with LoRA on a dataset snapshot; writes the "
         "adapter and standby-model.json to --output-dir.",
         json_help="print the model card as JSON",
-    )  # fmt: skip
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -131,9 +131,15 @@ class TrainConfig(ToolConfig):
     )
 
     @field_validator(
-        "base_model_revision", "train_ds_revision", "eval_ds_id", "eval_ds_split", "version",
-        "push_to_hub", "hub_revision", "hub_endpoint",
-    )  # fmt: skip
+        "base_model_revision",
+        "train_ds_revision",
+        "eval_ds_id",
+        "eval_ds_split",
+        "version",
+        "push_to_hub",
+        "hub_revision",
+        "hub_endpoint",
+    )
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None

@@ -15,11 +15,25 @@ from standby.trainer.config import TrainConfig
 
 # The settings that shape the weights (where it ran and where it is published do not).
 HYPERPARAMETERS = (
-    "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit",
-    "learning_rate", "lr_scheduler_type", "warmup_ratio", "num_train_epochs", "max_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
-    "max_grad_norm", "max_length", "packing", "assistant_only_loss", "seed",
-)  # fmt: skip
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "load_in_4bit",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "max_length",
+    "packing",
+    "assistant_only_loss",
+    "seed",
+)
 
 
 def default_version(created_at: datetime, content_hash: str) -> str:

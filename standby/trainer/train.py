@@ -136,8 +136,11 @@ def time_budget_callback(seconds: float) -> Any:
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if not self.hit and time.perf_counter() - self.began >= seconds:
                 self.hit = True
-                log.warning("training time budget of %.0f s spent at step %d: stopping",
-                            seconds, state.global_step)  # fmt: skip
+                log.warning(
+                    "training time budget of %.0f s spent at step %d: stopping",
+                    seconds,
+                    state.global_step,
+                )
                 control.should_training_stop = True
                 control.should_save = True
             return control
@@ -251,14 +254,22 @@ def train(cfg: TrainConfig) -> TrainResult:
         check_bus(cfg.bus)
     base = load_base(cfg, placement)
     trainer = build_trainer(
-        cfg, placement, base.model, base.tokenizer, train_data.dataset,
+        cfg,
+        placement,
+        base.model,
+        base.tokenizer,
+        train_data.dataset,
         eval_data.dataset if eval_data else None,
-    )  # fmt: skip
+    )
     log.info(
         "training %s on %d rows of %s [%s] on %s%s",
-        cfg.base_model_id, train_data.rows, cfg.train_ds_id, cfg.train_ds_split, placement.device,
+        cfg.base_model_id,
+        train_data.rows,
+        cfg.train_ds_id,
+        cfg.train_ds_split,
+        placement.device,
         f", resuming from {resume_from.name}" if resume_from else "",
-    )  # fmt: skip
+    )
     resumed_step = _step_of(resume_from)
     output, eval_loss = run_trainer(trainer, placement, resume_from, has_eval=eval_data is not None)
     trainer.save_model(str(cfg.output_dir))  # every process: some parallel modes gather
@@ -267,10 +278,17 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     budgets = [c for c in trainer.callback_handler.callbacks if hasattr(c, "hit")]
     card = make_card(
-        cfg, placement, base, trainer, train_loss=output.training_loss, eval_loss=eval_loss,
-        created_at=created_at, train_data=train_data, eval_data=eval_data,
+        cfg,
+        placement,
+        base,
+        trainer,
+        train_loss=output.training_loss,
+        eval_loss=eval_loss,
+        created_at=created_at,
+        train_data=train_data,
+        eval_data=eval_data,
         resumed_step=resumed_step,
-    )  # fmt: skip
+    )
     if budgets:
         card.time_budget = TimeBudget(seconds=cfg.max_time_s, hit=budgets[0].hit)
     del trainer, base

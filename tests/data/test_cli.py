@@ -23,8 +23,12 @@ from tests.store.conftest import inference_event
 def standby(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "standby.cli", *args],
-        capture_output=True, text=True, timeout=120, cwd=cwd, env={**os.environ, **env},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
 
 
 def ok(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -51,14 +55,26 @@ async def config(tmp_path: Path) -> Path:
     async with open_bus(bus_url) as bus:
         await bus.publish_many(TOPIC, events)
     path = tmp_path / "standby.yaml"
-    path.write_text(yaml.safe_dump({
-        "backends": {"gemini": {"type": "gemini", "model": "gemini-2.5-flash",
-                                "api_key": "${STANDBY_TEST_NEVER_SET}"}},
-        "routes": {"gemini-2.5-flash": ["gemini"]},
-        "capture": {"bus": bus_url},
-        "data": {"store": f"sqlite:///{tmp_path / 'pairs.db'}", "test_fraction": 0.5,
-                 "max_prompt_chars": 40},
-    }))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "backends": {
+                    "gemini": {
+                        "type": "gemini",
+                        "model": "gemini-2.5-flash",
+                        "api_key": "${STANDBY_TEST_NEVER_SET}",
+                    }
+                },
+                "routes": {"gemini-2.5-flash": ["gemini"]},
+                "capture": {"bus": bus_url},
+                "data": {
+                    "store": f"sqlite:///{tmp_path / 'pairs.db'}",
+                    "test_fraction": 0.5,
+                    "max_prompt_chars": 40,
+                },
+            }
+        )
+    )
     return path
 
 
@@ -126,9 +142,23 @@ def hub() -> Iterator[HubStub]:
 async def test_export_pushes_to_the_hub(config: Path, hub: HubStub, tmp_path: Path) -> None:
     cfg = ("--from-config", str(config))
     ok("data", "materialize", *cfg, "--once")
-    run = ok("data", "export", *cfg, "--format", "hf", "--output", str(tmp_path / "hf"),
-             "--push-to-hub", "team/pairs", "--private", "--split", "train_sft",
-             HF_HUB_OFFLINE="0", HF_TOKEN="hf_cli", HF_ENDPOINT=hub.url)  # fmt: skip
+    run = ok(
+        "data",
+        "export",
+        *cfg,
+        "--format",
+        "hf",
+        "--output",
+        str(tmp_path / "hf"),
+        "--push-to-hub",
+        "team/pairs",
+        "--private",
+        "--split",
+        "train_sft",
+        HF_HUB_OFFLINE="0",
+        HF_TOKEN="hf_cli",
+        HF_ENDPOINT=hub.url,
+    )
     assert f"{hub.url}/datasets/team/pairs" in run.stdout
     repo = hub.repos["team/pairs"]
     assert repo.visibility == "private"

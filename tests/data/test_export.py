@@ -130,8 +130,12 @@ def test_push_to_hub_creates_the_repo_and_commits_the_splits(
         "POST /api/datasets/team/standby-pairs/preupload/main",
         "POST /api/datasets/team/standby-pairs/commit/main",
     ]
-    assert hub.calls[0].body == {"name": "standby-pairs", "organization": "team",
-                                 "type": "dataset", "visibility": "private"}  # fmt: skip
+    assert hub.calls[0].body == {
+        "name": "standby-pairs",
+        "organization": "team",
+        "type": "dataset",
+        "visibility": "private",
+    }
     assert {c.authorization for c in hub.calls} == {f"Bearer {TOKEN}"}
     repo = hub.repos["team/standby-pairs"]
     assert (repo.type, repo.visibility) == ("dataset", "private")

@@ -59,9 +59,14 @@ async def test_only_primary_complete_answers_become_pairs(bus: Bus, store: PairS
     counts = await Materializer(bus, store, consumer="m1").run(once=True)
     assert (counts.events, counts.written) == (9, 2)
     assert counts.skipped == {
-        "fallback": 1, "stitched": 1, "blocked": 1, "length": 1,
-        "empty_response": 1, "multi_turn": 1, "tool_calls": 1,
-    }  # fmt: skip
+        "fallback": 1,
+        "stitched": 1,
+        "blocked": 1,
+        "length": 1,
+        "empty_response": 1,
+        "multi_turn": 1,
+        "tool_calls": 1,
+    }
     pairs = {p.request_id: p for p in store.pairs()}
     assert sorted(pairs) == ["r1", "r9"]
     assert pairs["r9"].messages[0] == {"role": "system", "content": "Be brief."}
@@ -104,12 +109,19 @@ async def test_events_marked_seen_but_not_acked_are_only_acked(bus: Bus, store: 
 
 async def test_dedup_keeps_the_newest_answer(bus: Bus, store: PairStore) -> None:
     same = {"messages": [ChatMessage(role="user", content="The  Question")]}
-    await bus.publish_many(TOPIC, [
-        event(1, response="newest", age_s=0, **same),
-        event(2, response="oldest", age_s=120, **same),
-        event(3, response="middle", age_s=60,
-              messages=[ChatMessage(role="user", content="  the question ")]),
-    ])  # fmt: skip
+    await bus.publish_many(
+        TOPIC,
+        [
+            event(1, response="newest", age_s=0, **same),
+            event(2, response="oldest", age_s=120, **same),
+            event(
+                3,
+                response="middle",
+                age_s=60,
+                messages=[ChatMessage(role="user", content="  the question ")],
+            ),
+        ],
+    )
     counts = await Materializer(bus, store, consumer="m1", batch_size=1).run(once=True)
     assert (counts.written, counts.duplicate, counts.replaced) == (1, 2, 0)
     [pair] = store.pairs()

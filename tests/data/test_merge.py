@@ -37,8 +37,13 @@ def synthetic(folder: Path, prompts: list[str]) -> Path:
     rows = []
     for i, p in enumerate(prompts):
         row = chat(p, f"Synthetic answer {i}", f"syn-{i}")
-        row.update(source="synthetic", generator="gemini/gemini-2.5-flash",
-                   seed_ids=[f"train-{i}"], seed_prompt=TRAIN[i], run_id="synth-1")  # fmt: skip
+        row.update(
+            source="synthetic",
+            generator="gemini/gemini-2.5-flash",
+            seed_ids=[f"train-{i}"],
+            seed_prompt=TRAIN[i],
+            run_id="synth-1",
+        )
         rows.append(row)
     write_jsonl(folder / "train_sft.jsonl", rows)
     return folder
@@ -46,8 +51,9 @@ def synthetic(folder: Path, prompts: list[str]) -> Path:
 
 def test_merge_keeps_provenance_and_the_test_split(reference: Path, tmp_path: Path) -> None:
     second = synthetic(tmp_path / "synth", [NEW := new_item(0)[0], TRAIN[0], TEST[0]])
-    cfg = MergeConfig(first_ds_id=str(reference), second_ds_id=str(second),
-                      output_dir=tmp_path / "merged")  # fmt: skip
+    cfg = MergeConfig(
+        first_ds_id=str(reference), second_ds_id=str(second), output_dir=tmp_path / "merged"
+    )
     result = run_merge(cfg)
 
     train = read_rows(tmp_path / "merged" / "train_sft.jsonl")
@@ -60,8 +66,10 @@ def test_merge_keeps_provenance_and_the_test_split(reference: Path, tmp_path: Pa
     assert result.counts == {"train_sft": len(TRAIN) + 1, "test_sft": len(TEST)}
     syn = train[-1]
     assert (syn["source"], syn["seed_ids"], syn["merged_from"]) == (
-        "synthetic", ["train-0"], str(second),
-    )  # fmt: skip
+        "synthetic",
+        ["train-0"],
+        str(second),
+    )
     assert set(train[0]) == set(syn)  # every column on every row
     assert (train[0]["source"], train[0]["seed_ids"], train[0]["generator"]) == ("", [], "")
     assert {"prompt", "prompt_id", "messages", "category"} <= set(test[0])
@@ -77,8 +85,18 @@ def test_merge_keeps_provenance_and_the_test_split(reference: Path, tmp_path: Pa
 def test_a_missing_train_split_is_one_line(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["data", "merge", "--first-ds-id", str(reference), "--second-ds-id",
-                 str(tmp_path / "nothing"), "--output-dir", str(tmp_path / "m")])  # fmt: skip
+    code = main(
+        [
+            "data",
+            "merge",
+            "--first-ds-id",
+            str(reference),
+            "--second-ds-id",
+            str(tmp_path / "nothing"),
+            "--output-dir",
+            str(tmp_path / "m"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no such file or folder" in err
 
@@ -93,15 +111,31 @@ def test_synth_merge_train_on_the_tiny_model(
 ) -> None:
     script_each_seed(sim, {s: items(new_item(i)) for i, s in enumerate(TRAIN)})
     run_synth(settings(sim, reference, tmp_path / "synth"))
-    code = main(["data", "merge", "--first-ds-id", str(reference), "--second-ds-id",
-                 str(tmp_path / "synth"), "--output-dir", str(tmp_path / "merged"),
-                 "--json"])  # fmt: skip
+    code = main(
+        [
+            "data",
+            "merge",
+            "--first-ds-id",
+            str(reference),
+            "--second-ds-id",
+            str(tmp_path / "synth"),
+            "--output-dir",
+            str(tmp_path / "merged"),
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert json.loads(out)["counts"] == {"train_sft": 2 * len(TRAIN), "test_sft": len(TEST)}
 
-    train = tiny_settings(tiny_model_dir, tmp_path / "merged", tmp_path / "adapter",
-                          max_steps=2, save_steps=2, logging_steps=1)  # fmt: skip
+    train = tiny_settings(
+        tiny_model_dir,
+        tmp_path / "merged",
+        tmp_path / "adapter",
+        max_steps=2,
+        save_steps=2,
+        logging_steps=1,
+    )
     argv = ["--log-level", "warning", "train", "--json"]
     for key, value in train.items():
         flag = "--" + key.replace("_", "-")
@@ -119,6 +153,9 @@ def test_synth_merge_train_on_the_tiny_model(
 def test_an_empty_synth_output_merges_to_the_first_dataset(reference: Path, tmp_path: Path) -> None:
     (tmp_path / "synth").mkdir()
     (tmp_path / "synth" / "train_sft.jsonl").write_text("")
-    cfg = MergeConfig(first_ds_id=str(reference), second_ds_id=str(tmp_path / "synth"),
-                      output_dir=tmp_path / "merged")  # fmt: skip
+    cfg = MergeConfig(
+        first_ds_id=str(reference),
+        second_ds_id=str(tmp_path / "synth"),
+        output_dir=tmp_path / "merged",
+    )
     assert run_merge(cfg).counts == {"train_sft": len(TRAIN), "test_sft": len(TEST)}

@@ -133,8 +133,9 @@ def test_a_pair_never_moves_between_splits(tmp_path: Path) -> None:
 
 
 def test_length_filters_reject_and_count(stores: Stores) -> None:
-    store = stores.open(min_prompt_chars=5, max_prompt_chars=20,
-                        min_response_chars=3, max_response_chars=10)  # fmt: skip
+    store = stores.open(
+        min_prompt_chars=5, max_prompt_chars=20, min_response_chars=3, max_response_chars=10
+    )
     result = store.write(
         [
             candidate(1),
@@ -147,14 +148,19 @@ def test_length_filters_reject_and_count(stores: Stores) -> None:
     )
     assert result.written == 1
     assert result.rejected == {
-        "prompt_too_short": 1, "prompt_too_long": 1,
-        "response_too_short": 1, "response_too_long": 1,
-    }  # fmt: skip
+        "prompt_too_short": 1,
+        "prompt_too_long": 1,
+        "response_too_short": 1,
+        "response_too_long": 1,
+    }
     assert store.stats().counters == {
-        "written": 1, "skipped.fallback": 2, "rejected.prompt_too_short": 1,
-        "rejected.prompt_too_long": 1, "rejected.response_too_short": 1,
+        "written": 1,
+        "skipped.fallback": 2,
+        "rejected.prompt_too_short": 1,
+        "rejected.prompt_too_long": 1,
+        "rejected.response_too_short": 1,
         "rejected.response_too_long": 1,
-    }  # fmt: skip
+    }
 
 
 def test_snapshots_hash_the_content_and_count_what_is_new(stores: Stores) -> None:

@@ -83,6 +83,13 @@ async def test_purge_by_date_then_by_key_id(backend: Backend, tmp_path: Path) ->
 def test_purge_usage_errors_are_one_line(
     tmp_path: Path, args: tuple[str, ...], needle: str
 ) -> None:
-    run = standby("data", "purge", "--bus", f"sqlite:///{tmp_path / 'e.db'}",
-                  "--store", f"sqlite:///{tmp_path / 'p.db'}", *args)  # fmt: skip
+    run = standby(
+        "data",
+        "purge",
+        "--bus",
+        f"sqlite:///{tmp_path / 'e.db'}",
+        "--store",
+        f"sqlite:///{tmp_path / 'p.db'}",
+        *args,
+    )
     one_line_error(run, needle)

@@ -68,8 +68,12 @@ def test_exported_folders_load_back_with_equal_hashes(
 
 
 def test_one_file_is_the_split(tmp_path: Path) -> None:
-    rows = [{"prompt": "a", "messages": [{"role": "user", "content": "a"},
-                                          {"role": "assistant", "content": "b"}]}]  # fmt: skip
+    rows = [
+        {
+            "prompt": "a",
+            "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+        }
+    ]
     file = tmp_path / "rows.jsonl"
     file.write_text("".join(json.dumps(r) + "\n" for r in rows))
     loaded = load_split(str(file), "test_sft")

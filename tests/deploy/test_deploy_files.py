@@ -314,9 +314,13 @@ print("started without", sorted(BLOCKED))
 def test_gateway_of_the_compose_config_runs_without_torch(tmp_path: Path) -> None:
     env = {**os.environ, **SECRETS, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     result = run(
-        sys.executable, "-c", NO_TORCH_GATEWAY, COMPOSE_GATEWAY_CONFIG, tmp_path / "events.db",
+        sys.executable,
+        "-c",
+        NO_TORCH_GATEWAY,
+        COMPOSE_GATEWAY_CONFIG,
+        tmp_path / "events.db",
         env=env,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "started without" in result.stdout
 
@@ -417,9 +421,16 @@ def compose_model(docker_compose: Path) -> dict[str, Any]:
     """The compose file as the engine would see it (interpolated, paths absolute), TGI
     profile included."""
     result = run(
-        docker_compose, "-f", COMPOSE, "--profile", "tgi", "config", "--format", "json",
+        docker_compose,
+        "-f",
+        COMPOSE,
+        "--profile",
+        "tgi",
+        "config",
+        "--format",
+        "json",
         env=compose_env(),
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     model: dict[str, Any] = json.loads(result.stdout)
     return model
@@ -444,8 +455,15 @@ def test_compose_refuses_to_start_without_a_secret(docker_compose: Path, missing
 def test_compose_services_wiring(compose_model: dict[str, Any]) -> None:
     services: dict[str, Any] = compose_model["services"]
     assert set(services) == {
-        "gateway", "serving", "tgi", "redis", "prometheus", "alertmanager", "grafana", "pipeline"
-    }  # fmt: skip
+        "gateway",
+        "serving",
+        "tgi",
+        "redis",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "pipeline",
+    }
     assert services["tgi"]["profiles"] == ["tgi"]
 
     gateway = services["gateway"]
@@ -456,9 +474,7 @@ def test_compose_services_wiring(compose_model: dict[str, Any]) -> None:
     assert gateway["read_only"] is True
     pipeline = services["pipeline"]
     assert pipeline["build"]["dockerfile"] == "deploy/Dockerfile.gpu"
-    assert pipeline["command"] == [
-        "pipeline", "run", "--from-config", "/etc/standby/pipeline.yaml"
-    ]  # fmt: skip
+    assert pipeline["command"] == ["pipeline", "run", "--from-config", "/etc/standby/pipeline.yaml"]
     assert pipeline["depends_on"]["redis"]["condition"] == "service_healthy"
 
     for name, service in services.items():
@@ -549,8 +565,11 @@ def test_compose_gateway_config_loads_and_points_at_compose_services(
 
 def test_compose_prometheus_and_grafana_wiring(compose_model: dict[str, Any]) -> None:
     services = compose_model["services"]
-    prom_mounts = {m["target"]: Path(m["source"]) for m in services["prometheus"]["volumes"]
-                   if m["type"] == "bind"}  # fmt: skip
+    prom_mounts = {
+        m["target"]: Path(m["source"])
+        for m in services["prometheus"]["volumes"]
+        if m["type"] == "bind"
+    }
     assert prom_mounts["/etc/prometheus/prometheus.yml"] == PROMETHEUS_COMPOSE_CONFIG
     assert prom_mounts["/etc/prometheus/alerts.yml"] == RULES  # rule_files: [alerts.yml]
     config = yaml.safe_load(PROMETHEUS_COMPOSE_CONFIG.read_text())
@@ -566,8 +585,11 @@ def test_compose_prometheus_and_grafana_wiring(compose_model: dict[str, Any]) ->
     assert Path(am_mount["source"]) == DEPLOY / "alertmanager" / "alertmanager.yml"
     assert f"--config.file={am_mount['target']}" in am["command"]
 
-    grafana = {m["target"]: Path(m["source"]) for m in services["grafana"]["volumes"]
-               if m["type"] == "bind"}  # fmt: skip
+    grafana = {
+        m["target"]: Path(m["source"])
+        for m in services["grafana"]["volumes"]
+        if m["type"] == "bind"
+    }
     provisioning = grafana["/etc/grafana/provisioning"]
     assert provisioning == DEPLOY / "grafana" / "provisioning"
     datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())
@@ -716,8 +738,10 @@ def test_gateway_deployment() -> None:
     hpa = objects[("HorizontalPodAutoscaler", "standby-gateway")]
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1", "kind": "Deployment", "name": "standby-gateway"
-    }  # fmt: skip
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "standby-gateway",
+    }
     assert hpa["spec"]["minReplicas"] == spec["replicas"]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
@@ -779,18 +803,21 @@ def test_serving_and_pipeline_deployments() -> None:
     assert main["image"].startswith("standby-gpu:")
     assert main["args"] == ["pipeline", "run", "--from-config", "/etc/standby/pipeline.yaml"]
     mount = next(m for m in main["volumeMounts"] if m["mountPath"] == "/etc/standby/pipeline.yaml")
-    volume = next(v for v in worker["spec"]["template"]["spec"]["volumes"]
-                  if v["name"] == mount["name"])  # fmt: skip
+    volume = next(
+        v for v in worker["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]
+    )
     assert volume["configMap"]["name"] == "standby-pipeline-config"
     assert mount["subPath"] == "pipeline.yaml"
 
     # serving and worker share the adapters claim, which both pods can mount
     claims = {
-        name: {v["persistentVolumeClaim"]["claimName"]
-               for v in obj["spec"]["template"]["spec"]["volumes"]
-               if "persistentVolumeClaim" in v}
+        name: {
+            v["persistentVolumeClaim"]["claimName"]
+            for v in obj["spec"]["template"]["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        }
         for name, obj in (("serving", serving), ("worker", worker))
-    }  # fmt: skip
+    }
     assert "standby-adapters" in claims["serving"] & claims["worker"]
     pvc = objects[("PersistentVolumeClaim", "standby-adapters")]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -830,8 +857,9 @@ def test_kustomize_renders_and_validates(rendered: Path, kubernetes_validate: Pa
             assert doc["metadata"]["namespace"] == "standby", doc["metadata"]["name"]
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "standby"
     # The gateway refers to the hashed name after rendering.
-    gateway = next(d for d in docs if d["metadata"]["name"] == "standby-gateway"
-                   and d["kind"] == "Deployment")  # fmt: skip
+    gateway = next(
+        d for d in docs if d["metadata"]["name"] == "standby-gateway" and d["kind"] == "Deployment"
+    )
     names = {
         v.get("configMap", {}).get("name") for v in gateway["spec"]["template"]["spec"]["volumes"]
     }
@@ -877,5 +905,6 @@ if __name__ == "__main__":
         PROMETHEUS_RULE.write_text(render_prometheus_rule())
         print(f"wrote {PROMETHEUS_RULE.relative_to(REPO)}")
     else:
-        sys.exit(f"usage: python -m {__spec__.name if __spec__ else __file__} "
-                 "--write-prometheusrule")  # fmt: skip
+        sys.exit(
+            f"usage: python -m {__spec__.name if __spec__ else __file__} --write-prometheusrule"
+        )

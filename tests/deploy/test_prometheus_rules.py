@@ -259,10 +259,24 @@ def scrape(url: str) -> dict[str, str]:
 def pipeline_worker_metrics(tmp_path: Path) -> dict[str, str]:
     """What a real ``standby pipeline run`` (nothing to do) exports on its metrics port."""
     port = free_port()
-    argv = [sys.executable, "-m", "standby.cli", "pipeline", "run", "--no-online-check",
-            "--bus", f"sqlite:///{tmp_path / 'events.db'}", "--min-new-pairs", "1000000",
-            "--store", f"sqlite:///{tmp_path / 'pairs.db'}", "--metrics-port", str(port),
-            "--work-dir", str(tmp_path / "work")]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "standby.cli",
+        "pipeline",
+        "run",
+        "--no-online-check",
+        "--bus",
+        f"sqlite:///{tmp_path / 'events.db'}",
+        "--min-new-pairs",
+        "1000000",
+        "--store",
+        f"sqlite:///{tmp_path / 'pairs.db'}",
+        "--metrics-port",
+        str(port),
+        "--work-dir",
+        str(tmp_path / "work"),
+    ]
     worker = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -154,10 +154,21 @@ def test_a_killed_run_resumes_where_it_stopped(
     out = tmp_path / "out"
     sim.sim.set_fault("slow-200")
     argv = [
-        sys.executable, "-m", "standby.cli", "batch-infer", "--backend", "gemini",
-        "--gateway-config", str(sim_cfg), "--test-ds-id", str(data), "--output-dir", str(out),
-        "--inference-bs", "2",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "standby.cli",
+        "batch-infer",
+        "--backend",
+        "gemini",
+        "--gateway-config",
+        str(sim_cfg),
+        "--test-ds-id",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--inference-bs",
+        "2",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
     progress = out / PROGRESS
@@ -259,17 +270,33 @@ def test_seed_parity_flags_and_the_example_config(tmp_path: Path) -> None:
     add_config_flags(parser, BatchInferConfig)
     args = parser.parse_args(
         [
-            "--from-config", str(REPO / "config" / "batch_inference.yaml"),
-            "--ft-model-id", "org/adapter", "--ft-model-revision", "abc123",
-            "--test-ds-id", "HuggingFaceH4/no_robots", "--batch-infer-data-preprocess-bs", "32",
-            "--inference-bs", "4", "--repeat", "2", "--push-lm-responses-to-hf-hub",
-            "--lm-response-ds-id", "org/answers", "--no-lm-response-append",
+            "--from-config",
+            str(REPO / "config" / "batch_inference.yaml"),
+            "--ft-model-id",
+            "org/adapter",
+            "--ft-model-revision",
+            "abc123",
+            "--test-ds-id",
+            "HuggingFaceH4/no_robots",
+            "--batch-infer-data-preprocess-bs",
+            "32",
+            "--inference-bs",
+            "4",
+            "--repeat",
+            "2",
+            "--push-lm-responses-to-hf-hub",
+            "--lm-response-ds-id",
+            "org/answers",
+            "--no-lm-response-append",
         ]
-    )  # fmt: skip
+    )
     cfg = resolve_config(BatchInferConfig, args)
     assert (cfg.ft_model_id, cfg.ft_model_revision, cfg.repeat, cfg.inference_bs) == (
-        "org/adapter", "abc123", 2, 4,
-    )  # fmt: skip
+        "org/adapter",
+        "abc123",
+        2,
+        4,
+    )
     assert cfg.test_ds_split == "test_sft" and cfg.lm_response_ds_split == "batch_infer"
     assert cfg.push_lm_responses_to_hf_hub and not cfg.lm_response_append
     assert cfg.batch_infer_data_preprocess_bs == 32

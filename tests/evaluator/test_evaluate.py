@@ -211,8 +211,14 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStub]:
 
 def test_eval_rows_pushed_to_the_hub(sim: RunningSim, tmp_path: Path, hub: HubStub) -> None:
     answers = write_answers(tmp_path / "a", ["x", "y"])
-    cfg = config(sim, tmp_path, answers, push_eval_to_hf_hub=True, eval_ds_id="team/evals",
-                 hub_endpoint=hub.url)  # fmt: skip
+    cfg = config(
+        sim,
+        tmp_path,
+        answers,
+        push_eval_to_hf_hub=True,
+        eval_ds_id="team/evals",
+        hub_endpoint=hub.url,
+    )
     run_evaluation(cfg)
     run_evaluation(cfg)  # replace (the default): still one shard
     files = hub.repos["team/evals"].files
@@ -230,19 +236,43 @@ def test_seed_parity_flags_and_the_example_config() -> None:
     add_config_flags(parser, EvaluateConfig)
     args = parser.parse_args(
         [
-            "--from-config", str(REPO / "config" / "evaluation.yaml"),
-            "--service-llm-provider", "litellm", "--service-llm-api-key", "sk-1",
-            "--service-model-name", "openai/gpt-4o", "--rate-limit-per-minute", "120",
-            "--prompt-tmpl-path", "p.txt", "--lm-response-ds-id", "org/answers",
-            "--lm-response-ds-split", "batch_infer", "--eval-repeat", "5", "--eval-workers", "3",
-            "--avg-similarity-threshold", "85", "--avg-precision-threshold", "80",
-            "--push-eval-to-hf-hub", "--eval-ds-id", "org/evals", "--eval-ds-split", "eval2",
+            "--from-config",
+            str(REPO / "config" / "evaluation.yaml"),
+            "--service-llm-provider",
+            "litellm",
+            "--service-llm-api-key",
+            "sk-1",
+            "--service-model-name",
+            "openai/gpt-4o",
+            "--rate-limit-per-minute",
+            "120",
+            "--prompt-tmpl-path",
+            "p.txt",
+            "--lm-response-ds-id",
+            "org/answers",
+            "--lm-response-ds-split",
+            "batch_infer",
+            "--eval-repeat",
+            "5",
+            "--eval-workers",
+            "3",
+            "--avg-similarity-threshold",
+            "85",
+            "--avg-precision-threshold",
+            "80",
+            "--push-eval-to-hf-hub",
+            "--eval-ds-id",
+            "org/evals",
+            "--eval-ds-split",
+            "eval2",
         ]
-    )  # fmt: skip
+    )
     cfg = resolve_config(EvaluateConfig, args)
     assert (cfg.service_llm_provider, cfg.service_model_name, cfg.api_key()) == (
-        "litellm", "openai/gpt-4o", "sk-1",
-    )  # fmt: skip
+        "litellm",
+        "openai/gpt-4o",
+        "sk-1",
+    )
     assert (cfg.eval_repeat, cfg.eval_workers, cfg.rate_limit_per_minute) == (5, 3, 120)
     assert (cfg.avg_similarity_threshold, cfg.avg_precision_threshold) == (85, 80)
     assert cfg.push_eval_to_hf_hub and cfg.eval_ds_id == "org/evals"

@@ -62,9 +62,16 @@ def test_a_better_candidate_is_accepted_with_the_ci_in_the_report(
     (adapter / "standby-model.json").write_text(
         json.dumps({"version": "v2", "base_model": {"id": "tiny"}, "scores": {"other": 1.0}})
     )
-    scripted_eval(sim, tmp_path, "better", 86, baseline_eval_ds_id=str(serving),
-                  candidate_adapter_dir=adapter, avg_similarity_threshold=82,
-                  avg_precision_threshold=82)  # fmt: skip
+    scripted_eval(
+        sim,
+        tmp_path,
+        "better",
+        86,
+        baseline_eval_ds_id=str(serving),
+        candidate_adapter_dir=adapter,
+        avg_similarity_threshold=82,
+        avg_precision_threshold=82,
+    )
     report = json.loads((tmp_path / "better" / "report.json").read_text())
     gate = report["gate"]
     assert gate["passed"], gate["summary"]
@@ -97,8 +104,9 @@ def test_a_worse_candidate_is_rejected_and_the_card_left_alone(
     adapter.mkdir()
     (adapter / "standby-model.json").write_text(json.dumps({"version": "v3"}))
     # Above the absolute thresholds, but 6 points below the serving model.
-    scripted_eval(sim, tmp_path, "worse", 74, baseline_eval_ds_id=str(serving),
-                  candidate_adapter_dir=adapter)  # fmt: skip
+    scripted_eval(
+        sim, tmp_path, "worse", 74, baseline_eval_ds_id=str(serving), candidate_adapter_dir=adapter
+    )
     gate = json.loads((tmp_path / "worse" / "report.json").read_text())["gate"]
     assert not gate["passed"]
     assert all(gate["thresholds"][c]["passed"] for c in ("similarity", "precision"))
@@ -127,8 +135,15 @@ def test_a_worse_candidate_is_rejected_and_the_card_left_alone(
 
 
 def test_thresholds_alone_reject_low_scores() -> None:
-    rows = [{"sample_id": f"s{i}", "instructions": "i", "similarity_scores": [60.0],
-             "precision_scores": [95.0]} for i in range(5)]  # fmt: skip
+    rows = [
+        {
+            "sample_id": f"s{i}",
+            "instructions": "i",
+            "similarity_scores": [60.0],
+            "precision_scores": [95.0],
+        }
+        for i in range(5)
+    ]
     decision = decide(rows, None, GateSettings())
     assert not decision["passed"]
     assert decision["reasons"] == ["mean similarity 60.0 < threshold 90"]
@@ -151,11 +166,21 @@ def test_cli_evaluate_and_gate_exit_codes(
 ) -> None:
     answers = write_answers(tmp_path / "cli-answers", ["a", "b"])
     flags = [
-        "--service-llm-base-url", sim.url, "--service-llm-api-key", "k",
-        "--rate-limit-per-minute", "60000", "--lm-response-ds-id", str(answers),
-        "--eval-repeat", "1", "--output-dir", str(tmp_path / "cli"),
-        "--cache-path", str(tmp_path / "c.db"),
-    ]  # fmt: skip
+        "--service-llm-base-url",
+        sim.url,
+        "--service-llm-api-key",
+        "k",
+        "--rate-limit-per-minute",
+        "60000",
+        "--lm-response-ds-id",
+        str(answers),
+        "--eval-repeat",
+        "1",
+        "--output-dir",
+        str(tmp_path / "cli"),
+        "--cache-path",
+        str(tmp_path / "c.db"),
+    ]
     assert main(["evaluate", *flags]) == 0  # the simulator scores 100: thresholds pass
     out = capsys.readouterr().out
     assert "2 rows: similarity 100.0, precision 100.0" in out and "gate: PASS" in out
@@ -167,6 +192,10 @@ def test_cli_evaluate_and_gate_exit_codes(
     assert exc.value.code == 3
     decision = json.loads(capsys.readouterr().out)
     assert decision["reasons"][0].startswith("mean similarity 8")
-    assert main(["evaluate", *flags, "--service-llm-api-key", "x", "--service-model-name",
-                 "error-403"]) == 2  # fmt: skip
+    assert (
+        main(
+            ["evaluate", *flags, "--service-llm-api-key", "x", "--service-model-name", "error-403"]
+        )
+        == 2
+    )
     assert "permission" in capsys.readouterr().err.lower()

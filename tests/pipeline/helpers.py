@@ -33,8 +33,12 @@ def pipeline_yaml(tmp: Path, bus: str, model: Path, judge_url: str, **overrides:
 
 def standby_models(registry: str, *args: str) -> str:
     """``standby models ARGS --registry REGISTRY`` in a subprocess; its stdout."""
-    run = subprocess.run(standby_args("models", *args, "--registry", registry),
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        standby_args("models", *args, "--registry", registry),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     return run.stdout
 
@@ -48,8 +52,9 @@ def env() -> dict[str, str]:
 
 
 def pipeline(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    run = subprocess.run(standby_args("pipeline", *args), capture_output=True, text=True,
-                         timeout=timeout, env=env())  # fmt: skip
+    run = subprocess.run(
+        standby_args("pipeline", *args), capture_output=True, text=True, timeout=timeout, env=env()
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
@@ -63,6 +68,9 @@ def capturing_gateway_config(gemini_url: str, model: Path, bus: str) -> dict[str
     return config
 
 
-QUESTIONS = [f"What is fact number {i} about {topic}?" for i in range(12)
-             for topic in ("rivers", "mountains", "cities")]  # fmt: skip
+QUESTIONS = [
+    f"What is fact number {i} about {topic}?"
+    for i in range(12)
+    for topic in ("rivers", "mountains", "cities")
+]
 ROUTE_NAME = ROUTE

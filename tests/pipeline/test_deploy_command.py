@@ -16,8 +16,10 @@ from tests.fixtures.vllm_sim import StartVLLM
 def models(registry: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     run = subprocess.run(
         [sys.executable, "-m", "standby.cli", "models", *args, "--registry", registry],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (run.returncode == 0) is ok, run.stderr
     return run
 
@@ -34,8 +36,16 @@ def words(script: str) -> list[str]:
 
 def test_tgi_restart_commands_mount_the_version_and_keep_the_adapter_name(tmp_path: Path) -> None:
     registry = f"sqlite:///{tmp_path / 'events.db'}"
-    models(registry, "register", "--version", "v7", "--adapter", "/data/runs/r 7/adapter",
-           "--base-model", "google/gemma-3-4b-it")  # fmt: skip
+    models(
+        registry,
+        "register",
+        "--version",
+        "v7",
+        "--adapter",
+        "/data/runs/r 7/adapter",
+        "--base-model",
+        "google/gemma-3-4b-it",
+    )
 
     docker = models(registry, "deploy-command", "v7", "--server", "tgi").stdout
     shell_ok(docker)
@@ -45,15 +55,31 @@ def test_tgi_restart_commands_mount_the_version_and_keep_the_adapter_name(tmp_pa
         "/data/runs/r 7/adapter:/adapters/v7:ro"
     )
     image = run.index("ghcr.io/huggingface/text-generation-inference:3.3.6")
-    assert run[image + 1 :] == ["--model-id", "google/gemma-3-4b-it",
-                                "--lora-adapters", "standby=/adapters/v7"]  # fmt: skip
+    assert run[image + 1 :] == [
+        "--model-id",
+        "google/gemma-3-4b-it",
+        "--lora-adapters",
+        "standby=/adapters/v7",
+    ]
 
-    compose = models(registry, "deploy-command", "v7", "--server", "tgi", "--compose",
-                     "--adapter-path", "/data=/adapters")  # fmt: skip
+    compose = models(
+        registry,
+        "deploy-command",
+        "v7",
+        "--server",
+        "tgi",
+        "--compose",
+        "--adapter-path",
+        "/data=/adapters",
+    )
     shell_ok(compose.stdout)
     argv = words(compose.stdout)
-    assert argv[argv.index("ln") :][:4] == ["ln", "-sfn", "/adapters/runs/r 7/adapter",
-                                            "/adapters/current"]  # fmt: skip
+    assert argv[argv.index("ln") :][:4] == [
+        "ln",
+        "-sfn",
+        "/adapters/runs/r 7/adapter",
+        "/adapters/current",
+    ]
     assert argv[-2:] == ["restart", "tgi"]
 
     models(registry, "register", "--version", "hub", "--adapter", "org/adapter")
@@ -71,8 +97,17 @@ def test_vllm_load_command_loads_the_adapter_into_the_server(
     models(registry, "register", "--version", "v1", "--adapter", "/pipeline/runs/r1/adapter")
     vllm = start_vllm()
 
-    script = models(registry, "deploy-command", "v1", "--server", "vllm", "--url", vllm.url,
-                    "--adapter-path", f"/pipeline={tmp_path}").stdout  # fmt: skip
+    script = models(
+        registry,
+        "deploy-command",
+        "v1",
+        "--server",
+        "vllm",
+        "--url",
+        vllm.url,
+        "--adapter-path",
+        f"/pipeline={tmp_path}",
+    ).stdout
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "added successfully" in done.stdout

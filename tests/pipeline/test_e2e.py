@@ -18,8 +18,12 @@ from tests.fixtures.gateway import ROUTE, StartGateway
 from tests.fixtures.sim import RunningSim
 from tests.pipeline.helpers import QUESTIONS, capturing_gateway_config, pipeline, pipeline_yaml
 
-STAGE_EVENTS = ["dataset.snapshot_created", "training.completed", "evaluation.completed",
-                "model.promoted"]  # fmt: skip
+STAGE_EVENTS = [
+    "dataset.snapshot_created",
+    "training.completed",
+    "evaluation.completed",
+    "model.promoted",
+]
 
 
 async def stage_events(bus: str) -> dict[str, list[dict[str, object]]]:
@@ -52,8 +56,14 @@ def test_capture_train_judge_gate_promote_and_the_gateway_serves_it(
     run = json.loads(out)
     assert run["status"] == "done", run
     assert run["decision"] == "promoted"
-    assert list(run["stages"]) == ["snapshot", "train", "batch_infer", "evaluate", "gate",
-                                   "promote"]  # fmt: skip
+    assert list(run["stages"]) == [
+        "snapshot",
+        "train",
+        "batch_infer",
+        "evaluate",
+        "gate",
+        "promote",
+    ]
     version = run["stages"]["promote"]["result"]["version"]
     snap = run["stages"]["snapshot"]["result"]
     assert sum(snap["exported"].values()) == len(QUESTIONS)

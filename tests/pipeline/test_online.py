@@ -27,8 +27,12 @@ N = 12
 
 
 def verdict(score: int) -> str:
-    return json.dumps({"similarity_assessment": {"score": score, "reason": "compared"},
-                       "precision_assessment": {"score": score, "reason": "compared"}})  # fmt: skip
+    return json.dumps(
+        {
+            "similarity_assessment": {"score": score, "reason": "compared"},
+            "precision_assessment": {"score": score, "reason": "compared"},
+        }
+    )
 
 
 @pytest.mark.parametrize(("score", "rolled_back"), [(95, False), (40, True)])
@@ -37,34 +41,61 @@ async def test_poor_production_answers_roll_the_serving_version_back(
 ) -> None:
     bus_url = f"sqlite:///{tmp_path / 'events.db'}"
     config = PipelineConfig(
-        bus=bus_url, store=f"sqlite:///{tmp_path / 'pairs.db'}", online_sample_rate=1.0,
-        online_min_samples=N, evaluate={"service_llm_base_url": sim.url,
-                                        "service_llm_api_key": "sim-key",
-                                        "rate_limit_per_minute": 6000},
-    )  # fmt: skip
+        bus=bus_url,
+        store=f"sqlite:///{tmp_path / 'pairs.db'}",
+        online_sample_rate=1.0,
+        online_min_samples=N,
+        evaluate={
+            "service_llm_base_url": sim.url,
+            "service_llm_api_key": "sim-key",
+            "rate_limit_per_minute": 6000,
+        },
+    )
     with PairStore(tmp_path / "pairs.db") as store:
         now = timestamp(datetime.now(UTC))
-        store.write(Candidate(prompt=f"question {i}", response=f"the primary's answer {i}",
-                              system=(), route="r", model="gemini-2.5-flash", model_version=None,
-                              event_id=f"p{i}", request_id=f"p{i}", created_at=now)
-                    for i in range(N))  # fmt: skip
+        store.write(
+            Candidate(
+                prompt=f"question {i}",
+                response=f"the primary's answer {i}",
+                system=(),
+                route="r",
+                model="gemini-2.5-flash",
+                model_version=None,
+                event_id=f"p{i}",
+                request_id=f"p{i}",
+                created_at=now,
+            )
+            for i in range(N)
+        )
     async with open_state(bus_url) as state, open_bus(bus_url) as bus:
         registry = Registry(state)
         for v in ("v1", "v2"):
-            await registry.register(ModelVersion(version=v, backend="gemma",
-                                                 adapter=f"/adapters/{v}"))  # fmt: skip
+            await registry.register(
+                ModelVersion(version=v, backend="gemma", adapter=f"/adapters/{v}")
+            )
             await registry.promote(v)
         v2 = await registry.get("v2")
-        events = [inference_event(i, provenance="fallback", backend="gemma",
-                                  response=f"the fallback's answer {i}",
-                                  model_version=served_by(v2),
-                                  messages=[ChatMessage(role="user", content=f"question {i}")])
-                  for i in range(N)]  # fmt: skip
+        events = [
+            inference_event(
+                i,
+                provenance="fallback",
+                backend="gemma",
+                response=f"the fallback's answer {i}",
+                model_version=served_by(v2),
+                messages=[ChatMessage(role="user", content=f"question {i}")],
+            )
+            for i in range(N)
+        ]
         # Not eligible: a primary answer, an older version's answer, a prompt without a pair.
-        events += [inference_event(100), inference_event(101, provenance="fallback",
-                   backend="gemma", model_version="/adapters/v1"),
-                   inference_event(102, provenance="fallback", backend="gemma",
-                   model_version=served_by(v2))]  # fmt: skip
+        events += [
+            inference_event(100),
+            inference_event(
+                101, provenance="fallback", backend="gemma", model_version="/adapters/v1"
+            ),
+            inference_event(
+                102, provenance="fallback", backend="gemma", model_version=served_by(v2)
+            ),
+        ]
         await bus.publish_many("inference.completed", events)
         sim.sim.script([verdict(score)] * N)
 

@@ -34,9 +34,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:Futu
 
 async def _capture(bus: str, n: int) -> None:
     """``n`` answered requests of the simulated primary, as the gateway captures them."""
-    events = [inference_event(i, response=f"The answer to question {i} is {i * 7}.",
-                              messages=[ChatMessage(role="user", content=f"What is {i} x 7?")])
-              for i in range(n)]  # fmt: skip
+    events = [
+        inference_event(
+            i,
+            response=f"The answer to question {i} is {i * 7}.",
+            messages=[ChatMessage(role="user", content=f"What is {i} x 7?")],
+        )
+        for i in range(n)
+    ]
     async with open_bus(bus) as b:
         await b.publish_many(TOPIC, events)
 
@@ -64,8 +69,11 @@ class Workers:
     def start(self) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             standby_args("pipeline", "run", "--from-config", str(self.config)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(),
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+        )
         self.procs.append(proc)
         return proc
 
@@ -113,9 +121,13 @@ def finished(bus: str) -> Callable[[], Any]:
 
 
 def test_the_loop_on_redis_with_two_workers_runs_once_and_the_gateway_serves_it(
-    sim: RunningSim, tiny_model_dir: Path, tmp_path: Path, redis_backend: Backend,
-    workers: Callable[[Path], Workers], start_gateway: StartGateway,
-) -> None:  # fmt: skip
+    sim: RunningSim,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    redis_backend: Backend,
+    workers: Callable[[Path], Workers],
+    start_gateway: StartGateway,
+) -> None:
     """Capture through a real gateway to the Redis bus, two workers, one run, and the gateway
     (following the registry on Redis) serving the promoted version."""
     bus = redis_backend.url()
@@ -145,13 +157,18 @@ def test_the_loop_on_redis_with_two_workers_runs_once_and_the_gateway_serves_it(
 
 @pytest.mark.parametrize("stage", ["train", "evaluate"])
 def test_a_killed_worker_resumes_the_run_at_its_stage(
-    stage: str, sim: RunningSim, tiny_model_dir: Path, tmp_path: Path,
+    stage: str,
+    sim: RunningSim,
+    tiny_model_dir: Path,
+    tmp_path: Path,
     workers: Callable[[Path], Workers],
-) -> None:  # fmt: skip
+) -> None:
     bus = f"sqlite:///{tmp_path / 'events.db'}"
     asyncio.run(_capture(bus, 30))
-    slow = {"train": {"max_steps": 60, "save_steps": 2},  # several seconds of training
-            "evaluate": {"rate_limit_per_minute": 300}}  # 5 judge calls a second  # fmt: skip
+    slow = {
+        "train": {"max_steps": 60, "save_steps": 2},  # several seconds of training
+        "evaluate": {"rate_limit_per_minute": 300},
+    }  # 5 judge calls a second
     config = pipeline_yaml(tmp_path, bus, tiny_model_dir, sim.url, **{stage: slow[stage]})
     pool = workers(config)
     first = pool.start()

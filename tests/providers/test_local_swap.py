@@ -41,8 +41,14 @@ def ask(text: str) -> ChatRequest:
 
 
 def local(model: Path, adapter: Path | None = None, **kw: int) -> LocalProvider:
-    config = LocalBackend(type="local", model=str(model), device="cpu", max_new_tokens=24,
-                          adapter=str(adapter) if adapter else None, **kw)  # fmt: skip
+    config = LocalBackend(
+        type="local",
+        model=str(model),
+        device="cpu",
+        max_new_tokens=24,
+        adapter=str(adapter) if adapter else None,
+        **kw,
+    )
     return LocalProvider("gemma", config)
 
 

@@ -45,9 +45,13 @@ def test_demo_tells_the_whole_story_and_keeps_running(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        refused = subprocess.run(demo("--port", str(port), "--sim-port", str(sim_port)),
-                                 cwd=tmp_path, capture_output=True, text=True,
-                                 timeout=60)  # fmt: skip
+        refused = subprocess.run(
+            demo("--port", str(port), "--sim-port", str(sim_port)),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
     assert f"127.0.0.1:{port} is not free" in refused.stderr and "--port" in refused.stderr
@@ -56,8 +60,11 @@ def test_demo_tells_the_whole_story_and_keeps_running(tmp_path: Path) -> None:
     log = (tmp_path / "stderr.log").open("w+")  # a file: a full pipe would stall the demo
     proc = subprocess.Popen(
         demo("--port", str(port), "--sim-port", str(sim_port), "--keep-running"),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=log, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     assert proc.stdout is not None
     lines: list[str] = []
     try:
@@ -92,8 +99,9 @@ def test_demo_tells_the_whole_story_and_keeps_running(tmp_path: Path) -> None:
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", version), version
 
     # The gateway stayed up and serves the promoted version; the state is the demo's own.
-    assert re.search(rf'^standby_fallback_model_info{{.*version="{version}".*}} 1\.0$', metrics,
-                     re.MULTILINE), metrics  # fmt: skip
+    assert re.search(
+        rf'^standby_fallback_model_info{{.*version="{version}".*}} 1\.0$', metrics, re.MULTILINE
+    ), metrics
     assert "stopping" in rest
     assert (tmp_path / ".standby" / "tiny-gemma" / "config.json").is_file()
     assert (tmp_path / ".standby" / "demo" / "events.db").is_file()

@@ -33,8 +33,10 @@ async def test_redis_url_options() -> None:
     bus = open_bus("redis://:pw@127.0.0.1:6379/3?prefix=app:&maxlen=0&socket_timeout=9")
     assert isinstance(bus, RedisBus)
     assert (bus.prefix, bus.maxlen, bus.url) == (
-        "app:", 0, "redis://:***@127.0.0.1:6379/3?prefix=app:&maxlen=0&socket_timeout=9",
-    )  # fmt: skip
+        "app:",
+        0,
+        "redis://:***@127.0.0.1:6379/3?prefix=app:&maxlen=0&socket_timeout=9",
+    )
     default = open_bus("redis://127.0.0.1:6379/0")
     assert isinstance(default, RedisBus)
     assert (default.prefix, default.maxlen) == (DEFAULT_PREFIX, DEFAULT_MAXLEN)

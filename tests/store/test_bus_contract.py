@@ -103,8 +103,10 @@ async def test_publish_encoded_stores_the_bodies_as_given(bus: Bus) -> None:
     same as events published as models; an oversized body is refused before anything is
     written."""
     data = inference_event(0).data.model_dump(mode="json")
-    bodies = [encode_inference_completed({**data, "request_id": f"e{i}"}, source="tests")
-              for i in range(3)]  # fmt: skip
+    bodies = [
+        encode_inference_completed({**data, "request_id": f"e{i}"}, source="tests")
+        for i in range(3)
+    ]
     await bus.publish_encoded(TOPIC, bodies)
     got = await bus.consume(TOPIC, "g", "c")
     assert request_ids(got) == ["e0", "e1", "e2"]

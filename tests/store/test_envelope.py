@@ -102,9 +102,14 @@ def test_breaker_and_pipeline_events_round_trip() -> None:
     assert decode_event(encode_event(breaker)) == breaker
     assert decode_event(encode_event(promoted)) == promoted
     assert set(EVENT_TYPES) == {
-        "inference.completed", "breaker.changed", "dataset.snapshot_created",
-        "training.completed", "evaluation.completed", "model.promoted", "model.rolled_back",
-    }  # fmt: skip
+        "inference.completed",
+        "breaker.changed",
+        "dataset.snapshot_created",
+        "training.completed",
+        "evaluation.completed",
+        "model.promoted",
+        "model.rolled_back",
+    }
     for kind in EVENT_TYPES[2:]:
         assert decode_event(encode_event(PipelineEvent(type=kind, source="p"))).type == kind  # type: ignore[arg-type]
 

@@ -9,8 +9,13 @@ from standby.store.registry import ModelVersion, Registry, RegistryError
 
 
 def version(v: str, backend: str = "gemma") -> ModelVersion:
-    return ModelVersion(version=v, backend=backend, adapter=f"/adapters/{v}",
-                        base_model="google/gemma-3-1b-it", scores={"similarity": 90.0})  # fmt: skip
+    return ModelVersion(
+        version=v,
+        backend=backend,
+        adapter=f"/adapters/{v}",
+        base_model="google/gemma-3-1b-it",
+        scores={"similarity": 90.0},
+    )
 
 
 async def test_register_promote_retire_and_roll_back(registry: Registry) -> None:

@@ -28,15 +28,36 @@ def test_the_example_config_loads_and_seed_parity_flags_win() -> None:
     add_config_flags(parser, SynthConfig)
     args = parser.parse_args(
         [
-            "--from-config", str(REPO / "config" / "synth.yaml"),
-            "--service-llm-provider", "litellm", "--service-model-name", "openai/gpt-4o",
-            "--service-llm-api-key", "sk-1", "--rate-limit-per-minute", "30",
-            "--reference-ds-id", "HuggingFaceH4/no_robots", "--reference-ds-split", "train",
-            "--num-samples", "7", "--seed", "3", "--topic", "cooking", "--gen-workers", "2",
-            "--push-synth-ds-to-hf-hub", "--synth-ds-id", "org/synth",
-            "--synth-ds-split", "synth", "--no-synth-ds-append",
+            "--from-config",
+            str(REPO / "config" / "synth.yaml"),
+            "--service-llm-provider",
+            "litellm",
+            "--service-model-name",
+            "openai/gpt-4o",
+            "--service-llm-api-key",
+            "sk-1",
+            "--rate-limit-per-minute",
+            "30",
+            "--reference-ds-id",
+            "HuggingFaceH4/no_robots",
+            "--reference-ds-split",
+            "train",
+            "--num-samples",
+            "7",
+            "--seed",
+            "3",
+            "--topic",
+            "cooking",
+            "--gen-workers",
+            "2",
+            "--push-synth-ds-to-hf-hub",
+            "--synth-ds-id",
+            "org/synth",
+            "--synth-ds-split",
+            "synth",
+            "--no-synth-ds-append",
         ]
-    )  # fmt: skip
+    )
     cfg = resolve_config(SynthConfig, args)
     from_file = SynthConfig.model_validate(yaml.safe_load((REPO / "config/synth.yaml").read_text()))
     assert from_file.synth_ds_append and from_file.num_samples == 100
@@ -57,12 +78,26 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def common(sim: RunningSim, reference: Path, out: Path) -> list[str]:
     return [
-        "--from-config", str(REPO / "config" / "synth.yaml"),
-        "--service-llm-base-url", sim.url, "--service-llm-api-key", "any",
-        "--rate-limit-per-minute", "60000", "--service-llm-backoff-s", "0.01",
-        "--reference-ds-id", str(reference), "--output-dir", str(out),
-        "--num-samples", str(len(TRAIN)), "--seeds-per-request", "1", "--no-progress",
-    ]  # fmt: skip
+        "--from-config",
+        str(REPO / "config" / "synth.yaml"),
+        "--service-llm-base-url",
+        sim.url,
+        "--service-llm-api-key",
+        "any",
+        "--rate-limit-per-minute",
+        "60000",
+        "--service-llm-backoff-s",
+        "0.01",
+        "--reference-ds-id",
+        str(reference),
+        "--output-dir",
+        str(out),
+        "--num-samples",
+        str(len(TRAIN)),
+        "--seeds-per-request",
+        "1",
+        "--no-progress",
+    ]
 
 
 @pytest.fixture
@@ -83,9 +118,16 @@ def test_push_appends_then_replaces_on_the_hub(
     def once(offset: int, *extra: str) -> dict[str, object]:
         sim.sim.reset()
         script_each_seed(sim, {s: items(new_item(i + offset)) for i, s in enumerate(TRAIN)})
-        argv = [*common(sim, reference, tmp_path / "out"), "--push-synth-ds-to-hf-hub",
-                "--synth-ds-id", "team/synth", "--hub-endpoint", hub.url, "--json",
-                *extra]  # fmt: skip
+        argv = [
+            *common(sim, reference, tmp_path / "out"),
+            "--push-synth-ds-to-hf-hub",
+            "--synth-ds-id",
+            "team/synth",
+            "--hub-endpoint",
+            hub.url,
+            "--json",
+            *extra,
+        ]
         code, out, err = run(capsys, *argv)
         assert code == 0, err
         summary: dict[str, object] = json.loads(out)
@@ -101,8 +143,19 @@ def test_push_appends_then_replaces_on_the_hub(
     shards = sorted(p for p in files if p.endswith(".parquet"))
     assert len(shards) == 2 and all(p.startswith("data/train_sft-") for p in shards)
     table = pq.read_table(io.BytesIO(files[shards[0]]))
-    assert {"prompt", "prompt_id", "messages", "category", "source", "generator", "seed_ids",
-            "seed_prompt", "topic", "created_at", "run_id"} <= set(table.column_names)  # fmt: skip
+    assert {
+        "prompt",
+        "prompt_id",
+        "messages",
+        "category",
+        "source",
+        "generator",
+        "seed_ids",
+        "seed_prompt",
+        "topic",
+        "created_at",
+        "run_id",
+    } <= set(table.column_names)
     once(0, "--no-synth-ds-append")
     shards = [p for p in hub.repos["team/synth"].files if p.endswith(".parquet")]
     assert len(shards) == 1
@@ -116,8 +169,9 @@ def test_problems_are_one_line(
     code, _, err = run(capsys, *common(sim, reference, tmp_path / "o"), "--push-synth-ds-to-hf-hub")
     assert code == 2 and "--push-synth-ds-to-hf-hub needs --synth-ds-id" in err
     missing = tmp_path / "no-such-report.json"
-    code, _, err = run(capsys, *common(sim, reference, tmp_path / "o"), "--from-evaluation",
-                       str(missing))  # fmt: skip
+    code, _, err = run(
+        capsys, *common(sim, reference, tmp_path / "o"), "--from-evaluation", str(missing)
+    )
     assert (
         code == 2 and err == f"standby: error: {missing}: no such evaluation report or rows file\n"
     )

@@ -223,8 +223,14 @@ def eval_rows(folder: Path, scores: dict[str, float]) -> Path:
         }
         for prompt, score in scores.items()
     ]
-    rows.append({"instructions": "Unscored row", "target_responses": "t",
-                 "similarity": None, "precision": None})  # fmt: skip
+    rows.append(
+        {
+            "instructions": "Unscored row",
+            "target_responses": "t",
+            "similarity": None,
+            "precision": None,
+        }
+    )
     rows_file = write_jsonl(folder / "eval.jsonl", rows)
     report = {"source": {"eval_rows": str(rows_file)}, "rows": len(rows), "worst": []}
     (folder / "report.json").write_text(json.dumps(report))
@@ -244,8 +250,15 @@ def test_targeted_mode_seeds_from_the_lowest_scoring_rows(
             worst[1]: items(new_item(1)),
         },
     )
-    cfg = settings(sim, reference, tmp_path / "out", from_evaluation=str(report), worst_rows=2,
-                   num_samples=4, items_per_request=2)  # fmt: skip
+    cfg = settings(
+        sim,
+        reference,
+        tmp_path / "out",
+        from_evaluation=str(report),
+        worst_rows=2,
+        num_samples=4,
+        items_per_request=2,
+    )
     summary = run_synth(cfg)
 
     rows = read_rows(tmp_path / "out" / "train_sft.jsonl")
@@ -264,8 +277,15 @@ def run_twice(
     for i, s in enumerate(TRAIN):
         pair = new_item(i)
         sim.sim.script([json.dumps({"items": [{"instruction": pair[0]}]})], match=s)
-    cfg = settings(sim, reference, tmp_path / name, seed=seed, mode="two-stage",
-                   num_samples=5, seeds_per_request=1)  # fmt: skip
+    cfg = settings(
+        sim,
+        reference,
+        tmp_path / name,
+        seed=seed,
+        mode="two-stage",
+        num_samples=5,
+        seeds_per_request=1,
+    )
     run_synth(cfg)
     sim.sim.reset()
     rows = read_rows(tmp_path / name / "train_sft.jsonl")
@@ -346,8 +366,9 @@ def test_the_pair_store_as_reference_and_its_test_split(sim: RunningSim, tmp_pat
     target = held_out[0]
     sim.sim.script([items((f"{target} Please.", "x"))] * 20)
     store_url = f"sqlite:///{tmp_path / 'pairs.db'}"
-    summary = run_synth(settings(sim, tmp_path, tmp_path / "out", reference_ds_id=store_url,
-                                 num_samples=len(train)))  # fmt: skip
+    summary = run_synth(
+        settings(sim, tmp_path, tmp_path / "out", reference_ds_id=store_url, num_samples=len(train))
+    )
     d = summary.as_dict()
     assert (d["reference_rows"], d["test_prompts"]) == (len(train), len(held_out))
     assert d["contaminated"] == len(train) and d["kept"] == 0

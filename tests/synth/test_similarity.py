@@ -38,8 +38,10 @@ def test_near_duplicates_but_not_related_prompts() -> None:
 
 
 def test_decontamination_kinds() -> None:
-    test = ["Write a haiku about autumn leaves falling in the park.",
-            "How do vaccines train the immune system to fight viruses?"]  # fmt: skip
+    test = [
+        "Write a haiku about autumn leaves falling in the park.",
+        "How do vaccines train the immune system to fight viruses?",
+    ]
     d = Decontaminator(test, threshold=0.6, ngram=6)
     exact = d.match("write a HAIKU about autumn leaves falling in the park")
     assert exact is not None and exact.how == "exact"

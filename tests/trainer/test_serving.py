@@ -43,14 +43,18 @@ def test_the_gateway_serves_the_trained_adapter(
             "server": {"host": "127.0.0.1", "port": 0, "api_keys": []},
             "backends": {
                 "gemma": {
-                    "type": "local", "model": str(tiny_model_dir), "adapter": str(adapter),
-                    "device": "cpu", "threads": 1, "max_new_tokens": MAX_NEW,
+                    "type": "local",
+                    "model": str(tiny_model_dir),
+                    "adapter": str(adapter),
+                    "device": "cpu",
+                    "threads": 1,
+                    "max_new_tokens": MAX_NEW,
                 }
             },
             "routes": {ROUTE: ["gemma"]},
             "capture": {"enabled": False},
         }
-    )  # fmt: skip
+    )
     messages = [
         {"role": "system", "content": "Answer in one sentence."},
         {"role": "user", "content": "What comes after 12?"},
