@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from standby.data.cli import register
-from standby.errors import ConfigError, GatewayError
+from standby.errors import ConfigError, StandbyError
 from standby.evaluator.cli import register_evaluator
 from standby.pipeline.cli import register_pipeline
 from standby.pipeline.models_cli import register_models
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (ConfigError, GatewayError) as e:
+    except (ConfigError, StandbyError) as e:
         print(f"standby: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # port taken, unreadable file...

@@ -100,11 +100,11 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {first}"[:limit]
 
 
-class ConfigError(GatewayError):
+class ConfigError(StandbyError):
     """The configuration cannot be used; the message is one line naming file, field, problem."""
 
 
-class RequestError(GatewayError):
+class RequestError(StandbyError):
     """The client's request is invalid; maps to an OpenAI error body."""
 
     status: int = 400
@@ -153,7 +153,7 @@ class RateLimited(RequestError):
         self.retry_after = retry_after
 
 
-class UpstreamError(GatewayError):
+class UpstreamError(StandbyError):
     """A backend failed. ``reason`` is the fixed metric label; ``failover`` says whether the
     router should try the next backend; ``counts`` whether the breaker records a failure."""
 
@@ -238,7 +238,7 @@ class BreakerOpen(UpstreamError):
         super().__init__(backend, "circuit breaker open")
 
 
-class AllBackendsFailed(GatewayError):
+class AllBackendsFailed(StandbyError):
     """Every backend of a route failed; ``errors`` keeps each one in route order."""
 
     def __init__(self, route: str, errors: list[UpstreamError]) -> None:
@@ -255,7 +255,7 @@ class AllBackendsFailed(GatewayError):
         return max(1, int(min(known))) if known else 1
 
 
-class Overloaded(GatewayError):
+class Overloaded(StandbyError):
     """Refused before any backend was called: too many requests in flight (global or route
     ``max_concurrency``). A 503 with ``Retry-After``, so clients back off instead of queueing."""
 

@@ -34,7 +34,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from standby.data.pairs import SPLITS, DataError, Pair, PairStore
-from standby.errors import GatewayError
+from standby.errors import StandbyError
 
 Format = Literal["jsonl", "parquet", "hf"]
 FORMATS: tuple[Format, ...] = ("jsonl", "parquet", "hf")
@@ -184,7 +184,7 @@ def export(
 
 
 @contextmanager
-def hub_errors(repo_id: str, endpoint: str, error: type[GatewayError]) -> Iterator[None]:
+def hub_errors(repo_id: str, endpoint: str, error: type[StandbyError]) -> Iterator[None]:
     """The Hub client's failures as one-line ``error``s: the one place they are translated
     (dataset pushes here and in ``data/hub.py``, the trainer's adapter push)."""
     try:

@@ -27,7 +27,7 @@ from typing import Any, Literal, Self
 import orjson
 
 from standby.config import DataConfig
-from standby.errors import ConfigError, GatewayError
+from standby.errors import ConfigError, StandbyError
 from standby.store import new_event_id, sqlite
 from standby.store.urls import sqlite_file
 
@@ -54,7 +54,7 @@ PRAGMA user_version = 1;
 """
 
 
-class DataError(GatewayError):
+class DataError(StandbyError):
     """The pair store or an export cannot be used; the message is one line."""
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from standby.errors import ConfigError, GatewayError, UpstreamError
+from standby.errors import ConfigError, StandbyError, UpstreamError
 from standby.evaluator.config import BatchInferConfig
 from standby.protocol import ChatRequest, Message
 from standby.providers.base import Provider, build_provider
@@ -384,7 +384,7 @@ async def batch_infer(cfg: BatchInferConfig) -> BatchInferResult:
     generated, tokens, errors, gen_s = await _generate(cfg, model, rows, done, out / PROGRESS)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise GatewayError(
+        raise StandbyError(
             f"{len(errors)} rows got no answer, e.g. {errors[0]}{more}; the others are saved in "
             f"{out / PROGRESS}: run the same command again to retry only the missing rows"
         )
@@ -443,7 +443,7 @@ def _ordered(progress: Path, rows: list[TestRow], repeat: int) -> list[dict[str,
         got[(row["sample_id"], int(row["repeat_index"]))] = row
     missing = [(r.sample_id, i) for i in range(repeat) for r in rows if (r.sample_id, i) not in got]
     if missing:
-        raise GatewayError(f"{progress}: {len(missing)} answers missing, e.g. {missing[0]}")
+        raise StandbyError(f"{progress}: {len(missing)} answers missing, e.g. {missing[0]}")
     return [{c: got[(r.sample_id, i)][c] for c in COLUMNS} for i in range(repeat) for r in rows]
 
 

@@ -103,11 +103,18 @@ class RequestRecord:
         assert self.chat is not None
         self.capture.offer(
             Captured(
-                self.request_id, outcome, self.chat, self.response, self.finish_reason,
-                self.usage, time.perf_counter() - self.started, self.stream, self.key_id,
+                self.request_id,
+                outcome,
+                self.chat,
+                self.response,
+                self.finish_reason,
+                self.usage,
+                time.perf_counter() - self.started,
+                self.stream,
+                self.key_id,
                 self.model_version,
             )
-        )  # fmt: skip
+        )
 
     def _line(self, outcome: Outcome, status: int, label: str) -> str:
         usage = self.usage

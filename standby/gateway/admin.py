@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from standby.config import load_settings
-from standby.errors import ConfigError, GatewayError, RequestError, first_problem
+from standby.errors import ConfigError, RequestError, StandbyError, first_problem
 from standby.gateway.auth import server_digests
 from standby.gateway.breaker import State
 from standby.gateway.errors import JSON
@@ -76,8 +76,9 @@ async def _admin(
         done = await work(gw)
     except Exception as e:
         gw.metrics.admin_actions.labels(action, "error").inc()
-        log.warning("admin %s %s by key %s failed: %s", action, target[0], admin_id,
-                    type(e).__name__)  # fmt: skip
+        log.warning(
+            "admin %s %s by key %s failed: %s", action, target[0], admin_id, type(e).__name__
+        )
         raise
     gw.metrics.admin_actions.labels(action, "ok").inc()
     log.warning("admin %s %s by key %s", action, target[0], admin_id)
@@ -113,8 +114,9 @@ async def keys_reload(request: Request) -> Response:
         try:
             return _json(reload_keys(gw))
         except ConfigError as e:
-            raise RequestError(f"Keys not reloaded, the old keys stay: {e}",
-                               code="reload_failed") from None  # fmt: skip
+            raise RequestError(
+                f"Keys not reloaded, the old keys stay: {e}", code="reload_failed"
+            ) from None
 
     return await _admin(request, "keys_reload", ["-"], work)
 
@@ -148,7 +150,7 @@ async def _registry(gw: Gateway, work: Callable[[Registry, Any], Awaitable[Any]]
             done = await work(Registry(state), bus)
     except RegistryError as e:
         raise RequestError(str(e), code="registry_rejected") from None
-    except GatewayError as e:  # the registry's store is unreachable
+    except StandbyError as e:  # the registry's store is unreachable
         raise RequestError(f"registry unavailable: {e}", code="registry_unavailable") from None
     return {
         "backend": done.serving.backend,

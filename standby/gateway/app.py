@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from standby.config import Settings
-from standby.errors import GatewayError, RateLimited
+from standby.errors import RateLimited, StandbyError
 from standby.gateway.accounting import Accounting
 from standby.gateway.admin import admin_api
 from standby.gateway.admission import Admission
@@ -148,7 +148,7 @@ def create_api(gw: Gateway) -> FastAPI:
         # Every endpoint but chat (which has its own boundary, routes.serve_chat).
         return error_response(exc)
 
-    app.add_exception_handler(GatewayError, handle)
+    app.add_exception_handler(StandbyError, handle)
     app.add_exception_handler(HTTPException, handle)
     app.add_exception_handler(Exception, handle)
     _add_request_schema(app)

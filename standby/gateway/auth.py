@@ -66,15 +66,19 @@ def read_key_file(path: Path) -> list[bytes]:
 def server_digests(server: ServerConfig) -> tuple[list[bytes], list[bytes]]:
     """(gateway, admin) key digests of a server config, its key file read; a key that is both
     a gateway and an admin key is an error."""
-    keys = [digest_of(k.get_secret_value(), f"server.api_keys[{i}]")
-            for i, k in enumerate(server.api_keys)]  # fmt: skip
+    keys = [
+        digest_of(k.get_secret_value(), f"server.api_keys[{i}]")
+        for i, k in enumerate(server.api_keys)
+    ]
     if server.api_keys_file is not None:
         try:
             keys += read_key_file(server.api_keys_file)
         except ConfigError as e:
             raise ConfigError(f"server.api_keys_file: {e}") from None
-    admin = [digest_of(k.get_secret_value(), f"server.admin_keys[{i}]")
-             for i, k in enumerate(server.admin_keys)]  # fmt: skip
+    admin = [
+        digest_of(k.get_secret_value(), f"server.admin_keys[{i}]")
+        for i, k in enumerate(server.admin_keys)
+    ]
     if set(keys) & set(admin):
         raise ConfigError("server.admin_keys: an admin key is also a gateway key; use another")
     return keys, admin

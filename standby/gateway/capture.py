@@ -33,8 +33,8 @@ import orjson
 from standby.config import CaptureConfig
 from standby.errors import ConfigError
 from standby.gateway.capture_writer import batch_frame, frame, read_frame
+from standby.gateway.failover import Outcome
 from standby.gateway.metrics import Metrics
-from standby.gateway.router import Outcome
 from standby.protocol import ChatRequest, FinishReason, Usage
 from standby.store import MAX_EVENT_BYTES, BusError
 from standby.store.envelope import InferenceCompletedJSON
@@ -117,9 +117,12 @@ class WriterProcess:
         """Start a writer and wait until its bus is open: a bad URL or an unusable bus is the
         writer's one-line ConfigError / BusError, raised here."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "standby.gateway.capture_writer",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "standby.gateway.capture_writer",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
         writer = cls(proc)
         try:
             writer.stdin.write(frame(config.model_dump(mode="json")))
@@ -278,8 +281,9 @@ class Capture:
                 if code or lost:
                     log.error("capture: the writer exited with code %s, %d events lost", code, lost)
                 return
-            log.error("capture: the writer exited with code %s, %d events lost; restarting",
-                      code, lost)  # fmt: skip
+            log.error(
+                "capture: the writer exited with code %s, %d events lost; restarting", code, lost
+            )
             self._writer = await self._restart()
             self._progress.set()
             self._send()

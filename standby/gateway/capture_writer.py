@@ -189,8 +189,10 @@ class Writer:
                 if bodies:
                     await self.bus.publish_encoded("inference.completed", bodies)
             except BusError as e:
-                self.log(logging.ERROR, f"capture: writing {len(bodies)} events failed ({e}), "
-                                        f"try {attempt}")  # fmt: skip
+                self.log(
+                    logging.ERROR,
+                    f"capture: writing {len(bodies)} events failed ({e}), try {attempt}",
+                )
                 if attempt < RETRIES:
                     await asyncio.sleep(0.1 * 2**attempt)
             else:

@@ -26,8 +26,14 @@ class Children:
         return child
 
 
-ADMIN_ACTIONS = ("breaker_open", "breaker_close", "breaker_reset", "keys_reload",
-                 "model_promote", "model_rollback")  # fmt: skip
+ADMIN_ACTIONS = (
+    "breaker_open",
+    "breaker_close",
+    "breaker_reset",
+    "keys_reload",
+    "model_promote",
+    "model_rollback",
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -39,77 +45,108 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "standby_requests", "Requests answered, by the backend that answered.",
-            ["route", "backend", "outcome"], registry=r,
-        )  # fmt: skip
+            "standby_requests",
+            "Requests answered, by the backend that answered.",
+            ["route", "backend", "outcome"],
+            registry=r,
+        )
         self.fallbacks = Counter(
-            "standby_fallbacks", "Requests moved from one backend to the next.",
-            ["route", "from_backend", "to_backend", "reason"], registry=r,
-        )  # fmt: skip
+            "standby_fallbacks",
+            "Requests moved from one backend to the next.",
+            ["route", "from_backend", "to_backend", "reason"],
+            registry=r,
+        )
         self.upstream_errors = Counter(
-            "standby_upstream_errors", "Failures of each backend (also when another answered).",
-            ["backend", "reason"], registry=r,
-        )  # fmt: skip
+            "standby_upstream_errors",
+            "Failures of each backend (also when another answered).",
+            ["backend", "reason"],
+            registry=r,
+        )
         self.duration = Histogram(
-            "standby_request_duration_seconds", "Whole request duration.",
-            ["route", "backend"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "standby_request_duration_seconds",
+            "Whole request duration.",
+            ["route", "backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.ttft = Histogram(
-            "standby_time_to_first_token_seconds", "Time to the first streamed token.",
-            ["route", "backend"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "standby_time_to_first_token_seconds",
+            "Time to the first streamed token.",
+            ["route", "backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter(
-            "standby_tokens", "Tokens in and out, as the backend reported them.",
-            ["backend", "type"], registry=r,
-        )  # fmt: skip
+            "standby_tokens",
+            "Tokens in and out, as the backend reported them.",
+            ["backend", "type"],
+            registry=r,
+        )
         self.breaker_state = Gauge(
-            "standby_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.",
-            ["backend"], registry=r,
-        )  # fmt: skip
+            "standby_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["backend"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "standby_in_flight_requests", "Requests being served now.", ["route"], registry=r
         )
         self.rejected = Counter(
-            "standby_rejected_requests", "Requests refused at once: route or global "
-            "max_concurrency reached (503 overloaded).", ["route", "scope"], registry=r,
-        )  # fmt: skip
+            "standby_rejected_requests",
+            "Requests refused at once: route or global max_concurrency reached (503 overloaded).",
+            ["route", "scope"],
+            registry=r,
+        )
         self.rate_limited = Counter(
-            "standby_rate_limited", "Requests refused with 429: over server.rate_limit_per_key.",
-            ["key_id"], registry=r,
-        )  # fmt: skip
+            "standby_rate_limited",
+            "Requests refused with 429: over server.rate_limit_per_key.",
+            ["key_id"],
+            registry=r,
+        )
         self.admin_actions = Counter(
-            "standby_admin_actions", "Calls of the /admin endpoints, by action and outcome.",
-            ["action", "outcome"], registry=r,
-        )  # fmt: skip
+            "standby_admin_actions",
+            "Calls of the /admin endpoints, by action and outcome.",
+            ["action", "outcome"],
+            registry=r,
+        )
         self.key_reloads = Counter(
-            "standby_key_reloads", "Key reloads (SIGHUP or /admin/keys/reload), by outcome.",
-            ["outcome"], registry=r,
-        )  # fmt: skip
+            "standby_key_reloads",
+            "Key reloads (SIGHUP or /admin/keys/reload), by outcome.",
+            ["outcome"],
+            registry=r,
+        )
         for outcome in ("ok", "error"):  # at zero, so the first one shows in rate()
             self.key_reloads.labels(outcome)
             for action in ADMIN_ACTIONS:
                 self.admin_actions.labels(action, outcome)
         self.backend_ready = Gauge(
-            "standby_backend_ready", "1 when the backend can take requests now.",
-            ["backend"], registry=r,
-        )  # fmt: skip
+            "standby_backend_ready",
+            "1 when the backend can take requests now.",
+            ["backend"],
+            registry=r,
+        )
 
         self.fallback_model_score = Gauge(
             "standby_fallback_model_score",
             "Judge score (1-100) of the serving fallback model, from its standby-model.json.",
-            ["criterion"], registry=r,
-        )  # fmt: skip
+            ["criterion"],
+            registry=r,
+        )
         self.capture_events = Counter(
-            "standby_capture_events", "Captured answers: written to the bus, filtered or dropped.",
-            ["outcome"], registry=r,
-        )  # fmt: skip
+            "standby_capture_events",
+            "Captured answers: written to the bus, filtered or dropped.",
+            ["outcome"],
+            registry=r,
+        )
         self.capture_queue_depth = Gauge(
             "standby_capture_queue_depth", "Captured answers waiting to be written.", registry=r
         )
         self.fallback_model_info = Gauge(
-            "standby_fallback_model_info", "The model serving the local fallback (value 1).",
-            ["version", "base_model"], registry=r,
-        )  # fmt: skip
+            "standby_fallback_model_info",
+            "The model serving the local fallback (value 1).",
+            ["version", "base_model"],
+            registry=r,
+        )
 
         self.c_requests = Children(self.requests)
         self.c_duration = Children(self.duration)

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Mapping
 
 from standby.config import Settings
-from standby.errors import GatewayError
+from standby.errors import StandbyError
 from standby.gateway.metrics import Metrics
 from standby.providers.hotswap import (
     AdapterLoadError,
@@ -77,7 +77,7 @@ class ModelFollower:
         for name, provider in self.providers.items():
             try:
                 wanted = await registry.serving(name)
-            except GatewayError as e:
+            except StandbyError as e:
                 log.warning("registry: cannot read the serving version of %s: %s", name, e)
                 continue
             if wanted is None:
@@ -96,7 +96,7 @@ class ModelFollower:
     async def _swap(self, name: str, provider: AdapterSwapping, wanted: ModelVersion) -> None:
         try:
             await provider.swap_adapter(wanted.adapter, wanted.adapter_revision)
-        except GatewayError as e:
+        except StandbyError as e:
             log.error("registry: %s cannot serve %s: %s", name, wanted.version, e)
             self._failed[name] = wanted.version
             return

@@ -56,22 +56,35 @@ async def sse_body(
                     delta["role"] = "assistant"
                     role_sent = True
                 out.append(
-                    sse(chunk_body(completion_id=completion_id, created=created, model=model,
-                                   delta=delta))
-                )  # fmt: skip
+                    sse(
+                        chunk_body(
+                            completion_id=completion_id, created=created, model=model, delta=delta
+                        )
+                    )
+                )
             if item.finish_reason is not None:
                 last = chunk_body(
-                    completion_id=completion_id, created=created, model=model,
+                    completion_id=completion_id,
+                    created=created,
+                    model=model,
                     delta={} if role_sent else {"role": "assistant", "content": ""},
                     finish_reason=item.finish_reason,
-                )  # fmt: skip
+                )
                 last["standby"] = stream.outcome.extra()
                 out.append(sse(last))
                 if include_usage and item.usage is not None:
                     out.append(
-                        sse(chunk_body(completion_id=completion_id, created=created, model=model,
-                                       delta={}, usage=item.usage, with_choice=False))
-                    )  # fmt: skip
+                        sse(
+                            chunk_body(
+                                completion_id=completion_id,
+                                created=created,
+                                model=model,
+                                delta={},
+                                usage=item.usage,
+                                with_choice=False,
+                            )
+                        )
+                    )
                 out.append(DONE)
                 status = "ok"
                 final = item
@@ -108,9 +121,12 @@ class SSEResponse(Response):
             # count, concurrency slot) is given back.
             piece = await anext(self.body_iterator, None)
             await send(
-                {"type": "http.response.start", "status": self.status_code,
-                 "headers": self.raw_headers}
-            )  # fmt: skip
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
             while piece is not None:
                 if disconnected.done():
                     break

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from standby.config import DataConfig
-from standby.errors import GatewayError
+from standby.errors import StandbyError
 from standby.pipeline import stages
 from standby.pipeline.config import PipelineConfig
 from standby.pipeline.lease import Lease, LeaseLost, worker_id
@@ -200,7 +200,7 @@ class Controller:
         registry = Registry(state)
         serving = None
         if run.get("serving_at_start"):
-            with contextlib.suppress(GatewayError):
+            with contextlib.suppress(StandbyError):
                 serving = await registry.get(run["serving_at_start"])
         folder = self.config.work_dir / "runs" / run["id"]
         folder.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from typing import Any
 from standby.config import DataConfig
 from standby.data.pairs import DataError, PairStore, prompt_id_of
 from standby.data.sources import instruction_and_target
-from standby.errors import GatewayError
+from standby.errors import StandbyError
 from standby.pipeline.config import PipelineConfig
 from standby.store import Bus, InferenceCompleted
 from standby.store.promotion import rollback
@@ -139,7 +139,7 @@ class OnlineCheck:
         reason = f"online score over {len(recent)} answers: {', '.join(low)}"
         try:
             done = await rollback(self.registry, self.bus, self.config.backend, reason)
-        except GatewayError as e:  # nothing to roll back to: say so, keep serving
+        except StandbyError as e:  # nothing to roll back to: say so, keep serving
             log.error("online check: %s is below the gate (%s) but %s", version.version, reason, e)
             self.metrics.runs.labels("online_check", "below_gate").inc()
             return
@@ -163,6 +163,6 @@ class OnlineCheck:
                 while not stop.is_set():
                     try:
                         await self.step(judge, store, block_s=1.0)
-                    except GatewayError as e:
+                    except StandbyError as e:
                         log.warning("online check: %s", e)
                         await asyncio.sleep(self.config.poll_s)

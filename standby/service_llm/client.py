@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from standby.config import GeminiBackend, LiteLLMBackend, Timeouts
 from standby.errors import (
     CLIENT_STATUSES,
-    GatewayError,
+    StandbyError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
@@ -52,7 +52,7 @@ REASK = (
 _ECHO_LIMIT = 4000  # characters of a bad answer quoted back in the re-ask
 
 
-class ServiceLLMError(GatewayError):
+class ServiceLLMError(StandbyError):
     """A call to the service LLM failed for good."""
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uvicorn
 
 from standby.config import Settings
-from standby.errors import GatewayError
+from standby.errors import StandbyError
 from standby.gateway.app import Gateway
 from standby.gateway.server import run_gateway
 from standby.sim.background import BackgroundServer
@@ -35,7 +35,7 @@ class GatewayThread(BackgroundServer):
         try:
             super().start(timeout)
         except RuntimeError as e:
-            if isinstance(e.__cause__, GatewayError):
+            if isinstance(e.__cause__, StandbyError):
                 raise e.__cause__ from None
             raise
         return self

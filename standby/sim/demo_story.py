@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from standby.errors import ConfigError, GatewayError
+from standby.errors import ConfigError, StandbyError
 from standby.pipeline.config import PipelineConfig
 from standby.sim.demo_report import Scrape, Steps, counts, scrape
 
@@ -195,7 +195,7 @@ class Story:
             if backend == "gemini":
                 return time.monotonic() - start
             if time.monotonic() - start > limit_s:
-                raise GatewayError(f"Gemini did not answer again within {limit_s:.0f} s")
+                raise StandbyError(f"Gemini did not answer again within {limit_s:.0f} s")
             time.sleep(0.5)
 
     # -- 4: retrain, judge, gate, promote -------------------------------------------------------
@@ -206,11 +206,11 @@ class Story:
             config = pipeline_config(self.state_dir, self.model_dir, self.sim)
             run = asyncio.run(_run_pipeline(config, self.steps))
             if run is None:
-                raise GatewayError("the pipeline did not start a run (its lease is held)")
+                raise StandbyError("the pipeline did not start a run (its lease is held)")
             if run["status"] != "done" or run.get("decision") != "promoted":
                 gate = run["stages"].get("gate", {}).get("result", {})
                 why = run.get("error") or "; ".join(gate.get("reasons", [])) or run.get("decision")
-                raise GatewayError(
+                raise StandbyError(
                     f"the pipeline run ended {run['status']} at {run['stage']}: {why}"
                 )
             results = {k: v["result"] for k, v in run["stages"].items()}
@@ -244,7 +244,7 @@ class Story:
                 )
                 return
             if time.monotonic() > deadline:
-                raise GatewayError(f"only {handled:.0f} of {self.sent} answers were captured")
+                raise StandbyError(f"only {handled:.0f} of {self.sent} answers were captured")
             time.sleep(0.1)
 
     # -- 5: the gateway follows the registry ----------------------------------------------------
@@ -259,7 +259,7 @@ class Story:
                 if any(i.get("version") == version for i in info):
                     break
                 if time.monotonic() > deadline:
-                    raise GatewayError(f"the gateway did not load {version} in {limit_s:.0f} s")
+                    raise StandbyError(f"the gateway did not load {version} in {limit_s:.0f} s")
                 time.sleep(0.2)
             self.result["serving"] = "yes"
             score = m.by("standby_fallback_model_score", "criterion")

@@ -1,6 +1,6 @@
 """Errors of the event bus, under the one hierarchy of ``standby.errors``.
 
-    GatewayError
+    StandbyError
      └── BusError              the bus cannot be used: unreachable, disk full, read-only, corrupt
           ├── EventTooLarge    an encoded event is over MAX_EVENT_BYTES; nothing was written
           └── MalformedEvent   bytes that are not a valid event envelope
@@ -12,10 +12,10 @@ never carry secrets: URLs are shown with their password removed.
 
 from __future__ import annotations
 
-from standby.errors import GatewayError
+from standby.errors import StandbyError
 
 
-class BusError(GatewayError):
+class BusError(StandbyError):
     """The event bus failed; the message names the bus (URL without password) and the cause."""
 
     def __init__(self, message: str, *, reason: str = "error") -> None:

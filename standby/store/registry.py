@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from standby.errors import GatewayError
+from standby.errors import StandbyError
 from standby.store.state import StateStore
 
 Status = Literal["candidate", "serving", "rejected", "retired"]
 KEY = "registry"
 
 
-class RegistryError(GatewayError):
+class RegistryError(StandbyError):
     """A registry operation that cannot be done (unknown version, nothing to roll back to)."""
 
 

@@ -15,14 +15,14 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from standby.config import CaptureConfig
-from standby.errors import GatewayError
+from standby.errors import StandbyError
 from standby.toolconfig import ToolConfig
 
 GEMMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
-class TrainError(GatewayError):
+class TrainError(StandbyError):
     """Training cannot start or finish: the message is one line naming what and why."""
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from standby.data.pairs import DataError
-from standby.errors import GatewayError
+from standby.errors import StandbyError
 from standby.hf_loading import model_path
 from standby.store.card import (
     FORMAT,
@@ -388,7 +388,7 @@ def finish(cfg: TrainConfig, placement: Placement, card: ModelCard, began: float
     if cfg.publish_event:
         try:
             event_id = publish_completed(cfg.bus, cfg.output_dir, card)
-        except GatewayError as e:  # BusError, or ConfigError for a bad bus URL
+        except StandbyError as e:  # BusError, or ConfigError for a bad bus URL
             raise TrainError(f"{saved} publishing {TOPIC} failed: {e}") from None
         log.info("published %s (%s) on %s", TOPIC, event_id, safe_url(cfg.bus))
 

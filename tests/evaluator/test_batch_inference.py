@@ -19,7 +19,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from standby.errors import ConfigError, GatewayError
+from standby.errors import ConfigError, StandbyError
 from standby.evaluator.batch_inference import COLUMNS, PROGRESS, run_batch_inference
 from standby.evaluator.config import BatchInferConfig
 from standby.toolconfig import add_config_flags, resolve_config
@@ -134,7 +134,7 @@ def test_failed_rows_are_reported_and_retried_by_the_next_run(
         test_ds_id=str(test_data),
         output_dir=tmp_path / "o",
     )
-    with pytest.raises(GatewayError, match=r"1 rows got no answer, e.g. p0003"):
+    with pytest.raises(StandbyError, match=r"1 rows got no answer, e.g. p0003"):
         run_batch_inference(cfg)
     progress = tmp_path / "o" / PROGRESS
     assert len(progress.read_bytes().splitlines()) == 5

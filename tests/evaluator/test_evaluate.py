@@ -17,7 +17,7 @@ import orjson
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
-from standby.errors import ConfigError, GatewayError
+from standby.errors import ConfigError, StandbyError
 from standby.evaluator.batch_inference import COLUMNS
 from standby.evaluator.config import EvaluateConfig
 from standby.evaluator.evaluate import run_evaluation
@@ -287,6 +287,6 @@ def test_answers_without_the_columns_are_one_line_errors(sim: RunningSim, tmp_pa
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "batch_infer.jsonl").write_text('{"instructions": "x", "answer": "y"}\n')
-    with pytest.raises(GatewayError, match="missing columns target_responses, candidate_responses"):
+    with pytest.raises(StandbyError, match="missing columns target_responses, candidate_responses"):
         run_evaluation(config(sim, tmp_path, folder))
     assert sim.sim.stats()["requests"] == 0

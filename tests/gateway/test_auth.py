@@ -100,8 +100,10 @@ def test_key_config_problems_are_one_line(
 def test_rate_limit_per_key_answers_429_with_retry_after(
     sim: RunningSim, start_gateway: StartGateway
 ) -> None:
-    server = {"api_keys": ["key-a", "key-b"],
-              "rate_limit_per_key": {"requests_per_s": 0.5, "burst": 2}}  # fmt: skip
+    server = {
+        "api_keys": ["key-a", "key-b"],
+        "rate_limit_per_key": {"requests_per_s": 0.5, "burst": 2},
+    }
     gateway = start_gateway(base_config(sim.url, None), server=server)
     a = gateway.client(api_key="key-a")
     for _ in range(2):

@@ -43,8 +43,10 @@ def openai_error(r: httpx.Response) -> dict[str, object]:
 
 def nested(depth: int) -> bytes:
     return b'{"model":"%s","messages":[{"role":"user","content":%s"x"%s}]}' % (
-        ROUTE.encode(), b"[" * depth, b"]" * depth,
-    )  # fmt: skip
+        ROUTE.encode(),
+        b"[" * depth,
+        b"]" * depth,
+    )
 
 
 BAD_BODIES: dict[str, bytes] = {
@@ -62,55 +64,67 @@ BAD_BODIES: dict[str, bytes] = {
     "messages wrong type": orjson.dumps({"model": ROUTE, "messages": "hi"}),
     "messages empty": orjson.dumps({"model": ROUTE, "messages": []}),
     "message not object": orjson.dumps({"model": ROUTE, "messages": [1, 2]}),
-    "content wrong type": orjson.dumps({"model": ROUTE, "messages": [{"role": "user",
-                                                                      "content": 5}]}),
-    "content bad part": orjson.dumps({"model": ROUTE, "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "http://x"}}]}]}),
-    "unknown role": orjson.dumps({"model": ROUTE, "messages": [{"role": "wizard",
-                                                                "content": "x"}]}),
+    "content wrong type": orjson.dumps(
+        {"model": ROUTE, "messages": [{"role": "user", "content": 5}]}
+    ),
+    "content bad part": orjson.dumps(
+        {
+            "model": ROUTE,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "http://x"}}],
+                }
+            ],
+        }
+    ),
+    "unknown role": orjson.dumps(
+        {"model": ROUTE, "messages": [{"role": "wizard", "content": "x"}]}
+    ),
     "role missing": orjson.dumps({"model": ROUTE, "messages": [{"content": "x"}]}),
     "negative temperature": orjson.dumps({"model": ROUTE, "messages": [USER], "temperature": -1}),
     "NaN temperature": b'{"model":"%s","messages":[{"role":"user","content":"x"}],'
-                       b'"temperature":NaN}' % ROUTE.encode(),
+    b'"temperature":NaN}' % ROUTE.encode(),
     "Infinity top_p": b'{"model":"%s","messages":[{"role":"user","content":"x"}],'
-                      b'"top_p":Infinity}' % ROUTE.encode(),
+    b'"top_p":Infinity}' % ROUTE.encode(),
     "huge temperature": b'{"model":"%s","messages":[{"role":"user","content":"x"}],'
-                        b'"temperature":1e400}' % ROUTE.encode(),
+    b'"temperature":1e400}' % ROUTE.encode(),
     "negative max_tokens": orjson.dumps({"model": ROUTE, "messages": [USER], "max_tokens": -5}),
     "huge max_tokens": b'{"model":"%s","messages":[{"role":"user","content":"x"}],'
-                       b'"max_tokens":%s}' % (ROUTE.encode(), b"9" * 5000),
-    "max_tokens over 32 bits": orjson.dumps({"model": ROUTE, "messages": [USER],
-                                             "max_tokens": 2**31}),
+    b'"max_tokens":%s}' % (ROUTE.encode(), b"9" * 5000),
+    "max_tokens over 32 bits": orjson.dumps(
+        {"model": ROUTE, "messages": [USER], "max_tokens": 2**31}
+    ),
     "seed over 64 bits": b'{"model":"%s","messages":[{"role":"user","content":"x"}],'
-                         b'"seed":%d}' % (ROUTE.encode(), 2**64),
+    b'"seed":%d}' % (ROUTE.encode(), 2**64),
     "schema number over 64 bits": b'{"model":"%s","messages":[{"role":"user","content":"x"}],'
-                                  b'"response_format":{"type":"json_schema","json_schema":'
-                                  b'{"name":"n","schema":{"type":"integer","maximum":%d}}}}'
-                                  % (ROUTE.encode(), 2**64),
+    b'"response_format":{"type":"json_schema","json_schema":'
+    b'{"name":"n","schema":{"type":"integer","maximum":%d}}}}' % (ROUTE.encode(), 2**64),
     "n = 3": orjson.dumps({"model": ROUTE, "messages": [USER], "n": 3}),
     "stream wrong type": orjson.dumps({"model": ROUTE, "messages": [USER], "stream": [1]}),
     "stop too many": orjson.dumps({"model": ROUTE, "messages": [USER], "stop": list("abcde")}),
-    "bad response_format": orjson.dumps({"model": ROUTE, "messages": [USER],
-                                         "response_format": {"type": "xml"}}),
+    "bad response_format": orjson.dumps(
+        {"model": ROUTE, "messages": [USER], "response_format": {"type": "xml"}}
+    ),
     "unknown model": orjson.dumps({"model": "no-such-model", "messages": [USER]}),
     "invalid UTF-8": b'{"model":"%s","messages":[{"role":"user","content":"\xff\xfe\x80"}]}'
-                     % ROUTE.encode(),
+    % ROUTE.encode(),
     "lone surrogate": b'{"model":"%s","messages":[{"role":"user","content":"\\ud800"}]}'
-                      % ROUTE.encode(),
-    "NUL byte": b'{"model":"%s","messages":[{"role":"user","content":"a\x00b"}]}'
-                % ROUTE.encode(),
+    % ROUTE.encode(),
+    "NUL byte": b'{"model":"%s","messages":[{"role":"user","content":"a\x00b"}]}' % ROUTE.encode(),
     "deeply nested 100k": nested(100_000),
     "deeply nested 300": nested(300),
     "duplicate keys": b'{"model":"x","model":"%s","messages":[]}' % ROUTE.encode(),
     "over max_body_bytes": orjson.dumps({"model": ROUTE, "messages": [USER], "pad": "x" * 2**21}),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", list(BAD_BODIES))
 async def test_bad_body_is_an_openai_error(gateway: GatewayServer, name: str) -> None:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
-        r = await client.post(CHAT, content=BAD_BODIES[name],
-                              headers={"content-type": "application/json"})  # fmt: skip
+        r = await client.post(
+            CHAT, content=BAD_BODIES[name], headers={"content-type": "application/json"}
+        )
     openai_error(r)
     assert 400 <= r.status_code < 500
     if name == "over max_body_bytes":
@@ -121,16 +135,19 @@ async def test_bad_body_is_an_openai_error(gateway: GatewayServer, name: str) ->
 
 async def test_odd_but_valid_requests_are_answered(gateway: GatewayServer) -> None:
     """Not errors: many messages, unicode, unknown fields, a NUL in text, odd content types."""
-    many = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"}
-            for i in range(10_001)]  # fmt: skip
+    many = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(10_001)
+    ]
     cases = [
         {"model": ROUTE, "messages": many},
         {"model": ROUTE, "messages": [{"role": "user", "content": "😀 ünïcödé \u202e"}]},
         {"model": ROUTE, "messages": [USER], "some_new_field": {"a": [1, 2]}},
-        {"model": ROUTE, "messages": [{"role": "user", "content": [{"type": "text",
-                                                                     "text": "parts"}]}]},
+        {
+            "model": ROUTE,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "parts"}]}],
+        },
         {"model": ROUTE, "messages": [USER], "temperature": 0, "top_p": 1, "max_tokens": 1},
-    ]  # fmt: skip
+    ]
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
         for body in cases:
             r = await client.post(CHAT, json=body)
@@ -147,9 +164,10 @@ async def test_odd_but_valid_requests_are_answered(gateway: GatewayServer) -> No
 async def test_unsafe_request_ids_are_replaced(gateway: GatewayServer, value: str) -> None:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
         r = await client.post(
-            CHAT, json={"model": ROUTE, "messages": [USER]},
+            CHAT,
+            json={"model": ROUTE, "messages": [USER]},
             headers={"x-request-id": value.encode("utf-8")},
-        )  # fmt: skip
+        )
     assert r.status_code == 200
     rid = r.headers["x-request-id"]
     assert rid != value and len(rid) == 32 and rid.isalnum()
@@ -192,8 +210,9 @@ def test_header_injection_is_refused_or_neutral(gateway: GatewayServer, header: 
     body = orjson.dumps({"model": ROUTE, "messages": [USER]})
     head = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + header + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
-    )  # fmt: skip
+        + header
+        + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    )
     answer = raw_request(gateway.port, head, body)
     status_line, _, rest = answer.partition(b"\r\n")
     headers, _, _ = rest.partition(b"\r\n\r\n")

@@ -41,8 +41,10 @@ def test_opens_after_consecutive_failures_and_recovers_through_one_probe() -> No
     b.record_success()
     assert b.state == State.CLOSED and b.allow()
     assert changes == [
-        (State.CLOSED, State.OPEN), (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.CLOSED),
-    ]  # fmt: skip
+        (State.CLOSED, State.OPEN),
+        (State.OPEN, State.HALF_OPEN),
+        (State.HALF_OPEN, State.CLOSED),
+    ]
 
 
 def test_failed_probe_reopens() -> None:

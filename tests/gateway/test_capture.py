@@ -24,8 +24,12 @@ HELLO = [{"role": "user", "content": "Capture this please."}]
 
 def capturing(url: str, db: Path, tiny: Path | None = None, **capture: Any) -> dict[str, Any]:
     config = base_config(url, tiny)
-    config["capture"] = {"enabled": True, "bus": f"sqlite:///{db}", "flush_interval_s": 0.05,
-                         **capture}  # fmt: skip
+    config["capture"] = {
+        "enabled": True,
+        "bus": f"sqlite:///{db}",
+        "flush_interval_s": 0.05,
+        **capture,
+    }
     return config
 
 
@@ -70,9 +74,11 @@ async def test_answers_are_captured_with_provenance(
     events = await stored(db)
     got = [(e.data.provenance, e.data.backend, e.data.stream) for e in events]
     assert got == [
-        ("primary", "gemini", False), ("primary", "gemini", True),
-        ("stitched", "gemma", True), ("fallback", "gemma", False),
-    ]  # fmt: skip
+        ("primary", "gemini", False),
+        ("primary", "gemini", True),
+        ("stitched", "gemma", True),
+        ("fallback", "gemma", False),
+    ]
     first = events[0].data
     assert first.response == primary.choices[0].message.content
     assert events[1].data.response == streamed
@@ -158,8 +164,10 @@ def test_bad_bus_url_stops_start_up_with_one_line(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     run = subprocess.run(
         [sys.executable, "-m", "standby.cli", "serve", "--config", str(path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "kafka://nowhere" in run.stderr, run.stderr
 

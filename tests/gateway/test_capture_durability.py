@@ -36,10 +36,20 @@ def serve(
     path = tmp_path / f"standby-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "standby.cli", "--log-level", "warning", "serve", "--config",
-         str(path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "standby.cli",
+            "--log-level",
+            "warning",
+            "serve",
+            "--config",
+            str(path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -155,8 +165,7 @@ async def test_sigterm_lets_streams_in_flight_finish(
     db = tmp_path / "events.db"
     proc, url = serve(sim.url, db, tmp_path, shutdown_grace_s=15)
     sim.sim.set_fault("idle-400")  # 8 chunks, 0.4 s apart
-    streams = [asyncio.create_task(stream_answer(url, {**BODY, "stream": True}))
-               for _ in range(6)]  # fmt: skip
+    streams = [asyncio.create_task(stream_answer(url, {**BODY, "stream": True})) for _ in range(6)]
     wholes = [asyncio.create_task(stream_answer(url, BODY)) for _ in range(4)]
     await asyncio.sleep(0.8)
     t0 = time.monotonic()
@@ -171,10 +180,14 @@ async def test_sigterm_lets_streams_in_flight_finish(
     assert took < 15
     assert await count_events(db) == len(results)
     drill_report(
-        drill="SIGTERM with streams in flight", tried="6 streams of ~3 s + 4 answers in flight, "
-        "shutdown_grace_s 15", requests=len(results), errors=0, p99_ms="",
-        exit_after_s=round(took, 2), captured=len(results),
-    )  # fmt: skip
+        drill="SIGTERM with streams in flight",
+        tried="6 streams of ~3 s + 4 answers in flight, shutdown_grace_s 15",
+        requests=len(results),
+        errors=0,
+        p99_ms="",
+        exit_after_s=round(took, 2),
+        captured=len(results),
+    )
 
 
 @pytest.mark.timeout(120)
@@ -199,6 +212,11 @@ async def test_sigterm_grace_period_bounds_the_wait(
     assert "data: [DONE]" not in text  # cut off by the grace period
     assert await count_events(db) == 1
     drill_report(
-        drill="SIGTERM, stream longer than the grace", tried="one ~3 s stream, shutdown_grace_s "
-        "1", requests=1, errors=1, p99_ms="", exit_after_s=round(took, 2), captured=1,
-    )  # fmt: skip
+        drill="SIGTERM, stream longer than the grace",
+        tried="one ~3 s stream, shutdown_grace_s 1",
+        requests=1,
+        errors=1,
+        p99_ms="",
+        exit_after_s=round(took, 2),
+        captured=1,
+    )

@@ -20,14 +20,23 @@ SECRET = "carol@example.org"
 
 def answer(**change: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "request_id": "r1", "route": "gemini-2.5-flash", "backend": "gemini",
-        "provenance": "primary", "model": "gemini-2.5-flash", "model_version": None,
+        "request_id": "r1",
+        "route": "gemini-2.5-flash",
+        "backend": "gemini",
+        "provenance": "primary",
+        "model": "gemini-2.5-flash",
+        "model_version": None,
         "messages": [{"role": "user", "content": f"Write to {SECRET} please."}],
-        "params": {"temperature": 0.2}, "response": f"Sure, {SECRET} it is.",
-        "finish_reason": "stop", "usage": {"prompt_tokens": 7, "completion_tokens": 5},
-        "latency_s": 0.25, "ttft_s": 0.1, "fallback_reason": None, "stream": False,
+        "params": {"temperature": 0.2},
+        "response": f"Sure, {SECRET} it is.",
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5},
+        "latency_s": 0.25,
+        "ttft_s": 0.1,
+        "fallback_reason": None,
+        "stream": False,
         "key_id": "0123456789abcdef",
-    }  # fmt: skip
+    }
     return {**data, **change}
 
 

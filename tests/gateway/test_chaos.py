@@ -44,9 +44,11 @@ class Load:
 
     def figures(self) -> dict[str, Any]:
         return {
-            "requests": len(self.statuses), "errors": self.errors, "p99_ms": p99(self.latencies),
+            "requests": len(self.statuses),
+            "errors": self.errors,
+            "p99_ms": p99(self.latencies),
             "backends": self.backends,
-        }  # fmt: skip
+        }
 
 
 async def steady_load(url: str, seconds: float, concurrency: int = 6, stream: bool = False) -> Load:
@@ -84,8 +86,11 @@ def drill_config(sim_url: str, tiny: Path | None) -> dict[str, Any]:
     config = base_config(sim_url, tiny)
     config["breaker"] = {"failures": 3, "cooldown_s": 0.5, "window_s": 10}
     config["backends"]["gemini"]["timeouts"] = {
-        "connect_s": 0.5, "first_token_s": 1.0, "idle_s": 1.0, "total_s": 2.0,
-    }  # fmt: skip
+        "connect_s": 0.5,
+        "first_token_s": 1.0,
+        "idle_s": 1.0,
+        "total_s": 2.0,
+    }
     return config
 
 
@@ -114,9 +119,11 @@ async def test_primary_flapping(
     assert load.backends.get("gemini", 0) > 0 and load.backends.get("gemma", 0) > 0
     metrics = scrape(gw, "standby_fallbacks_total", "standby_upstream_errors_total")
     drill_report(
-        drill="primary flapping", tried=f"503/reset every 0.6 s, {flips} flips, 6 clients, 5 s",
-        **load.figures(), metrics=metrics,
-    )  # fmt: skip
+        drill="primary flapping",
+        tried=f"503/reset every 0.6 s, {flips} flips, 6 clients, 5 s",
+        **load.figures(),
+        metrics=metrics,
+    )
 
 
 async def test_429_storm_honours_retry_after(
@@ -141,17 +148,25 @@ async def test_429_storm_honours_retry_after(
     assert after.errors == 0 and after.backends.get("gemini", 0) > 0
     metrics = scrape(gw, "standby_fallbacks_total", "standby_breaker_state")
     drill_report(
-        drill="429 storm, Retry-After 3 s", tried="every primary call 429, 6 clients, 2.5 s",
-        **load.figures(), primary_calls=during, metrics=metrics,
-    )  # fmt: skip
+        drill="429 storm, Retry-After 3 s",
+        tried="every primary call 429, 6 clients, 2.5 s",
+        **load.figures(),
+        primary_calls=during,
+        metrics=metrics,
+    )
 
 
-@pytest.mark.parametrize(("delay_ms", "expect"), [(600, "gemini"), (1500, "gemma")],
-                         ids=["ttft-under", "ttft-over"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("delay_ms", "expect"), [(600, "gemini"), (1500, "gemma")], ids=["ttft-under", "ttft-over"]
+)
 async def test_slow_primary_around_the_first_token_timeout(
-    sim: RunningSim, tiny_model_dir: Path, start_gateway: StartGateway, drill_report: Record,
-    delay_ms: int, expect: str,
-) -> None:  # fmt: skip
+    sim: RunningSim,
+    tiny_model_dir: Path,
+    start_gateway: StartGateway,
+    drill_report: Record,
+    delay_ms: int,
+    expect: str,
+) -> None:
     """first_token_s is 1.0: a primary whose first byte comes at 0.6 s answers every stream;
     at 1.5 s every stream moves to the fallback (reason timeout) and nobody waits past ~1 s
     once the breaker is open."""
@@ -170,8 +185,10 @@ async def test_slow_primary_around_the_first_token_timeout(
     metrics = scrape(gw, "standby_fallbacks_total")
     drill_report(
         drill=f"slow primary, TTFT {delay_ms} ms vs first_token_s 1.0",
-        tried="4 streaming clients, 3 s", **load.figures(), metrics=metrics,
-    )  # fmt: skip
+        tried="4 streaming clients, 3 s",
+        **load.figures(),
+        metrics=metrics,
+    )
 
 
 async def test_every_backend_down_is_a_fast_clean_503(
@@ -182,9 +199,11 @@ async def test_every_backend_down_is_a_fast_clean_503(
     and nothing piles up (in-flight back to 0)."""
     config = drill_config(sim.url, None)
     config["backends"]["backup"] = {
-        "type": "openai", "base_url": f"http://127.0.0.1:{refused_port}/v1", "model": "m",
+        "type": "openai",
+        "base_url": f"http://127.0.0.1:{refused_port}/v1",
+        "model": "m",
         "timeouts": {"connect_s": 0.5, "first_token_s": 1, "idle_s": 1, "total_s": 2},
-    }  # fmt: skip
+    }
     config["routes"] = {ROUTE: ["gemini", "backup"]}
     config["breaker"] = {"failures": 3, "cooldown_s": 30}
     gw = start_gateway(config)
@@ -199,9 +218,12 @@ async def test_every_backend_down_is_a_fast_clean_503(
     metrics = scrape(gw, "standby_in_flight_requests", "standby_requests_total")
     assert not metrics["standby_in_flight_requests"]  # all zero
     drill_report(
-        drill="every backend down", tried="primary 503 + backup refused, 16 clients, 3 s",
-        **load.figures(), metrics=metrics, primary_calls=sim.sim.requests,
-    )  # fmt: skip
+        drill="every backend down",
+        tried="primary 503 + backup refused, 16 clients, 3 s",
+        **load.figures(),
+        metrics=metrics,
+        primary_calls=sim.sim.requests,
+    )
 
 
 async def test_slow_fallback_under_load_sheds_with_busy(
@@ -227,18 +249,31 @@ async def test_slow_fallback_under_load_sheds_with_busy(
     assert p99(refused) < 3000  # no wait for the fallback: busy at once (CPU shared)
     metrics = scrape(gw, "standby_upstream_errors_total", "standby_requests_total")
     drill_report(
-        drill="fallback slow under load", tried="primary down, fallback 1 at a time + queue 2, "
-        "24 clients, 4 s", **load.figures(), p99_refused_ms=p99(refused), metrics=metrics,
-    )  # fmt: skip
+        drill="fallback slow under load",
+        tried="primary down, fallback 1 at a time + queue 2, 24 clients, 4 s",
+        **load.figures(),
+        p99_refused_ms=p99(refused),
+        metrics=metrics,
+    )
 
 
 @contextlib.contextmanager
 def redis_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
@@ -275,8 +310,11 @@ async def test_redis_bus_restarted_during_load(
     client request fails; every answer is written or counted as dropped."""
     port = free_port()
     config = drill_config(sim.url, None)
-    config["capture"] = {"enabled": True, "bus": f"redis://127.0.0.1:{port}/0",
-                         "flush_interval_s": 0.1}  # fmt: skip
+    config["capture"] = {
+        "enabled": True,
+        "bus": f"redis://127.0.0.1:{port}/0",
+        "flush_interval_s": 0.1,
+    }
     with redis_server(port) as first:
         gw = start_gateway(config)
         traffic = asyncio.create_task(steady_load(gw.url, seconds=5))
@@ -288,16 +326,19 @@ async def test_redis_bus_restarted_during_load(
             load = await traffic
             counts = await wait_captured(gw, len(load.statuses))
             async with open_bus(f"redis://127.0.0.1:{port}/0") as bus:
-                after_restart = len(await bus.consume("inference.completed", "audit", "a",
-                                                      count=100_000))  # fmt: skip
+                after_restart = len(
+                    await bus.consume("inference.completed", "audit", "a", count=100_000)
+                )
     assert load.errors == 0, load.bodies[:3]
     assert counts.get("written", 0) + counts.get("dropped", 0) == len(load.statuses)
     assert after_restart > 0  # the writer reconnected and wrote to the new server
     drill_report(
-        drill="Redis bus restarted during load", tried="redis-server SIGKILLed, down 1 s, "
-        "restarted empty; 6 clients, 5 s", **load.figures(), capture=counts,
+        drill="Redis bus restarted during load",
+        tried="redis-server SIGKILLed, down 1 s, restarted empty; 6 clients, 5 s",
+        **load.figures(),
+        capture=counts,
         stored_after_restart=after_restart,
-    )  # fmt: skip
+    )
 
 
 def files_bytes(db: Path) -> int:
@@ -312,8 +353,11 @@ async def test_sqlite_bus_full(
     no error; every answer is written or counted as dropped."""
     db = tmp_path / "events.db"
     config = drill_config(sim.url, None)
-    config["capture"] = {"enabled": True, "bus": f"sqlite:///{db}?max_bytes=262144",
-                         "flush_interval_s": 0.1}  # fmt: skip
+    config["capture"] = {
+        "enabled": True,
+        "bus": f"sqlite:///{db}?max_bytes=262144",
+        "flush_interval_s": 0.1,
+    }
     gw = start_gateway(config)
     load = await steady_load(gw.url, seconds=4)
     counts = await wait_captured(gw, len(load.statuses))
@@ -321,7 +365,9 @@ async def test_sqlite_bus_full(
     assert counts.get("dropped", 0) > 0 and counts.get("written", 0) > 0
     assert counts.get("written", 0) + counts.get("dropped", 0) == len(load.statuses)
     drill_report(
-        drill="SQLite bus full", tried="bus file capped at 256 KiB; 6 clients, 4 s",
-        **load.figures(), capture=counts,
+        drill="SQLite bus full",
+        tried="bus file capped at 256 KiB; 6 clients, 4 s",
+        **load.figures(),
+        capture=counts,
         file_bytes=files_bytes(db),
-    )  # fmt: skip
+    )

@@ -51,8 +51,11 @@ def drill_config(url: str, tiny: Path) -> dict[str, object]:
     config = base_config(url, tiny)
     config["breaker"] = {"failures": 3, "cooldown_s": COOLDOWN}
     config["backends"]["gemini"]["timeouts"] = {  # type: ignore[index]
-        "connect_s": 0.5, "first_token_s": 0.8, "idle_s": 0.8, "total_s": 0.8,
-    }  # fmt: skip
+        "connect_s": 0.5,
+        "first_token_s": 0.8,
+        "idle_s": 0.8,
+        "total_s": 0.8,
+    }
     return config
 
 

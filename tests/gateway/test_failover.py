@@ -68,8 +68,11 @@ def test_hanging_primary_times_out_and_fails_over(
 ) -> None:
     config = base_config(sim.url, tiny_model_dir)
     config["backends"]["gemini"]["timeouts"] = {
-        "connect_s": 1, "first_token_s": 0.5, "idle_s": 0.5, "total_s": 0.7,
-    }  # fmt: skip
+        "connect_s": 1,
+        "first_token_s": 0.5,
+        "idle_s": 0.5,
+        "total_s": 0.7,
+    }
     gw = start_gateway(config)
     sim.sim.set_fault("hang")
     headers, _, _ = ask(gw, stream=stream)
@@ -82,8 +85,10 @@ def test_every_backend_failing_is_a_503_naming_each(
 ) -> None:
     config = base_config(sim.url, None)
     config["backends"]["backup"] = {
-        "type": "gemini", "model": ROUTE, "base_url": f"http://127.0.0.1:{refused_port}",
-    }  # fmt: skip
+        "type": "gemini",
+        "model": ROUTE,
+        "base_url": f"http://127.0.0.1:{refused_port}",
+    }
     config["routes"] = {ROUTE: ["gemini", "backup"]}
     gw = start_gateway(config)
     sim.sim.set_fault("error-503")

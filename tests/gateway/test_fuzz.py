@@ -61,9 +61,12 @@ def test_api_from_its_schema(
 
         @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
         @hypothesis.settings(
-            max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+            max_examples=EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
             suppress_health_check=list(hypothesis.HealthCheck),
-        )  # fmt: skip
+        )
         def fuzz(case: schemathesis.Case) -> None:
             response = case.call(timeout=30)
             case.validate_response(response, checks=[not_a_server_error])
@@ -77,6 +80,9 @@ def test_api_from_its_schema(
     assert "POST /v1/chat/completions" in calls
     assert sum(calls.values()) >= EXAMPLES
     drill_report(
-        drill=f"schemathesis {mode.value} fuzz", tried=calls, requests=sum(calls.values()),
-        errors=0, result="no 5xx, no traceback, chat errors in OpenAI shape",
-    )  # fmt: skip
+        drill=f"schemathesis {mode.value} fuzz",
+        tried=calls,
+        requests=sum(calls.values()),
+        errors=0,
+        result="no 5xx, no traceback, chat errors in OpenAI shape",
+    )

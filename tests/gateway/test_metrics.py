@@ -31,8 +31,9 @@ def scrape(gw: GatewayServer) -> dict[tuple[str, frozenset[tuple[str, str]]], fl
     }
 
 
-def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-          **labels: str) -> float:  # fmt: skip
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
@@ -49,14 +50,24 @@ def test_breaker_gauge_and_ttft(
     assert value(scrape(gw), "standby_breaker_state", backend="gemini") == 2
     time.sleep(1.2)  # the 1 s cool-down ends with no request: the gauge must show it
     assert value(scrape(gw), "standby_breaker_state", backend="gemini") == 1
-    assert value(scrape(gw), "standby_fallback_model_info",
-                 version=str(tiny_model_dir), base_model=str(tiny_model_dir)) == 1  # fmt: skip
+    assert (
+        value(
+            scrape(gw),
+            "standby_fallback_model_info",
+            version=str(tiny_model_dir),
+            base_model=str(tiny_model_dir),
+        )
+        == 1
+    )
 
 
 def test_serving_model_scores_come_from_its_model_card(
-    sim: RunningSim, tiny_model_dir: Path, tiny_adapter_dir: Path, tmp_path: Path,
+    sim: RunningSim,
+    tiny_model_dir: Path,
+    tiny_adapter_dir: Path,
+    tmp_path: Path,
     start_gateway: StartGateway,
-) -> None:  # fmt: skip
+) -> None:
     adapter = tmp_path / "adapter"
     shutil.copytree(tiny_adapter_dir, adapter)
     card = {"version": "v7", "scores": {"similarity": 93.5, "precision": 88.25}}

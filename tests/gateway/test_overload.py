@@ -74,11 +74,13 @@ async def test_burst_over_the_limit_is_refused_fast(
         assert r.extensions["elapsed_s"] < HOLD_MS / 1000  # refused before any slot freed
     assert rejected_total(gw, scope) == 9 * limit
     drill_report(
-        drill=f"burst 10x the {scope} max_concurrency", tried=f"{10 * limit} at once, limit "
-        f"{limit}, primary answers in {HOLD_MS} ms", requests=len(responses),
-        errors=len(refused), p99_ms=p99([r.extensions["elapsed_s"] for r in refused]),
+        drill=f"burst 10x the {scope} max_concurrency",
+        tried=f"{10 * limit} at once, limit {limit}, primary answers in {HOLD_MS} ms",
+        requests=len(responses),
+        errors=len(refused),
+        p99_ms=p99([r.extensions["elapsed_s"] for r in refused]),
         metrics={"standby_rejected_requests_total": {scope: rejected_total(gw, scope)}},
-    )  # fmt: skip
+    )
 
     # Slots come back: the next wave is admitted again.
     assert [r.status_code for r in await burst(gw, limit)] == [200] * limit
@@ -112,11 +114,17 @@ async def test_memory_stays_flat_under_repeated_bursts(
     assert after_last - after_first < 2_000_000, (after_first, after_last)
     assert peak - after_first < 20_000_000, (after_first, peak)
     drill_report(
-        drill="memory under repeated bursts", tried=f"12 bursts of {10 * limit}, global limit "
-        f"{limit}", requests=120 * limit, errors=108 * limit, p99_ms="",
-        traced_kib={"after first": after_first // 1024, "after last": after_last // 1024,
-                    "peak": peak // 1024},
-    )  # fmt: skip
+        drill="memory under repeated bursts",
+        tried=f"12 bursts of {10 * limit}, global limit {limit}",
+        requests=120 * limit,
+        errors=108 * limit,
+        p99_ms="",
+        traced_kib={
+            "after first": after_first // 1024,
+            "after last": after_last // 1024,
+            "peak": peak // 1024,
+        },
+    )
 
 
 async def test_streams_give_their_slot_back(sim: RunningSim, start_gateway: StartGateway) -> None:

@@ -41,8 +41,11 @@ def test_promotions_and_a_rollback_under_load_fail_no_request(
     second = build_tiny_lora_adapter(tiny_model_dir, tmp_path / "lora-2", seed=2)
     registry = f"sqlite:///{tmp_path / 'events.db'}"
     config = base_config("http://127.0.0.1:1", tiny_model_dir)  # only the fallback answers
-    gw = start_gateway(config, routes={ROUTE: ["gemma"]},
-                       registry={"follow": ["gemma"], "url": registry, "poll_s": 0.1})  # fmt: skip
+    gw = start_gateway(
+        config,
+        routes={ROUTE: ["gemma"]},
+        registry={"follow": ["gemma"], "url": registry, "poll_s": 0.1},
+    )
     assert serving(gw) is None  # nothing promoted yet: the configured base model serves
 
     errors: list[BaseException] = []
@@ -55,11 +58,14 @@ def test_promotions_and_a_rollback_under_load_fail_no_request(
             try:
                 if stream:
                     chunks = sdk.chat.completions.create(
-                        model=ROUTE, messages=[{"role": "user", "content": "hello"}],
-                        max_tokens=8, stream=True,
-                    )  # fmt: skip
-                    answered.append("".join(c.choices[0].delta.content or "" for c in chunks
-                                            if c.choices))  # fmt: skip
+                        model=ROUTE,
+                        messages=[{"role": "user", "content": "hello"}],
+                        max_tokens=8,
+                        stream=True,
+                    )
+                    answered.append(
+                        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                    )
                 else:
                     done = sdk.chat.completions.create(
                         model=ROUTE, messages=[{"role": "user", "content": "hello"}], max_tokens=8
@@ -94,8 +100,9 @@ def test_promotions_and_a_rollback_under_load_fail_no_request(
 
     listing = standby_models(registry, "list")
     assert [line.split()[:3] for line in listing.splitlines()[1:]] == [
-        ["v1", "gemma", "serving"], ["v2", "gemma", "rejected"],
-    ]  # fmt: skip
+        ["v1", "gemma", "serving"],
+        ["v2", "gemma", "rejected"],
+    ]
     metrics = httpx.get(f"{gw.url}/metrics").text
     assert f'standby_fallback_model_info{{base_model="{tiny_model_dir}",version="v1"}} 1.0' in (
         metrics

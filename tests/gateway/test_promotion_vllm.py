@@ -81,8 +81,9 @@ class Load:
         self.answers: list[tuple[str, str]] = []
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, args=(i % 2 == 0,))
-                         for i in range(4)]  # fmt: skip
+        self._threads = [
+            threading.Thread(target=self._client, args=(i % 2 == 0,)) for i in range(4)
+        ]
 
     def _client(self, stream: bool) -> None:
         sdk = self.gw.client()
@@ -91,8 +92,9 @@ class Load:
             phase = self.phase
             try:
                 if stream:
-                    chunks = sdk.chat.completions.create(model=ROUTE, messages=messages,
-                                                         stream=True)  # fmt: skip
+                    chunks = sdk.chat.completions.create(
+                        model=ROUTE, messages=messages, stream=True
+                    )
                     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
                 else:
                     done = sdk.chat.completions.create(model=ROUTE, messages=messages)
@@ -219,8 +221,9 @@ def test_registry_follow_accepts_openai_backends_and_maps_adapter_paths() -> Non
     routes = {"r": ["vllm", "tgi"]}
     parse_settings({"backends": backends, "routes": routes, "registry": {"follow": ["vllm"]}}, "t")
     with pytest.raises(Exception, match=r"'tgi' is not a local or openai backend.*restart"):
-        parse_settings({"backends": backends, "routes": routes,
-                        "registry": {"follow": ["tgi"]}}, "t")  # fmt: skip
+        parse_settings(
+            {"backends": backends, "routes": routes, "registry": {"follow": ["tgi"]}}, "t"
+        )
 
     paths = RegistryConfig(adapter_paths={"/data": "/adapters", "/data/runs/": "/runs"})
     assert paths.served_path("/data/runs/r1/adapter") == "/runs/r1/adapter"  # longest prefix

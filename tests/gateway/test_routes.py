@@ -93,8 +93,10 @@ def test_health_and_readiness(gateway: GatewayServer) -> None:
     ready = httpx.get(f"{gateway.url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["backends"]["gemini"] == {
-        "ready": True, "breaker": "closed", "retry_in_s": 0.0,
-    }  # fmt: skip
+        "ready": True,
+        "breaker": "closed",
+        "retry_in_s": 0.0,
+    }
 
 
 def test_unknown_model_is_404_in_openai_shape(gateway: GatewayServer) -> None:

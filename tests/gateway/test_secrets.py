@@ -187,11 +187,23 @@ def _register_version(bus: str) -> None:
 
 def _materialize(tmp_path: Path, out: Outputs) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "standby.cli", "data", "materialize", "--once",
-         "--bus", f"sqlite:///{tmp_path / 'data' / 'events.db'}",
-         "--store", f"sqlite:///{tmp_path / 'data' / 'pairs.db'}"],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "standby.cli",
+            "data",
+            "materialize",
+            "--once",
+            "--bus",
+            f"sqlite:///{tmp_path / 'data' / 'events.db'}",
+            "--store",
+            f"sqlite:///{tmp_path / 'data' / 'pairs.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("materialized"), run.stdout
     out.add("materialize stdout", run.stdout)
@@ -233,10 +245,21 @@ def test_no_secret_leaks_from_standby_serve(
     (tmp_path / "standby.yaml").write_text(yaml.safe_dump(config))
     _register_version(config["capture"]["bus"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "standby.cli", "--log-level", "debug", "serve",
-         "--config", str(tmp_path / "standby.yaml")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "standby.cli",
+            "--log-level",
+            "debug",
+            "serve",
+            "--config",
+            str(tmp_path / "standby.yaml"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     out = Outputs()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -273,8 +296,12 @@ def test_no_secret_leaks_from_standby_serve(
 
 def _status(url: str, key: str) -> int:
     body = {"model": ROUTE, "messages": HELLO}
-    r = httpx.post(f"{url}/v1/chat/completions", json=body,
-                   headers={"authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
+    r = httpx.post(
+        f"{url}/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    )
     return r.status_code
 
 

@@ -50,8 +50,10 @@ def test_cut_stream_is_stitched_onto_the_local_fallback(
     assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
     final = json.loads(events[-2])
     assert final["standby"] == {
-        "backend": "gemma", "provenance": "stitched", "fallback_reason": "mid_stream",
-    }  # fmt: skip
+        "backend": "gemma",
+        "provenance": "stitched",
+        "fallback_reason": "mid_stream",
+    }
     assert final["choices"][0]["finish_reason"] in ("stop", "length")
     text = content(events)
     partial = full[: len(text)]
