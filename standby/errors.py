@@ -15,6 +15,7 @@
      │    ├── UpstreamProtocolError  the backend answered something we cannot parse
      │    ├── UpstreamBlocked        the backend refused to answer (safety, recitation)
      │    ├── BackendBusy            a local backend's queue is full
+     │    ├── Unsupported            skipped: the request needs what the backend cannot do
      │    └── BreakerOpen            skipped: the backend's circuit breaker is open
      ├── AllBackendsFailed           every backend of a route failed; keeps each error in order
      └── Overloaded                  503 at once: the gateway or route is at server.max_concurrency
@@ -45,6 +46,7 @@ FALLBACK_REASONS = (
     "mid_stream",
     "blocked",
     "busy",
+    "unsupported",
 )
 
 
@@ -227,6 +229,15 @@ class UpstreamBlocked(UpstreamError):
 
 class BackendBusy(UpstreamError):
     reason = "busy"
+    counts = False
+
+
+class Unsupported(UpstreamError):
+    """Skipped: the request needs what this backend cannot do (tools, say). Not the backend's
+    fault, so its breaker does not count it; when no backend of the route can, the client's
+    request is what cannot be served (a 400 naming why)."""
+
+    reason = "unsupported"
     counts = False
 
 

@@ -1,5 +1,6 @@
-"""OpenAI chat-completions protocol: the request model clients send, the normalized request
-providers receive, and the response / chunk / error bodies the gateway writes.
+"""OpenAI chat-completions protocol: the normalized request providers receive (read from the
+client's request, ``standby.openai_models``), and the response / chunk / error bodies the
+gateway writes.
 
 Responses are built as plain dicts and serialized with orjson: they are on the hot path and
 their shape is fixed, so a pydantic round-trip would only cost CPU.
@@ -7,118 +8,51 @@ their shape is fixed, so a pydantic round-trip would only cost CPU.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-log = logging.getLogger("standby.protocol")
-
-Role = Literal["system", "developer", "user", "assistant"]
-
-
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Role
-    content: str | list[TextPart] | None = None
-    name: str | None = None
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
-
-
-class JsonSchemaSpec(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-    name: str = "response"
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaSpec | None = None
-
-    @model_validator(mode="after")
-    def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError("response_format.json_schema is required when type is json_schema")
-        if self.json_schema is not None:
-            try:  # what every backend is sent: JSON numbers beyond 64 bits cannot be
-                orjson.dumps(self.json_schema.model_dump(by_alias=True))
-            except TypeError:
-                raise ValueError(
-                    "response_format.json_schema: integers must fit in 64 bits"
-                ) from None
-        return self
-
-
-# Backends take token counts as 32-bit and seeds as 64-bit integers (and JSON encoders stop at 64
-# bits): a larger number is the client's error, said as such, not a failure further down.
-INT32_MAX = 2**31 - 1
-
-
-class ChatCompletionRequest(BaseModel):
-    """What a client may send to ``POST /v1/chat/completions``. Unknown fields are accepted
-    (SDKs add new ones all the time) and logged once per field name."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: Annotated[str, Field(min_length=1, max_length=256)]
-    messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
-    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] | None = None
-    user: Annotated[str, Field(max_length=256)] | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    response_format: ResponseFormat | None = None
-
-    @field_validator("messages")
-    @classmethod
-    def _has_user_turn(cls, messages: list[ChatMessageIn]) -> list[ChatMessageIn]:
-        if not any(m.role == "user" for m in messages):
-            raise ValueError("messages must contain at least one user message")
-        return messages
-
-
-_warned_fields: set[str] = set()
-
-
-def log_ignored_fields(req: ChatCompletionRequest) -> None:
-    """Log each unknown request field once per process, so operators see what SDKs send."""
-    for name in req.model_extra or ():
-        if name not in _warned_fields:
-            _warned_fields.add(name)
-            log.info("ignoring unsupported request field %r", name)
+from standby.errors import RequestError
+from standby.openai_models import ChatCompletionRequest, ChatMessageIn, NamedToolChoice
+from standby.tool_calls import AUTO, Tool, ToolCall, ToolCallDelta, ToolChoice
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    role: Literal["system", "user", "assistant"]
+    """One turn. An assistant turn may carry ``tool_calls``; a ``tool`` turn answers the call
+    ``tool_call_id`` of function ``name`` (resolved from the history when the request is read)."""
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+def _messages(raw: list[ChatMessageIn]) -> tuple[Message, ...]:
+    """The normalized history; a tool message must answer a call made earlier in it."""
+    called: dict[str, str] = {}
+    out: list[Message] = []
+    for i, m in enumerate(raw):
+        if m.role == "tool":
+            call_id = m.tool_call_id or ""
+            name = called.get(call_id)
+            if name is None:
+                raise RequestError(
+                    f"messages.{i}.tool_call_id: no earlier assistant message has a tool call "
+                    f"with id {call_id!r}",
+                    param=f"messages.{i}.tool_call_id",
+                )
+            out.append(Message("tool", m.text(), tool_call_id=call_id, name=name))
+            continue
+        calls = tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments, c.signature())
+            for c in m.tool_calls or ()
+        )
+        called.update((c.id, c.name) for c in calls)
+        role = "system" if m.role == "developer" else m.role
+        out.append(Message(role, m.text(), tool_calls=calls))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +71,13 @@ class ChatRequest:
     seed: int | None = None
     response_format: dict[str, Any] | None = None
     continue_final: bool = False
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = AUTO
+    parallel_tool_calls: bool | None = None
 
     @classmethod
     def from_openai(cls, req: ChatCompletionRequest) -> ChatRequest:
-        messages = tuple(
-            Message("system" if m.role == "developer" else m.role, m.text()) for m in req.messages
-        )
+        messages = _messages(req.messages)
         stop: tuple[str, ...] = ()
         if isinstance(req.stop, str):
             stop = (req.stop,)
@@ -157,7 +92,19 @@ class ChatRequest:
             stop=stop,
             seed=req.seed,
             response_format=fmt if fmt and fmt["type"] != "text" else None,
+            tools=tuple(
+                Tool(f.name, f.description, f.parameters, f.strict)
+                for f in (t.function for t in req.tools or ())
+            ),
+            tool_choice=_tool_choice(req.tool_choice),
+            parallel_tool_calls=req.parallel_tool_calls,
         )
+
+    @property
+    def uses_tools(self) -> bool:
+        """Tools offered, or tool calls and results in the history: only a backend that can do
+        tools can answer it."""
+        return bool(self.tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
 
     def params(self) -> dict[str, Any]:
         """The sampling parameters that were set, under their OpenAI names (what OpenAI-style
@@ -180,6 +127,16 @@ class ChatRequest:
         else:
             messages = (*self.messages, Message("assistant", partial))
         return replace(self, messages=messages, continue_final=True)
+
+
+def _tool_choice(choice: str | NamedToolChoice | None) -> ToolChoice:
+    if isinstance(choice, NamedToolChoice):
+        return ToolChoice("required", choice.function.name)
+    if choice == "none":
+        return ToolChoice("none")
+    if choice == "required":
+        return ToolChoice("required")
+    return AUTO
 
 
 @dataclass(slots=True)
@@ -207,6 +164,7 @@ class Completion:
     finish_reason: FinishReason = "stop"
     usage: Usage = field(default_factory=Usage)
     model_version: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(slots=True)
@@ -218,6 +176,7 @@ class Delta:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     model_version: str | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 def completion_body(
@@ -231,7 +190,7 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": completion.text},
+                "message": message_body(completion),
                 "finish_reason": completion.finish_reason,
                 "logprobs": None,
             }
@@ -239,6 +198,19 @@ def completion_body(
         "usage": completion.usage.as_dict(),
         "standby": extra,
     }
+
+
+def message_body(completion: Completion) -> dict[str, Any]:
+    """A whole answer's ``message``: ``content`` is null when the answer is only tool calls."""
+    calls = completion.tool_calls
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": completion.text if completion.text or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = [c.openai() for c in calls]
+    return message
 
 
 def chunk_body(

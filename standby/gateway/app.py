@@ -25,7 +25,7 @@ from standby.gateway.errors import error_response
 from standby.gateway.failover import Failover
 from standby.gateway.metrics import Metrics
 from standby.gateway.routes import CHAT_PATH, api, chat_asgi
-from standby.protocol import ChatCompletionRequest
+from standby.openai_models import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
 from standby.providers.hotswap import HotSwappable
 from standby.store.card import CardError, read_card

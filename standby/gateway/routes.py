@@ -23,13 +23,8 @@ from standby.gateway.access import RequestRecord, new_id, request_id
 from standby.gateway.errors import JSON, error_response
 from standby.gateway.failover import FailoverStream, Outcome
 from standby.gateway.streaming import SSEResponse, sse_body
-from standby.protocol import (
-    ChatCompletionRequest,
-    ChatRequest,
-    Delta,
-    completion_body,
-    log_ignored_fields,
-)
+from standby.openai_models import ChatCompletionRequest, log_ignored_fields
+from standby.protocol import ChatRequest, Delta, completion_body
 
 if TYPE_CHECKING:
     from standby.gateway.app import Gateway

@@ -29,6 +29,11 @@ class Provider(Protocol):
     def ready(self) -> bool:
         """True when the backend can take a request now (weights loaded, queue not full)."""
 
+    def unsupported(self, request: ChatRequest) -> str | None:
+        """Why this backend cannot answer ``request`` at all (it needs tools, say, and the
+        backend has none), in a few words for the client; None when it can. Failover skips
+        such a backend (reason ``unsupported``) without calling it."""
+
     async def complete(self, request: ChatRequest) -> Completion:
         """One whole answer. Raises ``UpstreamError`` subclasses only."""
 

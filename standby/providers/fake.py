@@ -84,12 +84,14 @@ class FakeProvider:
         default: Step | None = None,
         on_blocked: Literal["content_filter", "fallback"] = "content_filter",
         model_version: str | None = None,
+        no_tools: str | None = None,
     ) -> None:
         self.name = name
         self.script: deque[Step] = deque(script)
         self.default: Step = default if default is not None else Reply("A fake answer.")
         self.on_blocked = on_blocked
         self.model_version = model_version
+        self.cannot = no_tools  # set: why this fake cannot answer a request that uses tools
         self.busy = False
         self.started = False
         self.closed = False
@@ -100,6 +102,9 @@ class FakeProvider:
 
     def ready(self) -> bool:
         return self.started and not self.busy and not self.closed
+
+    def unsupported(self, request: ChatRequest) -> str | None:
+        return self.cannot if request.uses_tools else None
 
     async def close(self) -> None:
         self.closed = True

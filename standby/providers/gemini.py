@@ -135,6 +135,9 @@ class GeminiProvider:
     def ready(self) -> bool:
         return self._session is not None
 
+    def unsupported(self, request: ChatRequest) -> str | None:
+        return None
+
     async def close(self) -> None:
         await http.aclose_quietly(self._session)
         self._session = None

@@ -146,6 +146,9 @@ class LiteLLMProvider:
     def ready(self) -> bool:
         return self._lm is not None
 
+    def unsupported(self, request: ChatRequest) -> str | None:
+        return None
+
     async def close(self) -> None:
         self._lm = None
 

@@ -141,6 +141,11 @@ class LocalProvider:
     def ready(self) -> bool:
         return self.worker is not None and self.worker.alive and not self.worker.full()
 
+    def unsupported(self, request: ChatRequest) -> str | None:
+        if request.uses_tools:
+            return "the local backend does not serve tool calls yet"
+        return None
+
     def served(self) -> ServedModel:
         """The version new requests are answered with (``hotswap.AdapterSwapping``)."""
         return ServedModel(self.model_version, self.config.model, self.adapter)

@@ -169,6 +169,9 @@ class OpenAICompatProvider:
     def ready(self) -> bool:
         return self._session is not None and not self._session.closed
 
+    def unsupported(self, request: ChatRequest) -> str | None:
+        return None
+
     async def close(self) -> None:
         await http.aclose_quietly(self._session)
         self._session = None

@@ -201,6 +201,11 @@ class TGIProvider:
     def ready(self) -> bool:
         return self._pool is not None and not self._pool.is_closed
 
+    def unsupported(self, request: ChatRequest) -> str | None:
+        if request.uses_tools:
+            return "TGI's native API has no tool calling (use an openai-type backend for TGI)"
+        return None
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()

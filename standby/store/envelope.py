@@ -43,7 +43,7 @@ EventType = Literal[
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 Provenance = Literal["primary", "fallback", "stitched"]
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 BreakerState = Literal["closed", "half_open", "open"]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 

@@ -1,0 +1,194 @@
+"""What clients send to ``POST /v1/chat/completions``: OpenAI's request, as pydantic models.
+
+Unknown fields are accepted (SDKs add new ones all the time) and logged once per field name;
+``standby.protocol.ChatRequest.from_openai`` turns a request into what providers receive.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+log = logging.getLogger("standby.protocol")
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text"]
+    text: str
+
+
+class FunctionCallIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    arguments: str = "{}"
+
+
+class ToolCallIn(BaseModel):
+    """An assistant message's ``tool_calls[]`` item, as the client sends its history back."""
+
+    model_config = ConfigDict(extra="allow")
+    id: Annotated[str, Field(min_length=1, max_length=512)]
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+    extra_content: dict[str, Any] | None = None
+
+    def signature(self) -> str | None:
+        """Gemini's thought signature, where the call carries one back."""
+        google = (self.extra_content or {}).get("google")
+        value = google.get("thought_signature") if isinstance(google, dict) else None
+        return value if isinstance(value, str) else None
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Role
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+
+    @model_validator(mode="after")
+    def _tool_fields_fit_the_role(self) -> ChatMessageIn:
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool message needs tool_call_id (the id of the call it answers)")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = "response"
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format.json_schema is required when type is json_schema")
+        if self.json_schema is not None:
+            try:  # what every backend is sent: JSON numbers beyond 64 bits cannot be
+                orjson.dumps(self.json_schema.model_dump(by_alias=True))
+            except TypeError:
+                raise ValueError(
+                    "response_format.json_schema: integers must fit in 64 bits"
+                ) from None
+        return self
+
+
+# Backends take token counts as 32-bit and seeds as 64-bit integers (and JSON encoders stop at 64
+# bits): a larger number is the client's error, said as such, not a failure further down.
+INT32_MAX = 2**31 - 1
+
+
+class ChatCompletionRequest(BaseModel):
+    """What a client may send to ``POST /v1/chat/completions``. Unknown fields are accepted
+    (SDKs add new ones all the time) and logged once per field name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
+    tools: Annotated[list[ToolSpec], Field(max_length=512)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[Any] | None = None  # legacy: refused with a pointer to ``tools``
+    function_call: Any = None
+
+    @model_validator(mode="after")
+    def _tools_are_consistent(self) -> ChatCompletionRequest:
+        if self.functions is not None or self.function_call is not None:
+            raise ValueError(
+                "the legacy functions / function_call fields are not supported: "
+                "send tools and tool_choice instead"
+            )
+        names = [t.function.name for t in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: function names must be unique")
+        if isinstance(self.tool_choice, NamedToolChoice):
+            if self.tool_choice.function.name not in names:
+                raise ValueError(
+                    f"tool_choice names the function {self.tool_choice.function.name!r}, "
+                    "which is not among tools"
+                )
+        elif self.tool_choice == "required" and not names:
+            raise ValueError("tool_choice is required but no tools were given")
+        return self
+
+    @field_validator("messages")
+    @classmethod
+    def _has_user_turn(cls, messages: list[ChatMessageIn]) -> list[ChatMessageIn]:
+        if not any(m.role == "user" for m in messages):
+            raise ValueError("messages must contain at least one user message")
+        return messages
+
+
+_warned_fields: set[str] = set()
+
+
+def log_ignored_fields(req: ChatCompletionRequest) -> None:
+    """Log each unknown request field once per process, so operators see what SDKs send."""
+    for name in req.model_extra or ():
+        if name not in _warned_fields:
+            _warned_fields.add(name)
+            log.info("ignoring unsupported request field %r", name)
