@@ -126,19 +126,16 @@ class AuthenticationError(RequestError):
 
 class ModelNotFoundError(RequestError):
     status = 404
-    type = "invalid_request_error"
 
 
 class BodyTooLargeError(RequestError):
     status = 413
-    type = "invalid_request_error"
 
 
 class BodyTimeoutError(RequestError):
     """The request body did not arrive within ``server.body_timeout_s`` (a slow client)."""
 
     status = 408
-    type = "invalid_request_error"
 
 
 class RateLimited(RequestError):
