@@ -17,22 +17,25 @@ log = logging.getLogger("standby.protocol")
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
-class TextPart(BaseModel):
+class OpenModel(BaseModel):
+    """A part of the request that accepts fields it does not know: SDKs add new ones."""
+
     model_config = ConfigDict(extra="allow")
+
+
+class TextPart(OpenModel):
     type: Literal["text"]
     text: str
 
 
-class FunctionCallIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class FunctionCallIn(OpenModel):
     name: Annotated[str, Field(min_length=1, max_length=256)]
     arguments: str = "{}"
 
 
-class ToolCallIn(BaseModel):
+class ToolCallIn(OpenModel):
     """An assistant message's ``tool_calls[]`` item, as the client sends its history back."""
 
-    model_config = ConfigDict(extra="allow")
     id: Annotated[str, Field(min_length=1, max_length=512)]
     type: Literal["function"] = "function"
     function: FunctionCallIn
@@ -45,8 +48,7 @@ class ToolCallIn(BaseModel):
         return value if isinstance(value, str) else None
 
 
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ChatMessageIn(OpenModel):
     role: Role
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -69,38 +71,33 @@ class ChatMessageIn(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class FunctionSpec(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class FunctionSpec(OpenModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class ToolSpec(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ToolSpec(OpenModel):
     type: Literal["function"]
     function: FunctionSpec
 
 
-class NamedFunction(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class NamedFunction(OpenModel):
     name: str
 
 
-class NamedToolChoice(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class NamedToolChoice(OpenModel):
     type: Literal["function"]
     function: NamedFunction
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class StreamOptions(OpenModel):
     include_usage: bool = False
 
 
-class JsonSchemaSpec(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+class JsonSchemaSpec(OpenModel):
+    model_config = ConfigDict(populate_by_name=True)
     name: str = "response"
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
@@ -130,11 +127,9 @@ class ResponseFormat(BaseModel):
 INT32_MAX = 2**31 - 1
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(OpenModel):
     """What a client may send to ``POST /v1/chat/completions``. Unknown fields are accepted
     (SDKs add new ones all the time) and logged once per field name."""
-
-    model_config = ConfigDict(extra="allow")
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
     messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
