@@ -5,7 +5,6 @@ stand-in for the Hub API that records every call."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,11 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
 from standby.data.export import COLUMNS, FEATURES, export, push_to_hub, row_of
-from standby.data.pairs import Candidate, DataError, PairStore, timestamp
-from tests.data import Stores
+from standby.data.pairs import DataError, PairStore
+from tests.data import Stores, candidate
 from tests.fixtures.hub_stub import HubStub, running_hub_stub
 
 TOKEN = "hf_stub_token"
-T0 = datetime(2026, 2, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +41,11 @@ def hub(hub_server: HubStub, monkeypatch: pytest.MonkeyPatch) -> HubStub:
 def store(stores: Stores) -> PairStore:
     store = stores.open()
     store.write(
-        Candidate(
-            prompt=f"question {i}",
-            response=f"answer {i}",
+        candidate(
+            i,
             system=("Be brief.",) if i % 7 == 0 else (),
             route="gemini-2.5-flash" if i % 3 else "other-route",
-            model="gemini-2.5-flash",
             model_version="gemini-2.5-flash-001" if i % 2 else None,
-            event_id=f"e{i}",
-            request_id=f"r{i}",
-            created_at=timestamp(T0 + timedelta(seconds=i)),
         )
         for i in range(60)
     )

@@ -4,41 +4,25 @@ split files, one file, and a Hub id that cannot be reached (tests run offline)."
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from standby.data.export import export
-from standby.data.pairs import Candidate, DataError, PairStore, timestamp
+from standby.data.pairs import DataError, PairStore
 from standby.data.sources import (
     content_hash,
     instruction_and_target,
     load_split,
     require_columns,
 )
-from tests.data import Stores
-
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
+from tests.data import Stores, candidate
 
 
 @pytest.fixture
 def store(stores: Stores) -> PairStore:
     store = stores.open(test_fraction=0.3)
-    store.write(
-        Candidate(
-            prompt=f"question {i}",
-            response=f"answer {i}",
-            system=(),
-            route="r",
-            model="gemini-2.5-flash",
-            model_version=None,
-            event_id=f"e{i}",
-            request_id=f"q{i}",
-            created_at=timestamp(T0 + timedelta(seconds=i)),
-        )
-        for i in range(40)
-    )
+    store.write(candidate(i) for i in range(40))
     return store
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from standby.data.pairs import Candidate, PairStore, timestamp
+from standby.data.pairs import PairStore, timestamp
 from standby.evaluator.config import EvaluateConfig
 from standby.evaluator.judge import Judge, load_template
 from standby.pipeline.config import PipelineConfig
@@ -20,6 +20,7 @@ from standby.pipeline.online import OnlineCheck, served_by
 from standby.service_llm import ServiceLLM
 from standby.store import ChatMessage, open_bus, open_state
 from standby.store.registry import ModelVersion, Registry
+from tests.data import candidate
 from tests.fixtures.sim import RunningSim
 from tests.store.conftest import inference_event
 
@@ -54,17 +55,7 @@ async def test_poor_production_answers_roll_the_serving_version_back(
     with PairStore(tmp_path / "pairs.db") as store:
         now = timestamp(datetime.now(UTC))
         store.write(
-            Candidate(
-                prompt=f"question {i}",
-                response=f"the primary's answer {i}",
-                system=(),
-                route="r",
-                model="gemini-2.5-flash",
-                model_version=None,
-                event_id=f"p{i}",
-                request_id=f"p{i}",
-                created_at=now,
-            )
+            candidate(i, response=f"the primary's answer {i}", event_id=f"p{i}", created_at=now)
             for i in range(N)
         )
     async with open_state(bus_url) as state, open_bus(bus_url) as bus:

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from standby.config import DataConfig
-from standby.data.pairs import Candidate, PairStore
+from standby.data.pairs import PairStore
 from standby.data.sources import load_split
 from standby.store import open_bus
 from standby.synth.run import run_synth
+from tests.data import candidate
 from tests.fixtures.sim import RunningSim
 from tests.synth.conftest import (
     TEST,
@@ -346,17 +347,7 @@ def test_the_pair_store_as_reference_and_its_test_split(sim: RunningSim, tmp_pat
     prompts = [*TRAIN, *TEST]
     with PairStore(tmp_path / "pairs.db", config=DataConfig(test_fraction=0.3)) as store:
         store.write(
-            Candidate(
-                prompt=p,
-                response=f"Answer to {p}",
-                system=(),
-                route="r",
-                model="m",
-                model_version=None,
-                event_id=f"e{i}",
-                request_id=f"q{i}",
-                created_at=f"2026-01-01T00:00:{i:02d}.000000+00:00",
-            )
+            candidate(i, prompt=p, response=f"Answer to {p}", model="m")
             for i, p in enumerate(prompts)
         )
         held_out = [p.prompt for p in store.pairs(("test_sft",))]

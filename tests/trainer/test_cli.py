@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -15,13 +14,12 @@ import yaml
 
 from standby.cli import main
 from standby.config import DataConfig
-from standby.data.pairs import Candidate, PairStore, timestamp
+from standby.data.pairs import PairStore
+from tests.data import candidate
 from tests.fixtures.hub_stub import running_hub_stub
 from tests.trainer.conftest import flags, tiny_settings, write_jsonl
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
-
-T0 = datetime(2026, 2, 1, tzinfo=UTC)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -33,16 +31,12 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def fill_store(path: Path, count: int) -> PairStore:
     store = PairStore(path, config=DataConfig(test_fraction=0.25))
     store.write(
-        Candidate(
+        candidate(
+            i,
             prompt=f"What comes after {i}?",
             response=f"After {i} comes {i + 1}.",
             system=("Answer in one sentence.",) if i % 4 == 0 else (),
             route="gemini-2.5-flash",
-            model="gemini-2.5-flash",
-            model_version=None,
-            event_id=f"e{i}",
-            request_id=f"r{i}",
-            created_at=timestamp(T0 + timedelta(seconds=i)),
         )
         for i in range(count)
     )
