@@ -27,13 +27,12 @@ class Tool:
     strict: bool | None = None
 
     def openai(self) -> dict[str, Any]:
-        function: dict[str, Any] = {"name": self.name}
-        if self.description is not None:
-            function["description"] = self.description
-        if self.parameters is not None:
-            function["parameters"] = self.parameters
-        if self.strict is not None:
-            function["strict"] = self.strict
+        optional: dict[str, Any] = {
+            "description": self.description,
+            "parameters": self.parameters,
+            "strict": self.strict,
+        }
+        function = {"name": self.name, **{k: v for k, v in optional.items() if v is not None}}
         return {"type": "function", "function": function}
 
 
@@ -109,12 +108,9 @@ def whole_calls(deltas: list[ToolCallDelta]) -> tuple[ToolCall, ...]:
     calls: dict[int, dict[str, Any]] = {}
     for d in deltas:
         call = calls.setdefault(d.index, {"id": "", "name": "", "arguments": [], "signature": None})
-        if d.id is not None:
-            call["id"] = d.id
-        if d.name is not None:
-            call["name"] = d.name
-        if d.signature is not None:
-            call["signature"] = d.signature
+        for key in ("id", "name", "signature"):  # a later piece's value, where it has one
+            if (value := getattr(d, key)) is not None:
+                call[key] = value
         call["arguments"].append(d.arguments)
     return tuple(
         ToolCall(c["id"], c["name"], "".join(c["arguments"]) or "{}", c["signature"])
