@@ -7,37 +7,48 @@ answers queued per call (in the spirit of httpx's ``MockTransport`` and llm's ``
 Each ``complete()`` or ``stream()`` call takes the next step of ``script`` (``default`` once
 the script is used up; tests may append to it). A step is a ``Reply``, a ``Blocked`` answer, a
 ``Cut`` stream, a ``Hang``, or any ``UpstreamError``, which the call raises before answering.
-``requests`` keeps every request received (a stitched continuation's prefill included);
-``busy`` makes ``ready()`` say no.
+A ``Reply`` or ``Cut`` may carry tool calls (``calls=``): streamed after its text, each as a
+first piece with the call's id, name and signature, then its arguments in ``piece_chars``
+pieces. ``requests`` keeps every request received (a stitched continuation's prefill
+included); ``busy`` makes ``ready()`` say no; ``no_tools`` makes it unsupported for requests
+that use tools.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
 from standby.errors import UpstreamBlocked, UpstreamConnectError, UpstreamError
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
+from standby.tool_calls import ToolCall, ToolCallDelta
+
+PIECE_CHARS = 8  # a streamed call's arguments arrive in pieces of this many characters
 
 
 class Reply:
-    """An answer: streamed as these pieces, whole as their concatenation."""
+    """An answer: streamed as these pieces, whole as their concatenation; ``calls`` are tool
+    calls after the text (the finish reason is then ``tool_calls`` unless given)."""
 
-    __slots__ = ("delay_s", "finish_reason", "model_version", "pieces")
+    __slots__ = ("calls", "delay_s", "finish_reason", "model_version", "piece_chars", "pieces")
 
     def __init__(
         self,
         *pieces: str,
-        finish_reason: FinishReason = "stop",
+        calls: Sequence[ToolCall] = (),
+        finish_reason: FinishReason | None = None,
         model_version: str | None = None,
         delay_s: float = 0.0,
+        piece_chars: int = PIECE_CHARS,
     ) -> None:
         self.pieces = pieces
-        self.finish_reason = finish_reason
+        self.calls = tuple(calls)
+        self.finish_reason: FinishReason = finish_reason or ("tool_calls" if calls else "stop")
         self.model_version = model_version
         self.delay_s = delay_s  # before each piece: a slow backend
+        self.piece_chars = piece_chars
 
 
 class Blocked:
@@ -51,13 +62,16 @@ class Blocked:
 
 
 class Cut:
-    """A stream that sends ``pieces`` and then fails with ``error`` (default: a connection
-    reset). A whole answer fails with ``error`` at once."""
+    """A stream that sends ``pieces`` (then the pieces of ``calls``) and then fails with
+    ``error`` (default: a connection reset). A whole answer fails with ``error`` at once."""
 
-    __slots__ = ("error", "pieces")
+    __slots__ = ("calls", "error", "pieces")
 
-    def __init__(self, *pieces: str, error: UpstreamError | None = None) -> None:
+    def __init__(
+        self, *pieces: str, calls: Sequence[ToolCall] = (), error: UpstreamError | None = None
+    ) -> None:
         self.pieces = pieces
+        self.calls = tuple(calls)
         self.error = error
 
 
@@ -132,28 +146,27 @@ class FakeProvider:
         return Completion(
             text=text,
             finish_reason=step.finish_reason,
-            usage=_usage(request, text),
+            usage=_usage(request, text, step.calls),
             model_version=self._version(step),
+            tool_calls=step.calls,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         step = self._next(request)
         if isinstance(step, Reply):
-            *head, last = step.pieces or ("",)
-            for piece in head:
+            *head, last = _deltas(step.pieces, step.calls, step.piece_chars) or [Delta()]
+            for delta in head:
                 await asyncio.sleep(step.delay_s)
-                yield Delta(text=piece)
+                yield delta
             await asyncio.sleep(step.delay_s)
-            usage = _usage(request, "".join(step.pieces))
-            yield Delta(
-                text=last,
-                finish_reason=step.finish_reason,
-                usage=usage,
-                model_version=self._version(step),
-            )
+            last.finish_reason = step.finish_reason
+            last.usage = _usage(request, "".join(step.pieces), step.calls)
+            last.model_version = self._version(step)
+            yield last
             return
-        for piece in step.pieces:
-            yield Delta(text=piece)
+        calls = step.calls if isinstance(step, Cut) else ()
+        for delta in _deltas(step.pieces, calls, PIECE_CHARS):
+            yield delta
         if isinstance(step, Cut):
             raise step.error or UpstreamConnectError(self.name, "connection reset")
         await asyncio.Event().wait()
@@ -162,7 +175,24 @@ class FakeProvider:
         return step.model_version or self.model_version
 
 
-def _usage(request: ChatRequest, answer: str) -> Usage:
-    """Words in and out: deterministic counts for the token metrics."""
+def _deltas(pieces: Sequence[str], calls: Sequence[ToolCall], chars: int) -> list[Delta]:
+    """The stream of an answer: its text pieces, then each call as a first piece (id, name,
+    signature) and its arguments in pieces of ``chars`` characters."""
+    deltas = [Delta(text=piece) for piece in pieces]
+    for i, call in enumerate(calls):
+        first = ToolCallDelta(i, id=call.id, name=call.name, signature=call.signature)
+        deltas.append(Delta(tool_calls=(first,)))
+        args = call.arguments
+        deltas += [
+            Delta(tool_calls=(ToolCallDelta(i, arguments=args[at : at + chars]),))
+            for at in range(0, len(args), chars)
+        ]
+    return deltas
+
+
+def _usage(request: ChatRequest, answer: str, calls: Sequence[ToolCall] = ()) -> Usage:
+    """Words in and out (a call's arguments count as words of the answer): deterministic
+    counts for the token metrics."""
     prompt = sum(len(m.content.split()) for m in request.messages)
-    return Usage(prompt_tokens=prompt, completion_tokens=len(answer.split()))
+    out = len(answer.split()) + sum(len(c.arguments.split()) + 1 for c in calls)
+    return Usage(prompt_tokens=prompt, completion_tokens=out)
