@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 import orjson
 
 from standby.gateway.accounting import Accounting
-from standby.gateway.capture import Capture, Captured
+from standby.gateway.capture import Capture
+from standby.gateway.captured import Captured
 from standby.gateway.failover import Outcome
 from standby.protocol import ChatRequest, FinishReason, Usage
+from standby.tool_calls import ToolCall
 
 log = logging.getLogger("standby.access")
 
@@ -59,6 +61,7 @@ class RequestRecord:
         "response",
         "started",
         "stream",
+        "tool_calls",
         "usage",
     )
 
@@ -76,11 +79,19 @@ class RequestRecord:
         self.response = ""
         self.finish_reason: FinishReason = "stop"
         self.model_version: str | None = None
+        self.tool_calls: tuple[ToolCall, ...] = ()
 
-    def answered(self, response: str, finish_reason: FinishReason, usage: Usage | None) -> None:
+    def answered(
+        self,
+        response: str,
+        finish_reason: FinishReason,
+        usage: Usage | None,
+        tool_calls: tuple[ToolCall, ...] = (),
+    ) -> None:
         self.response = response
         self.finish_reason = finish_reason
         self.usage = usage
+        self.tool_calls = tool_calls
 
     def finish(self, status: int, label: str | None = None) -> None:
         if self.done:
@@ -113,6 +124,7 @@ class RequestRecord:
                 self.stream,
                 self.key_id,
                 self.model_version,
+                self.tool_calls,
             )
         )
 

@@ -7,8 +7,12 @@ state changes go to a callback), and classifies failures by exception type
 request's ``Outcome``; accounting reads it once the request is over.
 
 Whole and streamed answers walk the backends with the same loop (``walk``): a stream until
-its first content, a whole answer until it is complete. After content was sent, a broken
-stream walks the rest of the route again to continue the partial answer (stitching).
+its first content, a whole answer until it is complete. After text was sent, a broken stream
+walks the rest of the route again to continue the partial answer (stitching); after a tool-call
+piece was sent it is not continued (a call cannot be finished by another model): the client
+gets an error event. A backend that cannot serve the request (``Provider.unsupported``: tools,
+say) is skipped without being called; when every backend of the route was skipped so, the
+request is what cannot be served (a 400), not the backends (a 503).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from standby.errors import (
     BackendBusy,
     BreakerOpen,
     ModelNotFoundError,
+    RequestError,
+    Unsupported,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -34,6 +40,7 @@ from standby.errors import (
 from standby.gateway.breaker import CircuitBreaker, OnChange
 from standby.protocol import ChatRequest, Completion, Delta
 from standby.providers.base import Provider, aclose
+from standby.tool_calls import ToolCallDelta
 
 Provenance = Literal["primary", "fallback", "stitched"]
 T = TypeVar("T")
@@ -119,7 +126,7 @@ class Failover:
             except TimeoutError:
                 raise UpstreamTimeout(name, "total", limit) from None
 
-        name, completion = await self.walk(outcome, self.resolve(outcome.route), attempt)
+        name, completion = await self.walk(outcome, self.resolve(outcome.route), request, attempt)
         self.settle(name, None)
         return completion
 
@@ -131,21 +138,27 @@ class Failover:
         self,
         outcome: Outcome,
         names: list[str],
+        request: ChatRequest,
         attempt: Callable[[str], Awaitable[T]],
         *,
         mid_stream: bool = False,
     ) -> tuple[str, T]:
         """Try ``names`` in order until ``attempt`` succeeds; return who answered and what.
 
-        Skips busy backends and open breakers without calling them; settles every failure with
-        the backend's breaker and records it in ``outcome``. A client error (no failover) is
-        raised at once, as is any error once content was sent (``mid_stream``); when every
-        backend failed, ``AllBackendsFailed``. The answering backend's breaker claim is left
-        for the caller to ``settle`` once the answer is complete."""
+        Skips backends that cannot serve ``request``, busy ones and open breakers without
+        calling them; settles every failure with the backend's breaker and records it in
+        ``outcome``. A client error (no failover) is raised at once, as is any error once
+        content was sent (``mid_stream``); when every backend failed, ``AllBackendsFailed``
+        (a ``RequestError`` when none could serve the request at all). The answering
+        backend's breaker claim is left for the caller to ``settle`` once the answer is
+        complete."""
+        unsupported: list[UpstreamError] = []
         for name in names:
-            skipped = self._claim(name)
+            skipped = self._claim(name, request)
             if skipped is not None:
                 outcome.failed(skipped)
+                if isinstance(skipped, Unsupported):
+                    unsupported.append(skipped)
                 continue
             try:
                 result = await attempt(name)
@@ -166,11 +179,18 @@ class Failover:
             if name != self.routes[outcome.route][0] and outcome.provenance == "primary":
                 outcome.provenance = "fallback"
             return name, result
+        if unsupported and len(unsupported) == len(names) and not mid_stream:
+            raise _cannot_serve(outcome.route, unsupported)
         raise AllBackendsFailed(outcome.route, outcome.errors)
 
-    def _claim(self, name: str) -> UpstreamError | None:
-        """Reserve ``name`` for one call, or say why it must be skipped."""
-        if not self.providers[name].ready():
+    def _claim(self, name: str, request: ChatRequest) -> UpstreamError | None:
+        """Reserve ``name`` for one call, or say why it must be skipped (without touching its
+        breaker when the request is what it cannot serve)."""
+        provider = self.providers[name]
+        why = provider.unsupported(request)
+        if why is not None:
+            return Unsupported(name, why)
+        if not provider.ready():
             return BackendBusy(name, "not ready (loading or queue full)")
         if not self.breakers[name].allow():
             return BreakerOpen(name)
@@ -186,6 +206,14 @@ class Failover:
             breaker.record_failure(retry)
         else:
             breaker.release()
+
+
+def _cannot_serve(route: str, skipped: list[UpstreamError]) -> RequestError:
+    """The 400 for a request that no backend of ``route`` can serve, naming each one's why."""
+    why = "; ".join(f"{e.backend}: {e.message}" for e in skipped)
+    return RequestError(
+        f"no backend of route {route!r} can serve this request: {why}", code="unsupported"
+    )
 
 
 class TimedStream:
@@ -216,7 +244,7 @@ class TimedStream:
         except TimeoutError:
             seconds = limits.total_s if phase == "total" else limit
             raise UpstreamTimeout(self.name, phase, seconds) from None
-        self.got_content = self.got_content or bool(delta.text)
+        self.got_content = self.got_content or bool(delta.text or delta.tool_calls)
         return delta
 
     async def aclose(self) -> None:
@@ -226,9 +254,10 @@ class TimedStream:
 class FailoverStream:
     """One streaming request across the route's backends.
 
-    Failure before the first content moves to the next backend invisibly. Failure after content
-    continues on the next backend from the partial answer (``ChatRequest.continued``); when
-    nothing can continue it, a ``StreamFailure`` is yielded so the client sees an error event.
+    Failure before the first content moves to the next backend invisibly. Failure after text
+    continues on the next backend from the partial answer (``ChatRequest.continued``, which
+    keeps the request's tools); when nothing can continue it, or a tool-call piece was already
+    sent, a ``StreamFailure`` is yielded so the client sees an error event.
     """
 
     def __init__(
@@ -239,7 +268,8 @@ class FailoverStream:
         self.request = request
         self.outcome = outcome
         self.started = time.perf_counter()
-        self.sent: list[str] = []
+        self.sent: list[str] = []  # the text sent to the client
+        self.calls: list[ToolCallDelta] = []  # the tool-call pieces sent to the client
         self._claimed: str | None = None
         self._gen = self._run()
 
@@ -268,7 +298,7 @@ class FailoverStream:
         try:
             while True:
                 delta = await timed.next()
-                if delta.text or delta.finish_reason is not None:
+                if delta.text or delta.tool_calls or delta.finish_reason is not None:
                     return delta, timed
         except BaseException:
             await timed.aclose()
@@ -281,7 +311,7 @@ class FailoverStream:
             try:
                 attempt = functools.partial(self._open, request=request)
                 name, (delta, timed) = await failover.walk(
-                    outcome, names, attempt, mid_stream=bool(self.sent)
+                    outcome, names, request, attempt, mid_stream=bool(self.sent)
                 )
             except (UpstreamError, AllBackendsFailed) as error:
                 if not self.sent:
@@ -291,10 +321,12 @@ class FailoverStream:
             self._claimed = name
             try:
                 while True:
-                    if delta.text:
-                        if not self.sent:
+                    if delta.text or delta.tool_calls:
+                        if outcome.ttft_s is None:
                             outcome.ttft_s = time.perf_counter() - self.started
-                        self.sent.append(delta.text)
+                        if delta.text:
+                            self.sent.append(delta.text)
+                        self.calls.extend(delta.tool_calls)
                     yield delta
                     if delta.finish_reason is not None:
                         self._claimed = None
@@ -305,7 +337,7 @@ class FailoverStream:
                 self._claimed = None
                 failover.settle(name, error)
                 outcome.failed(error, mid_stream=True)
-                if not error.failover:
+                if not error.failover or self.calls:
                     yield StreamFailure(error)
                     return
             finally:

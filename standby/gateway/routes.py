@@ -25,6 +25,7 @@ from standby.gateway.failover import FailoverStream, Outcome
 from standby.gateway.streaming import SSEResponse, sse_body
 from standby.openai_models import ChatCompletionRequest, log_ignored_fields
 from standby.protocol import ChatRequest, Delta, completion_body
+from standby.tool_calls import whole_calls
 
 if TYPE_CHECKING:
     from standby.gateway.app import Gateway
@@ -140,7 +141,9 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
         completion = await gw.failover.complete(chat, outcome)
     finally:
         leave()
-    record.answered(completion.text, completion.finish_reason, completion.usage)
+    record.answered(
+        completion.text, completion.finish_reason, completion.usage, completion.tool_calls
+    )
     record.model_version = completion.model_version
     body = completion_body(
         completion_id=completion_id,
@@ -168,7 +171,8 @@ async def _stream(
     def on_end(status: str, last: Delta | None) -> None:
         leave()
         if last is not None and last.finish_reason is not None:
-            record.answered("".join(stream.sent), last.finish_reason, last.usage)
+            calls = whole_calls(stream.calls) if stream.calls else ()
+            record.answered("".join(stream.sent), last.finish_reason, last.usage, calls)
             record.model_version = last.model_version
         record.finish(200, status)
 

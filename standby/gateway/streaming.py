@@ -1,5 +1,7 @@
 """Server-sent events in OpenAI's chunk format. A stream always ends in ``data: [DONE]`` or in
-an error event; a broken stream is never ended as if it were a clean success."""
+an error event; a broken stream is never ended as if it were a clean success. Text and
+tool-call pieces go out as ``delta.content`` / ``delta.tool_calls``; the final chunk carries the
+one ``finish_reason`` (``tool_calls`` when the answer ended in calls)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import orjson
 from starlette.responses import Response
@@ -50,11 +53,9 @@ async def sse_body(
                 yield sse(_failure_body(item.error))
                 return
             out = []  # everything one item produces goes out in one write
-            if item.text:
-                delta = {"content": item.text}
-                if not role_sent:
-                    delta["role"] = "assistant"
-                    role_sent = True
+            if item.text or item.tool_calls:
+                delta = _delta(item, role=not role_sent)
+                role_sent = True
                 out.append(
                     sse(
                         chunk_body(
@@ -140,6 +141,17 @@ class SSEResponse(Response):
         finally:
             disconnected.cancel()
             await aclose(self.body_iterator)
+
+
+def _delta(item: Delta, *, role: bool) -> dict[str, Any]:
+    """A chunk's ``delta`` for a piece with text and/or tool-call pieces (OpenAI's shapes:
+    ``content``, ``tool_calls[]`` with ``index``; ``role`` on the stream's first chunk)."""
+    delta: dict[str, Any] = {"role": "assistant"} if role else {}
+    if item.text:
+        delta["content"] = item.text
+    if item.tool_calls:
+        delta["tool_calls"] = [piece.openai() for piece in item.tool_calls]
+    return delta
 
 
 def _failure_body(error: Exception) -> dict[str, object]:
