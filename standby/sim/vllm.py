@@ -9,7 +9,9 @@ Wire behaviour copied from vLLM's OpenAI server (``entrypoints/openai/serving_mo
 - ``POST /v1/chat/completions``: a whole ``chat.completion`` or SSE ``chat.completion.chunk``s
   ending with ``data: [DONE]`` (usage in a last chunk when ``stream_options.include_usage``).
   A ``model`` that is neither the base model nor a loaded adapter is a 404 ``NotFoundError``:
-  "The model `x` does not exist."
+  "The model `x` does not exist." Requests with ``tools`` get tool calls as vLLM started with
+  ``--enable-auto-tool-choice`` gives them (``vllm_answers``; ``auto_tool_choice=False`` is a
+  vLLM started without it: ``auto`` is then a 400).
 - ``GET /v1/models``: the base model, then every loaded adapter (``parent`` = the base).
 - ``POST /v1/load_lora_adapter {"lora_name", "lora_path"}`` (vLLM needs
   ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` for it): 200 with the text
@@ -26,7 +28,8 @@ Unlike vLLM, a stream whose adapter is unloaded while it is in flight ends with 
 adapter removed from under a request).
 
 ``latency_s`` delays the first token and every further token by that much (requests stay in
-flight). ``calls`` records every load/unload request (``(path, body, status)``).
+flight). ``calls`` records every load/unload request (``(path, body, status)``), ``requests``
+every chat-completions body received.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from standby.sim import vllm_answers
 from standby.sim.background import AiohttpServer
+from standby.sim.vllm_answers import Reply
 
 BASE_MODEL = "standby-sim/gemma-3-1b-it"
 
@@ -50,6 +55,10 @@ BASE_MODEL = "standby-sim/gemma-3-1b-it"
 def answer_for(model: str) -> str:
     """The simulated answer: names the model (adapter) that served it."""
     return f"Served by {model}. This is the simulated vLLM answer."
+
+
+def _unloaded(model: str) -> str:
+    return f"LoRA adapter {model} was unloaded mid-request"
 
 
 def _error(status: int, message: str, err_type: str, param: str | None = None) -> web.Response:
@@ -79,6 +88,8 @@ class VLLMSim:
     loras: dict[str, Lora] = field(default_factory=dict)
     calls: list[tuple[str, Any, int]] = field(default_factory=list)
     served: list[str] = field(default_factory=list)  # the model of every answered request
+    requests: list[dict[str, Any]] = field(default_factory=list)  # every chat body received
+    auto_tool_choice: bool = True  # as --enable-auto-tool-choice; off: "auto" is a 400
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     def app(self) -> web.Application:
@@ -183,68 +194,57 @@ class VLLMSim:
         body = await self._body(request)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "messages: field required", "BadRequestError", "messages")
+        self.requests.append(body)
         model = str(body.get("model") or "")
         lora = self.loras.get(model)
         if model != self.base_model and lora is None:
             return _error(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
-        words = answer_for(model).split(" ")
-        limit = body.get("max_tokens") or body.get("max_completion_tokens")
-        finish = "stop"
-        if isinstance(limit, int) and 0 < limit < len(words):
-            words, finish = words[:limit], "length"
-        cid = f"chatcmpl-sim-{next(self._ids)}"
-        created = int(time.time())
-        usage = {
-            "prompt_tokens": 5,
-            "completion_tokens": len(words),
-            "total_tokens": 5 + len(words),
-        }
-        if not body.get("stream"):
-            await asyncio.sleep(self.latency_s * (1 + len(words)))
-            if not self._alive(model, lora):
-                return _error(
-                    500, f"LoRA adapter {model} was unloaded mid-request", "InternalServerError"
-                )
-            self.served.append(model)
-            return web.json_response(
-                {
-                    "id": cid,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": finish,
-                            "message": {"role": "assistant", "content": " ".join(words)},
-                        }
-                    ],
-                    "usage": usage,
-                }
-            )
+        try:
+            reply = vllm_answers.reply(body, model, answer_for(model), self.auto_tool_choice)
+        except vllm_answers.BadToolRequest as e:
+            return _error(400, str(e), "BadRequestError", e.param)
+        if body.get("stream"):
+            return await self._stream(request, body, model, lora, reply)
+        await asyncio.sleep(self.latency_s * (1 + len(reply.deltas)))
+        if not self._alive(model, lora):
+            return _error(500, _unloaded(model), "InternalServerError")
+        self.served.append(model)
+        choice = {"index": 0, "finish_reason": reply.finish, "message": reply.message}
+        return web.json_response(
+            {
+                "id": f"chatcmpl-sim-{next(self._ids)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [choice],
+                "usage": reply.usage(),
+            }
+        )
+
+    async def _stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        model: str,
+        lora: Lora | None,
+        reply: Reply,
+    ) -> web.StreamResponse:
+        cid, created = f"chatcmpl-sim-{next(self._ids)}", int(time.time())
+
+        def chunk(**fields: Any) -> bytes:
+            return _chunk(cid, model, created, **fields)
+
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await resp.prepare(request)
-        await resp.write(
-            _chunk(
-                cid,
-                model,
-                created,
-                choices=[
-                    {
-                        "index": 0,
-                        "delta": {"role": "assistant", "content": ""},
-                        "finish_reason": None,
-                    }
-                ],
-            )
-        )
-        for i, word in enumerate(words):
+        first = {"role": "assistant", "content": ""}
+        await resp.write(chunk(choices=[{"index": 0, "delta": first, "finish_reason": None}]))
+        for delta in reply.deltas:
             await asyncio.sleep(self.latency_s)
             if not self._alive(model, lora):
                 error = {
-                    "message": f"LoRA adapter {model} was unloaded mid-request",
+                    "message": _unloaded(model),
                     "type": "InternalServerError",
                     "param": None,
                     "code": 500,
@@ -252,23 +252,12 @@ class VLLMSim:
                 await resp.write(b"data: " + orjson.dumps({"error": error}) + b"\n\n")
                 await resp.write_eof()
                 return resp
-            text = word if i == 0 else " " + word
-            await resp.write(
-                _chunk(
-                    cid,
-                    model,
-                    created,
-                    choices=[{"index": 0, "delta": {"content": text}, "finish_reason": None}],
-                )
-            )
-        await resp.write(
-            _chunk(
-                cid, model, created, choices=[{"index": 0, "delta": {}, "finish_reason": finish}]
-            )
-        )
+            await resp.write(chunk(choices=[{"index": 0, "delta": delta, "finish_reason": None}]))
+        last = {"index": 0, "delta": {}, "finish_reason": reply.stream_finish}
+        await resp.write(chunk(choices=[last]))
         options = body.get("stream_options") or {}
         if isinstance(options, dict) and options.get("include_usage"):
-            await resp.write(_chunk(cid, model, created, choices=[], usage=usage))
+            await resp.write(chunk(choices=[], usage=reply.usage()))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         self.served.append(model)
