@@ -99,20 +99,18 @@ def gateway_yaml(path: Path, sim: RunningSim) -> Path:
 
 
 @pytest.fixture
-def sim_cfg(sim: RunningSim, tmp_path: Path) -> Iterator[Path]:
-    yield gateway_yaml(tmp_path / "standby.yaml", sim)
-
-
-def test_a_gateway_backend_by_name(
-    sim: RunningSim, sim_cfg: Path, test_data: Path, tmp_path: Path
-) -> None:
-    cfg = BatchInferConfig(
+def by_backend(sim: RunningSim, test_data: Path, tmp_path: Path) -> BatchInferConfig:
+    """A run over the 6 test rows by the gateway backend ``gemini`` (the simulated Gemini)."""
+    return BatchInferConfig(
         backend="gemini",
-        gateway_config=sim_cfg,
+        gateway_config=gateway_yaml(tmp_path / "standby.yaml", sim),
         test_ds_id=str(test_data),
         output_dir=tmp_path / "o",
     )
-    result = run_batch_inference(cfg)
+
+
+def test_a_gateway_backend_by_name(sim: RunningSim, by_backend: BatchInferConfig) -> None:
+    result = run_batch_inference(by_backend)
     rows = read_rows(result.output)
     assert len(rows) == 6 and sim.sim.stats()["requests"] == 6
     assert rows[0]["candidate_responses"].startswith(
@@ -121,26 +119,20 @@ def test_a_gateway_backend_by_name(
     assert rows[0]["model_id"] == "gemini/gemini-2.5-flash"
     assert rows[0]["model_sha"] == "gemini-2.5-flash"  # Gemini's modelVersion
     with pytest.raises(ConfigError, match="'nope' is not defined"):
-        run_batch_inference(cfg.model_copy(update={"backend": "nope"}))
+        run_batch_inference(by_backend.model_copy(update={"backend": "nope"}))
 
 
 def test_failed_rows_are_reported_and_retried_by_the_next_run(
-    sim: RunningSim, sim_cfg: Path, test_data: Path, tmp_path: Path
+    sim: RunningSim, by_backend: BatchInferConfig, tmp_path: Path
 ) -> None:
     sim.sim.script([{"fault": "error-500"}], match="(3)")
-    cfg = BatchInferConfig(
-        backend="gemini",
-        gateway_config=sim_cfg,
-        test_ds_id=str(test_data),
-        output_dir=tmp_path / "o",
-    )
     with pytest.raises(StandbyError, match=r"1 rows got no answer, e.g. p0003"):
-        run_batch_inference(cfg)
+        run_batch_inference(by_backend)
     progress = tmp_path / "o" / PROGRESS
     assert len(progress.read_bytes().splitlines()) == 5
     with progress.open("ab") as f:  # a line torn by a crash mid-write is dropped, not fatal
         f.write(b'{"instructions": "Write one sen')
-    result = run_batch_inference(cfg)
+    result = run_batch_inference(by_backend)
     assert (result.generated, result.resumed, result.rows) == (1, 5, 6)
     assert [orjson.loads(line)["sample_id"] for line in progress.read_bytes().splitlines()][-1] == (
         "p0003"
@@ -148,7 +140,7 @@ def test_failed_rows_are_reported_and_retried_by_the_next_run(
 
 
 def test_a_killed_run_resumes_where_it_stopped(
-    sim: RunningSim, sim_cfg: Path, tmp_path: Path
+    sim: RunningSim, by_backend: BatchInferConfig, tmp_path: Path
 ) -> None:
     data = write_split(tmp_path / "data", "test_sft", no_robots_rows(40))
     out = tmp_path / "out"
@@ -161,7 +153,7 @@ def test_a_killed_run_resumes_where_it_stopped(
         "--backend",
         "gemini",
         "--gateway-config",
-        str(sim_cfg),
+        str(by_backend.gateway_config),
         "--test-ds-id",
         str(data),
         "--output-dir",
@@ -189,9 +181,7 @@ def test_a_killed_run_resumes_where_it_stopped(
     assert 6 <= before < 40
     sim.sim.reset()
     result = run_batch_inference(
-        BatchInferConfig(
-            backend="gemini", gateway_config=sim_cfg, test_ds_id=str(data), output_dir=out
-        )
+        by_backend.model_copy(update={"test_ds_id": str(data), "output_dir": out})
     )
     assert result.resumed >= before and result.generated == 40 - result.resumed
     assert sim.sim.stats()["requests"] == result.generated  # done rows were not asked again
@@ -199,17 +189,9 @@ def test_a_killed_run_resumes_where_it_stopped(
     assert [r["sample_id"] for r in rows] == [f"p{i:04d}" for i in range(40)]
 
 
-def test_a_different_run_in_the_same_folder_is_refused(
-    sim: RunningSim, sim_cfg: Path, test_data: Path, tmp_path: Path
-) -> None:
-    cfg = BatchInferConfig(
-        backend="gemini",
-        gateway_config=sim_cfg,
-        test_ds_id=str(test_data),
-        output_dir=tmp_path / "o",
-    )
-    run_batch_inference(cfg)
-    other = cfg.model_copy(update={"temperature": 0.1})
+def test_a_different_run_in_the_same_folder_is_refused(by_backend: BatchInferConfig) -> None:
+    run_batch_inference(by_backend)
+    other = by_backend.model_copy(update={"temperature": 0.1})
     with pytest.raises(ConfigError, match="different run"):
         run_batch_inference(other)
     assert run_batch_inference(other.model_copy(update={"overwrite": True})).generated == 6
@@ -231,17 +213,13 @@ def shards(stub: HubStub, repo: str) -> dict[str, int]:
     }
 
 
-def test_push_appends_or_replaces_the_split(
-    sim: RunningSim, sim_cfg: Path, test_data: Path, tmp_path: Path, hub: HubStub
-) -> None:
-    cfg = BatchInferConfig(
-        backend="gemini",
-        gateway_config=sim_cfg,
-        test_ds_id=str(test_data),
-        output_dir=tmp_path / "o",
-        push_lm_responses_to_hf_hub=True,
-        lm_response_ds_id="team/answers",
-        hub_endpoint=hub.url,
+def test_push_appends_or_replaces_the_split(by_backend: BatchInferConfig, hub: HubStub) -> None:
+    cfg = by_backend.model_copy(
+        update={
+            "push_lm_responses_to_hf_hub": True,
+            "lm_response_ds_id": "team/answers",
+            "hub_endpoint": hub.url,
+        }
     )
     first = run_batch_inference(cfg)
     assert first.pushed and "team/answers" in first.pushed
