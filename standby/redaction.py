@@ -2,12 +2,16 @@
 
 Defaults cover e-mail addresses, card numbers, phone numbers, bearer tokens and strings that
 look like API keys; configured patterns are added to them. Each match becomes ``[KIND]``.
+JSON text (a tool call's arguments) is redacted value by value (``Redactor.json_text``), so it
+stays valid JSON.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 DEFAULT_PATTERNS: dict[str, str] = {
     "BEARER": r"(?i)\bbearer\s+[a-z0-9._~+/=-]{8,}",
@@ -39,6 +43,12 @@ _NEEDS = {
 }
 
 
+# A JSON member whose name says it holds a secret, with a key-like value: the JSON form of
+# API_KEY's ``name=value`` branch (whose pattern cannot see through the quotes).
+_SECRET_NAME = re.compile(r"key|token|secret", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"[A-Za-z0-9._~+/-]{12,}")
+
+
 def _present(text: str) -> set[str]:
     found = {"bearer"} if "bearer" in text.lower() else set()
     if "@" in text:
@@ -66,6 +76,7 @@ class Redactor:
         extra = list(extra)
         rules += [("REDACTED", pattern) for pattern in extra]
         self._rules = [(re.compile(p), f"[{kind}]", _NEEDS.get(kind)) for kind, p in rules]
+        self._api_keys = defaults  # the API_KEY rule also applies to JSON members (json_text)
 
     def __call__(self, text: str) -> str:
         return self.many([text])[0]
@@ -86,3 +97,71 @@ class Redactor:
                 text = rule.sub(label, text)
             redacted.append(text)
         return redacted
+
+    def json_text(self, text: str) -> str:
+        """JSON text with each of its strings, numbers and member names redacted, written as
+        JSON again (so it still parses; a redacted number becomes a string), or ``text`` itself
+        when nothing matched. Text that is not JSON is redacted as text."""
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return self(text)
+        leaves: list[str] = []
+        _leaves(value, leaves)
+        redacted = self.many(leaves) if leaves else leaves
+        secrets = self._api_keys and _has_secret(value)
+        if redacted == leaves and not secrets:
+            return text
+        out = _rebuild(value, iter(redacted), secrets=secrets)
+        return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+def _has_secret(value: Any) -> bool:
+    """A member anywhere in ``value`` that looks like ``"api_key": "<key>"``."""
+    if isinstance(value, dict):
+        return any(_secret(k, v) or _has_secret(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_secret(v) for v in value)
+    return False
+
+
+def _secret(name: str, value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and _SECRET_NAME.search(name) is not None
+        and _SECRET_VALUE.fullmatch(value) is not None
+    )
+
+
+def _leaves(value: Any, out: list[str]) -> None:
+    """The texts of a JSON value in document order: member names, strings, numbers."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.append(k)
+            _leaves(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _leaves(v, out)
+    elif isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        out.append(json.dumps(value))
+
+
+def _rebuild(value: Any, redacted: Iterator[str], *, secrets: bool) -> Any:
+    """``value`` with its leaves (in ``_leaves`` order) replaced by ``redacted``."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            name = next(redacted)
+            new = _rebuild(v, redacted, secrets=secrets)
+            out[name] = "[API_KEY]" if secrets and _secret(k, v) else new
+        return out
+    if isinstance(value, list):
+        return [_rebuild(v, redacted, secrets=secrets) for v in value]
+    if isinstance(value, str):
+        return next(redacted)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        text = next(redacted)
+        return value if text == json.dumps(value) else text
+    return value

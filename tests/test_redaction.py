@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -67,3 +68,31 @@ def test_redacting_texts_together_equals_one_by_one() -> None:
             assert redact.many([first, second]) == [redact(first), redact(second)]
     prose = ["Say hello in one short sentence.", "Hello there, friend."]
     assert redact.many(prose) is prose  # nothing to look for: the texts come back as they are
+
+
+JSON_CASES = [
+    ('{"to":"bob@example.com","n":4111111111111111}', {"to": "[EMAIL]", "n": "[CARD]"}),
+    (
+        '{"api_key": "abcdef1234567890XYZ", "city": "Paris"}',
+        {"api_key": "[API_KEY]", "city": "Paris"},
+    ),
+    (
+        '{"a": [{"token": "abcdefabcdef12"}, "call +44 20 7946 0958"]}',
+        {"a": [{"token": "[API_KEY]"}, "call [PHONE]"]},
+    ),
+    ('{"bob@example.com": true, "n": 3}', {"[EMAIL]": True, "n": 3}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), JSON_CASES)
+def test_json_text_is_redacted_value_by_value_and_stays_json(text: str, expected: object) -> None:
+    assert json.loads(Redactor().json_text(text)) == expected
+
+
+def test_json_text_unchanged_or_not_json() -> None:
+    spaced = '{"city": "Paris",  "days": [1, 2]}'
+    assert Redactor().json_text(spaced) is spaced
+    assert Redactor().json_text("mail bob@example.com") == "mail [EMAIL]"
+    assert Redactor(defaults=False).json_text('{"api_key": "abcdef1234567890XYZ"}') == (
+        '{"api_key": "abcdef1234567890XYZ"}'
+    )

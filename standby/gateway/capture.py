@@ -26,18 +26,15 @@ import itertools
 import logging
 import sys
 import time
-from dataclasses import dataclass
 
 import orjson
 
 from standby.config import CaptureConfig
 from standby.errors import ConfigError
 from standby.gateway.capture_writer import batch_frame, frame, read_frame
-from standby.gateway.failover import Outcome
+from standby.gateway.captured import Captured, data_of
 from standby.gateway.metrics import Metrics
-from standby.protocol import ChatRequest, FinishReason, Usage
 from standby.store import MAX_EVENT_BYTES, BusError
-from standby.store.envelope import InferenceCompletedJSON
 
 log = logging.getLogger("standby.capture")
 
@@ -47,50 +44,6 @@ SEND_BATCH = 64
 SEND_WINDOW_S = 0.02
 START_TIMEOUT_S = 60.0
 RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-
-
-@dataclass(slots=True, eq=False)
-class Captured:
-    """What the request path hands over: plain references, no copying or validation."""
-
-    request_id: str
-    outcome: Outcome
-    request: ChatRequest
-    response: str
-    finish_reason: FinishReason
-    usage: Usage | None
-    latency_s: float
-    stream: bool
-    key_id: str | None
-    model_version: str | None
-
-
-def data_of(item: Captured) -> InferenceCompletedJSON:
-    """One answer's ``inference.completed`` data as plain values, not redacted yet: the writer
-    redacts it, validates it and encodes its event before anything is written. The envelope's
-    TypedDict names the fields; building it costs what a dict literal costs."""
-    req, outcome, usage = item.request, item.outcome, item.usage
-    return {
-        "request_id": item.request_id,
-        "route": outcome.route,
-        "backend": outcome.backend,
-        "provenance": outcome.provenance,
-        "model": outcome.route,
-        "model_version": item.model_version,
-        "messages": [{"role": m.role, "content": m.content} for m in req.messages],
-        "params": req.params(),
-        "response": item.response,
-        "finish_reason": item.finish_reason,
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens if usage else 0,
-            "completion_tokens": usage.completion_tokens if usage else 0,
-        },
-        "latency_s": item.latency_s,
-        "ttft_s": outcome.ttft_s,
-        "fallback_reason": outcome.fallback_reason,
-        "stream": item.stream,
-        "key_id": item.key_id,
-    }
 
 
 def payload(answers: list[bytes]) -> bytes:

@@ -100,7 +100,9 @@ def event_body(data: Any, at: datetime, redact: Redactor) -> bytes:
     data validated, the envelope encoded. MalformedEvent or EventTooLarge when it cannot be.
 
     Every message content and the response that is a string is redacted before anything else
-    looks at it; a field that is not a string fails validation, so nothing unredacted passes."""
+    looks at it, and so is every tool call's ``arguments`` (JSON text, redacted value by value
+    so that it stays JSON; tool results are ``tool`` messages' content); a field that is not a
+    string fails validation, so nothing unredacted passes."""
     if not isinstance(data, dict):
         raise MalformedEvent("invalid event: data: not a JSON object")
     messages = data.get("messages")
@@ -118,6 +120,14 @@ def event_body(data: Any, at: datetime, redact: Redactor) -> bytes:
                 message["content"] = text
             if isinstance(response, str):
                 data["response"] = redacted[-1]
+    calls = data.get("tool_calls")
+    calls = list(calls) if isinstance(calls, list) else []
+    for message in holders:
+        if "tool_calls" in message and isinstance(message["tool_calls"], list):
+            calls += message["tool_calls"]
+    for call in calls:
+        if isinstance(call, dict) and isinstance(call.get("arguments"), str):
+            call["arguments"] = redact.json_text(call["arguments"])
     return encode_inference_completed(data, source=SOURCE, at=at)
 
 

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal, TypedDict, get_args
+from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -66,9 +66,42 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
+def _optional() -> Any:
+    """An optional field added after 1.0: None when absent, and left out of the encoded event
+    when None, so an event without it reads as it did before (readers of 1.0 included)."""
+    return Field(default=None, exclude_if=_absent)
+
+
+class CapturedToolCall(_Model):
+    """A tool call the model made: ``arguments`` is JSON text, as the client saw it (Gemini's
+    thought signature is not kept: it is opaque, and only Gemini can use it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class CapturedTool(_Model):
+    """A function the request offered the model."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
 class ChatMessage(_Model):
+    """A turn; an assistant turn may carry ``tool_calls``, a ``tool`` turn answers the call
+    ``tool_call_id`` of function ``name``."""
+
     role: Role
     content: str
+    tool_calls: list[CapturedToolCall] | None = _optional()
+    tool_call_id: str | None = _optional()
+    name: str | None = _optional()
 
 
 class TokenUsage(_Model):
@@ -79,6 +112,8 @@ class TokenUsage(_Model):
 class InferenceCompletedData(_Model):
     """One answered request, as the gateway saw it. Only ``provenance="primary"`` answers with
     ``finish_reason="stop"`` may become training pairs (the small model never learns from itself).
+    ``tools`` (offered) and ``tool_calls`` (the answer's calls) are there only when the request
+    used tools.
     """
 
     request_id: str
@@ -99,11 +134,28 @@ class InferenceCompletedData(_Model):
     key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8,64}$")] | None = Field(
         default=None, description="A digest prefix of the client's gateway key, never the key."
     )
+    tools: list[CapturedTool] | None = _optional()
+    tool_calls: list[CapturedToolCall] | None = _optional()
+
+
+class CapturedToolCallJSON(TypedDict):
+    id: str
+    name: str
+    arguments: str
+
+
+class CapturedToolJSON(TypedDict):
+    name: str
+    description: str | None
+    parameters: dict[str, Any] | None
 
 
 class ChatMessageJSON(TypedDict):
     role: Role
     content: str
+    tool_calls: NotRequired[list[CapturedToolCallJSON]]
+    tool_call_id: NotRequired[str]
+    name: NotRequired[str]
 
 
 class TokenUsageJSON(TypedDict):
@@ -132,6 +184,8 @@ class InferenceCompletedJSON(TypedDict):
     fallback_reason: str | None
     stream: bool
     key_id: str | None
+    tools: NotRequired[list[CapturedToolJSON]]
+    tool_calls: NotRequired[list[CapturedToolCallJSON]]
 
 
 class BreakerChangedData(_Model):

@@ -27,6 +27,10 @@ from standby.store import (
     new_event_id,
 )
 from standby.store.envelope import (
+    CapturedTool,
+    CapturedToolCall,
+    CapturedToolCallJSON,
+    CapturedToolJSON,
     ChatMessage,
     ChatMessageJSON,
     InferenceCompletedData,
@@ -189,6 +193,8 @@ def test_models_validate_on_construction_and_are_frozen() -> None:
         (InferenceCompletedJSON, InferenceCompletedData),
         (ChatMessageJSON, ChatMessage),
         (TokenUsageJSON, TokenUsage),
+        (CapturedToolCallJSON, CapturedToolCall),
+        (CapturedToolJSON, CapturedTool),
     ],
 )
 def test_the_capture_shape_has_the_models_fields_in_order(typed_dict: type, model: type) -> None:
@@ -196,6 +202,36 @@ def test_the_capture_shape_has_the_models_fields_in_order(typed_dict: type, mode
     every field of the model the writer validates it against, and no other (mypy checks the
     capture path builds every one)."""
     assert list(get_type_hints(typed_dict)) == list(model.model_fields)
+
+
+def test_tool_fields_round_trip_and_are_left_out_when_absent() -> None:
+    call = CapturedToolCall(id="c1", name="get_weather", arguments='{"city":"Paris"}')
+    messages = [
+        ChatMessage(role="user", content="Weather?"),
+        ChatMessage(role="assistant", content="", tool_calls=[call]),
+        ChatMessage(role="tool", content="sunny", tool_call_id="c1", name="get_weather"),
+    ]
+    tools = [CapturedTool(name="get_weather", parameters={"type": "object"})]
+    event = inference_event(1, messages=messages, tools=tools, tool_calls=[call])
+    raw = encode_event(event)
+    assert decode_event(raw) == event
+    data = orjson.loads(raw)["data"]
+    assert data["messages"][0] == {"role": "user", "content": "Weather?"}
+    assert data["tools"] == [
+        {"name": "get_weather", "description": None, "parameters": {"type": "object"}}
+    ]
+    # Without tools, the encoded event is what it was before the fields existed.
+    plain = orjson.loads(encode_event(inference_event(2)))["data"]
+    assert not {"tools", "tool_calls"} & set(plain)
+    assert set(plain["messages"][0]) == {"role", "content"}
+
+
+def test_an_event_written_before_tool_fields_still_decodes() -> None:
+    old = orjson.loads(encode_event(inference_event(3)))
+    back = decode_event(orjson.dumps(old))
+    assert isinstance(back, InferenceCompleted)
+    assert back.data.tools is None and back.data.tool_calls is None
+    assert back.data.messages[0].tool_calls is None
 
 
 def test_finish_reasons_are_the_protocols() -> None:
