@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import huggingface_hub.constants
 import pytest
@@ -20,6 +21,12 @@ from tests.fixtures.hub_stub import running_hub_stub
 from tests.trainer.conftest import flags, tiny_settings, write_jsonl
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+
+
+@pytest.fixture
+def settings(tiny_model_dir: Path, chat_dataset: Path, tmp_path: Path) -> dict[str, Any]:
+    """Two quick steps of the tiny Gemma on the chat dataset, into ``tmp_path / "out"``."""
+    return tiny_settings(tiny_model_dir, chat_dataset, tmp_path / "out", max_steps=2)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -121,11 +128,11 @@ def test_problems_are_one_line_errors(
     case: str,
     expected: str,
     capsys: pytest.CaptureFixture[str],
+    settings: dict[str, Any],
     tiny_model_dir: Path,
     chat_dataset: Path,
     tmp_path: Path,
 ) -> None:
-    settings = tiny_settings(tiny_model_dir, chat_dataset, tmp_path / "out", max_steps=2)
     extra: list[str] = []
     if case == "no-messages":
         write_jsonl(tmp_path / "d" / "train_sft.jsonl", [{"prompt": "p", "answer": "a"}])
@@ -182,8 +189,7 @@ def test_problems_are_one_line_errors(
 
 def test_a_gated_base_model_without_a_token_says_so(
     capsys: pytest.CaptureFixture[str],
-    tiny_model_dir: Path,
-    chat_dataset: Path,
+    settings: dict[str, Any],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -198,7 +204,6 @@ def test_a_gated_base_model_without_a_token_says_so(
             "HUGGINGFACE_CO_URL_TEMPLATE",
             hub.url + "/{repo_id}/resolve/{revision}/{filename}",
         )
-        settings = tiny_settings(tiny_model_dir, chat_dataset, tmp_path / "out")
         settings["base_model_id"] = "google/gemma-3-1b-it"
         code, _, err = run(capsys, *flags(settings))
         assert any("/google/gemma-3-1b-it/resolve/main/" in p for p in hub.paths())
@@ -213,8 +218,8 @@ def test_a_gated_base_model_without_a_token_says_so(
 @pytest.mark.filterwarnings("ignore:Could not find a config file in team/tiny-gemma:UserWarning")
 def test_a_hub_id_from_the_cache_offline_is_pinned_to_its_commit(
     capsys: pytest.CaptureFixture[str],
+    settings: dict[str, Any],
     tiny_model_dir: Path,
-    chat_dataset: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -225,7 +230,6 @@ def test_a_hub_id_from_the_cache_offline_is_pinned_to_its_commit(
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(sha)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    settings = tiny_settings(tiny_model_dir, chat_dataset, tmp_path / "out", max_steps=2)
     settings |= {"base_model_id": "team/tiny-gemma", "eval_ds_split": "", "merge": True}
     code, out, err = run(capsys, *flags(settings), "--json")
     assert code == 0, err
@@ -236,9 +240,8 @@ def test_a_hub_id_from_the_cache_offline_is_pinned_to_its_commit(
 
 
 def test_a_failure_after_training_says_the_adapter_is_saved(
-    capsys: pytest.CaptureFixture[str], tiny_model_dir: Path, chat_dataset: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], settings: dict[str, Any], tmp_path: Path
 ) -> None:
-    settings = tiny_settings(tiny_model_dir, chat_dataset, tmp_path / "out", max_steps=2)
     code, _, err = run(capsys, *flags(settings), "--push-to-hub", "team/m", "--version", "v7")
     assert code == 2
     assert err.splitlines()[-1] == (
