@@ -2,7 +2,7 @@
 
     bus topic inference.completed ──consume (group "materializer")──► classify
         primary + finish "stop" + non-empty single-turn answer ──► pair store (one transaction)
-        anything else (fallback, stitched, blocked, length, ...) ──► counted as skipped
+        anything else (fallback, stitched, uses_tools, blocked, length, ...) ──► counted as skipped
     ──► mark_seen(event ids) ──► ack
 
 Only the hosted model's own complete answers become pairs, so the small model never learns
@@ -29,7 +29,14 @@ from standby.data.pairs import (
     WriteResult,
     timestamp,
 )
-from standby.store import Bus, BusError, Event, InferenceCompleted, PipelineEvent
+from standby.store import (
+    Bus,
+    BusError,
+    Event,
+    InferenceCompleted,
+    InferenceCompletedData,
+    PipelineEvent,
+)
 
 log = logging.getLogger("standby.data.materializer")
 
@@ -91,6 +98,8 @@ def classify(event: Event) -> Candidate | str:
     d = event.data
     if d.provenance != "primary":
         return d.provenance  # fallback / stitched: never train the small model on itself
+    if _uses_tools(d):
+        return "uses_tools"
     if d.finish_reason != "stop":
         return _BLOCKED.get(d.finish_reason, d.finish_reason)
     if not d.response.strip():
@@ -110,6 +119,15 @@ def classify(event: Event) -> Candidate | str:
         event_id=event.id,
         request_id=d.request_id,
         created_at=timestamp(event.time),
+    )
+
+
+def _uses_tools(d: InferenceCompletedData) -> bool:
+    """Tools offered, called or answered: a text pair would drop the calls (the answer of a
+    call is often empty text) and teach the small model to answer without its tools. Kept out
+    until pairs carry tools."""
+    return bool(d.tools or d.tool_calls) or any(
+        m.tool_calls or m.role == "tool" for m in d.messages
     )
 
 

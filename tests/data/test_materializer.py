@@ -19,6 +19,7 @@ from standby.data.materializer import (
 )
 from standby.data.pairs import Candidate, PairStore
 from standby.store import Bus, ChatMessage, InferenceCompleted, PipelineEvent
+from standby.store.envelope import CapturedTool, CapturedToolCall
 from tests.data import Stores
 from tests.fixtures.gateway import StartGateway, base_config
 from tests.fixtures.sim import RunningSim
@@ -78,6 +79,39 @@ async def test_only_primary_complete_answers_become_pairs(bus: Bus, store: PairS
     await asyncio.sleep(0.4)
     assert await bus.consume(TOPIC, GROUP, "m2") == []
     assert store.stats().counters["skipped.fallback"] == 1
+
+
+async def test_events_that_use_tools_are_skipped_until_pairs_carry_tools(
+    bus: Bus, store: PairStore
+) -> None:
+    """A call's answer is often empty text, and a text answer given with tools offered was
+    written for a model that had them: neither may become a plain text pair."""
+    call = CapturedToolCall(id="c1", name="get_weather", arguments='{"city":"Paris"}')
+    tool = CapturedTool(name="get_weather", parameters={"type": "object"})
+    asked = ChatMessage(role="user", content="Weather in Paris?")
+    await bus.publish_many(
+        TOPIC,
+        [
+            event(1, response="", finish_reason="tool_calls", tools=[tool], tool_calls=[call]),
+            event(2, response="Probably sunny.", tools=[tool]),  # offered, not called
+            event(
+                3,
+                response="It is sunny.",
+                messages=[
+                    asked,
+                    ChatMessage(role="assistant", content="", tool_calls=[call]),
+                    ChatMessage(role="tool", content="sunny", tool_call_id="c1", name="x"),
+                ],
+            ),
+            event(4, provenance="fallback", backend="gemma", tools=[tool]),
+            event(5),
+        ],
+    )
+    counts = await Materializer(bus, store, consumer="m1").run(once=True)
+    assert (counts.events, counts.written) == (5, 1)
+    assert counts.skipped == {"uses_tools": 3, "fallback": 1}
+    assert store.stats().counters["skipped.uses_tools"] == 3
+    assert [p.request_id for p in store.pairs()] == ["r5"]
 
 
 async def test_a_redelivered_event_is_not_written_twice(bus: Bus, store: PairStore) -> None:
