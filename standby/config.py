@@ -133,6 +133,11 @@ class OpenAIBackend(_Backend):
     model: str
     api_key: SecretStr | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    tools: bool = Field(
+        default=True,
+        description="The server can call tools; false (vLLM without --enable-auto-tool-choice, "
+        "TGI without grammar support) skips this backend for requests that use tools.",
+    )
 
 
 class TGIBackend(_Backend):
@@ -157,6 +162,11 @@ class LiteLLMBackend(_Backend):
     api_key: SecretStr | None = None
     api_base: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    tools: bool = Field(
+        default=True,
+        description="The model can call tools through litellm; false skips this backend for "
+        "requests that use tools.",
+    )
 
 
 class LocalBackend(_Backend):

@@ -11,6 +11,10 @@ is, never turned into a silently restarted answer.)
 Streams: usage arrives in a chunk after the finish chunk (``stream_options.include_usage``), so
 the final Delta is sent at ``[DONE]`` or at the end of the body. ``transformers serve`` sends no
 ``[DONE]``; a body that ends with neither ``[DONE]`` nor a finish_reason was cut.
+
+Tools (``openai_tools``): forwarded, and the calls of answers and streams parsed and checked,
+unless the backend says ``tools: false`` (a vLLM started without ``--enable-auto-tool-choice``,
+a TGI without grammar support): then a request that uses tools is ``unsupported`` here.
 """
 
 from __future__ import annotations
@@ -27,27 +31,44 @@ from standby.errors import UpstreamConnectError, UpstreamProtocolError, Upstream
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
 from standby.providers.hotswap import ServedModel
+from standby.providers.openai_tools import (
+    StreamedCalls,
+    finish_with_calls,
+    is_gemini_surface,
+    merge_pieces,
+    parse_calls,
+    tool_fields,
+    wire_messages,
+)
 from standby.providers.vllm_adapters import VLLMAdapters
+from standby.tool_calls import ToolCallDelta
 
 OPENAI_FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
     "content_filter": "content_filter",
-    # Tool calls are not part of the gateway's protocol yet: the turn ended normally.
-    "tool_calls": "stop",
+    "tool_calls": "tool_calls",
+    # The legacy ``function_call`` answer is not read (no server sends it unasked).
     "function_call": "stop",
 }
 
 
 def request_body(
-    model: str, request: ChatRequest, extra_body: Mapping[str, Any], *, stream: bool
+    model: str,
+    request: ChatRequest,
+    extra_body: Mapping[str, Any],
+    *,
+    stream: bool,
+    signatures: bool = False,
 ) -> dict[str, Any]:
     """The chat-completions body for ``request``; ``extra_body`` (vendor knobs such as vLLM's
-    ``top_k``) is merged first, so the request's own fields win."""
+    ``top_k``) is merged first, so the request's own fields win. ``signatures``: the server is
+    Gemini's OpenAI surface, which gets the calls' thought signatures back."""
     body: dict[str, Any] = dict(extra_body)
     body["model"] = model
-    body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+    body["messages"] = wire_messages(request.messages, signatures=signatures)
     body.update(request.params())
+    body.update(tool_fields(request))
     if request.continue_final:
         body.update(template_flags(continue_final=True))
     if stream:
@@ -98,12 +119,17 @@ def parse_completion(backend: str, payload: Any) -> Completion:
         text = message.get("content") or ""
         if not isinstance(text, str):
             raise TypeError("content is not a string")
+        calls = parse_calls(backend, message.get("tool_calls"))
+        finish = _finish(choice.get("finish_reason")) or "stop"
         return Completion(
             text=text,
-            finish_reason=_finish(choice.get("finish_reason")) or "stop",
+            finish_reason=finish_with_calls(finish, bool(calls)),
             usage=_usage(payload.get("usage")) or Usage(),
             model_version=payload.get("model"),
+            tool_calls=calls,
         )
+    except UpstreamProtocolError:
+        raise
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
         raise UpstreamProtocolError(backend, f"unexpected chat.completion shape ({e!r})") from e
 
@@ -112,16 +138,17 @@ class _StreamState:
     """What a stream has said so far: the finish reason and usage arrive in separate chunks
     (usage after the finish chunk, with ``stream_options.include_usage``)."""
 
-    __slots__ = ("done", "finish", "model", "usage")
+    __slots__ = ("calls", "done", "finish", "model", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str) -> None:
         self.finish: FinishReason | None = None
         self.usage: Usage | None = None
         self.model: str | None = None
         self.done = False
+        self.calls = StreamedCalls(backend)
 
-    def feed(self, backend: str, payload: Any) -> str:
-        """Absorb one chunk; return its text."""
+    def feed(self, backend: str, payload: Any, pieces: list[ToolCallDelta]) -> str:
+        """Absorb one chunk; return its text and add its tool-call pieces to ``pieces``."""
         if not isinstance(payload, dict):
             raise UpstreamProtocolError(backend, "stream chunk is not a JSON object")
         if (err := _error_in_body(backend, payload)) is not None:
@@ -135,12 +162,22 @@ class _StreamState:
                 return ""
             choice = choices[0]
             self.finish = _finish(choice.get("finish_reason")) or self.finish
-            text = (choice.get("delta") or {}).get("content") or ""
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or ""
             if not isinstance(text, str):
                 raise TypeError("delta.content is not a string")
+            pieces += self.calls.feed(delta.get("tool_calls"))
             return text
+        except UpstreamProtocolError:
+            raise
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
             raise UpstreamProtocolError(backend, f"unexpected chunk shape ({e!r})") from e
+
+    def last_delta(self) -> Delta:
+        """The closing Delta, once the calls (if any) are known to be whole."""
+        self.calls.finish()
+        finish = finish_with_calls(self.finish or "stop", bool(self.calls))
+        return Delta(finish_reason=finish, usage=self.usage, model_version=self.model)
 
 
 class OpenAICompatProvider:
@@ -161,6 +198,7 @@ class OpenAICompatProvider:
         self._session: aiohttp.ClientSession | None = None
         self._served: ServedModel | None = None
         self._adapters: VLLMAdapters | None = None
+        self._signatures = is_gemini_surface(config.base_url)
 
     async def start(self) -> None:
         if self._session is None or self._session.closed:
@@ -170,6 +208,8 @@ class OpenAICompatProvider:
         return self._session is not None and not self._session.closed
 
     def unsupported(self, request: ChatRequest) -> str | None:
+        if request.uses_tools and not self.config.tools:
+            return f"backend {self.name!r} is configured without tool calling (tools: false)"
         return None
 
     async def close(self) -> None:
@@ -203,7 +243,13 @@ class OpenAICompatProvider:
 
     def _body(self, request: ChatRequest, *, stream: bool) -> bytes:
         return orjson.dumps(
-            request_body(self.model, request, self.config.extra_body, stream=stream)
+            request_body(
+                self.model,
+                request,
+                self.config.extra_body,
+                stream=stream,
+                signatures=self._signatures,
+            )
         )
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -217,22 +263,23 @@ class OpenAICompatProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         assert self._session is not None, "start() not called"
         data = self._body(request, stream=True)
-        state = _StreamState()
+        state = _StreamState(self.name)
         try:
             async with self._session.post(
                 self._url, data=http.body(data), headers=self._stream_headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
                 async for batch in http.sse_batches(resp):
-                    texts = []
+                    texts: list[str] = []
+                    pieces: list[ToolCallDelta] = []
                     for payload in batch:
                         if payload == b"[DONE]":
                             state.done = True
                             break
-                        texts.append(state.feed(self.name, orjson.loads(payload)))
+                        texts.append(state.feed(self.name, orjson.loads(payload), pieces))
                     text = "".join(t for t in texts if t)
-                    if text:
-                        yield Delta(text=text)
+                    if text or pieces:
+                        yield Delta(text=text, tool_calls=merge_pieces(pieces))
                     if state.done:
                         break
         except Exception as e:
@@ -240,6 +287,4 @@ class OpenAICompatProvider:
         if state.finish is None and not state.done:
             # The body ended cleanly, but the server never said the answer was complete.
             raise UpstreamConnectError(self.name, "stream ended without finish_reason or [DONE]")
-        yield Delta(
-            finish_reason=state.finish or "stop", usage=state.usage, model_version=state.model
-        )
+        yield state.last_delta()

@@ -324,7 +324,7 @@ async def test_keepalives_role_chunks_and_tool_calls(edge_server: Any, make: Any
     p = await make(url, "chatty", api_key="k1", extra_body={"top_k": 3})
     deltas = await collect(p)
     assert joined(deltas) == "Hi"
-    assert deltas[-1].finish_reason == "stop"  # tool_calls is reported as stop for now
+    assert deltas[-1].finish_reason == "stop"  # "tool_calls" without a call is a plain stop
     assert bodies[-1]["top_k"] == 3
     assert bodies[-1]["stream_options"] == {"include_usage": True}
 
