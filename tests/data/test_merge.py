@@ -49,6 +49,12 @@ def synthetic(folder: Path, prompts: list[str]) -> Path:
     return folder
 
 
+def merge(first: Path, second: Path, out: Path, *flags: str) -> int:
+    """``standby data merge`` as a user runs it; its exit status."""
+    argv = ["--first-ds-id", str(first), "--second-ds-id", str(second), "--output-dir", str(out)]
+    return main(["data", "merge", *argv, *flags])
+
+
 def test_merge_keeps_provenance_and_the_test_split(reference: Path, tmp_path: Path) -> None:
     second = synthetic(tmp_path / "synth", [NEW := new_item(0)[0], TRAIN[0], TEST[0]])
     cfg = MergeConfig(
@@ -85,18 +91,7 @@ def test_merge_keeps_provenance_and_the_test_split(reference: Path, tmp_path: Pa
 def test_a_missing_train_split_is_one_line(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        [
-            "data",
-            "merge",
-            "--first-ds-id",
-            str(reference),
-            "--second-ds-id",
-            str(tmp_path / "nothing"),
-            "--output-dir",
-            str(tmp_path / "m"),
-        ]
-    )
+    code = merge(reference, tmp_path / "nothing", tmp_path / "m")
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no such file or folder" in err
 
@@ -111,19 +106,7 @@ def test_synth_merge_train_on_the_tiny_model(
 ) -> None:
     script_each_seed(sim, {s: items(new_item(i)) for i, s in enumerate(TRAIN)})
     run_synth(settings(sim, reference, tmp_path / "synth"))
-    code = main(
-        [
-            "data",
-            "merge",
-            "--first-ds-id",
-            str(reference),
-            "--second-ds-id",
-            str(tmp_path / "synth"),
-            "--output-dir",
-            str(tmp_path / "merged"),
-            "--json",
-        ]
-    )
+    code = merge(reference, tmp_path / "synth", tmp_path / "merged", "--json")
     out, err = capsys.readouterr()
     assert code == 0, err
     assert json.loads(out)["counts"] == {"train_sft": 2 * len(TRAIN), "test_sft": len(TEST)}
