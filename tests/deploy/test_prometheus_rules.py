@@ -114,6 +114,16 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+def metrics_read() -> set[str]:
+    """The ``standby_*`` metrics that the alert rules and the dashboard read."""
+    used = set()
+    for rule in load_rules():
+        used |= metric_names(rule["expr"])
+    for expr in dashboard_exprs(json.loads(DASHBOARD.read_text())):
+        used |= metric_names(expr)
+    return used
+
+
 # ------------------------------------------------------------------------------------ promtool
 
 
@@ -231,12 +241,7 @@ def test_zero_traffic_is_guarded_in_fallback_ratio_alerts() -> None:
 
 
 def test_metrics_used_are_design_metrics() -> None:
-    used = set()
-    for rule in load_rules():
-        used |= metric_names(rule["expr"])
-    for expr in dashboard_exprs(json.loads(DASHBOARD.read_text())):
-        used |= metric_names(expr)
-    unknown = used - set(DESIGN_METRICS)
+    unknown = metrics_read() - set(DESIGN_METRICS)
     assert not unknown, f"not in the DESIGN metrics table: {sorted(unknown)}"
 
 
@@ -305,12 +310,7 @@ def test_rules_and_dashboard_metrics_are_exported(
     for name, kind in DESIGN_METRICS.items():
         if name in exported:
             assert exported[name] == kind, f"{name} is a {exported[name]}, DESIGN says {kind}"
-    used = set()
-    for rule in load_rules():
-        used |= metric_names(rule["expr"])
-    for expr in dashboard_exprs(json.loads(DASHBOARD.read_text())):
-        used |= metric_names(expr)
-    missing = used - set(exported)
+    missing = metrics_read() - set(exported)
     assert not missing, f"used by rules/dashboard but not on /metrics: {sorted(missing)}"
 
 
