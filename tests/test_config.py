@@ -122,15 +122,21 @@ def test_unreadable_files(tmp_path: Path, text: str, message: str) -> None:
         load_settings(tmp_path / "missing.yaml")
 
 
-def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
-    path = tmp_path / "standby.yaml"
-    path.write_text(yaml.safe_dump({**minimal(), "routes": {"m": ["ghost"]}}))
-    run = subprocess.run(
+def serve_process(path: Path) -> subprocess.CompletedProcess[str]:
+    """``standby serve --config path`` through the real console entry point (a bad file: it
+    exits at once)."""
+    return subprocess.run(
         [sys.executable, "-m", "standby.cli", "serve", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "standby.yaml"
+    path.write_text(yaml.safe_dump({**minimal(), "routes": {"m": ["ghost"]}}))
+    run = serve_process(path)
     assert run.returncode == 2
     assert run.stdout == ""
     lines = run.stderr.strip().splitlines()

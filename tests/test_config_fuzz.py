@@ -5,8 +5,6 @@ traceback. (The cases of one named field are in test_config.py.)"""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from standby.cli import main
 from standby.config import load_settings
 from standby.errors import ConfigError
+from tests.test_config import serve_process
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "standby.yaml"
 MUTANTS = 400
@@ -166,12 +165,7 @@ def test_serve_subprocess_prints_no_traceback(tmp_path: Path) -> None:
     """The real console entry point, on a file that is not YAML at all."""
     path = tmp_path / "standby.yaml"
     path.write_bytes(BROKEN["binary garbage"])
-    run = subprocess.run(
-        [sys.executable, "-m", "standby.cli", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = serve_process(path)
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
