@@ -45,7 +45,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -643,6 +643,32 @@ def derived(report: Report, concs: Sequence[int]) -> list[str]:
         result = result or ("" if not target else verdict(ok))
         lines.append(f"| {mode} | {what} | {value} | {target} | {result} |")
 
+    def versus(
+        peer: str,
+        mode: str,
+        concs: Iterable[int],
+        fmt: str,
+        target: str,
+        met: Callable[[float], bool],
+    ) -> None:
+        """standby / ``peer`` req/s against the target (stated at c=16), and the two's CPU per
+        request the other way round, both written with ``fmt``."""
+        for conc in concs:
+            sb, other = report.get("standby", mode, conc), report.get(peer, mode, conc)
+            if sb is None or other is None or other.rps <= 0:
+                continue
+            ratio = sb.rps / other.rps
+            row(
+                mode,
+                f"standby / {peer} req/s, c={conc}",
+                fmt.format(ratio),
+                target if conc == 16 else "",
+                met(ratio),
+            )
+            if sb.proxy_cpu_ms and other.proxy_cpu_ms:
+                cpu = other.proxy_cpu_ms / sb.proxy_cpu_ms
+                row(mode, f"{peer} / standby CPU per request, c={conc}", fmt.format(cpu))
+
     for mode in MODES:
         direct1 = report.get("direct", mode, 1)
         for name in ("floor", "standby", "litellm"):
@@ -657,24 +683,7 @@ def derived(report: Report, concs: Sequence[int]) -> list[str]:
                     "≤ 1 ms" if is_sb else "",
                     round(added, 2) <= 1.0,
                 )
-        for conc in (c for c in concs if c > 1):
-            sb, fl = report.get("standby", mode, conc), report.get("floor", mode, conc)
-            if sb is None or fl is None:
-                continue
-            frac = sb.rps / fl.rps
-            row(
-                mode,
-                f"standby / floor req/s, c={conc}",
-                f"{frac:.2f}",
-                "≥ 0.33" if conc == 16 else "",
-                frac >= 1 / 3,
-            )
-            if sb.proxy_cpu_ms and fl.proxy_cpu_ms:
-                row(
-                    mode,
-                    f"floor / standby CPU per request, c={conc}",
-                    f"{fl.proxy_cpu_ms / sb.proxy_cpu_ms:.2f}",
-                )
+        versus("floor", mode, (c for c in concs if c > 1), "{:.2f}", "≥ 0.33", lambda r: r >= 1 / 3)
         for conc in (c for c in concs if c > 1):
             ab = report.capture_ab.get((mode, conc))
             if ab is not None:
@@ -714,24 +723,7 @@ def derived(report: Report, concs: Sequence[int]) -> list[str]:
                     "separate gateways, capture enabled / disabled)",
                     f"{on.rps / off.rps:.2f}",
                 )
-        for conc in concs:
-            sb, lt = report.get("standby", mode, conc), report.get("litellm", mode, conc)
-            if sb is None or lt is None or lt.rps <= 0:
-                continue
-            ratio = sb.rps / lt.rps
-            row(
-                mode,
-                f"standby / litellm req/s, c={conc}",
-                f"{ratio:.1f}x",
-                "> 10x" if conc == 16 else "",
-                ratio > 10,
-            )
-            if sb.proxy_cpu_ms and lt.proxy_cpu_ms:
-                row(
-                    mode,
-                    f"litellm / standby CPU per request, c={conc}",
-                    f"{lt.proxy_cpu_ms / sb.proxy_cpu_ms:.1f}x",
-                )
+        versus("litellm", mode, concs, "{:.1f}x", "> 10x", lambda r: r > 10)
         sb_cells = [c for c in report.cells if c.target == "standby" and c.mode == mode]
         if sb_cells and all(c.error is None for c in sb_cells):
             failures = sum(c.non2xx + c.bad + c.sock_errors for c in sb_cells)
