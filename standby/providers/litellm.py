@@ -5,6 +5,12 @@ litellm costs ~7 ms CPU per call and ~4-5 s to import (NOTES.md), so it is impor
 ``start()`` and is meant for backends off the hot path. Its own retries are switched off: the
 router, not litellm, decides when to try another backend. Its exceptions are translated in
 ``translate()`` by type and ``status_code``, never by message text.
+
+Tools go through ``acompletion(tools=, tool_choice=, parallel_tool_calls=)`` in OpenAI's shapes
+(``openai_tools``), and the calls in its answers are checked the same way as an OpenAI-compatible
+server's. Gemini's thought signatures travel as litellm carries them for ``gemini/`` and
+``vertex_ai/`` models (``provider_specific_fields``, not packed into the call id), and as
+``extra_content`` to Gemini's OpenAI surface; no other server sees them.
 """
 
 from __future__ import annotations
@@ -33,9 +39,21 @@ from standby.errors import (
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
 from standby.providers.openai_compat import OPENAI_FINISH
+from standby.providers.openai_tools import (
+    StreamedCalls,
+    finish_with_calls,
+    is_gemini_surface,
+    merge_pieces,
+    parse_calls,
+    tool_fields,
+    wire_messages,
+)
 
 # litellm prefixes of OpenAI-compatible servers that understand vLLM's continuation flags.
 _CONTINUE_PREFIXES = ("hosted_vllm/", "openai/")
+
+# litellm prefixes whose calls carry Gemini's thought signatures in ``provider_specific_fields``.
+_GEMINI_PREFIXES = ("gemini/", "vertex_ai/")
 
 _litellm: ModuleType | None = None
 
@@ -62,6 +80,22 @@ def _usage(raw: Any) -> Usage | None:
         prompt_tokens=int(getattr(raw, "prompt_tokens", 0) or 0),
         completion_tokens=int(getattr(raw, "completion_tokens", 0) or 0),
     )
+
+
+def _plain_calls(raw: Any) -> list[Any] | None:
+    """litellm's tool-call objects as OpenAI's plain shapes, a Gemini signature moved from
+    ``provider_specific_fields`` to where ``openai_tools`` reads it."""
+    if not raw:
+        return None
+    out: list[Any] = []
+    for call in raw:
+        item = call.model_dump() if hasattr(call, "model_dump") else call
+        fields = item.get("provider_specific_fields") if isinstance(item, dict) else None
+        signature = fields.get("thought_signature") if isinstance(fields, dict) else None
+        if signature:
+            item["extra_content"] = {"google": {"thought_signature": signature}}
+        out.append(item)
+    return out
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -147,6 +181,8 @@ class LiteLLMProvider:
         return self._lm is not None
 
     def unsupported(self, request: ChatRequest) -> str | None:
+        if request.uses_tools and not self.config.tools:
+            return f"backend {self.name!r} is configured without tool calling (tools: false)"
         return None
 
     async def close(self) -> None:
@@ -157,7 +193,7 @@ class LiteLLMProvider:
         kw: dict[str, Any] = dict(cfg.extra)
         kw.update(
             model=cfg.model,
-            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            messages=self._messages(request),
             stream=stream,
             num_retries=0,  # the router decides failover, not litellm
             max_retries=0,
@@ -168,6 +204,9 @@ class LiteLLMProvider:
         if cfg.api_key is not None:
             kw["api_key"] = cfg.api_key.get_secret_value()
         kw.update(request.params())
+        kw.update(tool_fields(request))
+        if cfg.model.startswith(_GEMINI_PREFIXES):
+            kw["thought_signature_in_tool_call_id"] = False
         if stream:
             kw["stream_options"] = {"include_usage": True}
         if request.continue_final and cfg.model.startswith(_CONTINUE_PREFIXES):
@@ -175,6 +214,18 @@ class LiteLLMProvider:
             extra_body.update(template_flags(continue_final=True))
             kw["extra_body"] = extra_body
         return kw
+
+    def _messages(self, request: ChatRequest) -> list[dict[str, Any]]:
+        if not self.config.model.startswith(_GEMINI_PREFIXES):
+            surface = is_gemini_surface(self.config.api_base or "")
+            return wire_messages(request.messages, signatures=surface)
+        # litellm's Gemini reads the signature here, and adds Google's placeholder where none is.
+        messages = wire_messages(request.messages, signatures=False)
+        for wire, m in zip(messages, request.messages, strict=True):
+            for wire_call, call in zip(wire.get("tool_calls", ()), m.tool_calls, strict=True):
+                if call.signature is not None:
+                    wire_call["provider_specific_fields"] = {"thought_signature": call.signature}
+        return messages
 
     def _blocked_is_answer(self, err: UpstreamError) -> bool:
         return isinstance(err, UpstreamBlocked) and self.on_blocked == "content_filter"
@@ -187,11 +238,14 @@ class LiteLLMProvider:
             text = choice.message.content or ""
             if not isinstance(text, str):
                 raise UpstreamProtocolError(self.name, "content is not a string")
+            calls = parse_calls(self.name, _plain_calls(choice.message.tool_calls))
+            finish = _finish(choice.finish_reason) or "stop"
             return Completion(
                 text=text,
-                finish_reason=_finish(choice.finish_reason) or "stop",
+                finish_reason=finish_with_calls(finish, bool(calls)),
                 usage=_usage(getattr(resp, "usage", None)) or Usage(),
                 model_version=getattr(resp, "model", None),
+                tool_calls=calls,
             )
         except Exception as e:
             err = translate(self.name, e, self.config.timeouts)
@@ -205,6 +259,7 @@ class LiteLLMProvider:
         usage: Usage | None = None
         version: str | None = None
         chunks: Any = None
+        calls = StreamedCalls(self.name)
         try:
             chunks = await self._lm.acompletion(**self._kwargs(request, stream=True))
             async for chunk in chunks:
@@ -215,11 +270,15 @@ class LiteLLMProvider:
                     continue
                 choice = chunk.choices[0]
                 finish = _finish(choice.finish_reason) or finish
-                text = choice.delta.content if choice.delta is not None else None
-                if text:
-                    yield Delta(text=text)
+                delta = choice.delta
+                text = delta.content if delta is not None else None
+                raw_calls = getattr(delta, "tool_calls", None) if delta is not None else None
+                pieces = merge_pieces(calls.feed(_plain_calls(raw_calls)))
+                if text or pieces:
+                    yield Delta(text=text or "", tool_calls=pieces)
             if finish is not None and not _backend_finished(chunks):
                 finish = None  # litellm made the finish_reason up at a bare end of stream
+            calls.finish()
         except Exception as e:
             err = translate(self.name, e, self.config.timeouts)
             if not self._blocked_is_answer(err):
@@ -231,6 +290,7 @@ class LiteLLMProvider:
                 await aclose()
         if finish is None:
             raise UpstreamConnectError(self.name, "stream ended without a finish_reason")
+        finish = finish_with_calls(finish, bool(calls))
         yield Delta(finish_reason=finish, usage=usage, model_version=version)
 
 
