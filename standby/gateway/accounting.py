@@ -12,6 +12,10 @@ from standby.gateway.failover import Outcome
 from standby.gateway.metrics import Metrics
 from standby.protocol import Usage
 
+# Skips that are no failure of the backend (it was not called): counted as fallback reasons,
+# not as the backend's errors.
+_NOT_CALLED = frozenset({"breaker_open", "unsupported"})
+
 
 class Accounting:
     """The gateway's request metrics and its per-route capture switch."""
@@ -41,9 +45,11 @@ class Accounting:
             m.c_tokens(outcome.backend, "input").inc(usage.prompt_tokens)
             m.c_tokens(outcome.backend, "output").inc(usage.completion_tokens)
         for error in outcome.errors:
-            if error.reason != "breaker_open":
+            if error.reason not in _NOT_CALLED:
                 m.upstream_errors.labels(error.backend, error.reason).inc()
-        if outcome.backend and outcome.errors:
+        # A stream that broke and was not continued ends on the backend that failed: no
+        # fallback happened, so none is counted.
+        if outcome.backend and outcome.errors and outcome.errors[0].backend != outcome.backend:
             m.fallbacks.labels(
                 outcome.route, outcome.errors[0].backend, outcome.backend, outcome.fallback_reason
             ).inc()
