@@ -191,3 +191,18 @@ async def test_plain_text_requests_never_hit_the_unsupported_skip() -> None:
     async with fake_gateway(only) as gw:
         answer = await gw.ask(messages=HELLO)
     assert answer.status == 200 and answer.standby["fallback_reason"] is None
+
+
+async def test_a_continuation_skips_a_backend_without_tools() -> None:
+    primary = FakeProvider(P, Cut("Let me ", "look"))
+    no_tools = FakeProvider(F, no_tools=NO_TOOLS)
+    third = FakeProvider("third", Reply(" it up."))
+    async with fake_gateway(primary, no_tools, third) as gw:
+        answer = await gw.ask(stream=True, messages=ASK_WEATHER, tools=TOOLS)
+    assert answer.done and answer.text == "Let me look it up."
+    assert answer.standby == {
+        "backend": "third",
+        "provenance": "stitched",
+        "fallback_reason": "mid_stream",
+    }
+    assert no_tools.requests == [] and third.requests[0].tools == primary.requests[0].tools
