@@ -20,6 +20,7 @@ from standby.errors import (
 from standby.protocol import ChatRequest, Delta, Message
 from standby.providers.tgi import TGIProvider
 from standby.sim.tgi import ANSWER
+from standby.tool_calls import Tool, ToolCall
 from tests.fixtures.tgi_sim import RunningTGI
 
 HELLO = ChatRequest(messages=(Message("user", "Say hello"),))
@@ -354,3 +355,21 @@ async def test_sim_speaks_tgi_native(tgi_sim: RunningTGI) -> None:
             assert r.status == 200
         async with s.post(tgi_sim.url + "/generate", json=body) as r:
             assert r.status == 503
+
+
+async def test_tools_are_unsupported_on_the_native_api(tgi_sim: RunningTGI, make: Any) -> None:
+    """TGI's native route has no tool calling: a request that offers tools, or whose history
+    holds calls and results, is skipped (its Messages API is an ``openai`` backend)."""
+    p = await make(tgi_sim.url)
+    offered = ChatRequest(messages=HELLO.messages, tools=(Tool("get_time"),))
+    call = ToolCall("c1", "get_time")
+    history = (
+        *HELLO.messages,
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", "noon", tool_call_id="c1", name="get_time"),
+    )
+    for req in (offered, ChatRequest(messages=history)):
+        reason = p.unsupported(req)
+        assert reason is not None and "openai-type backend" in reason
+    assert p.unsupported(HELLO) is None
+    assert tgi_sim.requests == []
