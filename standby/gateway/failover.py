@@ -33,11 +33,11 @@ from standby.errors import (
     RequestError,
     Unsupported,
     UpstreamError,
-    UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
 from standby.gateway.breaker import CircuitBreaker, OnChange
+from standby.gateway.timed_stream import TimedStream
 from standby.protocol import ChatRequest, Completion, Delta
 from standby.providers.base import Provider, aclose
 from standby.tool_calls import ToolCallDelta
@@ -214,41 +214,6 @@ def _cannot_serve(route: str, skipped: list[UpstreamError]) -> RequestError:
     return RequestError(
         f"no backend of route {route!r} can serve this request: {why}", code="unsupported"
     )
-
-
-class TimedStream:
-    """One backend's stream under its first-token / idle / total limits."""
-
-    def __init__(self, name: str, source: AsyncIterator[Delta], limits: Timeouts) -> None:
-        self.name = name
-        self.source = source
-        self.limits = limits
-        self.loop = asyncio.get_running_loop()
-        self.deadline = self.loop.time() + limits.total_s
-        self.got_content = False
-
-    async def next(self) -> Delta:
-        limits = self.limits
-        if self.got_content:
-            limit, phase = limits.idle_s, "idle"
-        else:
-            limit, phase = limits.first_token_s, "first_token"
-        remaining = self.deadline - self.loop.time()
-        if remaining <= limit:
-            limit, phase = max(remaining, 0.0), "total"
-        try:
-            async with asyncio.timeout(limit):
-                delta = await anext(self.source)
-        except StopAsyncIteration:
-            raise UpstreamProtocolError(self.name, "stream ended without a finish") from None
-        except TimeoutError:
-            seconds = limits.total_s if phase == "total" else limit
-            raise UpstreamTimeout(self.name, phase, seconds) from None
-        self.got_content = self.got_content or bool(delta.text or delta.tool_calls)
-        return delta
-
-    async def aclose(self) -> None:
-        await aclose(self.source)
 
 
 class FailoverStream:
