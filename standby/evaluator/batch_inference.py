@@ -449,19 +449,11 @@ def _ordered(progress: Path, rows: list[TestRow], repeat: int) -> list[dict[str,
 
 def push_responses(cfg: BatchInferConfig, records: list[dict[str, Any]]) -> str:
     """Push the answers to ``lm_response_ds_id`` (append or replace the split)."""
-    import datasets  # type: ignore[import-untyped]
-
-    from standby.data.hub import push_split
-
     assert cfg.lm_response_ds_id is not None
-    ds = datasets.Dataset.from_list(records)
-    pushed = push_split(
-        ds,
+    return cfg.push_rows(
+        records,
         cfg.lm_response_ds_id,
         cfg.lm_response_ds_split,
         append=cfg.lm_response_append,
-        private=cfg.hub_private,
-        endpoint=cfg.hub_endpoint,
-        description="Answers of a candidate model on a held-out split (standby batch-infer).",
+        about="Answers of a candidate model on a held-out split (standby batch-infer).",
     )
-    return pushed.commit_url

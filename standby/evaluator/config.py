@@ -5,7 +5,7 @@ tools' flag names (DESIGN "Seed parity") plus what the fixes need. Every field i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,26 @@ class HubPushSettings(ToolConfig):
         default=None, description="Hub URL (default: $HF_ENDPOINT or huggingface.co)"
     )
     hub_private: bool = Field(default=True, description="Create pushed repos as private")
+
+    def push_rows(
+        self, rows: list[dict[str, Any]], repo_id: str, split: str, *, append: bool, about: str
+    ) -> str:
+        """Commit ``rows`` as split ``split`` of the dataset repo ``repo_id`` (appending a shard
+        or replacing the split), its card saying ``about``; the commit URL."""
+        import datasets  # type: ignore[import-untyped]
+
+        from standby.data.hub import push_split
+
+        pushed = push_split(
+            datasets.Dataset.from_list(rows),
+            repo_id,
+            split,
+            append=append,
+            private=self.hub_private,
+            endpoint=self.hub_endpoint,
+            description=about,
+        )
+        return pushed.commit_url
 
 
 class BatchInferConfig(HubPushSettings):

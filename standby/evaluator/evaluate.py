@@ -202,21 +202,14 @@ def _judge_id(cfg: EvaluateConfig) -> str:
 
 
 def _push(cfg: EvaluateConfig, rows: list[dict[str, Any]]) -> str:
-    import datasets  # type: ignore[import-untyped]
-
-    from standby.data.hub import push_split
-
     assert cfg.eval_ds_id is not None
-    pushed = push_split(
-        datasets.Dataset.from_list(rows),
+    return cfg.push_rows(
+        rows,
         cfg.eval_ds_id,
         cfg.eval_ds_split,
         append=cfg.eval_ds_append,
-        private=cfg.hub_private,
-        endpoint=cfg.hub_endpoint,
-        description="Judge scores of a candidate model's answers (standby evaluate).",
+        about="Judge scores of a candidate model's answers (standby evaluate).",
     )
-    return pushed.commit_url
 
 
 async def _publish(url: str, report: dict[str, Any]) -> None:
