@@ -25,6 +25,7 @@ from standby.errors import (
 from standby.protocol import ChatRequest, Completion, Delta, Message
 from standby.providers.openai_compat import OpenAICompatProvider, request_body
 from standby.sim.background import AiohttpServer, free_port
+from standby.tool_calls import Tool
 from tests.fixtures.sim import SIM_KEY, RunningSim
 
 HELLO = ChatRequest(messages=(Message("user", "Say hello"),))
@@ -384,6 +385,22 @@ async def test_transformers_serve_complete_and_stream(
     assert deltas[-1].finish_reason == c.finish_reason
     assert deltas[-1].usage == c.usage
     assert joined(deltas) == c.text
+
+
+async def test_transformers_serve_takes_tools(
+    transformers_serve: tuple[str, str], make: Any
+) -> None:
+    """``transformers serve`` renders ``tools`` through the model's chat template and ignores
+    ``tool_choice`` (with a warning); the tiny random model answers, text or checked calls."""
+    url, model = transformers_serve
+    p = await make(url, model)
+    tool = Tool("get_time", "The time.", {"type": "object", "properties": {}})
+    req = ChatRequest(messages=(Message("user", "hi"),), max_tokens=4, tools=(tool,))
+    c = await p.complete(req)
+    assert c.finish_reason in ("length", "stop", "tool_calls")
+    assert all(call.name == "get_time" for call in c.tool_calls)
+    deltas = await collect(p, req)
+    assert deltas[-1].finish_reason in ("length", "stop", "tool_calls")
 
 
 async def test_transformers_serve_rejects_other_models(
