@@ -13,6 +13,10 @@ provider) all format a chat here, so a model is served exactly as it was trained
   (``marks_assistant_tokens``).
 - With no tokenizer at hand (a TGI server without ``chat_template_model``) the prompt is
   Gemma's turn format, written out by ``gemma_prompt``.
+- Tools and the tool history go to the template the way transformers' templates take them
+  (``tool_chat``, ``template_tools``): OpenAI-shaped function dicts, assistant ``tool_calls``
+  with their arguments as objects, ``tool`` messages with the function's ``name``. A template
+  without tool support ignores ``tools`` (``renders_tools`` tells the two apart).
 
 Nothing beyond the base modules at import (the gateway image imports this for
 ``template_flags``): tokenizers are passed in; jinja2 and TRL are imported on use.
@@ -20,12 +24,14 @@ Nothing beyond the base modules at import (the gateway image imports this for
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from standby.protocol import Message
+from standby.protocol import ChatRequest, Message
 
 Chat = list[dict[str, str]]
+ToolChat = list[dict[str, Any]]  # a Chat whose messages may carry tool calls and results
 
 START, END = "<start_of_turn>", "<end_of_turn>"  # Gemma's turn markers
 
@@ -33,6 +39,54 @@ START, END = "<start_of_turn>", "<end_of_turn>"  # Gemma's turn markers
 def chat_of(messages: Iterable[Message]) -> Chat:
     """A request's messages as the role/content dicts chat templates take."""
     return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def tool_chat(messages: Iterable[Message]) -> ToolChat:
+    """A request's messages with their tool calls and results, as chat templates take them
+    (a call's JSON arguments as an object; ValueError when they are not one)."""
+    chat: ToolChat = []
+    for m in messages:
+        message: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": _arguments(c.arguments, c.name)},
+                }
+                for c in m.tool_calls
+            ]
+        if m.role == "tool":
+            message |= {"tool_call_id": m.tool_call_id, "name": m.name}
+        chat.append(message)
+    return chat
+
+
+def _arguments(text: str, name: str) -> dict[str, Any]:
+    value = json.loads(text or "{}")
+    if not isinstance(value, dict):
+        raise ValueError(f"the arguments of the call to {name!r} are not a JSON object")
+    return value
+
+
+def template_tools(request: ChatRequest) -> list[dict[str, Any]] | None:
+    """The tools the template declares for ``request``: all it offers, none with
+    ``tool_choice: none``. A named ``tool_choice`` declares them all too (the prompt stays the
+    one the model sees, and is trained on, for every choice; the server makes it call the one
+    named)."""
+    if not request.tools or request.tool_choice.mode == "none":
+        return None
+    return [t.openai() for t in request.tools]
+
+
+def renders_tools(tokenizer: Any) -> bool:
+    """True when the tokenizer's chat template declares the tools it is given (templates
+    without tool support ignore them)."""
+    probe = "standby_probe_function"
+    tool = {"type": "function", "function": {"name": probe, "description": "", "parameters": {}}}
+    chat = [{"role": "user", "content": "Hi"}]
+    text = _apply(tokenizer, chat, tools=[tool], tokenize=False, add_generation_prompt=True)
+    return probe in str(text)
 
 
 def fold_system_messages(messages: Sequence[Mapping[str, str]]) -> Chat:
@@ -50,7 +104,7 @@ def fold_system_messages(messages: Sequence[Mapping[str, str]]) -> Chat:
     return [{"role": "user", "content": prefix}, *rest]
 
 
-def continues(messages: Sequence[Mapping[str, str]], continue_final: bool) -> bool:
+def continues(messages: Sequence[Mapping[str, Any]], continue_final: bool) -> bool:
     """True when the last message is a partial assistant answer to continue."""
     return continue_final and bool(messages) and messages[-1]["role"] == "assistant"
 
@@ -62,16 +116,27 @@ def template_flags(*, continue_final: bool) -> dict[str, bool]:
 
 
 def render_prompt(
-    tokenizer: Any, messages: Sequence[Mapping[str, str]], *, continue_final: bool = False
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    continue_final: bool = False,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
     """Token ids of the chat, by the tokenizer's own template, ready for the model's answer.
 
     ``continue_final``: the last message is a partial assistant answer to continue. A template
     that rejects system messages is retried with them folded into the first user turn.
+    ``tools``: OpenAI-shaped function dicts for the template to declare (``template_tools``).
     Control tokens inside message text (``<end_of_turn>`` typed by a user) stay plain text.
     """
     flags = template_flags(continue_final=continues(messages, continue_final))
-    kwargs = {"tokenize": True, "return_dict": False, "sanitize_control_tokens": True}
+    kwargs: dict[str, Any] = {
+        "tokenize": True,
+        "return_dict": False,
+        "sanitize_control_tokens": True,
+    }
+    if tools:
+        kwargs["tools"] = tools
     ids = _apply(tokenizer, messages, **kwargs, **flags)
     return [int(i) for i in ids]
 
@@ -89,7 +154,7 @@ def render_text(
     return text
 
 
-def _apply(tokenizer: Any, messages: Sequence[Mapping[str, str]], **kwargs: Any) -> Any:
+def _apply(tokenizer: Any, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
     import jinja2  # with the tokenizer's packages (transformers needs it for templates)
 
     chat = [dict(m) for m in messages]

@@ -1,5 +1,6 @@
 """standby.chat_format: system folding, continuation prefill, Gemma's written-out turn format,
-and the same prompt for the trainer and the server (the tiny Gemma's real template)."""
+the same prompt for the trainer and the server (the tiny Gemma's real template), and tools for
+the templates that take them (the tiny Gemma 4's)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ from standby.chat_format import (
     marks_assistant_tokens,
     render_prompt,
     render_text,
+    renders_tools,
     template_flags,
+    template_tools,
+    tool_chat,
 )
 from standby.protocol import ChatRequest, Message
+from standby.tool_calls import Tool, ToolCall
 from standby.trainer.data import to_chat
 
 SYSTEM = {"role": "system", "content": "Be brief."}
@@ -175,3 +180,48 @@ def test_chat_template_and_assistant_markers(tokenizer: Any) -> None:
     plain.chat_template = None
     assert chat_template(plain) is None
     assert not marks_assistant_tokens(plain)
+
+
+CALL = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+TOOL = Tool("get_weather", "Weather now.", {"type": "object", "properties": {}})
+
+
+def test_tool_chat_gives_templates_calls_with_object_arguments_and_named_results() -> None:
+    messages = (
+        Message("user", "Weather?"),
+        Message("assistant", "", tool_calls=(CALL,)),
+        Message("tool", "sunny", tool_call_id="call_1", name="get_weather"),
+    )
+    assert tool_chat(messages) == [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+                }
+            ],
+        },
+        {"role": "tool", "content": "sunny", "tool_call_id": "call_1", "name": "get_weather"},
+    ]
+    assert tool_chat(messages[:1]) == chat_of(messages[:1])  # no tools: the plain chat
+    not_an_object = ToolCall("call_2", "f", "[1]")
+    with pytest.raises(ValueError, match="'f' are not a JSON object"):
+        tool_chat([Message("assistant", "", tool_calls=(not_an_object,))])
+
+
+def test_tools_reach_the_template_that_supports_them(tokenizer: Any, tiny_gemma4_dir: Path) -> None:
+    gemma4 = AutoTokenizer.from_pretrained(tiny_gemma4_dir)
+    request = ChatRequest(messages=(Message("user", "Weather?"),), tools=(TOOL,))
+    tools = template_tools(request)
+    text = gemma4.decode(render_prompt(gemma4, tool_chat(request.messages), tools=tools))
+    assert '<|turn>system\n<|tool>declaration:get_weather{description:<|"|>Weather now.' in text
+    assert text.endswith("<|turn>user\nWeather?<turn|>\n<|turn>model\n")
+    assert renders_tools(gemma4)
+    # Gemma 3's template has no tools: it renders the chat as if none were given.
+    plain = render_prompt(tokenizer, chat_of(request.messages))
+    assert render_prompt(tokenizer, chat_of(request.messages), tools=tools) == plain
+    assert not renders_tools(tokenizer)

@@ -3,10 +3,15 @@ failover drills.
 
 The weights are random, so the model's output is gibberish by design. What is real is
 everything around the weights: a byte-level BPE tokenizer with Gemma's special tokens and turn
-format (``<start_of_turn>user ... <end_of_turn>``, assistant role ``model``, no system role), a
-Gemma-architecture config, a generation config that stops at ``<end_of_turn>``, all saved in the
-standard Hugging Face layout, so ``AutoTokenizer`` / ``AutoModelForCausalLM`` / ``PeftModel``
-load it exactly as they load ``google/gemma-3-1b-it``.
+format, a Gemma-architecture config, a generation config that stops at the end of a turn, all
+saved in the standard Hugging Face layout, so ``AutoTokenizer`` / ``AutoModelForCausalLM`` /
+``PeftModel`` load it exactly as they load the real checkpoints. Two generations:
+
+- ``gemma3_text`` (default; also ``gemma``, ``gemma2``): like ``google/gemma-3-1b-it``,
+  ``<start_of_turn>user ... <end_of_turn>``, no system role, no tools in the template;
+- ``gemma4``: like ``google/gemma-4-E2B-it`` (a ``gemma4`` config around a ``gemma4_text`` one,
+  no vision or audio tower), ``<|turn>`` turns, a system role and tool calling in the chat
+  template (``tiny_gemma4``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from standby.sim import tiny_gemma4
+
+ARCHS = ("gemma", "gemma2", "gemma3_text", "gemma4")
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
 VOCAB_SIZE = 1000
 
@@ -131,16 +139,18 @@ def _complete(path: Path) -> bool:
     return any(path.glob("*.safetensors"))
 
 
-def _build_tokenizer() -> Any:
+def _build_tokenizer(arch: str) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    gemma4 = arch == "gemma4"
+    specials = tiny_gemma4.SPECIAL_TOKENS if gemma4 else SPECIAL_TOKENS
     raw = Tokenizer(models.BPE(unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(specials),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -151,9 +161,9 @@ def _build_tokenizer() -> Any:
         eos_token="<eos>",
         pad_token="<pad>",
         unk_token="<unk>",
-        extra_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+        extra_special_tokens=list(specials[4:]),
         model_input_names=["input_ids", "attention_mask"],
-        chat_template=CHAT_TEMPLATE,
+        chat_template=tiny_gemma4.CHAT_TEMPLATE if gemma4 else CHAT_TEMPLATE,
         padding_side="left",
         clean_up_tokenization_spaces=False,
     )
@@ -162,8 +172,9 @@ def _build_tokenizer() -> Any:
 def _build_config(arch: str, tokenizer: Any) -> Any:
     from transformers import CONFIG_MAPPING
 
-    if arch not in ("gemma", "gemma2", "gemma3_text"):
-        raise ValueError(f"arch must be gemma, gemma2 or gemma3_text, not {arch!r}")
+    if arch == "gemma4":  # the real checkpoints' layout: text config inside, no other towers
+        gemma4: Any = CONFIG_MAPPING[arch]
+        return gemma4(text_config=tiny_gemma4.text_config(tokenizer))
     ids = tokenizer.convert_tokens_to_ids
     kwargs: dict[str, Any] = {
         "vocab_size": len(tokenizer),
@@ -193,18 +204,21 @@ def build_tiny_gemma(path: str | Path, *, seed: int = 0, arch: str = "gemma3_tex
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, not {arch!r}")
     out = Path(path)
     if _complete(out):
         return out
-    tokenizer = _build_tokenizer()
+    tokenizer = _build_tokenizer(arch)
     config = _build_config(arch, tokenizer)
+    text = config.get_text_config()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
+        bos_token_id=text.bos_token_id,
+        eos_token_id=text.eos_token_id,
+        pad_token_id=text.pad_token_id,
     )
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out)

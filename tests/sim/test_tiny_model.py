@@ -1,4 +1,5 @@
-"""The tiny Gemma builder: a real HF layout that the Auto classes load and generate from."""
+"""The tiny Gemma builder: a real HF layout that the Auto classes load and generate from, for
+Gemma 3 and for Gemma 4 (whose chat template declares tools and reads back tool calls)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from standby.sim import tiny_gemma4
 from standby.sim.tiny_model import SPECIAL_TOKENS, build_tiny_gemma, tiny_corpus
 
 CHAT = [
@@ -103,3 +105,73 @@ def test_other_gemma_architectures(tmp_path: Path) -> None:
     assert AutoModelForCausalLM.from_pretrained(path).config.model_type == "gemma2"
     with pytest.raises(ValueError, match="arch"):
         build_tiny_gemma(tmp_path / "bad", arch="llama")
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather now.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_gemma4_reloads_as_the_real_checkpoints_do(tiny_gemma4_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma4_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma4_dir).eval()
+    # model_type gemma4 around a gemma4_text config, like google/gemma-4-E2B-it: the causal-LM
+    # auto class gives the conditional-generation class, which generates from text alone.
+    assert model.config.model_type == "gemma4"
+    assert type(model).__name__ == "Gemma4ForConditionalGeneration"
+    text = model.config.get_text_config()
+    assert (text.model_type, text.hidden_size, text.num_hidden_layers) == ("gemma4_text", 64, 2)
+    for token in tiny_gemma4.SPECIAL_TOKENS:
+        assert len(tokenizer.encode(token, add_special_tokens=False)) == 1, token
+    stops = {tokenizer.convert_tokens_to_ids(t) for t in tiny_gemma4.STOP_TOKENS}
+    assert stops == set(model.generation_config.eos_token_id)
+    enc = tokenizer.apply_chat_template(
+        CHAT, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > enc["input_ids"].shape[1]
+
+
+def test_gemma4_template_is_the_documented_turn_and_tool_format(tiny_gemma4_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma4_dir)
+    call = {"id": "c1", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}
+    chat = [
+        *CHAT[:2],
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "sunny"},
+    ]
+    text = tokenizer.apply_chat_template(
+        chat, tools=[WEATHER_TOOL], tokenize=False, add_generation_prompt=True
+    )
+    assert text == (
+        "<bos><|turn>system\nBe brief."
+        '<|tool>declaration:get_weather{description:<|"|>Weather now.<|"|>,parameters:{'
+        'properties:{city:{description:<|"|>City<|"|>,type:<|"|>STRING<|"|>}},'
+        'required:[<|"|>city<|"|>],type:<|"|>OBJECT<|"|>}}<tool|><turn|>\n'
+        "<|turn>user\nHello there<turn|>\n"
+        "<|turn>model\n"
+        '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,days:2}<tool_call|>'
+        '<|tool_response>response:get_weather{value:<|"|>sunny<|"|>}<tool_response|>'
+    )  # after a result the model goes on in its open turn: no new generation prompt
+    done = [*chat, {"role": "assistant", "content": "Sunny."}, {"role": "user", "content": "Ok"}]
+    text = tokenizer.apply_chat_template(done, tokenize=False, add_generation_prompt=True)
+    assert text.endswith("<tool_response|>Sunny.<turn|>\n<|turn>user\nOk<turn|>\n<|turn>model\n")
+    # The model's own output, tool calls included, is what assistant-only training learns.
+    out = tokenizer.apply_chat_template(
+        done[:-1], tools=[WEATHER_TOOL], return_dict=True, return_assistant_tokens_mask=True
+    )
+    marked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
+    assert tokenizer.decode(marked) == (
+        '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,days:2}<tool_call|>Sunny.<turn|>\n'
+    )
