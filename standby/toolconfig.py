@@ -108,22 +108,23 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) ->
 def add_tool_command(
     subparsers: argparse._SubParsersAction[Any],
     name: str,
-    model: type[BaseModel],
-    func: Callable[[argparse.Namespace], None],
+    model: type[T],
+    func: Callable[[T, argparse.Namespace], None],
     *,
     help: str,
     description: str | None = None,
     json_help: str | None = "print the result as JSON",
 ) -> argparse.ArgumentParser:
     """A sub-command that takes ``model``'s settings (``--from-config`` and the same-named
-    flags), ``--json`` unless ``json_help`` is None, and runs ``func(args)``."""
+    flags), ``--json`` unless ``json_help`` is None, and runs ``func(settings, args)`` with the
+    settings resolved (``resolve_config``: a ConfigError names the flag or the file)."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         name, help=help, description=description or help
     )
     add_config_flags(parser, model)
     if json_help is not None:
         parser.add_argument("--json", action="store_true", help=json_help)
-    parser.set_defaults(func=func)
+    parser.set_defaults(func=lambda args: func(resolve_config(model, args), args))
     return parser
 
 

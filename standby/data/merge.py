@@ -24,7 +24,7 @@ import orjson
 from pydantic import Field
 
 from standby.data.pairs import DataError, prompt_id_of
-from standby.toolconfig import ToolConfig, add_tool_command, resolve_config
+from standby.toolconfig import ToolConfig, add_tool_command
 
 log = logging.getLogger("standby.data")
 CORE = ("prompt", "prompt_id", "messages", "category")
@@ -211,8 +211,8 @@ def register_merge(sub: argparse._SubParsersAction[Any]) -> None:
     )
 
 
-def cmd_merge(args: argparse.Namespace) -> None:
-    result = run_merge(resolve_config(MergeConfig, args))
+def cmd_merge(cfg: MergeConfig, args: argparse.Namespace) -> None:
+    result = run_merge(cfg)
     data = {
         "counts": result.counts,
         "dropped": result.dropped,

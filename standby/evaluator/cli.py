@@ -8,7 +8,7 @@ import json
 import sys
 
 from standby.evaluator.config import BatchInferConfig, EvaluateConfig, GateConfig
-from standby.toolconfig import add_tool_command, resolve_config
+from standby.toolconfig import add_tool_command
 
 
 def register_evaluator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,10 +47,9 @@ def register_evaluator(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
 
 
-def cmd_batch_infer(args: argparse.Namespace) -> None:
+def cmd_batch_infer(cfg: BatchInferConfig, args: argparse.Namespace) -> None:
     from standby.evaluator.batch_inference import run_batch_inference
 
-    cfg = resolve_config(BatchInferConfig, args)
     result = run_batch_inference(cfg)
     summary = {
         "output": str(result.output),
@@ -75,10 +74,9 @@ def cmd_batch_infer(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_evaluate(args: argparse.Namespace) -> None:
+def cmd_evaluate(cfg: EvaluateConfig, args: argparse.Namespace) -> None:
     from standby.evaluator.evaluate import run_evaluation
 
-    cfg = resolve_config(EvaluateConfig, args)
     report = run_evaluation(cfg)
     if args.json:
         print(json.dumps(report.summary(), indent=2))
@@ -88,10 +86,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         sys.exit(3)
 
 
-def cmd_gate(args: argparse.Namespace) -> None:
+def cmd_gate(cfg: GateConfig, args: argparse.Namespace) -> None:
     from standby.evaluator.gate import run_gate
 
-    cfg = resolve_config(GateConfig, args)
     decision = run_gate(cfg)
     if args.json:
         print(json.dumps(decision, indent=2))

@@ -7,9 +7,12 @@ import argparse
 import asyncio
 import json
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from standby.toolconfig import OneLineParser, add_tool_command, resolve_config
+from standby.toolconfig import OneLineParser, add_tool_command
+
+if TYPE_CHECKING:
+    from standby.pipeline.config import PipelineConfig
 
 
 def register_pipeline(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,11 +44,9 @@ def register_pipeline(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
 
 
-def cmd_run(args: argparse.Namespace) -> None:
-    from standby.pipeline.config import PipelineConfig
+def cmd_run(config: PipelineConfig, args: argparse.Namespace) -> None:
     from standby.pipeline.controller import Controller
 
-    config = resolve_config(PipelineConfig, args)
     controller = Controller(config)
     if config.metrics_port is not None:
         from prometheus_client import start_http_server
@@ -64,12 +65,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
-def cmd_once(args: argparse.Namespace) -> None:
-    from standby.pipeline.config import PipelineConfig
+def cmd_once(config: PipelineConfig, args: argparse.Namespace) -> None:
     from standby.pipeline.controller import Controller
     from standby.store import open_state
-
-    config = resolve_config(PipelineConfig, args)
 
     async def main() -> dict[str, Any] | None:
         async with open_state(config.bus) as state:
@@ -84,13 +82,10 @@ def cmd_once(args: argparse.Namespace) -> None:
         print(_describe(run))
 
 
-def cmd_status(args: argparse.Namespace) -> None:
-    from standby.pipeline.config import PipelineConfig
+def cmd_status(config: PipelineConfig, args: argparse.Namespace) -> None:
     from standby.pipeline.controller import HISTORY_KEY, RUN_KEY
     from standby.pipeline.lease import KEY as LEASE_KEY
     from standby.store import open_state
-
-    config = resolve_config(PipelineConfig, args)
 
     async def main() -> dict[str, Any]:
         async with open_state(config.bus) as state:

@@ -7,7 +7,7 @@ import argparse
 import json
 
 from standby.synth.config import SynthConfig
-from standby.toolconfig import add_tool_command, resolve_config
+from standby.toolconfig import add_tool_command
 
 
 def register_synth(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,10 +25,9 @@ def register_synth(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     )
 
 
-def cmd_synth(args: argparse.Namespace) -> None:
+def cmd_synth(cfg: SynthConfig, args: argparse.Namespace) -> None:
     from standby.synth.run import run_synth
 
-    cfg = resolve_config(SynthConfig, args)
     summary = run_synth(cfg)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))

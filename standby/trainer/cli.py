@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 
-from standby.toolconfig import add_tool_command, resolve_config
+from standby.toolconfig import add_tool_command
 from standby.trainer.config import TrainConfig
 
 
@@ -29,10 +29,9 @@ def register_train(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     )
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(cfg: TrainConfig, args: argparse.Namespace) -> None:
     from standby.trainer.train import train
 
-    cfg = resolve_config(TrainConfig, args)
     # The trainer prints its progress and loss logs on stdout; they go to stderr, so that
     # stdout carries only the result (``--json`` output can be piped).
     with contextlib.redirect_stdout(sys.stderr):
