@@ -5,9 +5,15 @@ thread (``local_batching.GenerationWorker``), so the event loop never waits on t
 Requests beyond ``max_queue`` waiting ones get ``BackendBusy`` at once, so the router can fail
 over or answer 503 instead of queueing without bound.
 
+Tools: a model whose chat template declares tools and whose output is Gemma 4's call syntax
+(Gemma 4) answers requests with tools; for others ``unsupported`` says why, and failover skips
+this backend for such requests. Tools and the tool history are rendered by the model's own
+template; calls are read from the output and checked against the request (``local_tools``).
+
 Errors raised here: ``UpstreamError`` for a model that cannot be loaded (one line naming the
 model and the cause), a prompt that cannot be rendered, or a failure inside generation;
-``BackendBusy`` when the queue is full.
+``UpstreamProtocolError`` for a tool call that is unreadable, not allowed or does not match its
+schema (or none when one is required); ``BackendBusy`` when the queue is full.
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
-from standby.chat_format import chat_of, chat_template, render_prompt
+from standby.chat_format import (
+    chat_of,
+    chat_template,
+    render_prompt,
+    renders_tools,
+    template_tools,
+    tool_chat,
+)
 from standby.config import LocalBackend
 from standby.errors import UpstreamError, one_line
 from standby.hf_loading import (
@@ -34,7 +47,10 @@ from standby.hf_loading import (
 )
 from standby.protocol import ChatRequest, Completion, Delta, Usage
 from standby.providers.hotswap import ServedModel
-from standby.providers.local_batching import GenerationWorker, Job, WorkerStats
+from standby.providers.local_batching import GenerationWorker
+from standby.providers.local_rows import Job, WorkerStats
+from standby.providers.local_tools import RESULT_START, ToolStream, forced_prefix, tool_support
+from standby.tool_calls import ToolCallDelta, whole_calls
 
 log = logging.getLogger("standby.providers.local")
 
@@ -58,6 +74,8 @@ class LocalProvider:
         if config.adapter:
             self.versions[DEFAULT_ADAPTER] = _version(config.adapter, config.adapter_revision)
         self.model_version = self.versions[DEFAULT_ADAPTER if config.adapter else None]
+        self.no_tools: str | None = None  # why this model cannot answer with tools (once loaded)
+        self._specials: tuple[str, ...] = ()
 
     @property
     def stats(self) -> WorkerStats:
@@ -71,8 +89,11 @@ class LocalProvider:
 
     async def _start(self) -> None:
         began = time.perf_counter()
-        model, tokenizer = await asyncio.to_thread(self._load)
+        model, tokenizer, tools = await asyncio.to_thread(self._load)
         cfg = self.config
+        self.no_tools = tool_support(tokenizer, cfg.model, tools)
+        self._specials = tuple(tokenizer.all_special_tokens)
+        result = tokenizer.get_vocab().get(RESULT_START)
         self.worker = GenerationWorker(
             self.name,
             model,
@@ -82,12 +103,17 @@ class LocalProvider:
             max_queue=cfg.max_queue,
             max_new_tokens=cfg.max_new_tokens,
             adapter=DEFAULT_ADAPTER if cfg.adapter else None,
+            tool_eos=frozenset(() if result is None else (result,)),
         )
         self.worker.start()
         self.load_seconds = time.perf_counter() - began
-        log.info("%s: loaded %s in %.1fs", self.name, self.model_version, self.load_seconds)
+        kind = model.config.model_type  # gemma3_text, gemma4, ...: the same auto classes load both
+        log.info(
+            "%s: loaded %s (%s) in %.1fs", self.name, self.model_version, kind, self.load_seconds
+        )
 
-    def _load(self) -> tuple[Any, Any]:
+    def _load(self) -> tuple[Any, Any, bool]:
+        """The model, its tokenizer, and whether its chat template declares tools."""
         cfg = self.config
         what = f"model {cfg.model!r}"
         for kind, ref in (("model", cfg.model), ("adapter", cfg.adapter)):
@@ -107,6 +133,7 @@ class LocalProvider:
             tokenizer = AutoTokenizer.from_pretrained(model_path(cfg.model), revision=cfg.revision)
             if chat_template(tokenizer) is None:
                 raise UpstreamError(self.name, f"{what} has no chat template in its tokenizer")
+            tools = _renders_tools(tokenizer)
             model: Any = AutoModelForCausalLM.from_pretrained(
                 model_path(cfg.model), revision=cfg.revision, dtype=resolve_dtype(cfg.dtype, device)
             )
@@ -126,15 +153,20 @@ class LocalProvider:
             raise
         except Exception as e:  # the one boundary for hub / transformers / peft / torch errors
             raise UpstreamError(self.name, f"cannot load {what}: {load_reason(e)}") from e
-        return model, tokenizer
+        return model, tokenizer, tools
 
     def _render_with(self, tokenizer: Any) -> Callable[[ChatRequest], list[int]]:
         def render(request: ChatRequest) -> list[int]:
-            chat = chat_of(request.messages)
+            final = request.continue_final
             try:
-                return render_prompt(tokenizer, chat, continue_final=request.continue_final)
+                if not request.uses_tools:
+                    return render_prompt(tokenizer, chat_of(request.messages), continue_final=final)
+                chat, tools = tool_chat(request.messages), template_tools(request)
+                ids = render_prompt(tokenizer, chat, continue_final=final, tools=tools)
             except Exception as e:  # a template that cannot render this conversation
                 raise UpstreamError(self.name, f"cannot render the prompt: {one_line(e)}") from e
+            prefix = forced_prefix(request)
+            return ids + (tokenizer.encode(prefix, add_special_tokens=False) if prefix else [])
 
         return render
 
@@ -142,9 +174,7 @@ class LocalProvider:
         return self.worker is not None and self.worker.alive and not self.worker.full()
 
     def unsupported(self, request: ChatRequest) -> str | None:
-        if request.uses_tools:
-            return "the local backend does not serve tool calls yet"
-        return None
+        return self.no_tools if request.uses_tools else None
 
     def served(self) -> ServedModel:
         """The version new requests are answered with (``hotswap.AdapterSwapping``)."""
@@ -178,11 +208,13 @@ class LocalProvider:
 
     async def complete(self, request: ChatRequest) -> Completion:
         parts: list[str] = []
+        calls: list[ToolCallDelta] = []
         finish: Delta | None = None
         job = self._submit(request)
         async with contextlib.aclosing(self._deltas(job)) as deltas:
             async for delta in deltas:
                 parts.append(delta.text)
+                calls.extend(delta.tool_calls)
                 finish = delta
         assert finish is not None and finish.finish_reason is not None
         return Completion(
@@ -190,6 +222,7 @@ class LocalProvider:
             finish_reason=finish.finish_reason,
             usage=finish.usage or Usage(),
             model_version=finish.model_version,
+            tool_calls=whole_calls(calls),
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
@@ -198,16 +231,26 @@ class LocalProvider:
                 yield delta
 
     async def _deltas(self, job: Job) -> AsyncGenerator[Delta, None]:
+        """The job's deltas; with tools, its raw output read into text and checked calls."""
+        tools = ToolStream(self.name, job.request, self._specials) if job.tools else None
         try:
+            if tools is not None:  # the start of a call written for the model, if any
+                for delta in tools.feed(forced_prefix(job.request)):
+                    yield delta
             while True:
                 item = await job.out.get()
                 if isinstance(item, UpstreamError):
                     raise item
-                if item.finish_reason is not None:
+                last = item.finish_reason is not None
+                if last:
                     item.model_version = self.versions.get(job.adapter, self.model_version)
+                if tools is None:
                     yield item
+                else:
+                    for delta in _through(tools, item):
+                        yield delta
+                if last:
                     return
-                yield item
         finally:
             if not job.finished and self.worker is not None:
                 self.worker.cancel(job)
@@ -229,3 +272,21 @@ class LocalProvider:
 
 def _version(ref: str, revision: str | None) -> str:
     return f"{ref}@{revision}" if revision else ref
+
+
+def _renders_tools(tokenizer: Any) -> bool:
+    try:
+        return renders_tools(tokenizer)
+    except Exception:  # a template that cannot render the probe cannot declare tools either
+        return False
+
+
+def _through(tools: ToolStream, item: Delta) -> list[Delta]:
+    """``item`` (raw output) read by ``tools``: text and call deltas; the last one carries
+    ``item``'s finish (``tool_calls`` when calls were made), usage and version."""
+    out = tools.feed(item.text)
+    if item.finish_reason is None:
+        return out
+    tail, reason = tools.finish(item.finish_reason)
+    end = Delta(finish_reason=reason, usage=item.usage, model_version=item.model_version)
+    return [*out, *tail, end]

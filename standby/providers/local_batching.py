@@ -4,7 +4,7 @@ Requests wait in a bounded queue; the worker takes the oldest one plus up to
 ``max_batch_size - 1`` others with the same sampling settings, left-pads their prompts and runs
 one ``generate()``. A ``StoppingCriteria`` sees every new token of every row: it stops each row on
 its own (end of turn, stop string, its token limit, cancellation) and streams each row's text to
-its request's ``asyncio.Queue`` through ``loop.call_soon_threadsafe``.
+its request's ``asyncio.Queue`` through ``loop.call_soon_threadsafe`` (``local_rows``).
 
 Adapters are swapped by the same thread, between two batches (``swap_adapter``): a job keeps the
 adapter that was serving when it was submitted, batches never mix adapters, and an adapter is
@@ -14,7 +14,6 @@ is answered by one adapter from its first token to its last.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import copy
@@ -22,140 +21,17 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteriaList
 
 from standby.errors import BackendBusy, UpstreamError, one_line
-from standby.protocol import ChatRequest, Delta, FinishReason, Usage
+from standby.protocol import ChatRequest, Delta, Usage
+from standby.providers.local_rows import Job, RowDecoder, Rows, WorkerStats
 
 log = logging.getLogger("standby.providers.local")
-
-Item = Delta | UpstreamError
-
-
-class Job:
-    """One request on its way through the worker; ``out`` receives Deltas, then maybe an error."""
-
-    def __init__(self, request: ChatRequest, loop: asyncio.AbstractEventLoop) -> None:
-        self.request = request
-        self.loop = loop
-        self.out: asyncio.Queue[Item] = asyncio.Queue()
-        self.cancelled = False
-        self.finished = False
-        self.prompt_len = 0
-        self.adapter: str | None = None  # set by GenerationWorker.submit
-
-    def send(self, item: Item) -> None:
-        if self.cancelled:
-            return
-        if isinstance(item, UpstreamError) or item.finish_reason is not None:
-            self.finished = True
-        try:
-            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
-        except RuntimeError:  # the consumer's event loop is closed: nobody is listening
-            self.cancelled = True
-
-    @property
-    def sampling(self) -> tuple[float | None, float | None, int | None]:
-        """Requests batch together only when these are equal."""
-        r = self.request
-        return (r.temperature, r.top_p, r.seed)
-
-
-class RowDecoder:
-    """Turns one row's new token ids into text deltas.
-
-    Each step decodes the row's whole output (exact for every tokenizer, cheap at these
-    lengths) and emits what is new, holding back a trailing U+FFFD (a multi-byte character
-    whose remaining bytes are still to come) and any tail that may be the start of a stop string.
-    """
-
-    def __init__(self, tokenizer: Any, stop: tuple[str, ...], eos: frozenset[int], limit: int):
-        self.tokenizer = tokenizer
-        self.stop = tuple(s for s in stop if s)
-        self.eos = eos
-        self.limit = limit
-        self.ids: list[int] = []
-        self.tokens = 0
-        self.emitted = 0
-        self.finish: FinishReason | None = None
-
-    def push(self, token: int) -> str:
-        """Take one generated token; returns the text to emit now (maybe empty)."""
-        self.tokens += 1
-        if token in self.eos:
-            self.finish = "stop"
-            return self._advance(final=True)
-        self.ids.append(token)
-        final = self.tokens >= self.limit
-        text = self._advance(final=final)
-        if final and self.finish is None:
-            self.finish = "length"
-        return text
-
-    def flush(self) -> str:
-        """All text not emitted yet (the row ended for a reason the decoder did not see)."""
-        return self._advance(final=True)
-
-    def _advance(self, *, final: bool) -> str:
-        full = self.tokenizer.decode(
-            self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
-        text: str = full if final else full.rstrip("\ufffd")
-        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            self.finish = "stop"
-            end = cut
-        elif final:
-            end = len(text)
-        else:
-            end = len(text) - self._stop_prefix_len(text)
-        delta = text[self.emitted : end] if end > self.emitted else ""
-        self.emitted = max(self.emitted, end)
-        return delta
-
-    def _stop_prefix_len(self, text: str) -> int:
-        """Length of the longest tail of ``text`` that could begin a stop string."""
-        best = 0
-        for s in self.stop:
-            for n in range(min(len(s) - 1, len(text)), best, -1):
-                if text.endswith(s[:n]):
-                    best = n
-                    break
-        return best
-
-
-class _Rows(StoppingCriteria):
-    """Called by ``generate()`` after every step: feeds each row its token, says which stop."""
-
-    def __init__(self, jobs: list[Job], decoders: list[RowDecoder], stats: WorkerStats):
-        self.jobs = jobs
-        self.decoders = decoders
-        self.stats = stats
-        self.done = [False] * len(jobs)
-        self.closing = False
-
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        last = input_ids[:, -1].tolist()
-        for i, (job, dec) in enumerate(zip(self.jobs, self.decoders, strict=True)):
-            if self.done[i]:
-                continue
-            if job.cancelled or self.closing:
-                self.done[i] = True
-                self.stats.cancelled += 1
-                continue
-            text = dec.push(last[i])
-            self.stats.generated_tokens += 1
-            if dec.finish is not None:
-                self.done[i] = True
-                usage = Usage(prompt_tokens=job.prompt_len, completion_tokens=dec.tokens)
-                job.send(Delta(text=text, finish_reason=dec.finish, usage=usage))
-            elif text:
-                job.send(Delta(text=text))
-        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,17 +42,6 @@ class Swap:
     path: str
     revision: str | None
     done: Future[None]
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    """Counters for metrics and tests: batch sizes (how well batching works), tokens, cancels."""
-
-    batches: int = 0
-    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
-    generated_tokens: int = 0
-    cancelled: int = 0
-    swaps: int = 0
 
 
 class GenerationWorker:
@@ -193,8 +58,11 @@ class GenerationWorker:
         max_queue: int,
         max_new_tokens: int,
         adapter: str | None = None,
+        tool_eos: frozenset[int] = frozenset(),
     ) -> None:
-        """``adapter`` names the LoRA adapter ``model`` (a PeftModel) already serves, if any."""
+        """``adapter`` names the LoRA adapter ``model`` (a PeftModel) already serves, if any;
+        ``tool_eos`` are the tokens that also end the answer to a request with tools (where
+        the model stops to wait for a tool's result)."""
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -208,13 +76,16 @@ class GenerationWorker:
         self.eos = frozenset([eos] if isinstance(eos, int) else eos or [])
         pad = gen.pad_token_id if gen.pad_token_id is not None else tokenizer.pad_token_id
         self.pad = int(pad if pad is not None else min(self.eos, default=0))
-        self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
+        self.tool_eos = self.eos | tool_eos
+        # Gemma 4's config holds the text model's in text_config (get_text_config: either).
+        text_config = model.config.get_text_config()
+        self.max_positions: int | None = getattr(text_config, "max_position_embeddings", None)
         self.active = adapter  # the adapter new jobs get
         self._pending: collections.deque[Job] = collections.deque()
         self._swaps: collections.deque[Swap] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._running: _Rows | None = None
+        self._running: Rows | None = None
         self._thread = threading.Thread(target=self._run, name=f"standby-local-{name}", daemon=True)
 
     def start(self) -> None:
@@ -396,9 +267,16 @@ class GenerationWorker:
         self.stats.batches += 1
         self.stats.batch_sizes[len(jobs)] += 1
         decoders = [
-            RowDecoder(self.tokenizer, job.request.stop, self.eos, self._limit(job)) for job in jobs
+            RowDecoder(
+                self.tokenizer,
+                job.request.stop,
+                self.tool_eos if job.tools else self.eos,
+                self._limit(job),
+                skip_special=not job.tools,
+            )
+            for job in jobs
         ]
-        rows = _Rows(jobs, decoders, self.stats)
+        rows = Rows(jobs, decoders, self.stats)
         with self._cond:
             if self._stopping:
                 return
