@@ -39,13 +39,38 @@ def count_tokens(text: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class SimTool:
+    """A declared function: its name and its parameters' JSON Schema as JSON text (hashable)."""
+
+    name: str
+    schema: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SimCall:
+    """A function call of an answer: ``args`` is compact JSON text of an object; ``signature``
+    the ``thoughtSignature`` its part carries (base64), if any."""
+
+    id: str
+    name: str
+    args: str = "{}"
+    signature: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SimRequest:
     """What both surfaces reduce a request to.
 
     ``prompt`` is the last user message; ``prefill`` the text of a trailing model / assistant
     turn to continue (``None`` when the request ends with a user turn). ``schema`` and
     ``context`` (every message's text, for scripted replies to match) take no part in hashing:
-    requests are cached by body, answers by the other fields."""
+    requests are cached by body, answers by the other fields.
+
+    Tools: ``tools`` declared, ``tool_mode`` (Gemini's AUTO / ANY / NONE / VALIDATED) and
+    ``allowed`` names; ``answered`` the functions with a response in the current turn (since the
+    last user message that is not a function response), ``results_last`` whether the request
+    ends with function responses; ``unsigned`` names the first current-turn step whose first
+    call has no thought signature (what Gemini 3 refuses)."""
 
     prompt: str
     prefill: str | None = None
@@ -56,13 +81,24 @@ class SimRequest:
     schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     candidates: int = 1
     context: str = field(default="", hash=False, compare=False)
+    tools: tuple[SimTool, ...] = ()
+    tool_mode: str = "AUTO"
+    allowed: tuple[str, ...] = ()
+    answered: tuple[str, ...] = ()
+    results_last: bool = False
+    include_thoughts: bool = False
+    unsigned: str | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """An answer: its text, function ``calls`` (after the text) and ``thought`` summary."""
+
     text: str
     finish: Finish
     tokens: int
+    calls: tuple[SimCall, ...] = ()
+    thought: str | None = None
 
 
 @lru_cache(maxsize=4096)

@@ -17,6 +17,8 @@ or returns ``None`` when the string is not a spec (an ordinary model name).
     blocked                 no candidates; promptFeedback.blockReason SAFETY
     recitation              a candidate with finishReason RECITATION and no content
     malformed               200 whose body (stream: first data line) is not JSON
+    malformed-call          a candidate with finishReason MALFORMED_FUNCTION_CALL and no content
+                            (Gemini's answer when the model's function call did not parse)
     flaky-<n>               the first <n> requests after the fault was set fail with 503
 """
 
@@ -39,6 +41,7 @@ FaultKind = Literal[
     "blocked",
     "recitation",
     "malformed",
+    "malformed_call",
     "flaky",
 ]
 
@@ -54,6 +57,7 @@ _PLAIN: dict[str, FaultKind] = {
     "blocked": "blocked",
     "recitation": "recitation",
     "malformed": "malformed",
+    "malformed-call": "malformed_call",
 }
 _NUMBERED: dict[str, FaultKind] = {
     "slow": "slow",

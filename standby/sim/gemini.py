@@ -6,8 +6,9 @@ It speaks the real Gemini REST protocol (``/v1beta/models/{m}:generateContent``,
 and misbehaves on demand (:mod:`standby.sim.faults`): a model named like a fault spec
 (``error-429``, ``cut-3``, ...) always shows that fault; every other model shows the fault set
 with ``POST /_sim/fault``; the next calls can be scripted to return given raw texts or faults
-(:mod:`standby.sim.script`, ``POST /_sim/script``). The gateway tests, the demo, failover
-drills and benchmarks use it.
+(:mod:`standby.sim.script`, ``POST /_sim/script``). Function calling, thought signatures and
+Gemini 3's 400 for a missing one are in :mod:`standby.sim.gemini_tools`. The gateway tests, the
+demo, failover drills and benchmarks use it.
 
 Hot path: aiohttp + orjson, no pydantic; parsed requests are cached by body, answers by
 request, and rendered bodies by answer, so a repeated request costs little more than aiohttp.
@@ -26,9 +27,10 @@ import orjson
 from aiohttp import web
 
 from standby.sim import gemini_openai
-from standby.sim.answers import SimRequest
+from standby.sim.answers import Answer, SimRequest
 from standby.sim.faults import OK, Fault, parse_fault
 from standby.sim.gemini_native import NATIVE, parse_native
+from standby.sim.gemini_tools import scripted_reply, signature_error
 from standby.sim.script import Reply, Script, parse_reply
 from standby.sim.surface import BadRequest, Outcome, Surface, json_response
 
@@ -148,10 +150,12 @@ class _Handlers:
                 req = parse_native(await request.read())
             except BadRequest as e:
                 return NATIVE.error(400, e.message)
+            if refused := signature_error(model, req):
+                return NATIVE.error(400, refused)
             stream = method == "streamGenerateContent"
             extra = {"sse": stream and request.query.get("alt") == "sse"}
-            fault, text = _scripted(self.sim.scripted.take(req.context), fault)
-            return await self.run(request, NATIVE, fault, model, seq, req, stream, extra, text)
+            fault, ans = _scripted(self.sim.scripted.take(req.context), fault, model, req)
+            return await self.run(request, NATIVE, fault, model, seq, req, stream, extra, ans)
         finally:
             self.sim.in_flight -= 1
 
@@ -169,9 +173,11 @@ class _Handlers:
             bearer = auth[7:] if auth[:7].lower() == "bearer " else None
             if denied := self.sim.key_error(bearer or request.headers.get("x-goog-api-key")):
                 return surface.error(*denied)
+            if refused := signature_error(model, req):
+                return surface.error(400, refused)
             extra = {"include_usage": include_usage, "created": int(time.time())}
-            fault, text = _scripted(self.sim.scripted.take(req.context), fault)
-            return await self.run(request, surface, fault, model, seq, req, stream, extra, text)
+            fault, ans = _scripted(self.sim.scripted.take(req.context), fault, model, req)
+            return await self.run(request, surface, fault, model, seq, req, stream, extra, ans)
         finally:
             self.sim.in_flight -= 1
 
@@ -185,9 +191,9 @@ class _Handlers:
         req: SimRequest,
         stream: bool,
         extra: dict[str, Any],
-        scripted: str | None = None,
+        scripted: Answer | None = None,
     ) -> web.StreamResponse:
-        """Apply ``fault`` and answer on ``surface`` (with the ``scripted`` text, if any)."""
+        """Apply ``fault`` and answer on ``surface`` (with the ``scripted`` answer, if any)."""
         kind = fault.kind
         if kind == "reset":
             return _abort(request, rst=True)
@@ -202,7 +208,9 @@ class _Handlers:
             return surface.error(fault.value, msg, retry)
         if kind == "cut" and not stream:
             return _abort(request, rst=False)
-        outcome: Outcome = kind if kind in ("safety", "blocked", "recitation") else "ok"
+        outcome: Outcome = (
+            kind if kind in ("safety", "blocked", "recitation", "malformed_call") else "ok"
+        )
         if not stream:
             if kind == "malformed":
                 return web.Response(
@@ -306,13 +314,15 @@ _ERROR_MESSAGES = {
 }
 
 
-def _scripted(reply: Reply | None, fault: Fault) -> tuple[Fault, str | None]:
-    """The fault and answer text a request meets once the script has had its say."""
+def _scripted(
+    reply: Reply | None, fault: Fault, model: str, req: SimRequest
+) -> tuple[Fault, Answer | None]:
+    """The fault and answer a request meets once the script has had its say."""
     if reply is None:
         return fault, None
     if reply.fault is not None:
         return (_FLAKY_503 if reply.fault.kind == "flaky" else reply.fault), None
-    return OK, reply.text
+    return OK, scripted_reply(reply, model, req)
 
 
 def _abort(

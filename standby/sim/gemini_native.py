@@ -4,26 +4,23 @@ only stamped with a ``responseId``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from standby.sim.answers import (
-    Answer,
-    SimRequest,
-    answer,
-    count_tokens,
-    scripted_answer,
-    split_chunks,
-)
+from standby.sim.answers import Answer, SimRequest, count_tokens
+from standby.sim.gemini_history import Tooling, native_history, native_tools
+from standby.sim.gemini_tools import native_parts, respond
 from standby.sim.surface import (
     GOOGLE_STATUS,
     BadRequest,
     Outcome,
     Surface,
     cached_by_body,
+    get_field,
     json_response,
     retry_info,
 )
@@ -48,10 +45,12 @@ _SCHEMA_KEYS = (
 )
 
 
-def _texts(parts: Any, where: str) -> str:
+def _texts(parts: Any, where: str) -> tuple[str, bool]:
+    """The text of a content's parts, and whether it has function calls or responses."""
     if not isinstance(parts, list):
         raise BadRequest(f"{where}.parts must be a list")
     out = []
+    tooled = False
     for part in parts:
         if not isinstance(part, dict):
             raise BadRequest(f"{where}.parts[] must be objects")
@@ -59,18 +58,15 @@ def _texts(parts: Any, where: str) -> str:
         if text is not None:
             if not isinstance(text, str):
                 raise BadRequest(f"{where}.parts[].text must be a string")
-            out.append(text)
-    return "".join(out)
-
-
-def _get(config: dict[str, Any], camel: str, snake: str) -> Any:
-    # proto3 JSON accepts both spellings; litellm sends snake_case, google-genai camelCase.
-    value = config.get(camel)
-    return config.get(snake) if value is None else value
+            if not part.get("thought"):
+                out.append(text)
+        elif len(part) > 1 or "thoughtSignature" not in part:
+            tooled = True  # functionCall / functionResponse (checked in gemini_history)
+    return "".join(out), tooled
 
 
 def _num(config: dict[str, Any], camel: str, snake: str, lo: float, hi: float) -> Any:
-    value = _get(config, camel, snake)
+    value = get_field(config, camel, snake)
     if value is not None and (
         isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi
     ):
@@ -95,34 +91,53 @@ def parse_native(body: bytes) -> SimRequest:
     contents = data.get("contents")
     if not isinstance(contents, list) or not contents:
         raise BadRequest("* GenerateContentRequest.contents: contents is not specified")
-    tokens, prompt, prefill, seen = 0, "", None, []
+    tokens, prompt, prefill, seen, tooled = 0, "", None, [], False
     for i, content in enumerate(contents):
         if not isinstance(content, dict):
             raise BadRequest(f"contents[{i}] must be an object")
         role = content.get("role") or "user"
         if role not in ("user", "model", "function"):
             raise BadRequest(f"Please use a valid role: user, model. (got {role!r})")
-        text = _texts(content.get("parts"), f"contents[{i}]")
+        text, tool_parts = _texts(content.get("parts"), f"contents[{i}]")
+        tooled = tooled or tool_parts
         tokens += count_tokens(text)
         seen.append(text)
-        if role == "user":
-            prompt, prefill = text, None
-        elif role == "model":
+        if role == "model":
             prefill = text if prefill is None else prefill + text
-    system = _get(data, "systemInstruction", "system_instruction")
+        else:
+            prefill = None
+            if role == "user" and (text or not tool_parts):
+                prompt = text  # function responses keep the user's prompt
+    system = get_field(data, "systemInstruction", "system_instruction")
     if system is not None:
         if not isinstance(system, dict):
             raise BadRequest("systemInstruction must be a Content object")
-        instruction = _texts(system.get("parts"), "systemInstruction")
+        instruction, _ = _texts(system.get("parts"), "systemInstruction")
         tokens += count_tokens(instruction)
         seen.insert(0, instruction)
-    context = "\n".join(seen)
-    config = _get(data, "generationConfig", "generation_config")
+    req = SimRequest(prompt, prefill, tokens, context="\n".join(seen))
+    if tooled or "tools" in data or "toolConfig" in data or "tool_config" in data:
+        req = _with_tools(data, contents if tooled else None, req)
+    config = get_field(data, "generationConfig", "generation_config")
     if config is None:
-        return SimRequest(prompt, prefill, tokens, context=context)
+        return req
     if not isinstance(config, dict):
         raise BadRequest("generationConfig must be an object")
-    return _with_config(config, SimRequest(prompt, prefill, tokens, context=context))
+    return _with_config(config, req)
+
+
+def _with_tools(data: dict[str, Any], contents: Any, req: SimRequest) -> SimRequest:
+    tools, mode, allowed = native_tools(data)
+    history = native_history(contents) if contents is not None else Tooling()
+    return replace(
+        req,
+        tools=tools,
+        tool_mode=mode,
+        allowed=allowed,
+        answered=history.answered,
+        results_last=history.results_last,
+        unsigned=history.unsigned,
+    )
 
 
 def _with_config(config: dict[str, Any], req: SimRequest) -> SimRequest:
@@ -130,33 +145,40 @@ def _with_config(config: dict[str, Any], req: SimRequest) -> SimRequest:
     _num(config, "topP", "top_p", 0, 1)
     max_tokens = _num(config, "maxOutputTokens", "max_output_tokens", 1, 1 << 31)
     candidates = _num(config, "candidateCount", "candidate_count", 1, 8)
-    stop = _get(config, "stopSequences", "stop_sequences")
+    stop = get_field(config, "stopSequences", "stop_sequences")
     if stop is not None:
         if not isinstance(stop, list) or len(stop) > 5:
             raise BadRequest("generationConfig.stopSequences must be a list of at most 5")
         if not all(isinstance(s, str) and s for s in stop):
             raise BadRequest("generationConfig.stopSequences must be non-empty strings")
-    mime = _get(config, "responseMimeType", "response_mime_type") or "text/plain"
+    mime = get_field(config, "responseMimeType", "response_mime_type") or "text/plain"
     if mime not in ("text/plain", "application/json", "text/x.enum"):
         raise BadRequest(f"generationConfig.responseMimeType {mime!r} is not supported")
     schema = next((config[k] for k in _SCHEMA_KEYS if k in config), None)
     if schema is not None and mime != "application/json":
         raise BadRequest("responseSchema needs responseMimeType application/json")
-    return SimRequest(
-        req.prompt,
-        req.prefill,
-        req.prompt_tokens,
+    thinking = get_field(config, "thinkingConfig", "thinking_config")
+    thoughts = isinstance(thinking, dict) and (
+        get_field(thinking, "includeThoughts", "include_thoughts") is True
+    )
+    return replace(
+        req,
         max_tokens=None if max_tokens is None else int(max_tokens),
         stop=tuple(stop or ()),
         json_mode=mime == "application/json",
         schema=schema if isinstance(schema, dict) else None,
         candidates=int(candidates or 1),
-        context=req.context,
+        include_thoughts=thoughts,
     )
 
 
 def _envelope(
-    req: SimRequest, outcome: Outcome, text: str, finish: str | None, used: int | None
+    req: SimRequest,
+    outcome: Outcome,
+    parts: list[dict[str, Any]],
+    finish: str | None,
+    used: int | None,
+    thoughts: int = 0,
 ) -> dict[str, Any]:
     body: dict[str, Any]
     if outcome == "blocked":
@@ -167,8 +189,12 @@ def _envelope(
         }
     elif outcome == "recitation":
         body = {"candidates": [{"finishReason": "RECITATION", "index": 0}]}
+    elif outcome == "malformed_call":
+        message = "Malformed function call: the call did not parse (simulated fault)."
+        cand = {"finishReason": "MALFORMED_FUNCTION_CALL", "finishMessage": message, "index": 0}
+        body = {"candidates": [cand]}
     else:
-        content = {"parts": [{"text": text}], "role": "model"}
+        content = {"parts": parts, "role": "model"}
         body = {
             "candidates": [
                 {"content": content, "finishReason": finish, "index": i}
@@ -180,7 +206,9 @@ def _envelope(
     usage = {"promptTokenCount": req.prompt_tokens}
     if used is not None:
         usage["candidatesTokenCount"] = used
-    usage["totalTokenCount"] = req.prompt_tokens + (used or 0)
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+    usage["totalTokenCount"] = req.prompt_tokens + (used or 0) + (thoughts if used else 0)
     body["usageMetadata"] = usage
     return body
 
@@ -191,21 +219,16 @@ def _templates(
 ) -> tuple[bytes, ...]:
     """Each body of the answer as JSON without its closing brace (``responseId`` goes there)."""
     if ans is None:
-        bodies = [_envelope(req, outcome, "", None, None)]
-    elif not stream:
-        bodies = [_envelope(req, outcome, ans.text, ans.finish, ans.tokens * req.candidates)]
+        bodies = [_envelope(req, outcome, [], None, None)]
     else:
-        pieces = split_chunks(ans.text)
-        last = len(pieces) - 1
+        chunks = native_parts(model, ans, stream)
+        last = len(chunks) - 1
+        thoughts = count_tokens(ans.thought) if ans.thought else 0
         bodies = [
-            _envelope(
-                req,
-                outcome,
-                piece,
-                ans.finish if i == last else None,
-                ans.tokens * req.candidates if i == last else None,
-            )
-            for i, piece in enumerate(pieces)
+            _envelope(req, outcome, parts, ans.finish, ans.tokens * req.candidates, thoughts)
+            if i == last
+            else _envelope(req, outcome, parts, None, None)
+            for i, parts in enumerate(chunks)
         ]
     for body in bodies:
         body["modelVersion"] = model
@@ -233,17 +256,20 @@ class NativeSurface(Surface):
         req: SimRequest,
         outcome: Outcome,
         stream: bool,
-        scripted: str | None,
+        scripted: Answer | None,
     ) -> list[bytes]:
-        ans = scripted_answer(scripted) if scripted is not None else None
-        if ans is None and outcome == "ok":
-            ans = answer(req)
+        ans = respond(model, req, outcome, scripted)
         # SimRequest's hash leaves out the schema; the answer (in the key) reflects it.
         tail = b',"responseId":"sim-%08x"}' % seq
         return [t + tail for t in _templates(model, req, outcome, ans, stream)]
 
     def body(
-        self, model: str, seq: int, req: SimRequest, outcome: Outcome, scripted: str | None = None
+        self,
+        model: str,
+        seq: int,
+        req: SimRequest,
+        outcome: Outcome,
+        scripted: Answer | None = None,
     ) -> bytes:
         return self._render(model, seq, req, outcome, False, scripted)[0]
 
@@ -254,7 +280,7 @@ class NativeSurface(Surface):
         req: SimRequest,
         outcome: Outcome,
         extra: dict[str, Any],
-        scripted: str | None = None,
+        scripted: Answer | None = None,
     ) -> tuple[list[bytes], int]:
         bodies = self._render(model, seq, req, outcome, True, scripted)
         if extra.get("sse"):

@@ -5,20 +5,16 @@ error shapes."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from standby.sim.answers import (
-    Answer,
-    SimRequest,
-    answer,
-    count_tokens,
-    scripted_answer,
-    split_chunks,
-)
+from standby.sim.answers import Answer, SimRequest, count_tokens, split_chunks
+from standby.sim.gemini_history import Tooling, openai_history, openai_tools
+from standby.sim.gemini_tools import respond
 from standby.sim.surface import (
     GOOGLE_STATUS,
     BadRequest,
@@ -75,7 +71,7 @@ def parse(body: bytes) -> tuple[str, SimRequest, bool, bool]:
         raise BadRequest("model is required")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list")
-    tokens, prompt, prefill, seen = 0, "", None, []
+    tokens, prompt, prefill, seen, tooled = 0, "", None, [], False
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise BadRequest(f"messages[{i}] must be an object")
@@ -86,6 +82,8 @@ def parse(body: bytes) -> tuple[str, SimRequest, bool, bool]:
         seen.append(text)
         if role == "user":
             prompt, prefill = text, None
+        elif role == "tool" or message.get("tool_calls"):
+            tooled, prefill = True, None
         elif role == "assistant":
             prefill = text if prefill is None else prefill + text
     max_tokens = _int(data, "max_completion_tokens", 1, 1 << 31)
@@ -111,9 +109,25 @@ def parse(body: bytes) -> tuple[str, SimRequest, bool, bool]:
         candidates=_int(data, "n", 1, 8) or 1,
         context="\n".join(seen),
     )
+    if tooled or "tools" in data or "tool_choice" in data:
+        req = _with_tools(data, messages if tooled else None, req)
     options = data.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return model.removeprefix("models/"), req, data.get("stream") is True, include_usage
+
+
+def _with_tools(data: dict[str, Any], messages: Any, req: SimRequest) -> SimRequest:
+    tools, mode, allowed = openai_tools(data)
+    history = openai_history(messages) if messages is not None else Tooling()
+    return replace(
+        req,
+        tools=tools,
+        tool_mode=mode,
+        allowed=allowed,
+        answered=history.answered,
+        results_last=history.results_last,
+        unsigned=history.unsigned,
+    )
 
 
 def _response_format(fmt: Any) -> tuple[bool, dict[str, Any] | None]:
@@ -134,17 +148,46 @@ def _usage(req: SimRequest, used: int) -> dict[str, int]:
     }
 
 
+def _tool_calls(ans: Answer) -> list[dict[str, Any]]:
+    """The calls in OpenAI's shape, the signature where Google's surface puts it."""
+    out = []
+    for call in ans.calls:
+        item: dict[str, Any] = {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.args},
+        }
+        if call.signature is not None:
+            item["extra_content"] = {"google": {"thought_signature": call.signature}}
+        out.append(item)
+    return out
+
+
+def _finish(ans: Answer | None, outcome: Outcome) -> str:
+    if ans is None:
+        # MALFORMED_FUNCTION_CALL has no OpenAI finish reason: an empty answer, "stop".
+        return "stop" if outcome == "malformed_call" else "content_filter"
+    return "tool_calls" if ans.calls else _FINISH[ans.finish]
+
+
 @lru_cache(maxsize=2048)
-def _body_template(model: str, req: SimRequest, ans: Answer | None) -> bytes:
+def _body_template(model: str, req: SimRequest, ans: Answer | None, outcome: Outcome) -> bytes:
     """The whole answer as JSON without its closing brace (``id`` and ``created`` go there)."""
-    message = {"role": "assistant", "content": ans.text if ans else None}
-    finish = _FINISH[ans.finish] if ans else "content_filter"
+    message: dict[str, Any] = {"role": "assistant", "content": ans.text if ans else None}
+    if ans is not None and ans.calls:
+        message["content"] = ans.text or None
+        message["tool_calls"] = _tool_calls(ans)
     n = req.candidates if ans else 1
     body = {
         "object": "chat.completion",
         "model": model,
         "choices": [
-            {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
+            {
+                "index": i,
+                "message": message,
+                "finish_reason": _finish(ans, outcome),
+                "logprobs": None,
+            }
             for i in range(n)
         ],
         "usage": _usage(req, ans.tokens * n if ans else 0),
@@ -152,20 +195,30 @@ def _body_template(model: str, req: SimRequest, ans: Answer | None) -> bytes:
     return orjson.dumps(body)[:-1]
 
 
+def _deltas(ans: Answer | None) -> list[dict[str, Any]]:
+    """The delta of each chunk: text pieces, then one chunk per call (arguments whole)."""
+    if ans is None:
+        return [{"role": "assistant"}]
+    deltas: list[dict[str, Any]] = []
+    if ans.text or not ans.calls:
+        deltas = [{"content": piece} for piece in split_chunks(ans.text)]
+    for index, call in enumerate(_tool_calls(ans)):
+        deltas.append({"tool_calls": [{"index": index, **call}]})
+    deltas[0] = {"role": "assistant", **deltas[0]}
+    return deltas
+
+
 @lru_cache(maxsize=2048)
 def _chunk_templates(
-    model: str, req: SimRequest, ans: Answer | None, include_usage: bool
+    model: str, req: SimRequest, ans: Answer | None, include_usage: bool, outcome: Outcome
 ) -> tuple[bytes, ...]:
     """Each chunk as JSON without its closing brace; the usage chunk last when asked for."""
-    pieces: tuple[str | None, ...] = split_chunks(ans.text) if ans else (None,)
+    deltas = _deltas(ans)
     n = req.candidates if ans else 1
-    last = len(pieces) - 1
+    last = len(deltas) - 1
     bodies: list[dict[str, Any]] = []
-    for i, piece in enumerate(pieces):
-        delta: dict[str, Any] = {"role": "assistant"} if i == 0 else {}
-        if piece is not None:
-            delta["content"] = piece
-        finish = None if i < last else (_FINISH[ans.finish] if ans else "content_filter")
+    for i, delta in enumerate(deltas):
+        finish = None if i < last else _finish(ans, outcome)
         choices = [{"index": c, "delta": delta, "finish_reason": finish} for c in range(n)]
         bodies.append({"object": "chat.completion.chunk", "model": model, "choices": choices})
     if include_usage:
@@ -174,12 +227,6 @@ def _chunk_templates(
             {"object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage}
         )
     return tuple(orjson.dumps(b)[:-1] for b in bodies)
-
-
-def _answer(req: SimRequest, outcome: Outcome, scripted: str | None) -> Answer | None:
-    if scripted is not None:
-        return scripted_answer(scripted)
-    return answer(req) if outcome == "ok" else None
 
 
 class OpenAISurface(Surface):
@@ -196,11 +243,16 @@ class OpenAISurface(Surface):
         return json_response({"error": err}, status, headers)
 
     def body(
-        self, model: str, seq: int, req: SimRequest, outcome: Outcome, scripted: str | None = None
+        self,
+        model: str,
+        seq: int,
+        req: SimRequest,
+        outcome: Outcome,
+        scripted: Answer | None = None,
     ) -> bytes:
-        ans = _answer(req, outcome, scripted)
+        ans = respond(model, req, outcome, scripted)
         tail = b',"id":"chatcmpl-sim-%08x","created":%d}' % (seq, int(time.time()))
-        return _body_template(model, req, ans) + tail
+        return _body_template(model, req, ans, outcome) + tail
 
     def frames(
         self,
@@ -209,11 +261,11 @@ class OpenAISurface(Surface):
         req: SimRequest,
         outcome: Outcome,
         extra: dict[str, Any],
-        scripted: str | None = None,
+        scripted: Answer | None = None,
     ) -> tuple[list[bytes], int]:
-        ans = _answer(req, outcome, scripted)
+        ans = respond(model, req, outcome, scripted)
         include_usage = bool(extra.get("include_usage"))
-        templates = _chunk_templates(model, req, ans, include_usage)
+        templates = _chunk_templates(model, req, ans, include_usage, outcome)
         tail = b',"id":"chatcmpl-sim-%08x","created":%d}\n\n' % (seq, extra["created"])
         frames = [b"data: " + t + tail for t in templates]
         frames.append(_DONE)

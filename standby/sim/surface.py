@@ -10,9 +10,9 @@ from typing import Any, Literal, TypeVar
 import orjson
 from aiohttp import web
 
-from standby.sim.answers import SimRequest
+from standby.sim.answers import Answer, SimRequest
 
-Outcome = Literal["ok", "safety", "blocked", "recitation"]
+Outcome = Literal["ok", "safety", "blocked", "recitation", "malformed_call"]
 
 GOOGLE_STATUS = {
     400: "INVALID_ARGUMENT",
@@ -54,6 +54,13 @@ def cached_by_body(parse: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
     return wrapper
 
 
+def get_field(obj: dict[str, Any], camel: str, snake: str) -> Any:
+    """A field under either spelling: proto3 JSON accepts both (litellm sends snake_case,
+    google-genai camelCase)."""
+    value = obj.get(camel)
+    return obj.get(snake) if value is None else value
+
+
 def json_response(
     body: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -74,9 +81,14 @@ class Surface:
         raise NotImplementedError
 
     def body(
-        self, model: str, seq: int, req: SimRequest, outcome: Outcome, scripted: str | None = None
+        self,
+        model: str,
+        seq: int,
+        req: SimRequest,
+        outcome: Outcome,
+        scripted: Answer | None = None,
     ) -> bytes:
-        """The whole (non-streamed) answer body; ``scripted`` replaces the answer's text."""
+        """The whole (non-streamed) answer body; ``scripted`` replaces the answer."""
         raise NotImplementedError
 
     def frames(
@@ -86,7 +98,7 @@ class Surface:
         req: SimRequest,
         outcome: Outcome,
         extra: dict[str, Any],
-        scripted: str | None = None,
+        scripted: Answer | None = None,
     ) -> tuple[list[bytes], int]:
         """Every frame of the stream, and the index of the frame that finishes the answer
         (a ``cut-<n>`` fault never sends that one)."""

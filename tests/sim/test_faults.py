@@ -17,6 +17,7 @@ from standby.sim.faults import ERROR_STATUSES, OK, Fault, parse_fault
         ("blocked", Fault("blocked", "blocked")),
         ("recitation", Fault("recitation", "recitation")),
         ("malformed", Fault("malformed", "malformed")),
+        ("malformed-call", Fault("malformed-call", "malformed_call")),
         ("error-503", Fault("error-503", "error", 503)),
         ("error-429", Fault("error-429", "error", 429, retry_after=1)),
         ("error-429-retry-30", Fault("error-429-retry-30", "error", 429, retry_after=30)),

@@ -85,10 +85,29 @@ async def test_openai_surface_and_streams_take_scripted_text(sim: RunningSim) ->
     assert "".join(text_of(e) for e in events) == "scripted streamed answer with several words"
 
 
+async def test_scripted_calls_answer_on_both_surfaces(sim: RunningSim) -> None:
+    calls = [{"name": "lookup", "args": {"q": "sky"}}, {"name": "lookup", "args": {"q": "sea"}}]
+    status, raw = await call(sim, "/_sim/script", {"replies": [{"calls": calls}] * 2})
+    assert (status, orjson.loads(raw)["pending"]) == (200, [{"calls": calls}] * 2)
+    parts = orjson.loads((await call(sim, NATIVE))[1])["candidates"][0]["content"]["parts"]
+    assert [p["functionCall"] for p in parts] == calls
+    chat = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": PROMPT}]}
+    choice = orjson.loads((await call(sim, OPENAI, chat))[1])["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert [c["function"]["arguments"] for c in choice["message"]["tool_calls"]] == [
+        '{"q":"sky"}',
+        '{"q":"sea"}',
+    ]
+
+
 async def test_bad_scripts_are_refused_and_reset_clears(sim: RunningSim) -> None:
+    bad_calls = [{"calls": []}, {"calls": [{"name": "f", "args": [1]}]}, {"calls": [{}]}]
     for bad in ({"replies": "x"}, {"replies": [{"fault": "nope"}]}, {"replies": [3]}, {}):
         status, _ = await call(sim, "/_sim/script", bad)
         assert status == 400, bad
+    for reply in bad_calls:
+        status, _ = await call(sim, "/_sim/script", {"replies": [reply]})
+        assert status == 400, reply
     sim.sim.script(["a", "b"])
     async with aiohttp.ClientSession() as s, s.get(sim.url + "/_sim/script") as r:
         assert len((await r.json())["pending"]) == 2
