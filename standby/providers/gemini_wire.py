@@ -1,0 +1,279 @@
+"""Gemini's REST shapes for the Gemini provider: the normalized request as a
+``GenerateContentRequest`` body, and a ``GenerateContentResponse`` (whole or one stream chunk)
+reduced to what the gateway needs.
+
+Tools: ``tools`` become ``functionDeclarations`` with ``parametersJsonSchema`` (full JSON
+Schema), ``tool_choice`` becomes ``toolConfig.functionCallingConfig`` (AUTO / ANY / NONE,
+``allowedFunctionNames`` for a named function). An assistant message's calls become a ``model``
+content's ``functionCall`` parts, each with the ``thoughtSignature`` it came with; consecutive
+``tool`` messages become one ``user`` content of ``functionResponse`` parts.
+
+Thought signatures, as Google documents them (https://ai.google.dev/gemini-api/docs/thought-
+signatures, "Signatures in function calling parts" and the FAQ; Vertex AI's page says the same):
+Gemini 3 returns a ``thoughtSignature`` on the first ``functionCall`` part of each step (for
+parallel calls only on the first one) and validates strictly the function calls of the *current
+turn* only: every model step since the last user message that is not a function response must
+carry its signature on its first ``functionCall`` part, or the request is a 400. Earlier turns
+are not validated. For calls Gemini did not make (here: calls made by the fallback during an
+outage) Google documents a placeholder, ``skip_thought_signature_validator`` (or
+``context_engineering_is_the_way_to_go``), set in the signature field. So: a signature that came
+back with a call goes out on that call's part; a current-turn step whose first call has none
+gets the placeholder on that part; nothing else is added.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+
+from standby.errors import RequestError, UpstreamProtocolError
+from standby.protocol import ChatRequest, FinishReason, Message, Usage
+from standby.tool_calls import Tool, ToolCall, ToolChoice
+
+# Google's documented signature for function calls Gemini did not generate (works on the Gemini
+# API and on Vertex AI), sent as the literal value of the field.
+PLACEHOLDER_SIGNATURE = "skip_thought_signature_validator"
+
+# Gemini finish reasons that mean "the model refused / was stopped by a filter".
+BLOCKED_REASONS = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "OTHER",
+        "IMAGE_SAFETY",
+        "LANGUAGE",
+    }
+)
+# Finish reasons of a failed tool-using answer: a backend failure, never an empty success.
+FAILED_REASONS = frozenset(
+    {
+        "MALFORMED_FUNCTION_CALL",
+        "UNEXPECTED_TOOL_CALL",
+        "TOO_MANY_TOOL_CALLS",
+        "MISSING_THOUGHT_SIGNATURE",
+        "MALFORMED_RESPONSE",
+    }
+)
+
+
+def request_body(request: ChatRequest) -> dict[str, Any]:
+    """Map the normalized request onto Gemini's ``GenerateContentRequest``."""
+    system: list[dict[str, str]] = []
+    contents: list[dict[str, Any]] = []
+    called = False
+    for i, m in enumerate(request.messages):
+        if m.role == "system":
+            system.append({"text": m.content})
+        elif m.tool_calls or m.role == "tool":
+            called = True
+            _tool_turn(contents, m, i)
+        else:
+            role = "model" if m.role == "assistant" else "user"
+            contents.append({"role": role, "parts": [{"text": m.content}]})
+    if called:
+        _sign_current_turn(contents)
+    body: dict[str, Any] = {"contents": contents, "generationConfig": _generation(request)}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    if request.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
+        config = _tool_config(request.tool_choice)
+        if config is not None:
+            body["toolConfig"] = config
+    return body
+
+
+def _generation(request: ChatRequest) -> dict[str, Any]:
+    gen: dict[str, Any] = {"candidateCount": 1}
+    if request.temperature is not None:
+        gen["temperature"] = request.temperature
+    if request.top_p is not None:
+        gen["topP"] = request.top_p
+    if request.max_tokens is not None:
+        gen["maxOutputTokens"] = request.max_tokens
+    if request.stop:
+        gen["stopSequences"] = list(request.stop)
+    if request.seed is not None:
+        gen["seed"] = request.seed
+    fmt = request.response_format
+    if fmt is not None:
+        gen["responseMimeType"] = "application/json"
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if fmt["type"] == "json_schema" and schema:
+            gen["responseJsonSchema"] = schema
+    return gen
+
+
+def _declaration(tool: Tool) -> dict[str, Any]:
+    declaration: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        declaration["description"] = tool.description
+    if tool.parameters is not None:
+        declaration["parametersJsonSchema"] = tool.parameters
+    return declaration
+
+
+def _tool_config(choice: ToolChoice) -> dict[str, Any] | None:
+    if choice.function is not None:
+        config = {"mode": "ANY", "allowedFunctionNames": [choice.function]}
+    elif choice.mode == "required":
+        config = {"mode": "ANY"}
+    elif choice.mode == "none":
+        config = {"mode": "NONE"}
+    else:
+        return None  # AUTO is Gemini's default
+    return {"functionCallingConfig": config}
+
+
+def _tool_turn(contents: list[dict[str, Any]], m: Message, i: int) -> None:
+    """Append an assistant message with calls, or a tool result (grouped with the results
+    right before it into one ``user`` content, as Gemini expects)."""
+    if m.role == "tool":
+        response = {"name": m.name, "id": m.tool_call_id, "response": _result(m)}
+        result = {"functionResponse": response}
+        last = contents[-1] if contents else None
+        if last is not None and last["role"] == "user" and "functionResponse" in last["parts"][0]:
+            last["parts"].append(result)
+        else:
+            contents.append({"role": "user", "parts": [result]})
+        return
+    parts: list[dict[str, Any]] = [{"text": m.content}] if m.content else []
+    for j, call in enumerate(m.tool_calls):
+        fc = {"name": call.name, "args": _args(call, i, j), "id": call.id}
+        part: dict[str, Any] = {"functionCall": fc}
+        if call.signature is not None:
+            part["thoughtSignature"] = call.signature
+        parts.append(part)
+    contents.append({"role": "model", "parts": parts})
+
+
+def _result(m: Message) -> dict[str, Any]:
+    """A tool's content as ``functionResponse.response``: its JSON object, else the text."""
+    text = m.content
+    if text.lstrip().startswith("{"):
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if isinstance(value, dict):
+                return value
+    return {"result": text}
+
+
+def _args(call: ToolCall, i: int, j: int) -> dict[str, Any]:
+    try:
+        value = orjson.loads(call.arguments or "{}")
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise RequestError(
+            f"messages.{i}.tool_calls.{j}.function.arguments must be a JSON object "
+            "(Gemini takes a call's arguments as an object)",
+            param=f"messages.{i}.tool_calls.{j}.function.arguments",
+        )
+    return value
+
+
+def _sign_current_turn(contents: list[dict[str, Any]]) -> None:
+    """Put the placeholder on the first ``functionCall`` part of each step of the current turn
+    that has no signature (the rule in the module docstring)."""
+    for content in reversed(contents):
+        parts = content["parts"]
+        if content["role"] == "user":
+            if any("functionResponse" not in p for p in parts):
+                return  # the user's message that began the current turn
+            continue
+        first = next((p for p in parts if "functionCall" in p), None)
+        if first is not None and "thoughtSignature" not in first:
+            first["thoughtSignature"] = PLACEHOLDER_SIGNATURE
+
+
+def usage(meta: Any) -> Usage | None:
+    if not isinstance(meta, dict):
+        return None
+    out = int(meta.get("candidatesTokenCount", 0)) + int(meta.get("thoughtsTokenCount", 0))
+    return Usage(prompt_tokens=int(meta.get("promptTokenCount", 0)), completion_tokens=out)
+
+
+def new_call_id() -> str:
+    """An id for a call Gemini gave none (made once per call, so stable across a stream)."""
+    return "call_" + os.urandom(12).hex()
+
+
+def tool_call(part: dict[str, Any], backend: str) -> ToolCall:
+    """A ``functionCall`` part as a call: Gemini's ``id`` when given, compact JSON arguments,
+    the part's ``thoughtSignature``."""
+    call = part["functionCall"]
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        raise UpstreamProtocolError(backend, "functionCall part without a name")
+    args = call.get("args")
+    if args is not None and not isinstance(args, dict):
+        raise UpstreamProtocolError(backend, "functionCall args is not an object")
+    signature = part.get("thoughtSignature")
+    return ToolCall(
+        call.get("id") or new_call_id(),
+        call["name"],
+        orjson.dumps(args or {}).decode(),
+        signature if isinstance(signature, str) else None,
+    )
+
+
+class Parsed:
+    """One ``GenerateContentResponse`` reduced to what the gateway needs."""
+
+    __slots__ = ("blocked", "calls", "finish", "text", "usage", "version")
+
+    def __init__(self, payload: Any, backend: str) -> None:
+        if not isinstance(payload, dict):
+            raise UpstreamProtocolError(backend, "response is not a JSON object")
+        self.usage = usage(payload.get("usageMetadata"))
+        self.version: str | None = payload.get("modelVersion")
+        self.text = ""
+        self.calls: tuple[ToolCall, ...] = ()
+        self.finish: FinishReason | None = None
+        self.blocked: str | None = None
+        feedback = payload.get("promptFeedback")
+        candidates = payload.get("candidates")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            self.blocked = f"prompt blocked: {feedback['blockReason']}"
+            self.finish = "content_filter"
+            return
+        if not candidates:
+            if "usageMetadata" in payload:  # a usage-only trailer chunk
+                return
+            self.blocked = "no candidates"
+            self.finish = "content_filter"
+            return
+        cand = candidates[0]
+        parts = (cand.get("content") or {}).get("parts") or ()
+        texts = []
+        calls = []
+        for p in parts:
+            if "functionCall" in p:
+                calls.append(tool_call(p, backend))
+            elif not p.get("thought"):
+                texts.append(p.get("text", ""))
+        self.text = "".join(texts)
+        if calls:
+            self.calls = tuple(calls)
+        reason = cand.get("finishReason")
+        if reason is None or reason == "FINISH_REASON_UNSPECIFIED":
+            return
+        if reason == "MAX_TOKENS":
+            self.finish = "length"
+        elif reason in BLOCKED_REASONS:
+            self.finish = "content_filter"
+            self.blocked = f"finishReason {reason}"
+        elif reason in FAILED_REASONS:
+            message = cand.get("finishMessage")
+            raise UpstreamProtocolError(
+                backend, f"finishReason {reason}" + (f": {message}" if message else "")
+            )
+        else:
+            self.finish = "tool_calls" if calls else "stop"
