@@ -182,7 +182,7 @@ class LiteLLMProvider:
 
     def unsupported(self, request: ChatRequest) -> str | None:
         if request.uses_tools and not self.config.tools:
-            return f"backend {self.name!r} is configured without tool calling (tools: false)"
+            return "configured without tool calling (tools: false)"
         return None
 
     async def close(self) -> None:

@@ -166,7 +166,8 @@ class _StreamState:
             text = delta.get("content") or ""
             if not isinstance(text, str):
                 raise TypeError("delta.content is not a string")
-            pieces += self.calls.feed(delta.get("tool_calls"))
+            if (calls := delta.get("tool_calls")) is not None:
+                pieces += self.calls.feed(calls)
             return text
         except UpstreamProtocolError:
             raise
@@ -209,7 +210,7 @@ class OpenAICompatProvider:
 
     def unsupported(self, request: ChatRequest) -> str | None:
         if request.uses_tools and not self.config.tools:
-            return f"backend {self.name!r} is configured without tool calling (tools: false)"
+            return "configured without tool calling (tools: false)"
         return None
 
     async def close(self) -> None:
@@ -279,7 +280,7 @@ class OpenAICompatProvider:
                         texts.append(state.feed(self.name, orjson.loads(payload), pieces))
                     text = "".join(t for t in texts if t)
                     if text or pieces:
-                        yield Delta(text=text, tool_calls=merge_pieces(pieces))
+                        yield Delta(text=text, tool_calls=merge_pieces(pieces) if pieces else ())
                     if state.done:
                         break
         except Exception as e:
