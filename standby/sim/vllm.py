@@ -279,8 +279,13 @@ def main() -> None:  # pragma: no cover - manual use: python -m standby.sim.vllm
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--lora-modules", nargs="*", default=[], metavar="NAME=PATH")
+    parser.add_argument(
+        "--no-auto-tool-choice",
+        action="store_true",
+        help='as vLLM without --enable-auto-tool-choice: tool_choice "auto" is a 400',
+    )
     args = parser.parse_args()
-    sim = VLLMSim()
+    sim = VLLMSim(auto_tool_choice=not args.no_auto_tool_choice)
     for module in args.lora_modules:
         name, _, path = module.partition("=")
         sim.add_lora(name, path)
