@@ -66,15 +66,17 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     system: list[dict[str, str]] = []
     contents: list[dict[str, Any]] = []
     called = False
-    for i, m in enumerate(request.messages):
-        if m.role == "system":
+    for m in request.messages:
+        role = m.role
+        if role == "system":
             system.append({"text": m.content})
-        elif m.tool_calls or m.role == "tool":
-            called = True
-            _tool_turn(contents, m, i)
+        elif role == "user":
+            contents.append({"role": "user", "parts": [{"text": m.content}]})
+        elif role == "assistant" and not m.tool_calls:
+            contents.append({"role": "model", "parts": [{"text": m.content}]})
         else:
-            role = "model" if m.role == "assistant" else "user"
-            contents.append({"role": role, "parts": [{"text": m.content}]})
+            called = True
+            _tool_turn(contents, m, request.messages)
     if called:
         _sign_current_turn(contents)
     body: dict[str, Any] = {"contents": contents, "generationConfig": _generation(request)}
@@ -130,7 +132,7 @@ def _tool_config(choice: ToolChoice) -> dict[str, Any] | None:
     return {"functionCallingConfig": config}
 
 
-def _tool_turn(contents: list[dict[str, Any]], m: Message, i: int) -> None:
+def _tool_turn(contents: list[dict[str, Any]], m: Message, history: tuple[Message, ...]) -> None:
     """Append an assistant message with calls, or a tool result (grouped with the results
     right before it into one ``user`` content, as Gemini expects)."""
     if m.role == "tool":
@@ -144,7 +146,7 @@ def _tool_turn(contents: list[dict[str, Any]], m: Message, i: int) -> None:
         return
     parts: list[dict[str, Any]] = [{"text": m.content}] if m.content else []
     for j, call in enumerate(m.tool_calls):
-        fc = {"name": call.name, "args": _args(call, i, j), "id": call.id}
+        fc = {"name": call.name, "args": _args(call, m, j, history), "id": call.id}
         part: dict[str, Any] = {"functionCall": fc}
         if call.signature is not None:
             part["thoughtSignature"] = call.signature
@@ -166,12 +168,13 @@ def _result(m: Message) -> dict[str, Any]:
     return {"result": text}
 
 
-def _args(call: ToolCall, i: int, j: int) -> dict[str, Any]:
+def _args(call: ToolCall, m: Message, j: int, history: tuple[Message, ...]) -> dict[str, Any]:
     try:
         value = orjson.loads(call.arguments or "{}")
     except orjson.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
+        i = next(k for k, x in enumerate(history) if x is m)
         raise RequestError(
             f"messages.{i}.tool_calls.{j}.function.arguments must be a JSON object "
             "(Gemini takes a call's arguments as an object)",
