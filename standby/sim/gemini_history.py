@@ -15,8 +15,10 @@ from standby.sim.gemini_tools import corrupted_signature, genuine, is_base64, mi
 from standby.sim.surface import BadRequest, get_field
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
-_MODES = {"MODE_UNSPECIFIED": "AUTO", "AUTO": "AUTO", "ANY": "ANY", "NONE": "NONE"}
-_MODES["VALIDATED"] = "VALIDATED"
+_MODES = {
+    **{"MODE_UNSPECIFIED": "AUTO", "AUTO": "AUTO", "ANY": "ANY"},
+    **{"NONE": "NONE", "VALIDATED": "VALIDATED"},
+}
 _COUNT = (
     "Please ensure that the number of function response parts is equal to the number of "
     "function call parts of the function call turn."
@@ -86,10 +88,13 @@ def native_tools(data: dict[str, Any]) -> tuple[tuple[SimTool, ...], str, tuple[
                 raise BadRequest(f"* {where}: parameters and parameters_json_schema are exclusive")
             tools.append(_tool(d.get("name"), schema if plain is None else plain, where))
     config = get_field(data, "toolConfig", "tool_config") or {}
+    if not isinstance(config, dict):
+        raise BadRequest("tool_config must be an object")
     calling = get_field(config, "functionCallingConfig", "function_calling_config") or {}
     if not isinstance(calling, dict):
         raise BadRequest("tool_config.function_calling_config must be an object")
-    mode = _MODES.get(calling.get("mode") or "AUTO")
+    raw_mode = calling.get("mode") or "AUTO"
+    mode = _MODES.get(raw_mode) if isinstance(raw_mode, str) else None
     if mode is None:
         raise BadRequest(
             f"Invalid value at 'tool_config.function_calling_config.mode': {calling.get('mode')!r}"
@@ -204,7 +209,10 @@ def openai_history(messages: list[dict[str, Any]]) -> Tooling:
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                 raise BadRequest(f"messages[{i}].tool_calls[{j}] must name a function")
             names[str(call.get("id"))] = fn["name"]
-            google = (call.get("extra_content") or {}).get("google") or {}
+            extra = call.get("extra_content") or {}
+            google = extra.get("google") if isinstance(extra, dict) else None
+            if not isinstance(google, dict):
+                google = {}
             signature = _signature(google, f"messages[{i}].tool_calls[{j}].extra_content.google")
             if j == 0 and i > start and unsigned is None:
                 unsigned = _refusal(fn["name"], i, signature)

@@ -252,6 +252,8 @@ async def test_histories_gemini_refuses(sim: RunningSim, contents: list[Any], me
         {"tools": [{"functionDeclarations": [{"name": "9lives"}]}]},
         {"tools": [{"functionDeclarations": [{"name": "f"}, {"name": "f"}]}]},
         {"toolConfig": {"functionCallingConfig": {"mode": "ANY"}}},
+        {"toolConfig": "ANY"},
+        {"toolConfig": {"functionCallingConfig": {"mode": ["ANY"]}}},
         {
             "tools": [{"functionDeclarations": [{"name": "f"}]}],
             "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["g"]}},
