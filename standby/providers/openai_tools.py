@@ -22,11 +22,8 @@ import orjson
 
 from standby.errors import UpstreamProtocolError
 from standby.protocol import ChatRequest, FinishReason, Message
+from standby.providers.gemini_wire import PLACEHOLDER_SIGNATURE
 from standby.tool_calls import ToolCall, ToolCallDelta
-
-# Google's documented placeholder for a call Gemini did not make (a history written by another
-# model): Gemini 3 then skips its signature check instead of answering 400.
-GEMINI_SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 
 def is_gemini_surface(base_url: str) -> bool:
@@ -67,8 +64,9 @@ def _wire_message(m: Message, signatures: bool) -> dict[str, Any]:
         return {"role": m.role, "content": m.content}
     calls = [_wire_call(c, signatures) for c in m.tool_calls]
     if signatures and all(c.signature is None for c in m.tool_calls):
-        # Gemini checks the first call of each step; this turn was not Gemini's.
-        calls[0]["extra_content"] = {"google": {"thought_signature": GEMINI_SKIP_SIGNATURE}}
+        # Gemini checks the first call of each step; this turn was not Gemini's, so it gets
+        # Google's documented placeholder instead of a 400.
+        calls[0]["extra_content"] = {"google": {"thought_signature": PLACEHOLDER_SIGNATURE}}
     return {"role": "assistant", "content": m.content or None, "tool_calls": calls}
 
 

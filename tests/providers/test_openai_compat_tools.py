@@ -14,8 +14,9 @@ from aiohttp import web
 from standby.config import OpenAIBackend, parse_settings
 from standby.errors import ConfigError, UpstreamProtocolError, UpstreamStatusError
 from standby.protocol import ChatRequest, Completion, Delta, Message
+from standby.providers.gemini_wire import PLACEHOLDER_SIGNATURE
 from standby.providers.openai_compat import OpenAICompatProvider, request_body
-from standby.providers.openai_tools import GEMINI_SKIP_SIGNATURE, is_gemini_surface
+from standby.providers.openai_tools import is_gemini_surface
 from standby.sim.background import AiohttpServer
 from standby.sim.vllm import BASE_MODEL
 from standby.tool_calls import Tool, ToolCall, ToolChoice, whole_calls
@@ -138,7 +139,7 @@ def test_signatures_go_only_to_geminis_surface() -> None:
     calls = [[c.get("extra_content") for c in m["tool_calls"]] for m in body["messages"][1:]]
     assert calls == [
         [{"google": {"thought_signature": "c2ln"}}, None],
-        [{"google": {"thought_signature": GEMINI_SKIP_SIGNATURE}}],
+        [{"google": {"thought_signature": PLACEHOLDER_SIGNATURE}}],
     ]
 
 
