@@ -18,7 +18,12 @@ from standby.config import GeminiBackend
 from standby.errors import RequestError, UpstreamProtocolError, UpstreamStatusError
 from standby.protocol import ChatRequest, Completion, Message
 from standby.providers.gemini import GeminiProvider
-from standby.providers.gemini_wire import PLACEHOLDER_SIGNATURE, Parsed, request_body
+from standby.providers.gemini_wire import (
+    FAILED_REASONS,
+    PLACEHOLDER_SIGNATURE,
+    Parsed,
+    request_body,
+)
 from standby.tool_calls import Tool, ToolCall, ToolChoice, whole_calls
 from tests.fixtures.sim import RunningSim
 
@@ -405,3 +410,11 @@ async def test_a_loop_the_fallback_continued_goes_back_to_gemini(make: Make) -> 
     assert signed == [first.tool_calls[0].signature, PLACEHOLDER_SIGNATURE]
     done = await p.complete(ChatRequest(messages=messages, tools=TOOLS))
     assert (done.finish_reason, done.tool_calls) == ("stop", ())
+
+
+@pytest.mark.parametrize("reason", sorted(FAILED_REASONS))
+def test_every_failed_call_finish_is_a_protocol_error(reason: str) -> None:
+    payload = {"candidates": [{"finishReason": reason, "finishMessage": "bad call", "index": 0}]}
+    with pytest.raises(UpstreamProtocolError) as info:
+        Parsed(payload, "gemini")
+    assert str(info.value) == f"gemini: finishReason {reason}: bad call"
