@@ -12,7 +12,11 @@ shipped with ``google/gemma-4-E2B-it``:
 - a result comes back inside the same model turn as
   ``<|tool_response>response:NAME{value:<|"|>...<|"|>}<tool_response|>``, after which the model
   goes on in that turn (no new generation prompt); ``<|tool_response>`` is where the model stops
-  to wait for a result.
+  to wait for a result (and what a call with no result yet is followed by).
+
+For text and tool chats it renders exactly what the template ``google/gemma-4-E2B-it`` ships
+(its current revision; TRL keeps a copy as ``trl/chat_templates/gemma4_v5.jinja``) renders:
+``tests/sim/test_tiny_model.py`` checks it.
 
 Left out on purpose (a test model needs none of them): images, audio, video, thinking mode
 (``<|think|>``, ``<|channel>``). The model's own output sits inside ``{% generation %}`` markers
@@ -109,6 +113,9 @@ declaration:{{- function['name'] -}}{description:<|"|>{{- function['description'
 {%- endfor -%}
 {%- if not ns.open -%}{{- (message['content'] or '') | trim + '<turn|>\\n' -}}{%- endif -%}
 {% endgeneration %}
+{%- if ns.open and (loop.last or loop.nextitem['role'] != 'tool') -%}
+{{- '<|tool_response>' -}}
+{%- endif -%}
 {%- else -%}
 {%- if ns.open -%}{{- '<turn|>\\n' -}}{%- set ns.open = false -%}{%- endif -%}
 {{- '<|turn>' + message['role'] + '\\n' + message['content'] | trim + '<turn|>\\n' -}}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+import trl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from standby.sim import tiny_gemma4
@@ -175,3 +176,28 @@ def test_gemma4_template_is_the_documented_turn_and_tool_format(tiny_gemma4_dir:
     assert tokenizer.decode(marked) == (
         '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,days:2}<tool_call|>Sunny.<turn|>\n'
     )
+
+
+def test_gemma4_template_renders_as_the_real_one(tiny_gemma4_dir: Path) -> None:
+    """Text and tool chats render exactly as with the template google/gemma-4-E2B-it ships
+    (its current revision, as TRL keeps it to recognise the model)."""
+    real = (Path(trl.__file__).parent / "chat_templates" / "gemma4_v5.jinja").read_text()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma4_dir)
+    call = {"id": "c1", "type": "function"}
+    call["function"] = {
+        "name": "get_weather",
+        "arguments": {"city": "Paris", "o": {"k": [1, True]}},
+    }
+    time_call = {"id": "c2", "type": "function", "function": {"name": "get_time", "arguments": {}}}
+    calls = [*CHAT[:2], {"role": "assistant", "content": "", "tool_calls": [call, time_call]}]
+    results = [
+        {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "c2", "name": "get_time", "content": "noon"},
+    ]
+    answered = [*calls, *results, {"role": "assistant", "content": "Sunny."}, CHAT[3]]
+    time_tool = {"type": "function", "function": {"name": "get_time", "parameters": {}}}
+    for chat in (CHAT, CHAT[1:], calls, [*calls, *results], answered, [*calls, *results, CHAT[3]]):
+        for tools in (None, [WEATHER_TOOL, time_tool]):
+            kw: dict[str, Any] = {"tools": tools, "tokenize": False, "add_generation_prompt": True}
+            mine = tokenizer.apply_chat_template(chat, **kw)
+            assert mine == tokenizer.apply_chat_template(chat, chat_template=real, **kw)
