@@ -209,7 +209,12 @@ class VLLMSim:
         if not self._alive(model, lora):
             return _error(500, _unloaded(model), "InternalServerError")
         self.served.append(model)
-        choice = {"index": 0, "finish_reason": reply.finish, "message": reply.message}
+        choice = {
+            "index": 0,
+            "finish_reason": reply.finish,
+            "message": reply.message,
+            "logprobs": None,
+        }
         return web.json_response(
             {
                 "id": f"chatcmpl-sim-{next(self._ids)}",

@@ -15,12 +15,13 @@ way vLLM's OpenAI server does when started with ``--enable-auto-tool-choice
 
 Wire shapes copied from vLLM (``entrypoints/openai/serving_chat.py``): call ids
 ``chatcmpl-tool-<hex>``; a whole answer's message carries ``tool_calls`` (an empty list for
-text); a forced call (``required`` or named) ends ``stop`` in a whole answer, an ``auto`` one
-``tool_calls``, and every streamed call ends ``tool_calls``. A streamed call's first delta has
-``index``, ``id``, ``type``, ``function.name`` and ``arguments: ""``; the arguments follow in
-pieces. A bad request is a 400 in the OpenAI error shape: ``tool_choice`` without ``tools``, a
-named function that is not offered, ``auto`` on a server started without auto tool choice
-(vLLM's own message), a ``tool`` message whose ``tool_call_id`` answers no earlier call.
+text) and ``refusal: null``; a forced call (``required`` or named) ends ``stop`` in a whole
+answer, an ``auto`` one ``tool_calls``, and every streamed call ends ``tool_calls``. A streamed
+call's first delta has ``index``, ``id``, ``type``, ``function.name`` and ``arguments: ""``;
+the arguments follow in pieces. A bad request is a 400 in the OpenAI error shape:
+``tool_choice`` without ``tools``, a named function that is not offered, ``auto`` on a server
+started without auto tool choice (vLLM's own message), a ``tool`` message whose
+``tool_call_id`` answers no earlier call.
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ def reply(body: dict[str, Any], model: str, text: str, auto_tool_choice: bool = 
         message = {
             "role": "assistant",
             "content": "" if calls.forced else None,
+            "refusal": None,
             "tool_calls": list(calls.items),
         }
         finish = "stop" if calls.forced else "tool_calls"
@@ -228,5 +230,5 @@ def reply(body: dict[str, Any], model: str, text: str, auto_tool_choice: bool = 
     if isinstance(limit, int) and 0 < limit < len(words):
         words, finish = words[:limit], "length"
     deltas = [{"content": w if i == 0 else " " + w} for i, w in enumerate(words)]
-    message = {"role": "assistant", "content": " ".join(words), "tool_calls": []}
+    message = {"role": "assistant", "content": " ".join(words), "refusal": None, "tool_calls": []}
     return Reply(message, deltas, finish, finish, len(words))

@@ -1,6 +1,6 @@
 """The simulated vLLM's tool calling (standby.sim.vllm, standby.sim.vllm_answers), over HTTP:
-its bodies parse as the official ``openai`` SDK's own types, and the SDK's client runs an agent
-loop against it."""
+its bodies parse as the official ``openai`` SDK's own types and validate against OpenAI's
+published schemas, and the SDK's client runs an agent loop against it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from standby.sim.vllm import BASE_MODEL
 from standby.sim.vllm_answers import AUTO_TOOL_CHOICE_OFF
+from tests.fixtures.openai_schema import assert_chat_completion, assert_chunk
 from tests.fixtures.vllm_sim import RunningVLLM, StartVLLM
 
 WEATHER = {
@@ -54,6 +55,7 @@ async def post(vllm: RunningVLLM, **body: Any) -> httpx.Response:
 async def whole(vllm: RunningVLLM, **body: Any) -> ChatCompletion:
     resp = await post(vllm, **body)
     assert resp.status_code == 200, resp.text
+    assert_chat_completion(resp.json())
     return ChatCompletion.model_validate(resp.json())
 
 
@@ -62,6 +64,8 @@ async def chunks(vllm: RunningVLLM, **body: Any) -> list[ChatCompletionChunk]:
     assert resp.status_code == 200, resp.text
     lines = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
     assert lines[-1] == "[DONE]"
+    for line in lines[:-1]:
+        assert_chunk(json.loads(line))
     return [ChatCompletionChunk.model_validate_json(line) for line in lines[:-1]]
 
 
