@@ -32,6 +32,19 @@ class FunctionCallIn(OpenModel):
     name: Annotated[str, Field(min_length=1, max_length=256)]
     arguments: str = "{}"
 
+    @field_validator("arguments")
+    @classmethod
+    def _a_json_object(cls, arguments: str) -> str:
+        # Every backend takes a call's arguments as an object (Gemini's functionCall.args, the
+        # chat templates of local models): text that is not one cannot be sent back anywhere.
+        try:
+            value = orjson.loads(arguments or "{}")
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object (the arguments of the call, as JSON text)")
+        return arguments
+
 
 class ToolCallIn(OpenModel):
     """An assistant message's ``tool_calls[]`` item, as the client sends its history back."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from standby.errors import RequestError, UpstreamProtocolError
+from standby.errors import UpstreamProtocolError
 from standby.protocol import ChatRequest, FinishReason, Message, Usage
 from standby.tool_calls import Tool, ToolCall, ToolChoice
 
@@ -76,7 +76,7 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
             contents.append({"role": "model", "parts": [{"text": m.content}]})
         else:
             called = True
-            _tool_turn(contents, m, request.messages)
+            _tool_turn(contents, m)
     if called:
         _sign_current_turn(contents)
     body: dict[str, Any] = {"contents": contents, "generationConfig": _generation(request)}
@@ -132,7 +132,7 @@ def _tool_config(choice: ToolChoice) -> dict[str, Any] | None:
     return {"functionCallingConfig": config}
 
 
-def _tool_turn(contents: list[dict[str, Any]], m: Message, history: tuple[Message, ...]) -> None:
+def _tool_turn(contents: list[dict[str, Any]], m: Message) -> None:
     """Append an assistant message with calls, or a tool result (grouped with the results
     right before it into one ``user`` content, as Gemini expects)."""
     if m.role == "tool":
@@ -145,8 +145,8 @@ def _tool_turn(contents: list[dict[str, Any]], m: Message, history: tuple[Messag
             contents.append({"role": "user", "parts": [result]})
         return
     parts: list[dict[str, Any]] = [{"text": m.content}] if m.content else []
-    for j, call in enumerate(m.tool_calls):
-        fc = {"name": call.name, "args": _args(call, m, j, history), "id": call.id}
+    for call in m.tool_calls:
+        fc = {"name": call.name, "args": _args(call), "id": call.id}
         part: dict[str, Any] = {"functionCall": fc}
         if call.signature is not None:
             part["thoughtSignature"] = call.signature
@@ -168,19 +168,10 @@ def _result(m: Message) -> dict[str, Any]:
     return {"result": text}
 
 
-def _args(call: ToolCall, m: Message, j: int, history: tuple[Message, ...]) -> dict[str, Any]:
-    try:
-        value = orjson.loads(call.arguments or "{}")
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        i = next(k for k, x in enumerate(history) if x is m)
-        raise RequestError(
-            f"messages.{i}.tool_calls.{j}.function.arguments must be a JSON object "
-            "(Gemini takes a call's arguments as an object)",
-            param=f"messages.{i}.tool_calls.{j}.function.arguments",
-        )
-    return value
+def _args(call: ToolCall) -> dict[str, Any]:
+    """A history call's arguments as an object (the request reader checked they are one)."""
+    value = orjson.loads(call.arguments or "{}")
+    return value if isinstance(value, dict) else {}
 
 
 def _sign_current_turn(contents: list[dict[str, Any]]) -> None:

@@ -61,6 +61,27 @@ INVALID = [
         "tool_choice names the function 'f', which is not among tools",
     ),
     (
+        "history-arguments-not-an-object",
+        {
+            "messages": [
+                *ASK_WEATHER,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": "[1, 2]"},
+                        }
+                    ],
+                },
+            ]
+        },
+        "messages.1.tool_calls.0.function.arguments",
+        "must be a JSON object",
+    ),
+    (
         "legacy-functions",
         {"functions": [WEATHER["function"]]},
         None,
