@@ -156,3 +156,11 @@ async def test_gemma4_serves_plain_text_batched_as_alone(tiny_gemma4_dir: Path) 
         assert "".join(d.text for d in streamed) == alone[0].text
     finally:
         await p.close()
+
+
+async def test_a_partial_answer_with_tools_offered_is_continued(provider: LocalProvider) -> None:
+    """Mid-stream failover hands over the text so far; the tools stay declared."""
+    partial = greedy(FOLLOW_UP).continued(ANSWER[:8])
+    assert partial.tools and partial.continue_final
+    answer = await provider.complete(partial)
+    assert (ANSWER[:8] + answer.text, answer.finish_reason) == (ANSWER, "stop")
