@@ -10,6 +10,10 @@ way vLLM's OpenAI server does when started with ``--enable-auto-tool-choice
 - Parallel calls, one per tool offered, when ``parallel_tool_calls`` is not false, two or more
   tools are offered, the choice is ``auto`` or ``required``, and the last user message says
   ``in parallel``.
+- One call per step, when the current turn's user message (the last one) says
+  ``one at a time`` and the choice is ``auto``: the first offered tool with no result since that
+  message, until every one has a result, then text (the Gemini simulator's ``-tool-chain``), so
+  an agent loop can take several steps.
 - Arguments are a minimal instance of the function's JSON Schema (``answers.example_for_schema``,
   strings ``"simulated"``).
 
@@ -35,6 +39,7 @@ import orjson
 from standby.sim.answers import example_for_schema
 
 PARALLEL_TRIGGER = "in parallel"
+CHAIN_TRIGGER = "one at a time"
 ARGUMENT_TEXT = "simulated"
 AUTO_TOOL_CHOICE_OFF = (
     '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
@@ -122,6 +127,23 @@ def check_history(messages: list[Any]) -> None:
             )
 
 
+def _turn(messages: list[Any]) -> tuple[str, set[str]]:
+    """The current turn's user message (the last one) and the functions answered since it."""
+    turn = [m for m in messages if isinstance(m, dict)]
+    users = [i for i, m in enumerate(turn) if m.get("role") == "user"]
+    if not users:
+        return "", set()
+    called: dict[Any, Any] = {}
+    answered: set[str] = set()
+    for m in turn[users[-1] + 1 :]:
+        for call in m.get("tool_calls") or ():
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                called[call.get("id")] = call["function"].get("name")
+        if m.get("role") == "tool" and m.get("tool_call_id") in called:
+            answered.add(str(called[m["tool_call_id"]]))
+    return _text(turn[users[-1]].get("content")), answered
+
+
 def _choice(body: dict[str, Any], functions: dict[str, Any]) -> tuple[str, str | None]:
     """(mode, named function) after vLLM's checks."""
     choice = body.get("tool_choice")
@@ -154,6 +176,11 @@ def plan(body: dict[str, Any], *, auto_tool_choice: bool = True) -> Calls | None
     if mode == "auto" and not auto_tool_choice:
         raise BadToolRequest(AUTO_TOOL_CHOICE_OFF, "tool_choice")
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if mode == "auto" and functions:
+        asked, answered = _turn(messages)
+        if CHAIN_TRIGGER in asked.lower():
+            left = [name for name in functions if name not in answered]
+            return Calls((_call(left[0], functions[left[0]]),), forced=False) if left else None
     if mode == "none" or (mode == "auto" and last.get("role") != "user"):
         return None
     if named is not None:

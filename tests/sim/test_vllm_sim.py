@@ -133,6 +133,28 @@ async def test_parallel_calls_when_asked_for(
     assert len(set(ids)) == len(ids)
 
 
+async def test_one_at_a_time_calls_each_tool_in_turn_then_answers(vllm: RunningVLLM) -> None:
+    history: list[dict[str, Any]] = [
+        {"role": "user", "content": "Earlier question."},
+        {"role": "assistant", "content": "Earlier answer."},
+        {"role": "user", "content": "Weather and time in Oslo, one at a time."},
+    ]
+    called = []
+    for result in ("12 degrees", "10:00"):
+        c = await whole(vllm, messages=history, tools=[WEATHER, TIME])
+        assert c.choices[0].finish_reason == "tool_calls"
+        [call] = c.choices[0].message.tool_calls or []
+        called.append(call.function.name)  # type: ignore[union-attr]
+        history += [
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": result},
+        ]
+    assert called == ["get_weather", "get_time"]
+    c = await whole(vllm, messages=history, tools=[WEATHER, TIME])
+    assert c.choices[0].finish_reason == "stop" and not c.choices[0].message.tool_calls
+    assert c.choices[0].message.content == f"Served by {BASE_MODEL}. The tool said: 10:00"
+
+
 async def test_stream_has_vllms_delta_shape(vllm: RunningVLLM) -> None:
     messages = [{"role": "user", "content": "both in parallel"}]
     got = await chunks(vllm, messages=messages, tools=[WEATHER, TIME])
