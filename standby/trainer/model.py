@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from standby.chat_format import chat_template, marks_assistant_tokens
+from standby.chat_format import chat_template
 from standby.hf_loading import load_reason, looks_like_path, model_path, resolve_device
 from standby.trainer.config import TrainConfig, TrainError
 
@@ -104,16 +104,10 @@ def load_base(cfg: TrainConfig, placement: Placement) -> BaseModel:
 
 
 def check_chat_template(tokenizer: Any, cfg: TrainConfig) -> None:
-    """The tokenizer must have a chat template; for assistant-only loss it must mark the
-    assistant's tokens (``{% generation %}``) or be one TRL knows how to mark."""
+    """The tokenizer must have a chat template (one without assistant markers trains on each
+    conversation's last answer: ``standby.trainer.completion``)."""
     if chat_template(tokenizer) is None:
         raise TrainError(
             f"base model {cfg.base_model_id!r}: its tokenizer has no chat template"
-            " (use an instruction-tuned model, e.g. google/gemma-3-1b-it)"
-        )
-    if cfg.assistant_only_loss and not marks_assistant_tokens(tokenizer):
-        raise TrainError(
-            f"base model {cfg.base_model_id!r}: its chat template does not mark the assistant's"
-            " tokens ({% generation %}) and TRL has no training version of it"
-            " (add the markers, or train on every token with --no-assistant-only-loss)"
+            " (use an instruction-tuned model, e.g. google/gemma-4-E2B-it)"
         )

@@ -44,6 +44,7 @@ from standby.store.card import (
     write_card,
 )
 from standby.store.urls import safe_url
+from standby.trainer.completion import needs_completion_split, split_last_answer
 from standby.trainer.config import TrainConfig, TrainError
 from standby.trainer.data import Prepared, prepare_split
 from standby.trainer.metadata import default_version, hyperparameters, library_versions
@@ -156,6 +157,10 @@ def build_trainer(
     from trl.trainer.sft_trainer import SFTTrainer
 
     set_seed(cfg.seed)  # LoRA's A matrices are drawn when the adapter is attached
+    if needs_completion_split(tokenizer, cfg.assistant_only_loss):
+        log.info("the chat template marks no assistant tokens: training on each last answer")
+        train, evals = split_last_answer(train), split_last_answer(evals)
+        cfg = cfg.model_copy(update={"assistant_only_loss": False})  # TRL: completion-only
     try:
         with known_warnings_quiet():
             return SFTTrainer(

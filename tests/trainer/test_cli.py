@@ -103,7 +103,6 @@ def no_template_model(tiny_model_dir: Path, where: Path, template: str | None) -
         ("empty-store", r"pairs\.db \[train_sft\]: the split has no rows"),
         ("empty-eval", r"\[test_sft\]: the split has no rows \(eval split; --eval-ds-split ''"),
         ("no-template", r"its tokenizer has no chat template"),
-        ("unmarked-template", r"does not mark the assistant's tokens .*--no-assistant-only-loss"),
         ("missing-dir", r"base model '.*nowhere': no such directory"),
         (
             "offline",
@@ -147,9 +146,6 @@ def test_problems_are_one_line_errors(
         settings["train_ds_id"] = str(tmp_path / "d")
     elif case == "no-template":
         settings["base_model_id"] = str(no_template_model(tiny_model_dir, tmp_path / "m", None))
-    elif case == "unmarked-template":
-        plain = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-        settings["base_model_id"] = str(no_template_model(tiny_model_dir, tmp_path / "m", plain))
     elif case == "missing-dir":
         settings["base_model_id"] = str(tmp_path / "nowhere")
     elif case == "offline":

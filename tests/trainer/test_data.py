@@ -3,6 +3,7 @@ loss is computed on the assistant's tokens and nothing else."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,29 @@ def test_packing_keeps_the_same_trained_tokens_in_fewer_sequences(
     assert len(packed) < len(plain) // 2
     assert all(len(r["input_ids"]) <= 128 for r in packed)
     assert trained(packed) == trained(plain)
+
+
+def test_a_template_without_assistant_markers_trains_on_each_last_answer(
+    tiny_model_dir: Path, chat_dataset: Path, tmp_path: Path
+) -> None:
+    # Templates as published (Gemma 4's among them) mark no assistant tokens: each
+    # conversation's last answer is the completion, everything before it the prompt.
+    model = tmp_path / "unmarked"
+    shutil.copytree(tiny_model_dir, model)
+    template = (model / "chat_template.jinja").read_text()
+    unmarked = template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    assert unmarked != template
+    (model / "chat_template.jinja").write_text(unmarked)
+    cfg = TrainConfig.model_validate(tiny_settings(model, chat_dataset, tmp_path / "out"))
+    placement = place(cfg)
+    base = load_base(cfg, placement)
+    prepared = prepare_split(str(chat_dataset), "train_sft")
+    trainer = build_trainer(cfg, placement, base.model, base.tokenizer, prepared.dataset, None)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    for row, example in zip(chat_rows(0, 48), trainer.train_dataset, strict=True):
+        ids, labels = example["input_ids"], example["labels"]
+        trained = [i for i, label in zip(ids, labels, strict=True) if label != -100]
+        last = next(m for m in reversed(row["messages"]) if m["role"] == "assistant")
+        assert trained == tokenizer.encode(
+            f"{last['content']}<end_of_turn>\n", add_special_tokens=False
+        )
