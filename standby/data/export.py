@@ -10,6 +10,11 @@ plus provenance (``source, route, model, model_version, event_id, created_at``):
 Rows are read in one read transaction (a consistent view while the materializer writes), by
 split then time, and streamed to the files in batches. The content hash of what was exported
 equals the snapshot hash when nothing changed since the snapshot.
+
+When a pair of the exported splits uses tools, the export has TRL's conversational
+tool-calling columns (``TOOL_FEATURES``): messages with ``tool_calls`` / ``tool_call_id`` /
+``name`` and a ``tools`` column (the functions as OpenAI-shaped JSON text; null for a plain-text
+pair). An export of plain-text pairs only has the columns it always had.
 """
 
 from __future__ import annotations
@@ -61,6 +66,23 @@ FEATURES = datasets.Features(
     }
 )
 SCHEMA = FEATURES.arrow_schema
+_CALL = {"id": _TEXT, "type": _TEXT, "function": {"name": _TEXT, "arguments": _TEXT}}
+TOOL_FEATURES = datasets.Features(
+    {
+        **FEATURES,
+        "messages": datasets.List(
+            {
+                "role": _TEXT,
+                "content": _TEXT,
+                "tool_calls": datasets.List(_CALL),
+                "tool_call_id": _TEXT,
+                "name": _TEXT,
+            }
+        ),
+        "tools": _TEXT,
+    }
+)
+TOOL_SCHEMA = TOOL_FEATURES.arrow_schema
 _BATCH = 1000
 
 
@@ -79,8 +101,19 @@ class PushResult:
     content_hash: str
 
 
-def row_of(pair: Pair) -> dict[str, Any]:
-    return {name: getattr(pair, name) for name in COLUMNS}
+def row_of(pair: Pair, *, tools: bool = False) -> dict[str, Any]:
+    """A pair as an export row; ``tools``: with the tool columns (``TOOL_FEATURES``)."""
+    row = {name: getattr(pair, name) for name in COLUMNS}
+    if tools:
+        row["tools"] = orjson.dumps(pair.tools).decode() if pair.tools is not None else None
+    return row
+
+
+def has_tools(db: sqlite3.Connection, splits: Sequence[str]) -> bool:
+    """True when a pair of ``splits`` uses tools (the export then has the tool columns)."""
+    marks = ", ".join("?" * len(splits))
+    sql = f"SELECT EXISTS (SELECT 1 FROM pairs WHERE tools IS NOT NULL AND split IN ({marks}))"
+    return bool(db.execute(sql, tuple(splits)).fetchone()[0])
 
 
 def splits_of(split: str) -> tuple[str, ...]:
@@ -92,7 +125,7 @@ def splits_of(split: str) -> tuple[str, ...]:
 
 
 def _batches(
-    store: PairStore, db: sqlite3.Connection, splits: Sequence[str]
+    store: PairStore, db: sqlite3.Connection, splits: Sequence[str], tools: bool
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(split, up to _BATCH rows) in store order, with a progress bar on a terminal."""
     total = sum(store.counts(db)[s] for s in splits)
@@ -104,7 +137,7 @@ def _batches(
             bar.update(len(rows))
             rows = []
         current = pair.split
-        rows.append(row_of(pair))
+        rows.append(row_of(pair, tools=tools))
     if rows:
         yield current, rows
         bar.update(len(rows))
@@ -119,14 +152,17 @@ def _write_files(
     counts = dict.fromkeys(splits, 0)
     with ExitStack() as files, store.transaction("DEFERRED") as db:
         content_hash = store.content_hash(db, splits)
+        tools = has_tools(db, splits)
+        schema = TOOL_SCHEMA if tools else SCHEMA
         sinks: dict[str, Callable[[list[dict[str, Any]]], None]] = {}
         for split, path in paths.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             if fmt == "jsonl":
                 sinks[split] = _jsonl_sink(files.enter_context(path.open("wb")))
             else:
-                sinks[split] = _parquet_sink(files.enter_context(pq.ParquetWriter(path, SCHEMA)))
-        for split, rows in _batches(store, db, splits):
+                writer = files.enter_context(pq.ParquetWriter(path, schema))
+                sinks[split] = _parquet_sink(writer, schema)
+        for split, rows in _batches(store, db, splits, tools):
             sinks[split](rows)
             counts[split] += len(rows)
     return ExportResult(list(paths.values()), counts, content_hash)
@@ -139,9 +175,9 @@ def _jsonl_sink(out: BinaryIO) -> Callable[[list[dict[str, Any]]], None]:
     return write
 
 
-def _parquet_sink(writer: Any) -> Callable[[list[dict[str, Any]]], None]:
+def _parquet_sink(writer: Any, schema: Any) -> Callable[[list[dict[str, Any]]], None]:
     def write(rows: list[dict[str, Any]]) -> None:
-        writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+        writer.write_table(pa.Table.from_pylist(rows, schema=schema))
 
     return write
 
@@ -150,13 +186,15 @@ def dataset_dict(store: PairStore, splits: Sequence[str]) -> tuple[Any, dict[str
     tables: dict[str, list[Any]] = {s: [] for s in splits}
     with store.transaction("DEFERRED") as db:
         content_hash = store.content_hash(db, splits)
-        for split, rows in _batches(store, db, splits):
-            tables[split].append(pa.Table.from_pylist(rows, schema=SCHEMA))
-    info = datasets.DatasetInfo(features=FEATURES)
+        tools = has_tools(db, splits)
+        schema, features = (TOOL_SCHEMA, TOOL_FEATURES) if tools else (SCHEMA, FEATURES)
+        for split, rows in _batches(store, db, splits, tools):
+            tables[split].append(pa.Table.from_pylist(rows, schema=schema))
+    info = datasets.DatasetInfo(features=features)
     dd = datasets.DatasetDict(
         {
             s: datasets.Dataset(
-                pa.concat_tables(t) if t else SCHEMA.empty_table(),
+                pa.concat_tables(t) if t else schema.empty_table(),
                 info=info,
                 split=datasets.NamedSplit(s),
             )

@@ -2,7 +2,8 @@
 
     bus topic inference.completed ──consume (group "materializer")──► classify
         primary + finish "stop" + non-empty single-turn answer ──► pair store (one transaction)
-        anything else (fallback, stitched, uses_tools, blocked, length, ...) ──► counted as skipped
+        primary tool-using turn (finish "stop" or "tool_calls") ──► a tool pair (tool_pairs.py)
+        anything else (fallback, stitched, blocked, length, ...) ──► counted as skipped
     ──► mark_seen(event ids) ──► ack
 
 Only the hosted model's own complete answers become pairs, so the small model never learns
@@ -29,6 +30,7 @@ from standby.data.pairs import (
     WriteResult,
     timestamp,
 )
+from standby.data.tool_pairs import tool_turns, uses_tools
 from standby.store import (
     Bus,
     BusError,
@@ -98,8 +100,8 @@ def classify(event: Event) -> Candidate | str:
     d = event.data
     if d.provenance != "primary":
         return d.provenance  # fallback / stitched: never train the small model on itself
-    if _uses_tools(d):
-        return "uses_tools"
+    if uses_tools(d):
+        return _tool_candidate(event, d)
     if d.finish_reason != "stop":
         return _BLOCKED.get(d.finish_reason, d.finish_reason)
     if not d.response.strip():
@@ -122,12 +124,29 @@ def classify(event: Event) -> Candidate | str:
     )
 
 
-def _uses_tools(d: InferenceCompletedData) -> bool:
-    """Tools offered, called or answered: a text pair would drop the calls (the answer of a
-    call is often empty text) and teach the small model to answer without its tools. Kept out
-    until pairs carry tools."""
-    return bool(d.tools or d.tool_calls) or any(
-        m.tool_calls or m.role == "tool" for m in d.messages
+def _tool_candidate(event: InferenceCompleted, d: InferenceCompletedData) -> Candidate | str:
+    """A tool-using answer as a tool pair: its turns (calls and results kept) and the tools
+    offered. The answer is text (finish "stop") or calls (finish "tool_calls")."""
+    if d.finish_reason not in ("stop", "tool_calls"):
+        return _BLOCKED.get(d.finish_reason, d.finish_reason)
+    if not d.response.strip() and not d.tool_calls:
+        return "empty_response"
+    got = tool_turns(d)
+    if isinstance(got, str):
+        return got
+    turns, tools = got
+    return Candidate(
+        prompt=next(m.content for m in d.messages if m.role == "user"),
+        response=d.response,
+        system=tuple(m.content for m in d.messages if m.role == "system"),
+        route=d.route,
+        model=d.model,
+        model_version=d.model_version,
+        event_id=event.id,
+        request_id=d.request_id,
+        created_at=timestamp(event.time),
+        turns=tuple(turns),
+        tools=tuple(tools),
     )
 
 

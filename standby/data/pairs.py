@@ -7,6 +7,11 @@
 - ``split`` (train_sft / test_sft) is a hash of prompt_id against ``test_fraction``, set when a
   prompt is first stored and never changed: a pair cannot move between train and test.
 - Length filters reject candidates (counted by reason, like the materializer's skips).
+- A tool-using pair (``data/tool_pairs.py``) keeps its whole agent-loop turn in ``messages``
+  and the functions offered in ``tools``; its prompt id adds the tools and the history to the
+  question's, and the length filter measures an answer made of calls by its calls.
+- Schema 2 added the ``tools`` column (NULL for plain-text pairs); a schema-1 file is migrated
+  when opened, its pairs, ids and hashes unchanged.
 - ``snapshot()`` records the counts and one content hash over every pair's content hash;
   ``seq`` (per write transaction) tells what is new or changed since the last snapshot.
 """
@@ -27,6 +32,7 @@ from typing import Any, Literal, Self
 import orjson
 
 from standby.config import DataConfig
+from standby.data.tool_pairs import Turn, answer_chars, tool_prompt_id
 from standby.errors import ConfigError, StandbyError
 from standby.store import new_event_id, sqlite
 from standby.store.urls import sqlite_file
@@ -35,23 +41,26 @@ SPLITS = ("train_sft", "test_sft")
 SOURCE = "captured"
 _COLUMNS = (
     "prompt_id, prompt, messages, category, source, route, model, model_version, event_id,"
-    " request_id, created_at, split, content_hash"
+    " request_id, created_at, split, content_hash, tools"
 )
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pairs (
     prompt_id TEXT NOT NULL UNIQUE, prompt TEXT NOT NULL, messages TEXT NOT NULL,
     category TEXT NOT NULL, source TEXT NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL,
     model_version TEXT, event_id TEXT NOT NULL, request_id TEXT NOT NULL,
     created_at TEXT NOT NULL, split TEXT NOT NULL CHECK (split IN ('train_sft', 'test_sft')),
-    content_hash TEXT NOT NULL, first_seq INTEGER NOT NULL, seq INTEGER NOT NULL);
+    content_hash TEXT NOT NULL, first_seq INTEGER NOT NULL, seq INTEGER NOT NULL,
+    tools TEXT);
 CREATE INDEX IF NOT EXISTS pairs_by_seq ON pairs (seq);
 CREATE INDEX IF NOT EXISTS pairs_by_split ON pairs (split, created_at);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY, created_at TEXT NOT NULL, seq INTEGER NOT NULL,
     content_hash TEXT NOT NULL, counts TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 """
+_MIGRATIONS = {1: "ALTER TABLE pairs ADD COLUMN tools TEXT; PRAGMA user_version = 2;"}
 
 
 class DataError(StandbyError):
@@ -95,13 +104,22 @@ class Candidate:
     request_id: str
     created_at: str
     source: str = SOURCE
+    turns: tuple[Turn, ...] = ()  # a tool pair's messages, ending on the answer
+    tools: tuple[Turn, ...] = ()  # the functions a tool pair's request offered
 
     @property
     def prompt_id(self) -> str:
-        return prompt_id_of(self.prompt, self.system)
+        base = prompt_id_of(self.prompt, self.system)
+        return tool_prompt_id(base, self.turns[:-1], self.tools) if self.turns else base
 
-    def messages(self) -> list[dict[str, str]]:
-        """no_robots style: system message(s) first, then the user prompt, then the answer."""
+    def answer_chars(self) -> int:
+        return answer_chars(self.turns[-1]) if self.turns else len(self.response)
+
+    def messages(self) -> list[Turn]:
+        """no_robots style: system message(s) first, then the user prompt, then the answer
+        (a tool pair: its turns, calls and results included)."""
+        if self.turns:
+            return list(self.turns)
         return [
             *({"role": "system", "content": s} for s in self.system),
             {"role": "user", "content": self.prompt},
@@ -115,7 +133,7 @@ class Pair:
 
     prompt_id: str
     prompt: str
-    messages: list[dict[str, str]]
+    messages: list[Turn]
     category: str
     source: str
     route: str
@@ -126,13 +144,26 @@ class Pair:
     created_at: str
     split: str
     content_hash: str
+    tools: list[Turn] | None = None  # a tool pair's functions (OpenAI's shape); else None
 
 
 def content_hash_of(
-    prompt_id: str, messages: list[dict[str, str]], category: str, split: str
+    prompt_id: str,
+    messages: list[Turn],
+    category: str,
+    split: str,
+    tools: Sequence[Turn] = (),
 ) -> str:
-    """What the snapshot hash is made of: a pair's text, category and split (not provenance)."""
-    body = {"prompt_id": prompt_id, "messages": messages, "category": category, "split": split}
+    """What the snapshot hash is made of: a pair's text, category and split (not provenance),
+    and a tool pair's tools (a plain pair's hash is what it was before tools)."""
+    body: dict[str, Any] = {
+        "prompt_id": prompt_id,
+        "messages": messages,
+        "category": category,
+        "split": split,
+    }
+    if tools:
+        body["tools"] = list(tools)
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -218,12 +249,23 @@ class PairStore:
             raise DataError(f"pair store {self.path}: cannot open: {e}") from None
         try:
             with self._errors():
-                if sqlite.schema_version(self._db) > 1:
-                    raise DataError(f"pair store {self.path}: written by a newer standby")
+                self._migrate()
                 self._db.executescript(_SCHEMA)
         except BaseException:
             self._db.close()
             raise
+
+    def _migrate(self) -> None:
+        """Bring an older file to SCHEMA_VERSION, under the write lock (two processes opening
+        it at once migrate it once)."""
+        with sqlite.transaction(self._db) as db:
+            version = sqlite.schema_version(db)
+            if version > SCHEMA_VERSION:
+                raise DataError(f"pair store {self.path}: written by a newer standby")
+            if version and version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
 
     @classmethod
     def from_config(cls, config: DataConfig) -> PairStore:
@@ -252,7 +294,7 @@ class PairStore:
         cfg = self.config
         for what, n, low, high in (
             ("prompt", len(c.prompt), cfg.min_prompt_chars, cfg.max_prompt_chars),
-            ("response", len(c.response), cfg.min_response_chars, cfg.max_response_chars),
+            ("response", c.answer_chars(), cfg.min_response_chars, cfg.max_response_chars),
         ):
             if n < low:
                 return f"{what}_too_short"
@@ -312,12 +354,13 @@ class PairStore:
             c.request_id,
             c.created_at,
             split,
-            content_hash_of(pid, messages, category, split),
+            content_hash_of(pid, messages, category, split, c.tools),
+            orjson.dumps(list(c.tools)).decode() if c.turns else None,
             seq,
             seq,
         )
         if old is None:
-            db.execute(f"INSERT INTO pairs ({_COLUMNS}, first_seq, seq) VALUES ({_marks(15)})", row)
+            db.execute(f"INSERT INTO pairs ({_COLUMNS}, first_seq, seq) VALUES ({_marks(16)})", row)
             out.written += 1
             return
         out.duplicate += 1
@@ -325,8 +368,8 @@ class PairStore:
             db.execute(
                 "UPDATE pairs SET prompt = ?, messages = ?, category = ?, source = ?, route = ?,"
                 " model = ?, model_version = ?, event_id = ?, request_id = ?, created_at = ?,"
-                " content_hash = ?, seq = ? WHERE prompt_id = ?",
-                (*row[1:11], row[12], seq, pid),
+                " content_hash = ?, tools = ?, seq = ? WHERE prompt_id = ?",
+                (*row[1:11], row[12], row[13], seq, pid),
             )
             out.replaced += 1
 
@@ -444,8 +487,24 @@ def _marks(n: int) -> str:
 
 
 def _pair(row: Sequence[Any]) -> Pair:
-    pid, prompt, messages, *rest = row
-    return Pair(pid, prompt, orjson.loads(messages), *rest)
+    pid, prompt, messages, category, source, route, model, version, *ids, split, digest, tools = row
+    event_id, request_id, created_at = ids
+    return Pair(
+        pid,
+        prompt,
+        orjson.loads(messages),
+        category,
+        source,
+        route,
+        model,
+        version,
+        event_id,
+        request_id,
+        created_at,
+        split,
+        digest,
+        orjson.loads(tools) if tools else None,
+    )
 
 
 def _changed_since(db: sqlite3.Connection, seq: int) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from standby.data.materializer import (
     classify,
     take_snapshot,
 )
-from standby.data.pairs import Candidate, PairStore
+from standby.data.pairs import Candidate, PairStore, prompt_id_of
 from standby.store import Bus, ChatMessage, InferenceCompleted, PipelineEvent
 from standby.store.envelope import CapturedTool, CapturedToolCall
 from tests.data import Stores
@@ -81,37 +81,72 @@ async def test_only_primary_complete_answers_become_pairs(bus: Bus, store: PairS
     assert store.stats().counters["skipped.fallback"] == 1
 
 
-async def test_events_that_use_tools_are_skipped_until_pairs_carry_tools(
-    bus: Bus, store: PairStore
-) -> None:
-    """A call's answer is often empty text, and a text answer given with tools offered was
-    written for a model that had them: neither may become a plain text pair."""
+async def test_events_that_use_tools_become_tool_pairs(bus: Bus, store: PairStore) -> None:
+    """A call, a text answer with tools offered, and the answer after a tool result become
+    pairs in TRL's tool-calling format (an empty-text call passes the length filter); the
+    fallback's answer and a turn whose history has an assistant text turn do not."""
     call = CapturedToolCall(id="c1", name="get_weather", arguments='{"city":"Paris"}')
     tool = CapturedTool(name="get_weather", parameters={"type": "object"})
     asked = ChatMessage(role="user", content="Weather in Paris?")
+    looped = [
+        asked,
+        ChatMessage(role="assistant", content="", tool_calls=[call]),
+        ChatMessage(role="tool", content="sunny", tool_call_id="c1", name="get_weather"),
+    ]
     await bus.publish_many(
         TOPIC,
         [
             event(1, response="", finish_reason="tool_calls", tools=[tool], tool_calls=[call]),
             event(2, response="Probably sunny.", tools=[tool]),  # offered, not called
-            event(
-                3,
-                response="It is sunny.",
-                messages=[
-                    asked,
-                    ChatMessage(role="assistant", content="", tool_calls=[call]),
-                    ChatMessage(role="tool", content="sunny", tool_call_id="c1", name="x"),
-                ],
-            ),
+            event(3, response="It is sunny.", messages=looped, tools=[tool]),
             event(4, provenance="fallback", backend="gemma", tools=[tool]),
             event(5),
+            event(
+                6,
+                tools=[tool],
+                messages=[asked, ChatMessage(role="assistant", content="Hm."), asked],
+            ),
+            event(
+                7,
+                response="",
+                finish_reason="tool_calls",
+                tools=[tool],
+                tool_calls=[call.model_copy(update={"arguments": "[1]"})],
+            ),
         ],
     )
     counts = await Materializer(bus, store, consumer="m1").run(once=True)
-    assert (counts.events, counts.written) == (5, 1)
-    assert counts.skipped == {"uses_tools": 3, "fallback": 1}
-    assert store.stats().counters["skipped.uses_tools"] == 3
-    assert [p.request_id for p in store.pairs()] == ["r5"]
+    assert (counts.events, counts.written) == (7, 4)
+    assert counts.skipped == {"fallback": 1, "multi_turn": 1, "bad_tool_arguments": 1}
+    pairs = {p.request_id: p for p in store.pairs()}
+    assert sorted(pairs) == ["r1", "r2", "r3", "r5"]
+    declared = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    ]
+    openai_call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+    }
+    assert pairs["r1"].tools == declared
+    assert pairs["r1"].messages[-1] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [openai_call],
+    }
+    assert pairs["r3"].messages[1:] == [
+        {"role": "assistant", "content": "", "tool_calls": [openai_call]},
+        {"role": "tool", "content": "sunny", "tool_call_id": "c1", "name": "get_weather"},
+        {"role": "assistant", "content": "It is sunny."},
+    ]
+    assert pairs["r5"].tools is None  # a plain-text pair is what it was
+    assert pairs["r5"].messages == [
+        {"role": "user", "content": pairs["r5"].prompt},
+        {"role": "assistant", "content": pairs["r5"].messages[-1]["content"]},
+    ]
+    # A tool pair's id adds the tools and the history to its question's; a plain id is as ever.
+    assert pairs["r3"].prompt_id != prompt_id_of("Weather in Paris?")
+    assert pairs["r5"].prompt_id == prompt_id_of(pairs["r5"].prompt)
 
 
 async def test_a_redelivered_event_is_not_written_twice(bus: Bus, store: PairStore) -> None:
