@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from standby.chat_format import renders_tools
 from standby.data.pairs import DataError
 from standby.errors import StandbyError
 from standby.hf_loading import model_path
@@ -157,8 +158,13 @@ def build_trainer(
     from trl.trainer.sft_trainer import SFTTrainer
 
     set_seed(cfg.seed)  # LoRA's A matrices are drawn when the adapter is attached
-    if needs_completion_split(tokenizer, cfg.assistant_only_loss):
-        log.info("the chat template marks no assistant tokens: training on each last answer")
+    tools = "tools" in train.column_names
+    if tools and not renders_tools(tokenizer):
+        raise TrainError("the data has tool pairs but the base model's chat template has no tools")
+    if cfg.assistant_only_loss and (tools or needs_completion_split(tokenizer, True)):
+        # Tool pairs always: a template's markers leave out the token a call stops on
+        # (Gemma 4's <|tool_response>), and earlier calls of the loop may be the fallback's.
+        log.info("training on each conversation's last answer (completion-only loss)")
         train, evals = split_last_answer(train), split_last_answer(evals)
         cfg = cfg.model_copy(update={"assistant_only_loss": False})  # TRL: completion-only
     try:
