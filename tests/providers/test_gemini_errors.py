@@ -4,7 +4,7 @@ tests/gateway/test_failover_table.py, with a fake backend)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from standby.errors import (
 )
 from standby.protocol import ChatRequest, Delta, FinishReason, Message
 from standby.providers.gemini import GeminiProvider
+from tests.fixtures.providers import Start
 from tests.fixtures.sim import RunningSim
 
 HELLO = ChatRequest(messages=(Message("user", "Tell me about failover."),))
@@ -27,19 +28,12 @@ Make = Callable[..., Awaitable[GeminiProvider]]
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Make]:
-    made: list[GeminiProvider] = []
-
+def make(started: Start) -> Make:
     async def _make(base_url: str, **kw: Any) -> GeminiProvider:
         config = GeminiBackend(type="gemini", model="gemini-2.5-flash", base_url=base_url, **kw)
-        provider = GeminiProvider("gemini", config)
-        await provider.start()
-        made.append(provider)
-        return provider
+        return await started(GeminiProvider("gemini", config))
 
-    yield _make
-    for provider in made:
-        await provider.close()
+    return _make
 
 
 async def answer(p: GeminiProvider, stream: bool) -> tuple[str, FinishReason | None]:

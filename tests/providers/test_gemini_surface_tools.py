@@ -6,7 +6,6 @@ call; a call the fallback made goes with Google's documented placeholder."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,7 +16,8 @@ from standby.protocol import ChatRequest, Delta, Message
 from standby.providers.base import Provider
 from standby.providers.litellm import LiteLLMProvider
 from standby.providers.openai_compat import OpenAICompatProvider, request_body
-from standby.tool_calls import Tool, ToolCall, whole_calls
+from standby.tool_calls import ToolCall, whole_calls
+from tests.fixtures.providers import ASK, WEATHER, Start
 from tests.fixtures.sim import RunningSim
 
 pytestmark = pytest.mark.filterwarnings(
@@ -25,19 +25,11 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 MODEL = "gemini-3-flash-preview-tool-call"  # the simulator calls the first tool, signed
-WEATHER = Tool(
-    "get_weather",
-    "The weather in a city.",
-    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
-ASK = Message("user", "What is the weather in Oslo?")
 KINDS = ["openai", "litellm-gemini", "litellm-openai"]
 
 
 @pytest.fixture
-async def on(sim: RunningSim) -> AsyncIterator[Any]:
-    made: list[Provider] = []
-
+def on(sim: RunningSim, started: Start) -> Any:
     async def _on(kind: str) -> Provider:
         p: Provider
         if kind == "openai":
@@ -52,13 +44,9 @@ async def on(sim: RunningSim) -> AsyncIterator[Any]:
                     type="litellm", model=f"{surface}/{MODEL}", api_base=base, api_key="k"
                 ),
             )
-        await p.start()
-        made.append(p)
-        return p
+        return await started(p)
 
-    yield _on
-    for p in made:
-        await p.close()
+    return _on
 
 
 def follow_up(calls: tuple[ToolCall, ...]) -> ChatRequest:

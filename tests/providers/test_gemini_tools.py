@@ -5,7 +5,7 @@ Every body the provider builds validates as the google-genai SDK's own types."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -25,6 +25,7 @@ from standby.providers.gemini_wire import (
     request_body,
 )
 from standby.tool_calls import Tool, ToolCall, ToolChoice, whole_calls
+from tests.fixtures.providers import Start
 from tests.fixtures.sim import RunningSim
 
 WEATHER = Tool(
@@ -50,19 +51,12 @@ Make = Callable[[str], Awaitable[GeminiProvider]]
 
 
 @pytest.fixture
-async def make(sim: RunningSim) -> AsyncIterator[Make]:
-    made: list[GeminiProvider] = []
-
+def make(sim: RunningSim, started: Start) -> Make:
     async def _make(model: str) -> GeminiProvider:
         config = GeminiBackend(type="gemini", model=model, base_url=sim.url)
-        provider = GeminiProvider("gemini", config)
-        await provider.start()
-        made.append(provider)
-        return provider
+        return await started(GeminiProvider("gemini", config))
 
-    yield _make
-    for provider in made:
-        await provider.close()
+    return _make
 
 
 def genai_valid(body: dict[str, Any]) -> None:

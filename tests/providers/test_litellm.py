@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,8 +16,9 @@ from standby.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from standby.protocol import ChatRequest, Delta, Message
+from standby.protocol import ChatRequest, Delta
 from standby.providers.litellm import LiteLLMProvider
+from tests.fixtures.providers import HELLO, Start, collect, joined
 from tests.fixtures.sim import SIM_KEY, RunningSim
 
 # litellm imports its GitHub Copilot authenticator on a first call; depending on what was
@@ -27,7 +27,6 @@ pytestmark = pytest.mark.filterwarnings(
     r"ignore:Items? .* on TypedDict class .* using the `ReadOnly` qualifier:UserWarning"
 )
 
-HELLO = ChatRequest(messages=(Message("user", "Say hello"),))
 SURFACES = ["gemini", "openai"]
 
 
@@ -36,20 +35,13 @@ def _base(sim: RunningSim, surface: str) -> str:
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Any]:
-    made: list[LiteLLMProvider] = []
-
+def make(started: Start) -> Any:
     async def _make(model: str, api_base: str, **kw: Any) -> LiteLLMProvider:
         kw.setdefault("api_key", "any-key")
         config = LiteLLMBackend(type="litellm", model=model, api_base=api_base, **kw)
-        p = LiteLLMProvider("lm", config)
-        await p.start()
-        made.append(p)
-        return p
+        return await started(LiteLLMProvider("lm", config))
 
-    yield _make
-    for p in made:
-        await p.close()
+    return _make
 
 
 @pytest.fixture
@@ -60,14 +52,6 @@ def on(sim: RunningSim, make: Any) -> Any:
         return await make(f"{surface}/{model}", _base(sim, surface), **kw)  # type: ignore[no-any-return]
 
     return _on
-
-
-async def collect(p: LiteLLMProvider, req: ChatRequest = HELLO) -> list[Delta]:
-    return [d async for d in p.stream(req)]
-
-
-def joined(deltas: list[Delta]) -> str:
-    return "".join(d.text for d in deltas)
 
 
 def test_importing_the_module_does_not_import_litellm() -> None:

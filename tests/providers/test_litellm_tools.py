@@ -4,34 +4,35 @@ an agent loop, ``tools: false``, and a malformed call."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 
 from standby.config import LiteLLMBackend
-from standby.errors import UpstreamProtocolError
-from standby.protocol import ChatRequest, Delta, Message
+from standby.protocol import ChatRequest, Message
 from standby.providers.litellm import LiteLLMProvider
-from standby.sim.background import AiohttpServer
 from standby.sim.vllm import BASE_MODEL
-from standby.tool_calls import Tool, ToolCall, ToolChoice, whole_calls
+from tests.fixtures.providers import (
+    ASK,
+    FORCED,
+    FORCED_SENT,
+    TIME,
+    TOOLS,
+    WEATHER,
+    Start,
+    chat_server,
+    collect,
+    fails_unfinished,
+    streamed,
+)
 from tests.fixtures.vllm_sim import RunningVLLM, StartVLLM
 
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:Items? .* on TypedDict class .* using the `ReadOnly` qualifier:UserWarning"
 )
 
-WEATHER = Tool(
-    "get_weather",
-    "The weather in a city.",
-    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
-TIME = Tool("get_time", None, {"type": "object", "properties": {"tz": {"type": "string"}}})
-ASK = Message("user", "What is the weather in Oslo?")
-TOOLS = ChatRequest(messages=(ASK,), tools=(WEATHER, TIME))
 PREFIXES = ["hosted_vllm", "openai"]
 
 
@@ -41,29 +42,14 @@ def vllm(start_vllm: StartVLLM) -> RunningVLLM:
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Any]:
-    made: list[LiteLLMProvider] = []
-
+def make(started: Start) -> Any:
     async def _make(model: str, api_base: str, **kw: Any) -> LiteLLMProvider:
         config = LiteLLMBackend(
             type="litellm", model=model, api_base=api_base, api_key="any-key", **kw
         )
-        p = LiteLLMProvider("lm", config)
-        await p.start()
-        made.append(p)
-        return p
+        return await started(LiteLLMProvider("lm", config))
 
-    yield _make
-    for p in made:
-        await p.close()
-
-
-async def collect(p: LiteLLMProvider, req: ChatRequest) -> list[Delta]:
-    return [d async for d in p.stream(req)]
-
-
-def streamed(deltas: list[Delta]) -> tuple[ToolCall, ...]:
-    return whole_calls([piece for d in deltas for piece in d.tool_calls])
+    return _make
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
@@ -71,17 +57,9 @@ async def test_tools_are_forwarded_and_calls_parsed(
     vllm: RunningVLLM, make: Any, prefix: str
 ) -> None:
     p = await make(f"{prefix}/{BASE_MODEL}", vllm.base_url)
-    req = ChatRequest(
-        messages=(ASK,),
-        tools=(WEATHER, TIME),
-        tool_choice=ToolChoice("required", "get_time"),
-        parallel_tool_calls=False,
-    )
-    c = await p.complete(req)
-    got = vllm.sim.requests[-1]
-    assert got["tools"] == [WEATHER.openai(), TIME.openai()]
-    assert got["tool_choice"] == {"type": "function", "function": {"name": "get_time"}}
-    assert got["parallel_tool_calls"] is False
+    c = await p.complete(FORCED)
+    sent = vllm.sim.requests[-1]
+    assert {key: sent[key] for key in FORCED_SENT} == FORCED_SENT
     assert [x.name for x in c.tool_calls] == ["get_time"]
     assert c.finish_reason == "tool_calls"
 
@@ -150,21 +128,17 @@ async def test_tools_false_is_unsupported(vllm: RunningVLLM, make: Any) -> None:
 _BAD_ARGS = {"type": "function", "function": {"name": "f", "arguments": '{"city": '}}
 
 
-async def _bad(request: web.Request) -> web.StreamResponse:
-    body = orjson.loads(await request.read())
-    if not body.get("stream"):
-        message = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", **_BAD_ARGS}]}
-        answer = {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "m",
-            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
-        }
-        return web.json_response(answer)
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await resp.prepare(request)
+def _bad(body: dict[str, Any]) -> tuple[bytes, list[bytes]]:
+    message = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", **_BAD_ARGS}]}
+    answer = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+    }
     piece = {"index": 0, "id": "c1", **_BAD_ARGS}
+    frames = []
     for delta, finish in (({"tool_calls": [piece]}, None), ({}, "tool_calls")):
         chunk = {
             "id": "x",
@@ -173,34 +147,18 @@ async def _bad(request: web.Request) -> web.StreamResponse:
             "model": "m",
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
-        await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-    await resp.write(b"data: [DONE]\n\n")
-    await resp.write_eof()
-    return resp
+        frames.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    return orjson.dumps(answer), [*frames, b"data: [DONE]\n\n"]
 
 
 @pytest.fixture(scope="module")
 def bad_server() -> Iterator[str]:
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", _bad)
-    server = AiohttpServer(app)
-    server.start()
-    try:
-        yield f"{server.url}/v1"
-    finally:
-        server.stop()
+    with chat_server(_bad) as url:
+        yield url
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_arguments_that_are_not_json_are_a_protocol_error(
     bad_server: str, make: Any, stream: bool
 ) -> None:
-    p = await make("hosted_vllm/m", bad_server)
-    got: list[Delta] = []
-    with pytest.raises(UpstreamProtocolError):
-        if stream:
-            async for d in p.stream(TOOLS):
-                got.append(d)
-        else:
-            await p.complete(TOOLS)
-    assert all(d.finish_reason is None for d in got)
+    await fails_unfinished(await make("hosted_vllm/m", bad_server), TOOLS, stream=stream)

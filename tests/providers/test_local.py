@@ -12,7 +12,7 @@ import itertools
 import json
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,10 @@ from standby.providers.hotswap import AdapterSwapping, ServedModel
 from standby.providers.local import LocalProvider
 
 # peft 0.21 touches a property transformers 5 deprecated; harmless, not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 MAX_NEW = 48
 
@@ -42,16 +45,6 @@ def local(model: Path | str, **kw: Any) -> LocalProvider:
     kw.setdefault("max_new_tokens", MAX_NEW)
     kw.setdefault("device", "cpu")  # float32: greedy answers are the same alone or batched
     return LocalProvider("gemma", LocalBackend(type="local", model=str(model), **kw))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """A hidden-64 model gains nothing from intra-op threads, and on a busy 2-core machine
-    their spin-waiting makes generation 5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -6,11 +6,9 @@ needs any more are unloaded. Real tiny Gemma, real adapters, greedy decoding (an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from standby.config import LocalBackend
 from standby.errors import UpstreamError
@@ -18,17 +16,12 @@ from standby.protocol import ChatRequest, Completion, Message
 from standby.providers.local import LocalProvider
 from standby.sim.tiny_model import build_tiny_lora_adapter
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 PROMPTS = [f"tell me about item {i}" for i in range(6)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-import torch
 
 from standby.config import LocalBackend
 from standby.errors import UpstreamProtocolError
@@ -24,6 +23,8 @@ from standby.tool_calls import ToolChoice, whole_calls
 from tests.fixtures.tiny_model import ANSWER, ASK, FOLLOW_UP
 from tests.fixtures.tool_calls import PARIS
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def local(model: Path, **kw: Any) -> LocalProvider:
     kw = {"max_new_tokens": 64, "device": "cpu", "max_batch_size": 4} | kw
@@ -32,14 +33,6 @@ def local(model: Path, **kw: Any) -> LocalProvider:
 
 def greedy(request: ChatRequest, **changes: Any) -> ChatRequest:
     return dataclasses.replace(request, temperature=0, **changes)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -8,13 +8,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 
 from standby.config import OpenAIBackend
 from standby.errors import (
@@ -24,11 +23,10 @@ from standby.errors import (
 )
 from standby.protocol import ChatRequest, Completion, Delta, Message
 from standby.providers.openai_compat import OpenAICompatProvider, request_body
-from standby.sim.background import AiohttpServer, free_port
+from standby.sim.background import free_port
 from standby.tool_calls import Tool
+from tests.fixtures.providers import HELLO, Start, chat_server, collect, joined
 from tests.fixtures.sim import SIM_KEY, RunningSim
-
-HELLO = ChatRequest(messages=(Message("user", "Say hello"),))
 
 
 def backend(base_url: str, model: str, **kw: Any) -> OpenAIBackend:
@@ -36,31 +34,15 @@ def backend(base_url: str, model: str, **kw: Any) -> OpenAIBackend:
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Any]:
-    """Build started providers; all are closed after the test."""
-    made: list[OpenAICompatProvider] = []
-
+def make(started: Start) -> Any:
     async def _make(base_url: str, model: str, **kw: Any) -> OpenAICompatProvider:
-        p = OpenAICompatProvider("oa", backend(base_url, model, **kw))
-        await p.start()
-        made.append(p)
-        return p
+        return await started(OpenAICompatProvider("oa", backend(base_url, model, **kw)))
 
-    yield _make
-    for p in made:
-        await p.close()
+    return _make
 
 
 def gemini_openai(sim: RunningSim) -> str:
     return f"{sim.url}/v1beta/openai"
-
-
-async def collect(p: OpenAICompatProvider, req: ChatRequest = HELLO) -> list[Delta]:
-    return [d async for d in p.stream(req)]
-
-
-def joined(deltas: list[Delta]) -> str:
-    return "".join(d.text for d in deltas)
 
 
 # --- request mapping ---------------------------------------------------------------------
@@ -256,33 +238,17 @@ _EDGES: dict[str, list[bytes]] = {
 }
 
 
-_BODIES: list[dict[str, Any]] = []
-
-
-async def _edge_handler(request: web.Request) -> web.StreamResponse:
-    body = orjson.loads(await request.read())
-    _BODIES.append(body)
-    frames = _EDGES[body["model"]]
-    if not body.get("stream"):
-        return web.Response(body=b'{"choices": []}', content_type="application/json")
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await resp.prepare(request)
-    for frame in frames:
-        await resp.write(frame)
-    await resp.write_eof()
-    return resp
-
-
 @pytest.fixture(scope="module")
 def edge_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", _edge_handler)
-    server = AiohttpServer(app)
-    server.start()
-    try:
-        yield f"{server.url}/v1", _BODIES
-    finally:
-        server.stop()
+    """The edge-case server's base URL, and the bodies it received."""
+    bodies: list[dict[str, Any]] = []
+
+    def answer(body: dict[str, Any]) -> tuple[bytes, list[bytes]]:
+        bodies.append(body)
+        return b'{"choices": []}', _EDGES[body["model"]]
+
+    with chat_server(answer) as url:
+        yield url, bodies
 
 
 async def test_clean_eof_without_finish_is_an_error(edge_server: Any, make: Any) -> None:

@@ -4,61 +4,48 @@ for the malformed calls no simulator makes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 
 from standby.config import OpenAIBackend, parse_settings
-from standby.errors import ConfigError, UpstreamProtocolError, UpstreamStatusError
-from standby.protocol import ChatRequest, Completion, Delta, Message
+from standby.errors import ConfigError, UpstreamStatusError
+from standby.protocol import ChatRequest, Completion, Message
 from standby.providers.gemini_wire import PLACEHOLDER_SIGNATURE
 from standby.providers.openai_compat import OpenAICompatProvider, request_body
 from standby.providers.openai_tools import is_gemini_surface
-from standby.sim.background import AiohttpServer
 from standby.sim.vllm import BASE_MODEL
-from standby.tool_calls import Tool, ToolCall, ToolChoice, whole_calls
-from tests.fixtures.vllm_sim import RunningVLLM, StartVLLM
-
-WEATHER = Tool(
-    "get_weather",
-    "The weather in a city.",
-    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+from standby.tool_calls import ToolCall, ToolChoice
+from tests.fixtures.providers import (
+    ASK,
+    FORCED,
+    FORCED_SENT,
+    TIME,
+    TOOLS,
+    WEATHER,
+    Start,
+    chat_server,
+    collect,
+    fails_unfinished,
+    streamed,
 )
-TIME = Tool("get_time", None, {"type": "object", "properties": {"tz": {"type": "string"}}})
-ASK = Message("user", "What is the weather in Oslo?")
-TOOLS = ChatRequest(messages=(ASK,), tools=(WEATHER, TIME))
+from tests.fixtures.vllm_sim import RunningVLLM, StartVLLM
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Any]:
-    made: list[OpenAICompatProvider] = []
-
+def make(started: Start) -> Any:
     async def _make(base_url: str, model: str = BASE_MODEL, **kw: Any) -> OpenAICompatProvider:
         config = OpenAIBackend(type="openai", base_url=base_url, model=model, **kw)
-        p = OpenAICompatProvider("oa", config)
-        await p.start()
-        made.append(p)
-        return p
+        return await started(OpenAICompatProvider("oa", config))
 
-    yield _make
-    for p in made:
-        await p.close()
+    return _make
 
 
 @pytest.fixture
 def vllm(start_vllm: StartVLLM) -> RunningVLLM:
     return start_vllm()
-
-
-async def collect(p: OpenAICompatProvider, req: ChatRequest) -> list[Delta]:
-    return [d async for d in p.stream(req)]
-
-
-def streamed(deltas: list[Delta]) -> tuple[ToolCall, ...]:
-    return whole_calls([piece for d in deltas for piece in d.tool_calls])
 
 
 def names(calls: tuple[ToolCall, ...]) -> list[str]:
@@ -70,17 +57,9 @@ def names(calls: tuple[ToolCall, ...]) -> list[str]:
 
 async def test_tools_choice_and_parallel_are_forwarded(vllm: RunningVLLM, make: Any) -> None:
     p = await make(vllm.base_url)
-    req = ChatRequest(
-        messages=(ASK,),
-        tools=(WEATHER, TIME),
-        tool_choice=ToolChoice("required", "get_time"),
-        parallel_tool_calls=False,
-    )
-    c = await p.complete(req)
-    got = vllm.sim.requests[-1]
-    assert got["tools"] == [WEATHER.openai(), TIME.openai()]
-    assert got["tool_choice"] == {"type": "function", "function": {"name": "get_time"}}
-    assert got["parallel_tool_calls"] is False
+    c = await p.complete(FORCED)
+    sent = vllm.sim.requests[-1]
+    assert {key: sent[key] for key in FORCED_SENT} == FORCED_SENT
     assert names(c.tool_calls) == ["get_time"]
 
 
@@ -324,29 +303,15 @@ _SERVED: dict[str, tuple[dict[str, Any], list[bytes]]] = {
 }
 
 
-async def _serve(request: web.Request) -> web.StreamResponse:
-    body = orjson.loads(await request.read())
-    answer, frames = _SERVED[body["model"]]
-    if not body.get("stream"):
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await resp.prepare(request)
-    for frame in frames:
-        await resp.write(frame)
-    await resp.write_eof()
-    return resp
+def _answer(body: dict[str, Any]) -> tuple[bytes, list[bytes]]:
+    whole, frames = _SERVED[body["model"]]
+    return orjson.dumps(whole), frames
 
 
 @pytest.fixture(scope="module")
 def odd_server() -> Iterator[str]:
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", _serve)
-    server = AiohttpServer(app)
-    server.start()
-    try:
-        yield f"{server.url}/v1"
-    finally:
-        server.stop()
+    with chat_server(_answer) as url:
+        yield url
 
 
 _MALFORMED = ["no-id", "no-name", "bad-json", "not-an-object"]
@@ -359,15 +324,7 @@ _MALFORMED = ["no-id", "no-name", "bad-json", "not-an-object"]
 async def test_malformed_calls_are_protocol_errors(
     odd_server: str, make: Any, model: str, stream: bool
 ) -> None:
-    p = await make(odd_server, model)
-    got: list[Delta] = []
-    with pytest.raises(UpstreamProtocolError):
-        if stream:
-            async for d in p.stream(TOOLS):
-                got.append(d)
-        else:
-            await p.complete(TOOLS)
-    assert all(d.finish_reason is None for d in got), "never a finished answer"
+    await fails_unfinished(await make(odd_server, model), TOOLS, stream=stream)
 
 
 async def test_whole_calls_in_one_delta_and_argument_objects(odd_server: str, make: Any) -> None:

@@ -3,7 +3,6 @@ huggingface_hub client, and prompt rendering with the tiny Gemma's real chat tem
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +20,16 @@ from standby.protocol import ChatRequest, Delta, Message
 from standby.providers.tgi import TGIProvider
 from standby.sim.tgi import ANSWER
 from standby.tool_calls import Tool, ToolCall
+from tests.fixtures.providers import HELLO, Start, collect, joined
 from tests.fixtures.tgi_sim import RunningTGI
-
-HELLO = ChatRequest(messages=(Message("user", "Say hello"),))
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Any]:
-    made: list[TGIProvider] = []
-
+def make(started: Start) -> Any:
     async def _make(base_url: str, **kw: Any) -> TGIProvider:
-        p = TGIProvider("tgi", TGIBackend(type="tgi", base_url=base_url, **kw))
-        await p.start()
-        made.append(p)
-        return p
+        return await started(TGIProvider("tgi", TGIBackend(type="tgi", base_url=base_url, **kw)))
 
-    yield _make
-    for p in made:
-        await p.close()
-
-
-async def collect(p: TGIProvider, req: ChatRequest = HELLO) -> list[Delta]:
-    return [d async for d in p.stream(req)]
-
-
-def joined(deltas: list[Delta]) -> str:
-    return "".join(d.text for d in deltas)
+    return _make
 
 
 # --- the built-in Gemma turn format (standby.chat_format.gemma_prompt) -----------------------
