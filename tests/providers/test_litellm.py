@@ -18,7 +18,7 @@ from standby.errors import (
 )
 from standby.protocol import ChatRequest, Delta
 from standby.providers.litellm import LiteLLMProvider
-from tests.fixtures.providers import HELLO, Start, collect, joined
+from tests.fixtures.providers import HELLO, Start, collect, failure, joined
 from tests.fixtures.sim import SIM_KEY, RunningSim
 
 # litellm imports its GitHub Copilot authenticator on a first call; depending on what was
@@ -92,10 +92,9 @@ async def test_continue_final_on_an_openai_compatible_server(on: Any) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 async def test_429_carries_retry_after(on: Any, surface: str, stream: bool) -> None:
     p = await on(surface, "error-429-retry-7")
-    with pytest.raises(UpstreamStatusError) as err:
-        await (collect(p) if stream else p.complete(HELLO))
-    assert (err.value.status, err.value.retry_after) == (429, 7)
-    assert err.value.reason == "rate_limited" and err.value.failover
+    err = await failure(UpstreamStatusError, p, stream=stream)
+    assert (err.status, err.retry_after) == (429, 7)
+    assert err.reason == "rate_limited" and err.failover
 
 
 @pytest.mark.parametrize("surface", SURFACES)
@@ -103,9 +102,8 @@ async def test_429_carries_retry_after(on: Any, surface: str, stream: bool) -> N
 async def test_503_keeps_its_status(on: Any, surface: str, stream: bool) -> None:
     """litellm reports Gemini's 503 as InternalServerError(500); the real status survives."""
     p = await on(surface, "error-503")
-    with pytest.raises(UpstreamStatusError) as err:
-        await (collect(p) if stream else p.complete(HELLO))
-    assert err.value.status == 503 and err.value.failover
+    err = await failure(UpstreamStatusError, p, stream=stream)
+    assert err.status == 503 and err.failover
 
 
 @pytest.mark.parametrize("surface", SURFACES)
@@ -143,8 +141,7 @@ async def test_connection_refused(make: Any, surface: str, stream: bool, refused
     """litellm reports a refused connection to an ``openai/`` model as InternalServerError."""
     base = f"http://127.0.0.1:{refused_port}/v1beta"
     p = await make(f"{surface}/gemini-2.5-flash", base)
-    with pytest.raises(UpstreamConnectError):
-        await (collect(p) if stream else p.complete(HELLO))
+    await failure(UpstreamConnectError, p, stream=stream)
 
 
 @pytest.mark.parametrize("surface", SURFACES)

@@ -25,7 +25,7 @@ from standby.protocol import ChatRequest, Completion, Delta, Message
 from standby.providers.openai_compat import OpenAICompatProvider, request_body
 from standby.sim.background import free_port
 from standby.tool_calls import Tool
-from tests.fixtures.providers import HELLO, Start, chat_server, collect, joined
+from tests.fixtures.providers import HELLO, Start, chat_server, collect, failure, joined
 from tests.fixtures.sim import SIM_KEY, RunningSim
 
 
@@ -150,38 +150,34 @@ async def test_bearer_key_is_sent(sim_with_key: RunningSim, make: Any) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 async def test_429_carries_retry_after(sim: RunningSim, make: Any, stream: bool) -> None:
     p = await make(gemini_openai(sim), "error-429-retry-7")
-    with pytest.raises(UpstreamStatusError) as err:
-        await (collect(p) if stream else p.complete(HELLO))
-    assert err.value.status == 429
-    assert err.value.retry_after == 7
-    assert err.value.reason == "rate_limited"
-    assert err.value.failover and err.value.counts
+    err = await failure(UpstreamStatusError, p, stream=stream)
+    assert err.status == 429
+    assert err.retry_after == 7
+    assert err.reason == "rate_limited"
+    assert err.failover and err.counts
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_503_fails_over(sim: RunningSim, make: Any, stream: bool) -> None:
     p = await make(gemini_openai(sim), "error-503")
-    with pytest.raises(UpstreamStatusError) as err:
-        await (collect(p) if stream else p.complete(HELLO))
-    assert err.value.status == 503
-    assert err.value.failover and err.value.reason == "server_error"
+    err = await failure(UpstreamStatusError, p, stream=stream)
+    assert err.status == 503
+    assert err.failover and err.reason == "server_error"
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_400_is_the_clients_error(sim: RunningSim, make: Any, stream: bool) -> None:
     p = await make(gemini_openai(sim), "error-400")
-    with pytest.raises(UpstreamStatusError) as err:
-        await (collect(p) if stream else p.complete(HELLO))
-    assert err.value.status == 400
-    assert not err.value.failover
-    assert not err.value.counts
+    err = await failure(UpstreamStatusError, p, stream=stream)
+    assert err.status == 400
+    assert not err.failover
+    assert not err.counts
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_connection_refused(make: Any, stream: bool, refused_port: int) -> None:
     p = await make(f"http://127.0.0.1:{refused_port}/v1", "m")
-    with pytest.raises(UpstreamConnectError):
-        await (collect(p) if stream else p.complete(HELLO))
+    await failure(UpstreamConnectError, p, stream=stream)
 
 
 async def test_cut_stream_is_an_error_not_success(sim: RunningSim, make: Any) -> None:
@@ -203,8 +199,7 @@ async def test_cut_whole_answer(sim: RunningSim, make: Any) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 async def test_malformed_body(sim: RunningSim, make: Any, stream: bool) -> None:
     p = await make(gemini_openai(sim), "malformed")
-    with pytest.raises(UpstreamProtocolError):
-        await (collect(p) if stream else p.complete(HELLO))
+    await failure(UpstreamProtocolError, p, stream=stream)
 
 
 async def test_content_filter_passes_through(sim: RunningSim, make: Any) -> None:

@@ -20,7 +20,7 @@ from standby.protocol import ChatRequest, Delta, Message
 from standby.providers.tgi import TGIProvider
 from standby.sim.tgi import ANSWER
 from standby.tool_calls import Tool, ToolCall
-from tests.fixtures.providers import HELLO, Start, collect, joined
+from tests.fixtures.providers import HELLO, Start, collect, failure, joined
 from tests.fixtures.tgi_sim import RunningTGI
 
 
@@ -154,10 +154,9 @@ async def test_no_hub_token_leaks_to_the_server(
 async def test_429_carries_retry_after(tgi_sim: RunningTGI, make: Any, stream: bool) -> None:
     tgi_sim.set_fault("error-429-retry-7")
     p = await make(tgi_sim.url)
-    with pytest.raises(UpstreamStatusError) as err:
-        await (collect(p) if stream else p.complete(HELLO))
-    assert (err.value.status, err.value.retry_after) == (429, 7)
-    assert err.value.reason == "rate_limited" and err.value.failover
+    err = await failure(UpstreamStatusError, p, stream=stream)
+    assert (err.status, err.retry_after) == (429, 7)
+    assert err.reason == "rate_limited" and err.failover
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -165,19 +164,17 @@ async def test_tgi_overloaded_is_429(tgi_sim: RunningTGI, make: Any, stream: boo
     """TGI's own overload: a 429 JSON answer, or (stream) an error event after a 200."""
     tgi_sim.set_fault("overloaded")
     p = await make(tgi_sim.url)
-    with pytest.raises(UpstreamStatusError) as err:
-        await (collect(p) if stream else p.complete(HELLO))
-    assert err.value.status == 429
-    assert "overloaded" in err.value.upstream_message
+    err = await failure(UpstreamStatusError, p, stream=stream)
+    assert err.status == 429
+    assert "overloaded" in err.upstream_message
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_503_fails_over(tgi_sim: RunningTGI, make: Any, stream: bool) -> None:
     tgi_sim.set_fault("error-503")
     p = await make(tgi_sim.url)
-    with pytest.raises(UpstreamStatusError) as err:
-        await (collect(p) if stream else p.complete(HELLO))
-    assert err.value.status == 503 and err.value.failover
+    err = await failure(UpstreamStatusError, p, stream=stream)
+    assert err.status == 503 and err.failover
 
 
 @pytest.mark.parametrize("status", [400, 422])
@@ -187,10 +184,9 @@ async def test_client_errors_do_not_fail_over(
 ) -> None:
     tgi_sim.set_fault(f"error-{status}")
     p = await make(tgi_sim.url)
-    with pytest.raises(UpstreamStatusError) as err:
-        await (collect(p) if stream else p.complete(HELLO))
-    assert err.value.status == status
-    assert not err.value.failover and not err.value.counts
+    err = await failure(UpstreamStatusError, p, stream=stream)
+    assert err.status == status
+    assert not err.failover and not err.counts
 
 
 async def test_generation_error_mid_stream(tgi_sim: RunningTGI, make: Any) -> None:
@@ -231,15 +227,13 @@ async def test_cut_whole_answer(tgi_sim: RunningTGI, make: Any) -> None:
 async def test_malformed_body(tgi_sim: RunningTGI, make: Any, stream: bool) -> None:
     tgi_sim.set_fault("malformed")
     p = await make(tgi_sim.url)
-    with pytest.raises(UpstreamProtocolError):
-        await (collect(p) if stream else p.complete(HELLO))
+    await failure(UpstreamProtocolError, p, stream=stream)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_connection_refused(make: Any, stream: bool, refused_port: int) -> None:
     p = await make(f"http://127.0.0.1:{refused_port}")
-    with pytest.raises(UpstreamConnectError):
-        await (collect(p) if stream else p.complete(HELLO))
+    await failure(UpstreamConnectError, p, stream=stream)
 
 
 async def test_abandoned_stream_releases_its_connection(tgi_sim: RunningTGI, make: Any) -> None:
