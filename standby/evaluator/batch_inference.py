@@ -10,6 +10,9 @@ Every finished answer is appended to ``output_dir/progress.jsonl`` at once; a ru
 started again with the same command and skips the rows already there. At the end the answers go
 to ``output_dir/{lm_response_ds_split}.jsonl`` (readable by ``standby evaluate`` as
 ``--lm-response-ds-id output_dir``) and, if asked, to a Hub dataset repo.
+
+Rows with tools are asked with their whole context and the tools offered, and their answer rows
+keep the calls (``evaluator/tool_use.py``).
 """
 
 from __future__ import annotations
@@ -28,9 +31,16 @@ from typing import Any
 
 import orjson
 
-from standby.errors import ConfigError, StandbyError, UpstreamError
+from standby.errors import ConfigError, StandbyError, UpstreamError, UpstreamProtocolError
 from standby.evaluator.config import BatchInferConfig
-from standby.protocol import ChatRequest, Message
+from standby.evaluator.tool_use import (
+    TOOL_COLUMNS,
+    ToolContext,
+    answer_record,
+    candidate_text,
+    tool_context,
+)
+from standby.protocol import ChatRequest, Completion, Message
 from standby.providers.base import Provider, build_provider
 
 log = logging.getLogger("standby.evaluator.batch_inference")
@@ -55,6 +65,7 @@ class TestRow:
     sample_id: str
     instruction: str
     target: str
+    tools: ToolContext | None = None  # a row with tools: its context, tools and target calls
 
 
 @dataclass
@@ -90,15 +101,21 @@ def read_test_rows(cfg: BatchInferConfig) -> tuple[list[TestRow], str]:
     where = f"{cfg.test_ds_id} [{cfg.test_ds_split}]"
     require_columns(ds, ("messages",), where)
     has_id = "prompt_id" in ds.column_names
+    has_tools = "tools" in ds.column_names
     rows: list[TestRow] = []
     seen: dict[str, int] = {}
     index = 0
     for batch in ds.iter(batch_size=cfg.batch_infer_data_preprocess_bs):
         ids = batch["prompt_id"] if has_id else [None] * len(batch["messages"])
-        for messages, prompt_id in zip(batch["messages"], ids, strict=True):
+        tools = batch["tools"] if has_tools else [None] * len(batch["messages"])
+        for messages, prompt_id, offered in zip(batch["messages"], ids, tools, strict=True):
+            context = None
             try:
-                instruction, target = instruction_and_target(messages)
-            except DataError as e:
+                if offered:
+                    instruction, target, context = tool_context(messages, offered)
+                else:
+                    instruction, target = instruction_and_target(messages)
+            except (DataError, ValueError, KeyError) as e:
                 raise DataError(f"{where}: row {index}: {e}") from None
             sid = str(prompt_id) if prompt_id else _text_id(instruction)
             if sid in seen:  # duplicate ids would collide in the resume log
@@ -106,7 +123,7 @@ def read_test_rows(cfg: BatchInferConfig) -> tuple[list[TestRow], str]:
                 sid = f"{sid}#{seen[sid]}"
             else:
                 seen[sid] = 0
-            rows.append(TestRow(sid, instruction, target))
+            rows.append(TestRow(sid, instruction, target, context))
             index += 1
             if cfg.max_rows is not None and len(rows) >= cfg.max_rows:
                 return rows, loaded.content_hash
@@ -321,7 +338,10 @@ async def _generate(
 
             async def one(row: TestRow, r: int) -> None:
                 request = ChatRequest(
-                    messages=(Message("user", row.instruction),),
+                    messages=row.tools.messages
+                    if row.tools
+                    else (Message("user", row.instruction),),
+                    tools=row.tools.tools if row.tools else (),
                     temperature=cfg.temperature,
                     top_p=cfg.top_p if cfg.temperature > 0 else None,
                     max_tokens=cfg.max_new_tokens,
@@ -329,8 +349,14 @@ async def _generate(
                 )
                 async with in_flight:
                     began = time.perf_counter()
+                    refused: str | None = None
                     try:
-                        answer = await model.provider.complete(request)
+                        answer: Completion | None = await model.provider.complete(request)
+                    except UpstreamProtocolError as e:
+                        if row.tools is None:
+                            errors.append(f"{row.sample_id}: {e}")
+                            return
+                        answer, refused = None, str(e)  # a bad call: scored as wrong
                     except UpstreamError as e:
                         errors.append(f"{row.sample_id}: {e}")
                         return
@@ -338,17 +364,19 @@ async def _generate(
                 record = {
                     "instructions": row.instruction,
                     "target_responses": row.target,
-                    "candidate_responses": answer.text,
+                    "candidate_responses": candidate_text(answer) if answer else "",
                     "model_id": model.model_id,
-                    "model_sha": model.model_sha or answer.model_version,
+                    "model_sha": model.model_sha or (answer.model_version if answer else None),
                     "sample_id": row.sample_id,
                     "repeat_index": r,
                     "latency_s": round(latency, 4),
-                    "finish_reason": answer.finish_reason,
+                    "finish_reason": answer.finish_reason if answer else "error",
                 }
+                if row.tools is not None:
+                    record |= answer_record(row.tools, answer, refused)
                 sink.write(orjson.dumps(record) + b"\n")
                 sink.flush()  # one row at a time: a crash loses at most the rows in flight
-                bar.update(answer.usage.completion_tokens)
+                bar.update(answer.usage.completion_tokens if answer else 0)
 
             await asyncio.gather(*(one(row, r) for row, r in todo))
     finally:
@@ -444,7 +472,13 @@ def _ordered(progress: Path, rows: list[TestRow], repeat: int) -> list[dict[str,
     missing = [(r.sample_id, i) for i in range(repeat) for r in rows if (r.sample_id, i) not in got]
     if missing:
         raise StandbyError(f"{progress}: {len(missing)} answers missing, e.g. {missing[0]}")
-    return [{c: got[(r.sample_id, i)][c] for c in COLUMNS} for i in range(repeat) for r in rows]
+    columns = (*COLUMNS, *TOOL_COLUMNS)  # the tool columns on rows with tools only
+    return [
+        {c: row[c] for c in columns if c in row}
+        for i in range(repeat)
+        for r in rows
+        if (row := got[(r.sample_id, i)])
+    ]
 
 
 def push_responses(cfg: BatchInferConfig, records: list[dict[str, Any]]) -> str:

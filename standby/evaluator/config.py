@@ -13,6 +13,7 @@ from standby.service_llm import ServiceLLMSettings
 from standby.toolconfig import ToolConfig
 
 Score = Annotated[float, Field(ge=1, le=100)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 class HubPushSettings(ToolConfig):
@@ -147,6 +148,21 @@ class GateSettings(ToolConfig):
     candidate_adapter_dir: Path | None = Field(
         default=None,
         description="On a pass, write the scores into this adapter's standby-model.json",
+    )
+    min_tool_name_accuracy: Fraction = Field(
+        default=0.9,
+        description="With rows that offer tools: the share (0-1) whose calls name the "
+        "expected functions",
+    )
+    min_tool_args_accuracy: Fraction = Field(
+        default=0.8,
+        description="With rows that offer tools: the share (0-1) of expected calls made with "
+        "the expected arguments (equal as JSON)",
+    )
+    min_tool_args_valid: Fraction = Field(
+        default=0.95,
+        description="With rows that offer tools: the share (0-1) of answers with calls whose "
+        "arguments are valid against the declared schema",
     )
 
 

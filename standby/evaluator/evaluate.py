@@ -4,7 +4,8 @@ chrF, write the eval rows and the report, apply the gate, publish ``evaluation.c
 Eval rows keep the answer columns and add the original tool's ``similarity_scores,
 precision_scores, evaluators, dates`` (one entry per successful judgement), the judge's
 reasons (``similarity_reasons, precision_reasons``), their means (``similarity, precision``),
-``judge_failures`` / ``judge_errors``, and ``rouge_l`` / ``chrf`` (0-100).
+``judge_failures`` / ``judge_errors``, and ``rouge_l`` / ``chrf`` (0-100). Rows with tools add
+the tool-use scores (``tool_name_match, tool_args_match, tool_args_valid``: ``tool_use.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from standby.evaluator.config import EvaluateConfig
 from standby.evaluator.judge import Judge, JudgeCache, Outcome, load_template
 from standby.evaluator.report import build_report, write_report, write_rows
+from standby.evaluator.tool_use import tool_scores
 from standby.service_llm import CallStats, ServiceLLM
 
 log = logging.getLogger("standby.evaluator")
@@ -87,6 +89,7 @@ def eval_row(row: dict[str, Any], outcomes: list[Outcome], metrics: TextMetrics)
     sim = [o.judgement.similarity_assessment for o in good if o.judgement]
     pre = [o.judgement.precision_assessment for o in good if o.judgement]
     rouge, chrf = metrics(row["candidate_responses"], row["target_responses"])
+    tool_use = tool_scores(row) if row.get("tools") else {}
     return {
         **row,
         "similarity_scores": [a.score for a in sim],
@@ -101,6 +104,7 @@ def eval_row(row: dict[str, Any], outcomes: list[Outcome], metrics: TextMetrics)
         "judge_errors": [o.error for o in outcomes if o.error],
         "rouge_l": rouge,
         "chrf": chrf,
+        **tool_use,
     }
 
 

@@ -5,7 +5,9 @@ thresholds AND it is not worse than the serving model on the same held-out rows.
 d = candidate - serving; a paired bootstrap gives a confidence interval for mean(d); the
 candidate is non-inferior on a criterion when the interval's lower bound is above -margin.
 With no evaluation of the serving model (the first model ever) only the thresholds apply, and
-the decision says so.
+the decision says so. When rows offered tools, their tool-use scores (``tool_use.py``) must reach
+``min_tool_name_accuracy``, ``min_tool_args_accuracy`` and ``min_tool_args_valid`` as well (a
+score that applies to no row is not checked).
 
 On a pass the scores go into the candidate adapter's ``standby-model.json`` (other keys kept),
 where the gateway reads them for ``standby_fallback_model_score``.
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from standby.errors import ConfigError
+from standby.evaluator import tool_use
 from standby.evaluator.config import GateConfig, GateSettings
 from standby.store.card import merge_scores
 
@@ -89,6 +92,7 @@ def decide(
             reasons.append(f"mean {c} {means[c]:.1f} < threshold {limits[c]:g}")
     if not cand:
         reasons.insert(0, "no row has a usable judgement")
+    tools = _tool_thresholds(candidate, settings, reasons)
     comparison: dict[str, Any] | None = None
     if baseline is not None:
         comparison = _compare(cand, per_sample(baseline), settings, baseline_source, reasons)
@@ -101,10 +105,33 @@ def decide(
         "rows_scored": len(cand),
         "thresholds": thresholds,
         "comparison": comparison,
+        **({"tool_use": tools} if tools is not None else {}),
         "reasons": reasons,
         "detail": detail,
         "summary": f"gate: {verdict}: {detail}",
     }
+
+
+def _tool_thresholds(
+    rows: Sequence[Mapping[str, Any]], settings: GateSettings, reasons: list[str]
+) -> dict[str, Any] | None:
+    """The tool-use scores against their thresholds (None when no row offered tools)."""
+    summary = tool_use.summarize(rows)
+    if summary is None:
+        return None
+    limits = {
+        "tool_name_match": settings.min_tool_name_accuracy,
+        "tool_args_match": settings.min_tool_args_accuracy,
+        "tool_args_valid": settings.min_tool_args_valid,
+    }
+    out: dict[str, Any] = {}
+    for score, limit in limits.items():
+        mean = summary[score]["mean"]
+        ok = mean is None or mean >= limit
+        out[score] = {"mean": mean, "threshold": limit, "passed": ok}
+        if not ok:
+            reasons.append(f"{score} {mean:.2f} < threshold {limit:g}")
+    return out
 
 
 def _compare(

@@ -1,6 +1,7 @@
 """The evaluation report: ``report.json`` (every number) and ``report.md`` (the same for people):
 means, medians and the distribution of each score, the worst 10 rows with the judge's reasons,
-judge failures, the cost in calls and tokens, and the gate's decision."""
+judge failures, the cost in calls and tokens, and the gate's decision; with rows that offered
+tools, the tool-use scores (``tool_use.py``) in a table of their own."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from standby.evaluator import tool_use
 
 METRICS = ("similarity", "precision", "rouge_l", "chrf")
 BUCKETS = tuple((lo, lo + 9) for lo in range(1, 100, 10))  # 1-10 ... 91-100
@@ -69,6 +72,7 @@ def build_report(
     report_path: Path,
 ) -> dict[str, Any]:
     """The report of an evaluation (without the gate's decision, added by the caller)."""
+    tools = tool_use.summarize(rows)
     scored = [r for r in rows if r["similarity"] is not None and r["precision"] is not None]
     requested = sum(len(r["similarity_scores"]) + r["judge_failures"] for r in rows)
     failed = sum(r["judge_failures"] for r in rows)
@@ -112,6 +116,7 @@ def build_report(
         "cost": dict(cost),
         "seconds": round(seconds, 3),
         "gate": None,
+        **({"tool_use": tools} if tools is not None else {}),
     }
 
 
@@ -137,6 +142,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"| {m} | {_num(s['mean'])} | {_num(s['median'])} | {_num(s['min'])} "
             f"| {_num(s['max'])} | {s['n']} |"
         )
+    lines += tool_use.markdown(report.get("tool_use"))
     lines += ["", "## Distribution", "", "| bucket | similarity | precision |", "|---|---|---|"]
     sim = report["scores"]["similarity"].get("histogram") or {}
     pre = report["scores"]["precision"].get("histogram") or {}
