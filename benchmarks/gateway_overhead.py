@@ -20,6 +20,10 @@ in the cells as before.
     .venv/bin/python benchmarks/gateway_overhead.py            # full run, ~10 minutes
     .venv/bin/python benchmarks/gateway_overhead.py --quick    # smoke run, < 60 s, no litellm
 
+``--tools`` adds a third mode, ``tools``: the request declares five tools with
+``tool_choice: "required"``, so the simulated Gemini answers with a function call (whole
+answers; direct, floor and standby only), held to the same targets.
+
 Needs ``wrk`` on PATH (Debian: ``apt-get install -y wrk``). Not a test: numbers depend on the
 machine and on whatever else runs on it, which the report records.
 """
@@ -64,28 +68,83 @@ TARGETS = ("direct", "floor", "standby", "standby-nocapture", "litellm")
 # production it runs on another core than the gateway's event loop, when there is one).
 PIN_LAYOUT = {"proxy": "0", "sim": "1", "wrk": "1", "writer": "1"}
 MODES = ("non-stream", "stream")
+TOOLS_MODE = "tools"  # --tools: a whole answer that calls one of the five tools declared
+TOOLS_TARGETS = ("direct", "floor", "standby")
 # capture_ab's arms: the route each one calls on the ``standby`` gateway (the two off routes
 # are the A/A control).
 CAPTURE_ARMS = {"on": MODEL, "off": "nocapture", "off-again": "nocapture-2"}
 SETTLE_S = 0.3  # before each capture_ab run: longer than capture's flush window (0.2 s)
 
+STRING = {"type": "string"}
+INTEGER = {"type": "integer", "minimum": 1}
+# The tools case's five tools, declared with every request (about 1.3 kB of the body):
+# (name, description, properties, required).
+DECLARED: list[tuple[str, str, dict[str, object], list[str]]] = [
+    (
+        "get_weather",
+        "The current weather in a city.",
+        {
+            "city": {"type": "string", "description": "City name, e.g. Paris"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        ["city"],
+    ),
+    ("get_time", "The local time in an IANA time zone.", {"zone": STRING}, ["zone"]),
+    (
+        "search_web",
+        "Search the web and return the top results.",
+        {"query": STRING, "max_results": {"type": "integer", "minimum": 1, "maximum": 10}},
+        ["query"],
+    ),
+    (
+        "send_email",
+        "Send an email on the user's behalf.",
+        {"to": {"type": "string", "format": "email"}, "subject": STRING, "body": STRING},
+        ["to", "subject", "body"],
+    ),
+    (
+        "create_event",
+        "Put an event in the user's calendar.",
+        {
+            "title": STRING,
+            "start": {"type": "string", "format": "date-time"},
+            "duration_minutes": INTEGER,
+        },
+        ["title", "start"],
+    ),
+]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
+    for name, description, properties, required in DECLARED
+]
+TOOL_NAMES = frozenset(name for name, *_ in DECLARED)
+
 # wrk's Lua side: one request body; the response hook counts non-2xx answers and 2xx answers
-# whose body is not a finished answer (no "choices" / no final "data: [DONE]"); done() prints
-# one JSON line that the script parses.
+# whose body is not a finished answer (no "choices" / no final "data: [DONE]" / for the tools
+# case no "tool_calls" with "arguments"); done() prints one JSON line that the script parses.
 WRK_LUA = """\
 wrk.method = "POST"
 wrk.body = [==[{body}]==]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {token}"
-local expect = [==[{expect}]==]
+local expect = {{{expect}}}
 local threads = {{}}
 function setup(thread) table.insert(threads, thread) end
 function init(args) non2xx = 0; bad = 0 end
 function response(status, headers, body)
   if status < 200 or status > 299 then
     non2xx = non2xx + 1
-  elseif not string.find(body, expect, 1, true) then
-    bad = bad + 1
+    return
+  end
+  for _, text in ipairs(expect) do
+    if not string.find(body, text, 1, true) then bad = bad + 1; return end
   end
 end
 function done(summary, latency, requests)
@@ -264,29 +323,45 @@ def wait_ready(proc: Proc, url: str, deadline_s: float) -> str | None:
 # targets
 
 
-def request_body(stream: bool, model: str = MODEL) -> bytes:
-    return json.dumps(
-        {"model": model, "messages": [{"role": "user", "content": PROMPT}], "stream": stream},
-        separators=(",", ":"),
-    ).encode()
+def request_body(mode: str, model: str = MODEL) -> bytes:
+    body: dict[str, object] = {
+        "model": model,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "stream": mode == "stream",
+    }
+    if mode == TOOLS_MODE:
+        body |= {"tools": TOOLS, "tool_choice": "required"}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
-def check_answer(url: str, stream: bool) -> str | None:
+def answered(body: bytes, mode: str) -> bool:
+    """A finished answer of the mode's kind: text, a stream ending ``[DONE]``, or a call of a
+    declared tool with JSON arguments."""
+    if mode == "stream":
+        return body.rstrip().endswith(b"data: [DONE]") and b'"content"' in body
+    try:
+        message = json.loads(body)["choices"][0]["message"]
+        if mode != TOOLS_MODE:
+            return bool(message["content"])
+        calls = message["tool_calls"]
+        return bool(calls) and all(
+            c["function"]["name"] in TOOL_NAMES
+            and isinstance(json.loads(c["function"]["arguments"]), dict)
+            for c in calls
+        )
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
+
+
+def check_answer(url: str, mode: str) -> str | None:
     """One request by hand before the load: ``None`` when the answer is right, else why."""
     try:
-        status, body = http("POST", url, request_body(stream), timeout=30)
+        status, body = http("POST", url, request_body(mode), timeout=30)
     except (OSError, urllib.error.URLError) as e:
         return f"request failed: {e}"
     if status != 200:
         return f"HTTP {status}: {body[:200]!r}"
-    if stream:
-        ok = body.rstrip().endswith(b"data: [DONE]") and b'"content"' in body
-    else:
-        try:
-            ok = bool(json.loads(body)["choices"][0]["message"]["content"])
-        except (ValueError, KeyError, IndexError, TypeError):
-            ok = False
-    return None if ok else f"unexpected answer: {body[:200]!r}"
+    return None if answered(body, mode) else f"unexpected {mode} answer: {body[:200]!r}"
 
 
 @dataclass
@@ -350,8 +425,16 @@ def executable(name: str) -> str | None:
     return str(here) if here.exists() else shutil.which(name)
 
 
-def start_targets(procs: Procs, names: Sequence[str]) -> tuple[Proc, dict[str, Target]]:
-    """Start the simulator and every proxy at once (start-up overlaps), then wait for each."""
+def modes_of(name: str, modes: Sequence[str]) -> list[str]:
+    """The modes a target is measured in (the tools case: direct, floor and standby)."""
+    return [m for m in modes if m != TOOLS_MODE or name in TOOLS_TARGETS]
+
+
+def start_targets(
+    procs: Procs, names: Sequence[str], modes: Sequence[str]
+) -> tuple[Proc, dict[str, Target]]:
+    """Start the simulator and every proxy at once (start-up overlaps), then wait for each
+    and check one answer of each mode it is measured in."""
     work = procs.workdir
     standby = executable("standby")
     if standby is None:
@@ -405,15 +488,16 @@ def start_targets(procs: Procs, names: Sequence[str]) -> tuple[Proc, dict[str, T
         target.unavailable = wait_ready(proc, ready_url, deadline)
         target.proc = proc
         if target.unavailable is None:
-            for stream in (False, True):
-                target.unavailable = check_answer(target.url, stream)
+            for mode in modes_of(target.name, modes):
+                target.unavailable = check_answer(target.url, mode)
                 if target.unavailable is not None:
                     break
         state = "ready" if target.unavailable is None else f"UNAVAILABLE: {target.unavailable}"
         print(f"  {target.name}: {state} ({time.monotonic() - started:.1f} s)", flush=True)
     direct = targets.get("direct")
     if direct is not None:
-        direct.unavailable = check_answer(direct.url, False) or check_answer(direct.url, True)
+        for mode in modes_of("direct", modes):
+            direct.unavailable = direct.unavailable or check_answer(direct.url, mode)
     return sim, targets
 
 
@@ -440,10 +524,19 @@ class Cell:
     error: str | None = None
 
 
-def wrk_script(workdir: Path, stream: bool, model: str = MODEL) -> Path:
-    path = workdir / f"post-{model}-{'stream' if stream else 'whole'}.lua"
-    expect = "data: [DONE]" if stream else '"choices"'
-    body = request_body(stream, model).decode()
+# What a 2xx body must contain to count as answered, per mode (the tools case: a call; its
+# finish_reason alone also says "tool_calls", so the call's "arguments" are looked for too).
+EXPECT = {
+    "non-stream": ['"choices"'],
+    "stream": ["data: [DONE]"],
+    TOOLS_MODE: ['"tool_calls"', '"arguments"'],
+}
+
+
+def wrk_script(workdir: Path, mode: str, model: str = MODEL) -> Path:
+    path = workdir / f"post-{model}-{mode}.lua"
+    body = request_body(mode, model).decode()
+    expect = ", ".join(f"[==[{text}]==]" for text in EXPECT[mode])
     path.write_text(WRK_LUA.format(body=body, token=TOKEN, expect=expect))
     return path
 
@@ -516,9 +609,7 @@ def capture_ab(
     other arm, equally often. Each run starts after SETTLE_S, so the capture writer has
     written the previous run's answers."""
     assert target.proc is not None
-    scripts = {
-        arm: wrk_script(workdir, mode == "stream", model) for arm, model in CAPTURE_ARMS.items()
-    }
+    scripts = {arm: wrk_script(workdir, mode, model) for arm, model in CAPTURE_ARMS.items()}
     ab = CaptureAB(rounds, seconds)
     orders = list(itertools.permutations(CAPTURE_ARMS))
     for arm in CAPTURE_ARMS:  # warm every route
@@ -622,7 +713,7 @@ def verdict(ok: bool | None) -> str:
 CONTROL_TOLERANCE = 0.03
 
 
-def derived(report: Report, concs: Sequence[int]) -> list[str]:
+def derived(report: Report, concs: Sequence[int], modes: Sequence[str] = MODES) -> list[str]:
     """Ratios and the issue's targets, per mode. The req/s ratios are what the targets are
     stated in; the CPU-per-request ratios say the same thing without the noise of whatever
     else shares the cores (``floor ms / standby ms`` is the req/s ratio both would reach on
@@ -669,7 +760,7 @@ def derived(report: Report, concs: Sequence[int]) -> list[str]:
                 cpu = other.proxy_cpu_ms / sb.proxy_cpu_ms
                 row(mode, f"{peer} / standby CPU per request, c={conc}", fmt.format(cpu))
 
-    for mode in MODES:
+    for mode in modes:
         direct1 = report.get("direct", mode, 1)
         for name in ("floor", "standby", "litellm"):
             cell = report.get(name, mode, 1)
@@ -785,6 +876,7 @@ def render(
     load: tuple[tuple[float, float, float], tuple[float, float, float]],
     concs: Sequence[int],
     notes: list[str],
+    modes: Sequence[str] = MODES,
 ) -> str:
     (a1, a5, a15), (b1, b5, b15) = load
     lines = [
@@ -807,9 +899,11 @@ def render(
         "",
         *results_table(report),
         "",
-        "Derived (the issue's targets for standby; streaming is held to the same ones):",
+        "Derived (the issue's targets for standby; streaming"
+        + (" and the tools case are" if TOOLS_MODE in modes else " is")
+        + " held to the same ones):",
         "",
-        *derived(report, concs),
+        *derived(report, concs, modes),
         "",
     ]
     if notes:
@@ -863,6 +957,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="smoke run: 1 s cells, c=1 and 16, no litellm, prints only",
     )
     p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
+    p.add_argument(
+        "--tools",
+        action="store_true",
+        help="add the tools case: five tools declared, a call answered (direct, floor, standby)",
+    )
     p.add_argument(
         "--pin", action="store_true", help="proxy on CPU 0; simulator, wrk, capture writer on CPU 1"
     )
@@ -925,6 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     load0 = os.getloadavg()
     notes: list[str] = []
+    modes = [*MODES, *([TOOLS_MODE] if args.tools else [])]
     report = Report()
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="standby-bench-") as tmp:
@@ -932,7 +1032,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         procs = Procs(work, pin=args.pin)
         with cleanup_on_signals(procs):
             print(f"starting {', '.join(names)} (logs in {work})", flush=True)
-            sim, targets = start_targets(procs, names)
+            sim, targets = start_targets(procs, names, modes)
             if args.pin:  # standby's capture writer joins the simulator and wrk
                 for target in targets.values():
                     if target.proc is not None and target.name.startswith("standby"):
@@ -943,7 +1043,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"{PIN_LAYOUT['writer']}",
                                 flush=True,
                             )
-            scripts = {mode: wrk_script(work, mode == "stream") for mode in MODES}
+            scripts = {mode: wrk_script(work, mode) for mode in modes}
             print(
                 f"{'target':8} {'mode':10} {'c':>3} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
                 f"{'non2xx':>6} {'bad':>4} {'sock':>4} {'cpu/req':>7} {'other%':>6}",
@@ -951,9 +1051,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             # Cell order: for each (mode, concurrency) every target in turn, so that the
             # targets being compared are measured minutes apart at most, under similar load.
-            for mode in MODES:
+            for mode in modes:
                 for conc in concs:
-                    for name in names:
+                    for name in (n for n in names if mode in modes_of(n, modes)):
                         target = targets[name]
                         try:
                             cell = measure(
@@ -1001,7 +1101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"finished in {elapsed:.0f} s", flush=True)
     if "litellm" not in names:
         notes.append("LiteLLM proxy not run (--quick / --no-litellm / --targets).")
-    block = render(report, args, command, started, machine_facts(), (load0, load1), concs, notes)
+    block = render(
+        report, args, command, started, machine_facts(), (load0, load1), concs, notes, modes
+    )
     print()
     print(block)
     if args.output:
