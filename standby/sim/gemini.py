@@ -32,7 +32,7 @@ from standby.sim.faults import OK, Fault, parse_fault
 from standby.sim.gemini_native import NATIVE, parse_native
 from standby.sim.gemini_tools import scripted_reply, signature_error
 from standby.sim.script import Reply, Script, parse_reply
-from standby.sim.surface import BadRequest, Outcome, Surface, json_response
+from standby.sim.surface import BadRequest, Outcome, Surface, Turn, json_response
 
 _FLAKY_503 = Fault("flaky", "error", 503)
 _METHODS = frozenset({"generateContent", "streamGenerateContent"})
@@ -155,7 +155,8 @@ class _Handlers:
             stream = method == "streamGenerateContent"
             extra = {"sse": stream and request.query.get("alt") == "sse"}
             fault, ans = _scripted(self.sim.scripted.take(req.context), fault, model, req)
-            return await self.run(request, NATIVE, fault, model, seq, req, stream, extra, ans)
+            turn = Turn(model, seq, req, ans)
+            return await self.run(request, NATIVE, fault, turn, stream, extra)
         finally:
             self.sim.in_flight -= 1
 
@@ -177,7 +178,9 @@ class _Handlers:
                 return surface.error(400, refused)
             extra = {"include_usage": include_usage, "created": int(time.time())}
             fault, ans = _scripted(self.sim.scripted.take(req.context), fault, model, req)
-            return await self.run(request, surface, fault, model, seq, req, stream, extra, ans)
+            return await self.run(
+                request, surface, fault, Turn(model, seq, req, ans), stream, extra
+            )
         finally:
             self.sim.in_flight -= 1
 
@@ -186,14 +189,11 @@ class _Handlers:
         request: web.Request,
         surface: Surface,
         fault: Fault,
-        model: str,
-        seq: int,
-        req: SimRequest,
+        turn: Turn,
         stream: bool,
         extra: dict[str, Any],
-        scripted: Answer | None = None,
     ) -> web.StreamResponse:
-        """Apply ``fault`` and answer on ``surface`` (with the ``scripted`` answer, if any)."""
+        """Apply ``fault`` and answer ``turn`` on ``surface``."""
         kind = fault.kind
         if kind == "reset":
             return _abort(request, rst=True)
@@ -217,10 +217,10 @@ class _Handlers:
                     body=b"{simulated malformed body", content_type="application/json"
                 )
             return web.Response(
-                body=surface.body(model, seq, req, outcome, scripted),
+                body=surface.body(turn, outcome),
                 content_type="application/json",
             )
-        frames, finishing = surface.frames(model, seq, req, outcome, extra, scripted)
+        frames, finishing = surface.frames(turn, outcome, extra)
         if kind == "malformed":
             frames = [surface.malformed_frame(extra)]
         limit = min(fault.value, finishing) if kind == "cut" else len(frames)

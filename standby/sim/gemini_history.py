@@ -6,11 +6,12 @@ its thought signature). Requests Gemini refuses raise BadRequest with Gemini's m
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import orjson
 
-from standby.sim.answers import SimTool
+from standby.sim.answers import SimRequest, SimTool
 from standby.sim.gemini_tools import corrupted_signature, genuine, is_base64, missing_signature
 from standby.sim.surface import BadRequest, get_field
 
@@ -34,6 +35,23 @@ class Tooling(NamedTuple):
     answered: tuple[str, ...] = ()
     results_last: bool = False
     unsigned: str | None = None
+
+
+def with_tooling(
+    req: SimRequest, declared: tuple[tuple[SimTool, ...], str, tuple[str, ...]], history: Tooling
+) -> SimRequest:
+    """``req`` with the ``declared`` tools, mode and allowed names (``native_tools`` or
+    ``openai_tools``) and where the ``history``'s calls stand."""
+    tools, mode, allowed = declared
+    return replace(
+        req,
+        tools=tools,
+        tool_mode=mode,
+        allowed=allowed,
+        answered=history.answered,
+        results_last=history.results_last,
+        unsigned=history.unsigned,
+    )
 
 
 def _tool(name: Any, schema: Any, where: str) -> SimTool:

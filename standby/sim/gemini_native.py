@@ -12,13 +12,14 @@ import orjson
 from aiohttp import web
 
 from standby.sim.answers import Answer, SimRequest, count_tokens
-from standby.sim.gemini_history import Tooling, native_history, native_tools
+from standby.sim.gemini_history import Tooling, native_history, native_tools, with_tooling
 from standby.sim.gemini_tools import native_parts, respond
 from standby.sim.surface import (
     GOOGLE_STATUS,
     BadRequest,
     Outcome,
     Surface,
+    Turn,
     cached_by_body,
     get_field,
     json_response,
@@ -117,27 +118,15 @@ def parse_native(body: bytes) -> SimRequest:
         seen.insert(0, instruction)
     req = SimRequest(prompt, prefill, tokens, context="\n".join(seen))
     if tooled or "tools" in data or "toolConfig" in data or "tool_config" in data:
-        req = _with_tools(data, contents if tooled else None, req)
+        declared = native_tools(data)
+        history = native_history(contents) if tooled else Tooling()
+        req = with_tooling(req, declared, history)
     config = get_field(data, "generationConfig", "generation_config")
     if config is None:
         return req
     if not isinstance(config, dict):
         raise BadRequest("generationConfig must be an object")
     return _with_config(config, req)
-
-
-def _with_tools(data: dict[str, Any], contents: Any, req: SimRequest) -> SimRequest:
-    tools, mode, allowed = native_tools(data)
-    history = native_history(contents) if contents is not None else Tooling()
-    return replace(
-        req,
-        tools=tools,
-        tool_mode=mode,
-        allowed=allowed,
-        answered=history.answered,
-        results_last=history.results_last,
-        unsigned=history.unsigned,
-    )
 
 
 def _with_config(config: dict[str, Any], req: SimRequest) -> SimRequest:
@@ -249,40 +238,19 @@ class NativeSurface(Surface):
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return json_response({"error": err}, status, headers)
 
-    def _render(
-        self,
-        model: str,
-        seq: int,
-        req: SimRequest,
-        outcome: Outcome,
-        stream: bool,
-        scripted: Answer | None,
-    ) -> list[bytes]:
-        ans = respond(model, req, outcome, scripted)
+    def _render(self, turn: Turn, outcome: Outcome, stream: bool) -> list[bytes]:
+        ans = respond(turn.model, turn.req, outcome, turn.scripted)
         # SimRequest's hash leaves out the schema; the answer (in the key) reflects it.
-        tail = b',"responseId":"sim-%08x"}' % seq
-        return [t + tail for t in _templates(model, req, outcome, ans, stream)]
+        tail = b',"responseId":"sim-%08x"}' % turn.seq
+        return [t + tail for t in _templates(turn.model, turn.req, outcome, ans, stream)]
 
-    def body(
-        self,
-        model: str,
-        seq: int,
-        req: SimRequest,
-        outcome: Outcome,
-        scripted: Answer | None = None,
-    ) -> bytes:
-        return self._render(model, seq, req, outcome, False, scripted)[0]
+    def body(self, turn: Turn, outcome: Outcome) -> bytes:
+        return self._render(turn, outcome, False)[0]
 
     def frames(
-        self,
-        model: str,
-        seq: int,
-        req: SimRequest,
-        outcome: Outcome,
-        extra: dict[str, Any],
-        scripted: Answer | None = None,
+        self, turn: Turn, outcome: Outcome, extra: dict[str, Any]
     ) -> tuple[list[bytes], int]:
-        bodies = self._render(model, seq, req, outcome, True, scripted)
+        bodies = self._render(turn, outcome, True)
         if extra.get("sse"):
             return [b"data: " + b + b"\r\n\r\n" for b in bodies], len(bodies) - 1
         # Without alt=sse Gemini streams one JSON array, an element at a time.

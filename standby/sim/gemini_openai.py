@@ -5,7 +5,6 @@ error shapes."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -13,13 +12,14 @@ import orjson
 from aiohttp import web
 
 from standby.sim.answers import Answer, SimRequest, count_tokens, split_chunks
-from standby.sim.gemini_history import Tooling, openai_history, openai_tools
+from standby.sim.gemini_history import Tooling, openai_history, openai_tools, with_tooling
 from standby.sim.gemini_tools import respond
 from standby.sim.surface import (
     GOOGLE_STATUS,
     BadRequest,
     Outcome,
     Surface,
+    Turn,
     cached_by_body,
     json_response,
 )
@@ -110,24 +110,12 @@ def parse(body: bytes) -> tuple[str, SimRequest, bool, bool]:
         context="\n".join(seen),
     )
     if tooled or "tools" in data or "tool_choice" in data:
-        req = _with_tools(data, messages if tooled else None, req)
+        declared = openai_tools(data)
+        history = openai_history(messages) if tooled else Tooling()
+        req = with_tooling(req, declared, history)
     options = data.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return model.removeprefix("models/"), req, data.get("stream") is True, include_usage
-
-
-def _with_tools(data: dict[str, Any], messages: Any, req: SimRequest) -> SimRequest:
-    tools, mode, allowed = openai_tools(data)
-    history = openai_history(messages) if messages is not None else Tooling()
-    return replace(
-        req,
-        tools=tools,
-        tool_mode=mode,
-        allowed=allowed,
-        answered=history.answered,
-        results_last=history.results_last,
-        unsigned=history.unsigned,
-    )
 
 
 def _response_format(fmt: Any) -> tuple[bool, dict[str, Any] | None]:
@@ -242,31 +230,18 @@ class OpenAISurface(Surface):
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return json_response({"error": err}, status, headers)
 
-    def body(
-        self,
-        model: str,
-        seq: int,
-        req: SimRequest,
-        outcome: Outcome,
-        scripted: Answer | None = None,
-    ) -> bytes:
-        ans = respond(model, req, outcome, scripted)
-        tail = b',"id":"chatcmpl-sim-%08x","created":%d}' % (seq, int(time.time()))
-        return _body_template(model, req, ans, outcome) + tail
+    def body(self, turn: Turn, outcome: Outcome) -> bytes:
+        ans = respond(turn.model, turn.req, outcome, turn.scripted)
+        tail = b',"id":"chatcmpl-sim-%08x","created":%d}' % (turn.seq, int(time.time()))
+        return _body_template(turn.model, turn.req, ans, outcome) + tail
 
     def frames(
-        self,
-        model: str,
-        seq: int,
-        req: SimRequest,
-        outcome: Outcome,
-        extra: dict[str, Any],
-        scripted: Answer | None = None,
+        self, turn: Turn, outcome: Outcome, extra: dict[str, Any]
     ) -> tuple[list[bytes], int]:
-        ans = respond(model, req, outcome, scripted)
+        ans = respond(turn.model, turn.req, outcome, turn.scripted)
         include_usage = bool(extra.get("include_usage"))
-        templates = _chunk_templates(model, req, ans, include_usage, outcome)
-        tail = b',"id":"chatcmpl-sim-%08x","created":%d}\n\n' % (seq, extra["created"])
+        templates = _chunk_templates(turn.model, turn.req, ans, include_usage, outcome)
+        tail = b',"id":"chatcmpl-sim-%08x","created":%d}\n\n' % (turn.seq, extra["created"])
         frames = [b"data: " + t + tail for t in templates]
         frames.append(_DONE)
         return frames, len(templates) - 1 - include_usage

@@ -4,6 +4,7 @@ to the shared fault-and-answer flow in :mod:`standby.sim.gemini`."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
@@ -74,31 +75,29 @@ def retry_info(seconds: int) -> dict[str, str]:
     return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{seconds}s"}
 
 
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One request to answer: the ``model`` asked, the server's ``seq`` number for it, the
+    parsed ``req``, and the ``scripted`` answer that replaces the simulated one, if any."""
+
+    model: str
+    seq: int
+    req: SimRequest
+    scripted: Answer | None = None
+
+
 class Surface:
     """One protocol surface: how errors, whole answers and stream frames look on the wire."""
 
     def error(self, status: int, message: str, retry_after: int | None = None) -> web.Response:
         raise NotImplementedError
 
-    def body(
-        self,
-        model: str,
-        seq: int,
-        req: SimRequest,
-        outcome: Outcome,
-        scripted: Answer | None = None,
-    ) -> bytes:
-        """The whole (non-streamed) answer body; ``scripted`` replaces the answer."""
+    def body(self, turn: Turn, outcome: Outcome) -> bytes:
+        """The whole (non-streamed) answer body."""
         raise NotImplementedError
 
     def frames(
-        self,
-        model: str,
-        seq: int,
-        req: SimRequest,
-        outcome: Outcome,
-        extra: dict[str, Any],
-        scripted: Answer | None = None,
+        self, turn: Turn, outcome: Outcome, extra: dict[str, Any]
     ) -> tuple[list[bytes], int]:
         """Every frame of the stream, and the index of the frame that finishes the answer
         (a ``cut-<n>`` fault never sends that one)."""
