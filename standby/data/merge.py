@@ -97,11 +97,19 @@ def _normalised(row: dict[str, Any], origin: str) -> dict[str, Any] | None:
     out = {
         "prompt": row.get("prompt") or prompt,
         "prompt_id": row.get("prompt_id") or prompt_id_of(prompt),
-        "messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]],
+        "messages": [_message(m) for m in row["messages"]],
         "category": row.get("category") or "",
     }
     out.update({k: v for k, v in row.items() if k not in out})
     out["merged_from"] = origin
+    return out
+
+
+def _message(m: dict[str, Any]) -> dict[str, Any]:
+    """A turn's role and content, and a tool pair's calls and result fields where it has them
+    (``data/tool_pairs.py``)."""
+    out = {"role": m["role"], "content": m["content"]}
+    out.update({k: m[k] for k in ("tool_calls", "tool_call_id", "name") if m.get(k) is not None})
     return out
 
 

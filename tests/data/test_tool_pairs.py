@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from standby.data.export import FEATURES, export
+from standby.data.merge import MergeConfig, run_merge
 from standby.data.pairs import PairStore
 from standby.data.sources import load_split
 from standby.data.tool_pairs import messages_of, tools_of
@@ -99,3 +100,23 @@ def test_an_export_with_tool_pairs_has_the_tool_columns(stores: Stores, tmp_path
         assert messages[2].name == "get_weather"
         assert by_prompt["question 1"]["tools"] is None
         assert tools_of(by_prompt["question 1"]["tools"]) == ()
+
+
+def test_a_merge_keeps_the_calls_of_tool_pairs(stores: Stores, tmp_path: Path) -> None:
+    store = stores.open("tools.db", test_fraction=0.0)
+    store.write([candidate(1), tool_candidate(2)])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "train_sft.jsonl").write_bytes(
+        orjson.dumps(
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+        )
+        + b"\n"
+    )
+    (other / "test_sft.jsonl").write_bytes(b"")
+    url = f"sqlite:///{store.path}"
+    run_merge(MergeConfig(first_ds_id=url, second_ds_id=str(other), output_dir=tmp_path / "merged"))
+    rows = load_split(str(tmp_path / "merged"), "train_sft").dataset
+    tool_row = next(r for r in rows if r["tools"])
+    assert [m.role for m in messages_of(tool_row["messages"])] == [m["role"] for m in TURNS]
+    assert messages_of(tool_row["messages"])[1].tool_calls[0].name == "get_weather"
