@@ -7,18 +7,18 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from collections.abc import AsyncIterator
+from typing import Any
 
 import litellm
 import openai
 import pytest
-import pytest_asyncio
 from google import genai
 from google.genai import errors, types
 from pydantic import BaseModel
 
 from standby.sim.answers import base_answer, split_chunks
 from tests.fixtures.sim import SIM_KEY, RunningSim
+from tests.sim.conftest import genai_client
 
 pytestmark = [
     # litellm declares TypedDicts with ReadOnly items; pydantic warns when it first builds them.
@@ -30,26 +30,6 @@ pytestmark = [
 MODEL = "gemini-2.5-flash"
 PROMPT = "Name three colours of the rainbow."
 ANSWER = base_answer(PROMPT)
-
-
-def _genai(url: str, key: str = "test-key") -> genai.Client:
-    return genai.Client(
-        api_key=key, http_options=types.HttpOptions(base_url=url, api_version="v1beta")
-    )
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def shared_client(gemini_sim: RunningSim) -> AsyncIterator[genai.Client]:
-    # Building a client costs ~0.4 s (TLS contexts), so one serves the whole module.
-    c = _genai(gemini_sim.url)
-    yield c
-    c.close()
-    await c.aio.aclose()
-
-
-@pytest.fixture
-def client(sim: RunningSim, shared_client: genai.Client) -> genai.Client:
-    return shared_client
 
 
 def _openai(url: str, key: str = "test-key") -> openai.AsyncOpenAI:
@@ -178,9 +158,9 @@ def test_genai_blocked_answers(client: genai.Client) -> None:
 
 
 def test_genai_api_key_checked_when_configured(sim_with_key: RunningSim) -> None:
-    good = _genai(sim_with_key.url, SIM_KEY)
+    good = genai_client(sim_with_key.url, SIM_KEY)
     assert good.models.generate_content(model=MODEL, contents=PROMPT).text == ANSWER
-    bad = _genai(sim_with_key.url, "wrong-key")
+    bad = genai_client(sim_with_key.url, "wrong-key")
     with pytest.raises(errors.ClientError) as info:
         bad.models.generate_content(model=MODEL, contents=PROMPT)
     assert (info.value.code, info.value.status) == (403, "PERMISSION_DENIED")
@@ -191,20 +171,22 @@ def test_genai_api_key_checked_when_configured(sim_with_key: RunningSim) -> None
 # --- litellm ----------------------------------------------------------------------------------
 
 
-async def test_litellm_completion(sim: RunningSim) -> None:
-    r = await litellm.acompletion(
-        model=f"gemini/{MODEL}",
-        api_base=f"{sim.url}/v1beta",
-        api_key="test-key",
-        messages=[{"role": "user", "content": PROMPT}],
+async def _litellm(sim: RunningSim, model: str = MODEL, **kw: Any) -> Any:
+    """litellm's answer from ``gemini/<model>`` on the simulator (``PROMPT`` unless
+    ``messages`` says otherwise)."""
+    kw.setdefault("messages", [{"role": "user", "content": PROMPT}])
+    return await litellm.acompletion(
+        model=f"gemini/{model}", api_base=f"{sim.url}/v1beta", api_key="test-key", **kw
     )
+
+
+async def test_litellm_completion(sim: RunningSim) -> None:
+    r = await _litellm(sim)
     assert r.choices[0].message.content == ANSWER
     assert r.choices[0].finish_reason == "stop"
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (6, 40)
-    r = await litellm.acompletion(
-        model=f"gemini/{MODEL}",
-        api_base=f"{sim.url}/v1beta",
-        api_key="test-key",
+    r = await _litellm(
+        sim,
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}],
         max_tokens=3,
         stop=["zzz"],
@@ -215,24 +197,12 @@ async def test_litellm_completion(sim: RunningSim) -> None:
 
 async def test_litellm_rate_limit(sim: RunningSim) -> None:
     with pytest.raises(litellm.RateLimitError) as info:
-        await litellm.acompletion(
-            model="gemini/error-429",
-            api_base=f"{sim.url}/v1beta",
-            api_key="test-key",
-            messages=[{"role": "user", "content": PROMPT}],
-            num_retries=0,
-        )
+        await _litellm(sim, "error-429", num_retries=0)
     assert info.value.status_code == 429
 
 
 async def test_litellm_stream(sim: RunningSim) -> None:
-    stream = await litellm.acompletion(
-        model=f"gemini/{MODEL}",
-        api_base=f"{sim.url}/v1beta",
-        api_key="test-key",
-        messages=[{"role": "user", "content": PROMPT}],
-        stream=True,
-    )
+    stream = await _litellm(sim, stream=True)
     pieces, finish = [], None
     async for chunk in stream:
         pieces.append(chunk.choices[0].delta.content or "")

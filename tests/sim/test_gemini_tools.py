@@ -6,14 +6,12 @@ MALFORMED_FUNCTION_CALL fault."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import openai
 import orjson
 import pytest
-import pytest_asyncio
 from google import genai
 from google.genai import errors, types
 
@@ -33,21 +31,6 @@ TIME = types.FunctionDeclaration(name="get_time", parameters_json_schema={"type"
 TOOLS = [types.Tool(function_declarations=[WEATHER, TIME])]
 ANY = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="ANY"))
 FLASH3 = "gemini-3-flash-preview"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def shared_client(gemini_sim: RunningSim) -> AsyncIterator[genai.Client]:
-    c = genai.Client(
-        api_key="k", http_options=types.HttpOptions(base_url=gemini_sim.url, api_version="v1beta")
-    )
-    yield c
-    c.close()
-    await c.aio.aclose()
-
-
-@pytest.fixture
-def client(sim: RunningSim, shared_client: genai.Client) -> genai.Client:
-    return shared_client
 
 
 def config(**kw: Any) -> types.GenerateContentConfig:
