@@ -7,19 +7,11 @@ from pathlib import Path
 
 from standby.errors import UpstreamStatusError
 from standby.providers.fake import FakeProvider, Reply
-from standby.store import InferenceCompleted, open_bus
+from tests.fixtures.captured import stored
 from tests.fixtures.fake_gateway import ROUTE, fake_config, fake_gateway
 
 P, F = "primary", "fallback"
 REQUESTS = "standby_requests_total"
-
-
-async def stored(db: Path) -> list[InferenceCompleted]:
-    async with open_bus(f"sqlite:///{db}") as bus:
-        deliveries = await bus.consume("inference.completed", "test-reader", "t", count=1000)
-    events = [d.event for d in deliveries]
-    assert all(isinstance(e, InferenceCompleted) for e in events)
-    return events  # type: ignore[return-value]
 
 
 def capturing(config: dict[str, object], db: Path) -> dict[str, object]:

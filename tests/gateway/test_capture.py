@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from standby.store import InferenceCompleted, open_bus
+from tests.fixtures.captured import stored
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim
 
@@ -31,14 +31,6 @@ def capturing(url: str, db: Path, tiny: Path | None = None, **capture: Any) -> d
         **capture,
     }
     return config
-
-
-async def stored(db: Path) -> list[InferenceCompleted]:
-    async with open_bus(f"sqlite:///{db}") as bus:
-        deliveries = await bus.consume("inference.completed", "test-reader", "t", count=10_000)
-    events = [d.event for d in deliveries]
-    assert all(isinstance(e, InferenceCompleted) for e in events)
-    return events  # type: ignore[return-value]
 
 
 def database_bytes(folder: Path) -> bytes:
