@@ -26,6 +26,7 @@ from standby.protocol import ChatRequest, Completion, Delta, Message
 from standby.providers.base import Provider
 from standby.providers.hotswap import AdapterSwapping, ServedModel
 from standby.providers.local import LocalProvider
+from tests.fixtures.providers import Start
 
 # peft 0.21 touches a property transformers 5 deprecated; harmless, not ours to fix.
 pytestmark = [
@@ -274,49 +275,49 @@ async def test_event_loop_keeps_running_while_loading_and_generating(
     assert max(gaps) < max(0.2, took / 4), (max(gaps), took)
 
 
-async def test_busy_at_once_when_the_queue_is_full(tiny_model_dir: Path) -> None:
-    p = local(tiny_model_dir, max_batch_size=1, max_queue=1, max_new_tokens=200)
-    await p.start()
-    try:
-        running = p.stream(ask("Write a poem about rain.", max_tokens=200))
-        await first_delta(running)
-        tasks = [asyncio.create_task(p.complete(ask(f"Q {i}", max_tokens=4))) for i in range(4)]
-        await asyncio.sleep(0)  # each task submits; one waits in the queue
-        assert sum(t.done() for t in tasks) == 3  # refused at once, not after waiting
-        assert not p.ready()
-        await running.aclose()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        assert p.ready()
-    finally:
-        await p.close()
+@pytest.fixture
+async def one_slot(tiny_model_dir: Path, started: Start) -> LocalProvider:
+    """A started provider with one row and one place in its queue."""
+    return await started(local(tiny_model_dir, max_batch_size=1, max_queue=1, max_new_tokens=200))
+
+
+async def test_busy_at_once_when_the_queue_is_full(one_slot: LocalProvider) -> None:
+    p = one_slot
+    running = p.stream(ask("Write a poem about rain.", max_tokens=200))
+    await first_delta(running)
+    tasks = [asyncio.create_task(p.complete(ask(f"Q {i}", max_tokens=4))) for i in range(4)]
+    await asyncio.sleep(0)  # each task submits; one waits in the queue
+    assert sum(t.done() for t in tasks) == 3  # refused at once, not after waiting
+    assert not p.ready()
+    await running.aclose()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert p.ready()
     busy = [r for r in results if isinstance(r, BackendBusy)]
     done = [r for r in results if isinstance(r, Completion)]
     assert (len(done), len(busy)) == (1, 3)
     assert busy[0].backend == "gemma" and not busy[0].counts
 
 
-async def test_cancelled_requests_free_their_slot_and_stop_their_row(tiny_model_dir: Path) -> None:
-    p = local(tiny_model_dir, max_batch_size=1, max_queue=1, max_new_tokens=200)
-    await p.start()
-    try:
-        running = p.stream(ask("Write a poem about rain.", max_tokens=200))
-        await first_delta(running)
-        waiting = asyncio.create_task(p.complete(ask("Waiting", max_tokens=4)))
-        await asyncio.sleep(0)
-        assert not p.ready()
-        with pytest.raises(BackendBusy):
-            await p.complete(ask("No room"))
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiting
-        assert p.ready()  # the waiting request's slot is free again
-        await running.aclose()  # the consumer goes away mid-generation
-        after = await p.complete(ask("Next", max_tokens=4))
-        assert p.stats.cancelled == 2
-        tokens_of_running = p.stats.generated_tokens - after.usage.completion_tokens
-        assert tokens_of_running < 200
-    finally:
-        await p.close()
+async def test_cancelled_requests_free_their_slot_and_stop_their_row(
+    one_slot: LocalProvider,
+) -> None:
+    p = one_slot
+    running = p.stream(ask("Write a poem about rain.", max_tokens=200))
+    await first_delta(running)
+    waiting = asyncio.create_task(p.complete(ask("Waiting", max_tokens=4)))
+    await asyncio.sleep(0)
+    assert not p.ready()
+    with pytest.raises(BackendBusy):
+        await p.complete(ask("No room"))
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    assert p.ready()  # the waiting request's slot is free again
+    await running.aclose()  # the consumer goes away mid-generation
+    after = await p.complete(ask("Next", max_tokens=4))
+    assert p.stats.cancelled == 2
+    tokens_of_running = p.stats.generated_tokens - after.usage.completion_tokens
+    assert tokens_of_running < 200
 
 
 async def test_adapter_loads_and_changes_the_answer(
