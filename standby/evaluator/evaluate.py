@@ -51,6 +51,7 @@ class Report:
             "judgements": d["judgements"],
             "cost": d["cost"],
             "gate": None if self.gate is None else self.gate["summary"],
+            **_tool_means(d),
         }
 
     def one_line(self) -> str:
@@ -200,6 +201,14 @@ async def evaluate(cfg: EvaluateConfig) -> Report:
     return Report(report)
 
 
+def _tool_means(report: dict[str, Any]) -> dict[str, Any]:
+    """``{"tool_use": {score: mean}}`` when rows offered tools, else nothing."""
+    tools = report.get("tool_use")
+    if tools is None:
+        return {}
+    return {"tool_use": {k: v["mean"] for k, v in tools.items() if isinstance(v, dict)}}
+
+
 def _judge_id(cfg: EvaluateConfig) -> str:
     name = cfg.service_model_name
     return name if cfg.service_llm_provider == "litellm" else f"gemini/{name}"
@@ -230,6 +239,7 @@ async def _publish(url: str, report: dict[str, Any]) -> None:
         "judge_failures": report["judgements"]["failed"],
         "gate_passed": gate.get("passed"),
         "gate_summary": gate.get("summary"),
+        **_tool_means(report),
     }
     bus = open_bus(url)
     try:

@@ -150,6 +150,9 @@ def test_tool_traffic_is_captured_trained_answered_and_scored(
         "tool_args_match": {"n": 1, "mean": 1.0},
         "tool_args_valid": {"n": 1, "mean": 1.0},
     }
+    assert report.summary()["tool_use"] == dict.fromkeys(
+        ("tool_name_match", "tool_args_match", "tool_args_valid"), 1.0
+    )  # also in the evaluation.completed event
     assert report.gate is not None and report.gate["passed"], report.gate
     assert report.gate["tool_use"]["tool_name_match"] == {
         "mean": 1.0,
