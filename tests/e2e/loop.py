@@ -4,9 +4,9 @@ reads that, answers in text) driven through the clients applications use: the of
 (``bind_tools``) and an OpenAI Agents SDK agent on its chat-completions model.
 
 Each driver runs the loop the way that client's users write it, with ``before(step)`` called
-before each model call (a test takes Gemini down or brings it back there), and records the
-``x-standby-backend`` header of every answer through an httpx event hook on the client's own
-HTTP client.
+before each model call (a test takes Gemini down or brings it back there). Event hooks on the
+client's own httpx client record every request body it sent and the ``x-standby-backend`` header
+of every answer.
 """
 
 from __future__ import annotations
@@ -108,28 +108,48 @@ FORECAST_ASK = "Give the forecast for Paris."
 @dataclass
 class Session:
     """One loop against the gateway: its OpenAI base URL, the route (the request's ``model``),
-    ``before(step)`` run before each model call, and the ``x-standby-backend`` and
-    ``x-standby-fallback-reason`` headers of each chat-completions answer the client got."""
+    ``before(step)`` run before each model call; what the client sent (``sent``: the request
+    bodies) and the ``x-standby-backend`` and ``x-standby-fallback-reason`` headers of each
+    chat-completions answer it got."""
 
     base_url: str
     route: str
     before: Callable[[int], None] = lambda step: None
+    sent: list[dict[str, Any]] = field(default_factory=list)
     backends: list[str] = field(default_factory=list)
     reasons: list[str | None] = field(default_factory=list)
 
-    def _record(self, response: httpx.Response) -> None:
+    def _request(self, request: httpx.Request) -> None:
+        if request.url.path.endswith("/chat/completions"):
+            self.sent.append(json.loads(request.content))
+
+    def _response(self, response: httpx.Response) -> None:
         if response.request.url.path.endswith("/chat/completions"):
             self.backends.append(response.headers.get("x-standby-backend", "?"))
             self.reasons.append(response.headers.get("x-standby-fallback-reason"))
 
-    async def _arecord(self, response: httpx.Response) -> None:
-        self._record(response)
+    async def _arequest(self, request: httpx.Request) -> None:
+        self._request(request)
+
+    async def _aresponse(self, response: httpx.Response) -> None:
+        self._response(response)
 
     def http(self) -> httpx.Client:
-        return httpx.Client(event_hooks={"response": [self._record]}, timeout=60)
+        hooks = {"request": [self._request], "response": [self._response]}
+        return httpx.Client(event_hooks=hooks, timeout=60)
 
     def async_http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(event_hooks={"response": [self._arecord]}, timeout=60)
+        hooks = {"request": [self._arequest], "response": [self._aresponse]}
+        return httpx.AsyncClient(event_hooks=hooks, timeout=60)
+
+    def signed(self) -> list[bool]:
+        """Per assistant message with calls in the last request's history: whether its first
+        call went back with a thought signature (``extra_content.google.thought_signature``)."""
+        firsts = [m["tool_calls"][0] for m in self.sent[-1]["messages"] if m.get("tool_calls")]
+        return [
+            bool(call.get("extra_content", {}).get("google", {}).get("thought_signature"))
+            for call in firsts
+        ]
 
     def client(self) -> openai.OpenAI:
         return openai.OpenAI(
@@ -144,18 +164,10 @@ class Session:
 
 @dataclass
 class Loop:
-    """What a loop did: the functions called in order and the final text; ``signed``, for the
-    drivers that keep the assistant message as returned: per step with calls, whether the
-    history sent back carries a thought signature on its first call."""
+    """What a loop did: the functions called, in order, and the final text."""
 
     calls: list[str]
     text: str
-    signed: list[bool] | None = None
-
-
-def signed(message: dict[str, Any]) -> bool:
-    first = message["tool_calls"][0]
-    return bool(first.get("extra_content", {}).get("google", {}).get("thought_signature"))
 
 
 def _tool_messages(message: dict[str, Any], calls: list[str]) -> list[dict[str, Any]]:
@@ -175,15 +187,13 @@ class SDKLoop:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.messages: list[Any] = [{"role": "user", "content": QUESTION}]
-        self.loop = Loop([], "", [])
+        self.loop = Loop([], "")
 
     def step(self, message: dict[str, Any]) -> Loop | None:
         """Take one answer: the finished loop when it is text, else None (results appended)."""
-        assert self.loop.signed is not None
         if not message.get("tool_calls"):
             self.loop.text = message.get("content") or ""
             return self.loop
-        self.loop.signed.append(signed(message))
         self.messages += [message, *_tool_messages(message, self.loop.calls)]
         return None
 

@@ -107,8 +107,14 @@ async def test_a_three_step_tool_loop_completes(
     assert session.backends == list(target.steps)
     down = ["server_error" if step in target.down else None for step in range(3)]
     assert session.reasons == down  # Gemini's 503, then the fallback answered
-    if loop.signed is not None:  # the history as the client sent it back
-        assert loop.signed == [step == "gemini3" for step in target.steps[:2]]
+    # What went back: the openai SDK's messages as returned; the Agents SDK keeps the signature
+    # when the model name has "gemini" in it (these routes' names do). langchain-openai 1.8
+    # drops extra_content, so on Gemini 3 its loop runs on the gateway's placeholders.
+    gemini_signed = [step == "gemini3" for step in target.steps[:2]]
+    if driver is langchain_tools:
+        assert session.signed() == [False, False], "langchain-openai keeps signatures now"
+    else:
+        assert session.signed() == gemini_signed
 
 
 @pytest.mark.parametrize("driver", DRIVERS.values(), ids=DRIVERS.keys())
@@ -119,7 +125,7 @@ async def test_a_three_step_tool_loop_on_the_local_backend(
     loop: Loop = await drive(driver, session)
     assert (loop.calls, loop.text) == (CALLED, LOCAL_ANSWER)
     assert session.backends == ["gemma"] * 3
-    assert loop.signed in (None, [False, False])
+    assert session.signed() == [False, False]
 
 
 @pytest.mark.parametrize("driver", DRIVERS.values(), ids=DRIVERS.keys())
