@@ -44,6 +44,7 @@ _COLUMNS = (
     " request_id, created_at, split, content_hash, tools"
 )
 SCHEMA_VERSION = 2
+_FIELDS = tuple(name.strip() for name in _COLUMNS.split(","))  # Pair's, in order
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pairs (
     prompt_id TEXT NOT NULL UNIQUE, prompt TEXT NOT NULL, messages TEXT NOT NULL,
@@ -487,24 +488,10 @@ def _marks(n: int) -> str:
 
 
 def _pair(row: Sequence[Any]) -> Pair:
-    pid, prompt, messages, category, source, route, model, version, *ids, split, digest, tools = row
-    event_id, request_id, created_at = ids
-    return Pair(
-        pid,
-        prompt,
-        orjson.loads(messages),
-        category,
-        source,
-        route,
-        model,
-        version,
-        event_id,
-        request_id,
-        created_at,
-        split,
-        digest,
-        orjson.loads(tools) if tools else None,
-    )
+    fields = dict(zip(_FIELDS, row, strict=True))
+    fields["messages"] = orjson.loads(fields["messages"])
+    fields["tools"] = orjson.loads(fields["tools"]) if fields["tools"] else None
+    return Pair(**fields)
 
 
 def _changed_since(db: sqlite3.Connection, seq: int) -> tuple[int, int]:
