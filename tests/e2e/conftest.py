@@ -81,6 +81,7 @@ def tools_gateway(
         },
         {
             GEMINI_3: ["gemini3"],
+            "chat": ["gemini3"],  # Gemini 3 behind a name without "gemini" in it
             GEMINI_25: ["gemini25"],
             "vllm": ["vllm"],
             "litellm": ["litellm"],
