@@ -77,11 +77,29 @@ def _is_object(text: str) -> bool:
 
 def tool_prompt_id(base_id: str, context: Sequence[Turn], tools: Sequence[Turn]) -> str:
     """The dedup key of a tool pair: the plain prompt id of its question, plus the tools and
-    the history after it (the same question with other tool results is another prompt)."""
+    the history before the answer (the same question with other tool results is another
+    prompt). Call ids are left out (each conversation draws its own), texts are normalised
+    and arguments compared as JSON, so the same step of two conversations is one prompt."""
     body = orjson.dumps(
-        {"context": list(context), "tools": list(tools)}, option=orjson.OPT_SORT_KEYS
+        {"context": [_key(t) for t in context], "tools": list(tools)},
+        option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(base_id.encode() + b"\ntools\n" + body).hexdigest()
+
+
+def _key(turn: Turn) -> Turn:
+    from standby.data.pairs import normalise  # pairs imports this module
+
+    calls = [
+        (c["function"]["name"], orjson.loads(c["function"]["arguments"] or "{}"))
+        for c in turn.get("tool_calls") or ()
+    ]
+    return {
+        "role": turn["role"],
+        "content": normalise(str(turn.get("content") or "")),
+        "calls": calls,
+        "name": turn.get("name"),
+    }
 
 
 def answer_chars(answer: Mapping[str, Any]) -> int:

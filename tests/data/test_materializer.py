@@ -87,6 +87,7 @@ async def test_events_that_use_tools_become_tool_pairs(bus: Bus, store: PairStor
     fallback's answer and a turn whose history has an assistant text turn do not."""
     call = CapturedToolCall(id="c1", name="get_weather", arguments='{"city":"Paris"}')
     tool = CapturedTool(name="get_weather", parameters={"type": "object"})
+    other_id = call.model_copy(update={"id": "c9", "arguments": '{ "city": "Paris" }'})
     asked = ChatMessage(role="user", content="Weather in Paris?")
     looped = [
         asked,
@@ -106,6 +107,18 @@ async def test_events_that_use_tools_become_tool_pairs(bus: Bus, store: PairStor
                 tools=[tool],
                 messages=[asked, ChatMessage(role="assistant", content="Hm."), asked],
             ),
+            # The same step of another conversation (its own call id): a duplicate prompt.
+            event(
+                8,
+                response="It is sunny.",
+                tools=[tool],
+                messages=[
+                    asked,
+                    ChatMessage(role="assistant", content="", tool_calls=[other_id]),
+                    looped[2].model_copy(update={"tool_call_id": "c9"}),
+                ],
+                age_s=60,
+            ),
             event(
                 7,
                 response="",
@@ -116,7 +129,7 @@ async def test_events_that_use_tools_become_tool_pairs(bus: Bus, store: PairStor
         ],
     )
     counts = await Materializer(bus, store, consumer="m1").run(once=True)
-    assert (counts.events, counts.written) == (7, 4)
+    assert (counts.events, counts.written, counts.duplicate) == (8, 4, 1)
     assert counts.skipped == {"fallback": 1, "multi_turn": 1, "bad_tool_arguments": 1}
     pairs = {p.request_id: p for p in store.pairs()}
     assert sorted(pairs) == ["r1", "r2", "r3", "r5"]
