@@ -258,7 +258,9 @@ class PairStore:
 
     def _migrate(self) -> None:
         """Bring an older file to SCHEMA_VERSION, under the write lock (two processes opening
-        it at once migrate it once)."""
+        it at once migrate it once); a current file takes no lock."""
+        if sqlite.schema_version(self._db) == SCHEMA_VERSION:
+            return
         with sqlite.transaction(self._db) as db:
             version = sqlite.schema_version(db)
             if version > SCHEMA_VERSION:

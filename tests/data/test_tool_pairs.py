@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from standby.data.export import FEATURES, export
 from standby.data.merge import MergeConfig, run_merge
-from standby.data.pairs import PairStore
+from standby.data.pairs import DataError, PairStore
 from standby.data.sources import load_split
 from standby.data.tool_pairs import messages_of, tools_of
 from tests.data import Stores, candidate
@@ -73,6 +74,10 @@ def test_a_schema_1_store_is_migrated_and_keeps_its_pairs(stores: Stores, tmp_pa
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     PairStore(path).close()  # opening a migrated store again changes nothing
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 3")
+    with pytest.raises(DataError, match="written by a newer standby"):
+        PairStore(path)
 
 
 def test_an_export_with_tool_pairs_has_the_tool_columns(stores: Stores, tmp_path: Path) -> None:
