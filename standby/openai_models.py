@@ -7,12 +7,31 @@ Unknown fields are accepted (SDKs add new ones all the time) and logged once per
 from __future__ import annotations
 
 import logging
+import re
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 log = logging.getLogger("standby.protocol")
+
+
+@lru_cache(maxsize=1024)
+def schema_problem(schema_json: bytes) -> str | None:
+    """What is wrong with a tool's ``parameters`` schema (None: nothing). Cached by its JSON:
+    applications send the same tools with every request, and checking one costs far more
+    than encoding it."""
+    import jsonschema  # type: ignore[import-untyped]
+
+    schema = orjson.loads(schema_json)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        where = ".".join(str(p) for p in e.absolute_path)
+        return f"{where}: {e.message}" if where else e.message
+    return None
+
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -84,11 +103,34 @@ class ChatMessageIn(OpenModel):
         return "".join(part.text for part in self.content)
 
 
+# A function name every backend can call: OpenAI's letters, digits, _ and - (plus the dots
+# Gemini and Gemma accept), starting as Gemini requires, at most 64 characters.
+_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
 class FunctionSpec(OpenModel):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+    name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _callable_everywhere(cls, name: str) -> str:
+        if not _FUNCTION_NAME.fullmatch(name):
+            raise ValueError(
+                "a function name is 1-64 of A-Z a-z 0-9 _ . - and starts with a letter or _"
+            )
+        return name
+
+    @field_validator("parameters")
+    @classmethod
+    def _a_json_schema(cls, parameters: dict[str, Any] | None) -> dict[str, Any] | None:
+        if parameters is not None:
+            problem = schema_problem(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS))
+            if problem is not None:
+                raise ValueError(f"not a valid JSON Schema: {problem}")
+        return parameters
 
 
 class ToolSpec(OpenModel):

@@ -49,7 +49,14 @@ def _messages(raw: list[ChatMessageIn]) -> tuple[Message, ...]:
             ToolCall(c.id, c.function.name, c.function.arguments, c.signature())
             for c in m.tool_calls or ()
         )
-        called.update((c.id, c.name) for c in calls)
+        for j, c in enumerate(calls):
+            if c.id in called:
+                raise RequestError(
+                    f"messages.{i}.tool_calls.{j}.id: {c.id!r} is the id of an earlier call "
+                    "(each call needs its own, so its result can be matched to it)",
+                    param=f"messages.{i}.tool_calls.{j}.id",
+                )
+            called[c.id] = c.name
         role = "system" if m.role == "developer" else m.role
         out.append(Message(role, m.text(), tool_calls=calls))
     return tuple(out)

@@ -99,9 +99,10 @@ class Redactor:
         return redacted
 
     def json_text(self, text: str) -> str:
-        """JSON text with each of its strings, numbers and member names redacted, written as
-        JSON again (so it still parses; a redacted number becomes a string), or ``text`` itself
-        when nothing matched. Text that is not JSON is redacted as text."""
+        """JSON text with each of its strings and member names redacted, and numbers that are
+        card numbers, written as JSON again (so it still parses; a redacted number becomes a
+        string), or ``text`` itself when nothing matched. Text that is not JSON is redacted as
+        text."""
         try:
             value = json.loads(text)
         except ValueError:
@@ -110,10 +111,19 @@ class Redactor:
         _leaves(value, leaves)
         redacted = self.many(leaves) if leaves else leaves
         secrets = self._api_keys and _has_secret(value)
-        if redacted == leaves and not secrets:
+        cards = self._api_keys and _has_card_number(value)
+        if redacted == leaves and not secrets and not cards:
             return text
-        out = _rebuild(value, iter(redacted), secrets=secrets)
+        out = _rebuild(value, iter(redacted), secrets=secrets, cards=cards)
         return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+def _has_card_number(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_card_number(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_card_number(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool) and _card_number(value)
 
 
 def _has_secret(value: Any) -> bool:
@@ -133,8 +143,22 @@ def _secret(name: str, value: Any) -> bool:
     )
 
 
+def _card_number(value: int | float) -> bool:
+    """A JSON number that is a payment card number: 13-19 digits passing the Luhn check.
+    Other numbers (timestamps, ids, amounts) keep their type, so arguments still match the
+    schema they were called with."""
+    digits = str(value) if isinstance(value, int) else ""
+    if not 13 <= len(digits) <= 19 or not digits.isdigit():
+        return False
+    total = 0
+    for i, d in enumerate(int(c) for c in reversed(digits)):
+        total += d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2)
+    return total % 10 == 0
+
+
 def _leaves(value: Any, out: list[str]) -> None:
-    """The texts of a JSON value in document order: member names, strings, numbers."""
+    """The texts of a JSON value in document order: member names and strings (numbers are
+    judged apart, ``_card_number``)."""
     if isinstance(value, dict):
         for k, v in value.items():
             out.append(k)
@@ -144,24 +168,21 @@ def _leaves(value: Any, out: list[str]) -> None:
             _leaves(v, out)
     elif isinstance(value, str):
         out.append(value)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        out.append(json.dumps(value))
 
 
-def _rebuild(value: Any, redacted: Iterator[str], *, secrets: bool) -> Any:
+def _rebuild(value: Any, redacted: Iterator[str], *, secrets: bool, cards: bool) -> Any:
     """``value`` with its leaves (in ``_leaves`` order) replaced by ``redacted``."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             name = next(redacted)
-            new = _rebuild(v, redacted, secrets=secrets)
+            new = _rebuild(v, redacted, secrets=secrets, cards=cards)
             out[name] = "[API_KEY]" if secrets and _secret(k, v) else new
         return out
     if isinstance(value, list):
-        return [_rebuild(v, redacted, secrets=secrets) for v in value]
+        return [_rebuild(v, redacted, secrets=secrets, cards=cards) for v in value]
     if isinstance(value, str):
         return next(redacted)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        text = next(redacted)
-        return value if text == json.dumps(value) else text
+        return "[CARD]" if cards and _card_number(value) else value
     return value

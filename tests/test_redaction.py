@@ -72,6 +72,11 @@ def test_redacting_texts_together_equals_one_by_one() -> None:
 
 JSON_CASES = [
     ('{"to":"bob@example.com","n":4111111111111111}', {"to": "[EMAIL]", "n": "[CARD]"}),
+    # numbers keep their type unless they are card numbers (Luhn): timestamps, ids, amounts
+    (
+        '{"at": 1733580000, "ms": 1733580000123, "n": 4111111111111112}',
+        {"at": 1733580000, "ms": 1733580000123, "n": 4111111111111112},
+    ),
     (
         '{"api_key": "abcdef1234567890XYZ", "city": "Paris"}',
         {"api_key": "[API_KEY]", "city": "Paris"},

@@ -68,7 +68,7 @@ class GeminiProvider:
             finish_reason=finish,
             usage=parsed.usage or Usage(),
             model_version=parsed.version,
-            tool_calls=parsed.calls,
+            tool_calls=parsed.calls[:1] if request.parallel_tool_calls is False else parsed.calls,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
@@ -94,6 +94,8 @@ class GeminiProvider:
                         finish = parsed.finish or finish
                         texts.append(parsed.text)
                         for c in parsed.calls:
+                            if calls and request.parallel_tool_calls is False:
+                                break  # Gemini has no such switch: the first call stands
                             # Gemini sends each functionCall part whole: one piece per call.
                             pieces.append(
                                 ToolCallDelta(calls, c.id, c.name, c.arguments, c.signature)

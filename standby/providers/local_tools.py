@@ -267,9 +267,7 @@ class ToolStream:
 
     def _call(self, out: list[Delta], body: str) -> None:
         if self.calls and self.request.parallel_tool_calls is False:
-            raise UpstreamProtocolError(
-                self.backend, "the model made a second call with parallel_tool_calls false"
-            )
+            return  # one call asked for: the first one stands, later ones are dropped
         try:
             name, arguments = parse_call(body)
         except SyntaxProblem as e:

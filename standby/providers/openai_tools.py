@@ -206,7 +206,10 @@ class StreamedCalls:
         """The call a piece continues; None when it begins one. Without an ``index`` (some
         servers omit it) a new id begins a call and a piece without an id continues the last."""
         if isinstance(index, int) and not isinstance(index, bool):
-            return self._by_key.get(index)
+            known = self._by_key.get(index)
+            if known is not None and call_id is not None and call_id != known.id:
+                return None  # servers that send each whole call at index 0: a new id, a new call
+            return known
         if index is not None:
             raise UpstreamProtocolError(self._backend, "a tool call piece's index is not a number")
         if call_id is not None:

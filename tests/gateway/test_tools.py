@@ -82,6 +82,43 @@ INVALID = [
         "must be a JSON object",
     ),
     (
+        "duplicate-call-ids",
+        {
+            "messages": [
+                *ASK_WEATHER,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "a"}},
+                        {"id": "c1", "type": "function", "function": {"name": "b"}},
+                    ],
+                },
+            ]
+        },
+        "messages.1.tool_calls.1.id",
+        "'c1' is the id of an earlier call",
+    ),
+    (
+        "bad-function-name",
+        {"tools": [{"type": "function", "function": {"name": "1st tool"}}]},
+        "tools.0.function.name",
+        "a function name is 1-64 of",
+    ),
+    (
+        "bad-parameters-schema",
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {"name": "f", "parameters": {"type": "object", "required": 3}},
+                }
+            ]
+        },
+        "tools.0.function.parameters",
+        "not a valid JSON Schema: required: 3 is not of type 'array'",
+    ),
+    (
         "legacy-functions",
         {"functions": [WEATHER["function"]]},
         None,

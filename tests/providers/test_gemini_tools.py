@@ -405,3 +405,13 @@ def test_every_failed_call_finish_is_a_protocol_error(reason: str) -> None:
     with pytest.raises(UpstreamProtocolError) as info:
         Parsed(payload, "gemini")
     assert str(info.value) == f"gemini: finishReason {reason}: bad call"
+
+
+@MODES
+async def test_parallel_tool_calls_false_keeps_the_first_call(make: Make, stream: bool) -> None:
+    # Gemini has no such switch; the provider keeps the first call of the answer.
+    p = await make("gemini-3-flash-preview-tool-parallel")
+    request = ChatRequest(messages=(ASK,), tools=TOOLS, parallel_tool_calls=False)
+    done = await answer(p, request, stream)
+    check_calls(done.tool_calls, ["get_weather"])
+    assert done.finish_reason == "tool_calls"

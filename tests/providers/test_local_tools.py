@@ -226,12 +226,6 @@ def test_a_forced_call_starts_with_the_call_tokens() -> None:
         ),
         (request(tool_choice=ToolChoice("required", "get_time")), ["}<tool_call|>"], "stop", None),
         (
-            request(parallel_tool_calls=False),
-            [call("call:get_time{}"), call("call:get_time{}")],
-            "stop",
-            "second call with parallel_tool_calls false",
-        ),
-        (
             request(tools=(WEATHER,), tool_choice=ToolChoice("required")),
             ["<tool_call|>"],
             "stop",
@@ -275,3 +269,11 @@ def test_tool_support_follows_the_chat_template(
     assert reason == "the chat template of google/gemma-3-1b-it has no tool support"
     # A template that declares tools in a syntax other than Gemma 4's cannot be read back.
     assert "reads only Gemma 4's tool-call syntax" in str(tool_support(gemma3, "qwen", True))
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call() -> None:
+    deltas, finish = run(
+        request(parallel_tool_calls=False), [call("call:get_time{}"), call("call:get_time{}")]
+    )
+    assert finish == "tool_calls"
+    assert [c.name for c in whole_calls(calls_of(deltas))] == ["get_time"]

@@ -291,6 +291,14 @@ _SERVED: dict[str, tuple[dict[str, Any], list[bytes]]] = {
             {"tool_calls": [{"index": 0, "id": "call_2", "function": {"arguments": ""}}]},
         ),
     ),
+    # each whole call in its own delta, every one at index 0 (a new id begins a new call)
+    "index-zero": (
+        _whole(_call(args={"city": "Oslo"}), _call(id="call_2", name="g")),
+        _frames(
+            {"tool_calls": [_call(args='{"city": "Oslo"}')]},
+            {"tool_calls": [_call(id="call_2", name="g", args="{}")]},
+        ),
+    ),
     # a whole call in one delta, then a second one without ``index`` (Gemini's surface style)
     "whole-deltas": (
         _whole(_call(args={"city": "Oslo"}), finish="stop"),
@@ -340,3 +348,12 @@ async def test_whole_calls_in_one_delta_and_argument_objects(odd_server: str, ma
         ("call_2", "g", "{}"),
     ]
     assert deltas[-1].finish_reason == "tool_calls"
+
+
+async def test_whole_calls_all_at_index_zero_are_separate_calls(odd_server: str, make: Any) -> None:
+    p = await make(odd_server, "index-zero")
+    deltas = await collect(p, TOOLS)
+    assert [(x.id, x.name, x.arguments) for x in streamed(deltas)] == [
+        ("call_1", "f", '{"city": "Oslo"}'),
+        ("call_2", "g", "{}"),
+    ]
