@@ -72,7 +72,8 @@ def _absent(value: object) -> bool:
 
 def _optional() -> Any:
     """An optional field added after 1.0: None when absent, and left out of the encoded event
-    when None, so an event without it reads as it did before (readers of 1.0 included)."""
+    when None, so an event that does not use it reads as it did before (an older reader
+    rejects an event that does: upgrade readers first, docs/deploy.md)."""
     return Field(default=None, exclude_if=_absent)
 
 
