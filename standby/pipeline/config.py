@@ -64,7 +64,7 @@ class PipelineConfig(ToolConfig):
     store: str = Field(default=DataConfig().store, description="pair store URL (sqlite:///)")
     backend: str = Field(default="gemma", description="the gateway backend the model is for")
     base_model_id: str = Field(
-        default="google/gemma-3-1b-it", description="base model the adapters are trained on"
+        default="google/gemma-4-E2B-it", description="base model the adapters are trained on"
     )
     base_model_revision: str | None = Field(default=None, description="its Hub revision")
     work_dir: Path = Field(

@@ -31,7 +31,7 @@ class TrainConfig(ToolConfig):
 
     # What to train
     base_model_id: str = Field(
-        default="google/gemma-3-1b-it",
+        default="google/gemma-4-E2B-it",
         description="base model: a Hub id (gated Gemma needs HF_TOKEN) or a local folder",
     )
     base_model_revision: str | None = Field(
