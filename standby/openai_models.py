@@ -127,7 +127,11 @@ class FunctionSpec(OpenModel):
     @classmethod
     def _a_json_schema(cls, parameters: dict[str, Any] | None) -> dict[str, Any] | None:
         if parameters is not None:
-            problem = schema_problem(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS))
+            try:  # what every backend is sent: JSON numbers beyond 64 bits cannot be
+                encoded = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)
+            except TypeError:
+                raise ValueError("integers must fit in 64 bits") from None
+            problem = schema_problem(encoded)
             if problem is not None:
                 raise ValueError(f"not a valid JSON Schema: {problem}")
         return parameters

@@ -119,6 +119,19 @@ INVALID = [
         "not a valid JSON Schema: required: 3 is not of type 'array'",
     ),
     (
+        "huge-integer-in-parameters",
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {"name": "f", "parameters": {"maxLength": 2**70}},
+                }
+            ]
+        },
+        "tools.0.function.parameters",
+        "integers must fit in 64 bits",
+    ),
+    (
         "legacy-functions",
         {"functions": [WEATHER["function"]]},
         None,
