@@ -3,9 +3,10 @@
 The local provider, the TGI provider, the trainer and batch inference (through the local
 provider) all format a chat here, so a model is served exactly as it was trained:
 
-- Gemma has no system role: system text is folded into the first user turn
-  (``fold_system_messages``). The trainer always folds; a server folds when the model's own
-  template rejects system messages (Gemma 3's template folds them itself, the same way).
+- System turns: kept where the model's template takes them (Gemma 4 has a system role; Gemma
+  3's template folds them into the first user turn itself), else folded the same way
+  (``fold_system_messages``) — by a server when the template rejects them, and by the
+  trainer through ``as_served``, the same rule.
 - The model's own chat template renders the turns (``render_prompt`` / ``render_text``), with
   the generation prompt for a new answer, or with the last assistant turn left open to continue
   a partial answer (``template_flags``: mid-stream failover stitches two backends' answers).
@@ -164,6 +165,23 @@ def _apply(tokenizer: Any, messages: Sequence[Mapping[str, Any]], **kwargs: Any)
         if not any(m["role"] == "system" for m in chat):
             raise
         return tokenizer.apply_chat_template(fold_system_messages(chat), **kwargs)
+
+
+def as_served(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` as a server renders them (``_apply``): as they are when the model's template
+    takes their system turns (Gemma 4 has a system role; Gemma 3's template folds it itself),
+    else with the system text folded into the first user turn. The trainer formats its rows
+    with this, so a model is trained on the prompt it is served."""
+    import jinja2
+
+    chat = [dict(m) for m in messages]
+    if not any(m["role"] == "system" for m in chat):
+        return chat
+    try:
+        tokenizer.apply_chat_template(chat, tokenize=False)
+    except jinja2.TemplateError:
+        return fold_system_messages(chat)
+    return chat
 
 
 def gemma_prompt(messages: Sequence[Mapping[str, str]], *, continue_final: bool) -> str:

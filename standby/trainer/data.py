@@ -1,8 +1,9 @@
 """Rows in the no_robots schema -> the chats the trainer learns from.
 
 Each row's ``messages`` become one conversation, formatted by ``standby.chat_format`` as the
-gateway's local backend formats a request: system text folded into the first user turn
-(``fold_system_messages``, since Gemma has no system role), then the model's own chat template
+gateway's local backend formats a request: system turns kept where the model's template takes
+them and folded into the first user turn where it rejects them (``chat_format.as_served``, in
+``served_rows`` once the tokenizer is known), then the model's own chat template
 (applied by TRL, which also computes the assistant-token mask from the template's
 ``{% generation %}`` markers). A conversation keeps its turns up to its last assistant answer;
 rows without a user message answered by an assistant are skipped and counted.
@@ -23,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from standby.chat_format import ToolChat, fold_system_messages, tool_chat
+from standby.chat_format import ToolChat, as_served, fold_system_messages, tool_chat
 from standby.data.pairs import DataError
 from standby.data.sources import Loaded, load_split, require_columns
 from standby.data.tool_pairs import messages_of, tools_of
@@ -61,7 +62,7 @@ def to_chat(messages: Any) -> list[dict[str, str]] | None:
         if not isinstance(content, str):
             return None
         turns.append({"role": str(m["role"]), "content": content})
-    chat = fold_system_messages(turns)
+    chat = fold_system_messages(turns)  # the shape checks; the system turns stay (as_served)
     while chat and chat[-1]["role"] != "assistant":
         chat.pop()
     if not chat or chat[0]["role"] != "user":
@@ -69,7 +70,22 @@ def to_chat(messages: Any) -> list[dict[str, str]] | None:
     expected = ("user", "assistant")
     if any(m["role"] != expected[i % 2] for i, m in enumerate(chat)):
         return None
-    return chat
+    if len(chat) == len(turns):
+        return chat
+    return _up_to(turns, sum(m["role"] != "system" for m in chat))
+
+
+def _up_to(turns: list[dict[str, str]], kept: int) -> list[dict[str, str]]:
+    """``turns`` with their system turns, cut after the ``kept``-th other turn."""
+    out: list[dict[str, str]] = []
+    for m in turns:
+        if m["role"] != "system" and kept == 0:
+            break
+        out.append(m)
+        kept -= m["role"] != "system"
+    while out and out[-1]["role"] == "system":
+        out.pop()
+    return out
 
 
 def prepare_split(source: str, split: str, *, revision: str | None = None) -> Prepared:
@@ -94,6 +110,17 @@ def prepare_split(source: str, split: str, *, revision: str | None = None) -> Pr
     if skipped:
         log.warning("%s: skipped %d of %d rows (no answered user turn)", where, skipped, len(chats))
     return Prepared(datasets.Dataset.from_list(usable), loaded, skipped)
+
+
+def served_rows(dataset: Any, tokenizer: Any) -> Any:
+    """Plain rows with their system turns as the server renders them for this model
+    (``chat_format.as_served``: kept where the template takes them, else folded)."""
+    if dataset is None or dataset.column_names != ["messages"]:
+        return dataset
+    import datasets
+
+    rows = [{"messages": as_served(tokenizer, m)} for m in dataset["messages"]]
+    return datasets.Dataset.from_list(rows)
 
 
 def has_tool_rows(dataset: Any) -> bool:

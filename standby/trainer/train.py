@@ -47,7 +47,7 @@ from standby.store.card import (
 from standby.store.urls import safe_url
 from standby.trainer.completion import needs_completion_split, split_last_answer
 from standby.trainer.config import TrainConfig, TrainError
-from standby.trainer.data import Prepared, prepare_split
+from standby.trainer.data import Prepared, prepare_split, served_rows
 from standby.trainer.metadata import default_version, hyperparameters, library_versions
 from standby.trainer.model import BaseModel, Placement, load_base, place
 from standby.trainer.publish import TOPIC, check_bus, publish_completed, push_adapter
@@ -158,6 +158,7 @@ def build_trainer(
     from trl.trainer.sft_trainer import SFTTrainer
 
     set_seed(cfg.seed)  # LoRA's A matrices are drawn when the adapter is attached
+    train, evals = served_rows(train, tokenizer), served_rows(evals, tokenizer)
     tools = "tools" in train.column_names
     if tools and not renders_tools(tokenizer):
         raise TrainError("the data has tool pairs but the base model's chat template has no tools")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from standby.chat_format import fold_system_messages, render_prompt
+from standby.chat_format import as_served, fold_system_messages, render_prompt
 from standby.data.pairs import DataError
 from standby.trainer.config import TrainConfig
 from standby.trainer.data import prepare_split, to_chat
@@ -25,14 +25,26 @@ USER = {"role": "user", "content": "Hi?"}
 ANSWER = {"role": "assistant", "content": "Hello."}
 
 
-def test_to_chat_folds_the_system_message_as_inference_does() -> None:
-    assert to_chat([SYSTEM, USER, ANSWER]) == fold_system_messages([SYSTEM, USER, ANSWER])
-    assert to_chat([SYSTEM, USER, ANSWER]) == [
-        {"role": "user", "content": "Be brief.\n\nHi?"},
-        ANSWER,
-    ]
+def test_to_chat_keeps_the_system_turn_for_the_template_to_place() -> None:
+    assert to_chat([SYSTEM, USER, ANSWER]) == [SYSTEM, USER, ANSWER]
     assert to_chat([USER, ANSWER, USER]) == [USER, ANSWER]  # an unanswered last turn is dropped
     assert to_chat([USER, ANSWER, USER, ANSWER]) == [USER, ANSWER, USER, ANSWER]
+    assert to_chat([SYSTEM, USER, ANSWER, SYSTEM, USER]) == [SYSTEM, USER, ANSWER]
+
+
+def test_system_turns_are_trained_as_they_are_served(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # A template that takes a system turn keeps it (Gemma 4 has a system role; Gemma 3's
+    # template folds it itself); one that rejects it gets it folded, as a server does.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert as_served(tokenizer, [SYSTEM, USER, ANSWER]) == [SYSTEM, USER, ANSWER]
+    strict = tmp_path / "strict"
+    shutil.copytree(tiny_model_dir, strict)
+    refuse = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}"
+    template = (strict / "chat_template.jinja").read_text()
+    (strict / "chat_template.jinja").write_text(refuse + template)
+    folded = as_served(AutoTokenizer.from_pretrained(strict), [SYSTEM, USER, ANSWER])
+    assert folded == fold_system_messages([SYSTEM, USER, ANSWER])
+    assert folded[0] == {"role": "user", "content": "Be brief.\n\nHi?"}
 
 
 @pytest.mark.parametrize(
