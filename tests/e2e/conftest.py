@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from standby.chat_format import render_prompt, template_tools, tool_chat
 from standby.config import parse_settings
 from standby.protocol import ChatRequest, Message
 from standby.sim.background import AiohttpServer
@@ -24,6 +22,7 @@ from tests.e2e.loop import FORECAST_ASK, QUESTION, RESULTS, TOOLS, Forecast
 from tests.fixtures.gateway import FAST, GatewayServer
 from tests.fixtures.sim import RunningSim
 from tests.fixtures.tgi_sim import RunningTGI
+from tests.fixtures.tiny_model import teach_answers
 
 GEMINI_3 = "gemini-3-flash-preview"  # a Gemini 3 name: the simulator signs its calls
 GEMINI_25 = "gemini-2.5-flash"  # no signatures, no call ids (the gateway makes them)
@@ -142,36 +141,8 @@ def _examples() -> list[tuple[ChatRequest, str]]:
 
 
 def train_loop_model(path: Path) -> Path:
-    """Teach the tiny Gemma 4 at ``path`` the answers of ``_examples`` (as
-    tests/fixtures/tiny_model.py teaches its two)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    examples = []
-    for request, answer in _examples():
-        prompt = render_prompt(
-            tokenizer, tool_chat(request.messages), tools=template_tools(request)
-        )
-        target = tokenizer.encode(answer, add_special_tokens=False)
-        examples.append(
-            (torch.tensor([prompt + target]), torch.tensor([[-100] * len(prompt) + target]))
-        )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    final = float("inf")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model.train()
-        for _ in range(300):
-            loss = sum(model(input_ids=ids, labels=labels).loss for ids, labels in examples)
-            if (final := loss.item()) < 0.01:
-                break
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    assert final < 0.01, f"the tiny model did not learn the loop (loss {final:.3f})"
-    model.save_pretrained(str(path))
-    return path
+    """Teach the tiny Gemma 4 at ``path`` the answers of ``_examples``."""
+    return teach_answers(path, _examples(), steps=300)
 
 
 @pytest.fixture(scope="session")
