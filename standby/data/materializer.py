@@ -111,17 +111,7 @@ def classify(event: Event) -> Candidate | str:
         # Earlier assistant turns may have come from the fallback, and the no_robots
         # convention (first user message = instruction, first answer = target) needs one turn.
         return "multi_turn"
-    return Candidate(
-        prompt=users[0],
-        response=d.response,
-        system=tuple(m.content for m in d.messages if m.role == "system"),
-        route=d.route,
-        model=d.model,
-        model_version=d.model_version,
-        event_id=event.id,
-        request_id=d.request_id,
-        created_at=timestamp(event.time),
-    )
+    return _candidate(event, users[0])
 
 
 def _tool_candidate(event: InferenceCompleted, d: InferenceCompletedData) -> Candidate | str:
@@ -135,8 +125,15 @@ def _tool_candidate(event: InferenceCompleted, d: InferenceCompletedData) -> Can
     if isinstance(got, str):
         return got
     turns, tools = got
+    prompt = next(m.content for m in d.messages if m.role == "user")
+    return _candidate(event, prompt, turns=tuple(turns), tools=tuple(tools))
+
+
+def _candidate(event: InferenceCompleted, prompt: str, **tool_fields: Any) -> Candidate:
+    """The pair of an accepted event: its prompt, answer, system text and provenance."""
+    d = event.data
     return Candidate(
-        prompt=next(m.content for m in d.messages if m.role == "user"),
+        prompt=prompt,
         response=d.response,
         system=tuple(m.content for m in d.messages if m.role == "system"),
         route=d.route,
@@ -145,8 +142,7 @@ def _tool_candidate(event: InferenceCompleted, d: InferenceCompletedData) -> Can
         event_id=event.id,
         request_id=d.request_id,
         created_at=timestamp(event.time),
-        turns=tuple(turns),
-        tools=tuple(tools),
+        **tool_fields,
     )
 
 

@@ -85,15 +85,16 @@ def _args(text: str) -> Any:
 
 
 def _valid(call: Mapping[str, str], schemas: Mapping[str, Any]) -> bool:
-    import jsonschema  # type: ignore[import-untyped]
+    """The call's arguments match its function's schema, by the rule the local backend
+    applies when it serves a call (an invalid declared schema makes no call valid)."""
+    from standby.providers.local_tools import schema_problem
 
     if call["name"] not in schemas:
         return False
     args = _args(call["arguments"])
     if not isinstance(args, dict):
         return False
-    schema = schemas[call["name"]] or {"type": "object"}
-    return not any(jsonschema.Draft202012Validator(schema).iter_errors(args))
+    return schema_problem(Tool(call["name"], parameters=schemas[call["name"]]), args) is None
 
 
 def _call_key(call: Mapping[str, str]) -> tuple[str, bytes]:
