@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=12, help="runs per gateway and cell")
     parser.add_argument("--seconds", type=int, default=2, help="seconds per run")
     parser.add_argument("--concurrency", default="1,16", help="comma list")
-    parser.add_argument("--modes", default="non-stream,stream", help="non-stream, stream")
+    parser.add_argument("--modes", default="non-stream,stream", help="non-stream, stream, tools")
     args = parser.parse_args(argv)
     if not (args.old / "standby" / "cli.py").is_file():
         raise SystemExit(f"error: --old {args.old}: no standby/cli.py there")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("error: the simulated Gemini did not start")
             arms = start(procs, args.old.resolve(), sim_port)
             for mode in args.modes.split(","):
-                script = g.wrk_script(procs.workdir, mode == "stream")
+                script = g.wrk_script(procs.workdir, mode)
                 for _, base in arms.values():  # warm-up
                     g.run_wrk(f"{base}/v1/chat/completions", script, 16, 2, False)
                 for conc in (int(c) for c in args.concurrency.split(",")):
