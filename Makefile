@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/standby demo
 
 test: $(STAMP)
+	bash scripts/test-services.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)
