@@ -14,6 +14,16 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from standby.media import (
+    AUDIO_FORMATS,
+    Media,
+    MediaError,
+    check_type,
+    decode_base64,
+    parse_data_url,
+    sniff_file_type,
+)
+
 log = logging.getLogger("standby.protocol")
 
 
@@ -45,6 +55,82 @@ class OpenModel(BaseModel):
 class TextPart(OpenModel):
     type: Literal["text"]
     text: str
+
+
+class RefusalPart(OpenModel):
+    """An assistant turn's refusal, sent back with the history: kept as its text."""
+
+    type: Literal["refusal"]
+    refusal: str
+
+    @property
+    def text(self) -> str:
+        return self.refusal
+
+
+class ImageUrl(OpenModel):
+    url: Annotated[str, Field(min_length=1)]
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(OpenModel):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+    def media(self) -> Media:
+        url = self.image_url.url
+        detail = self.image_url.detail
+        if url.startswith("data:"):
+            mime, data = parse_data_url(url)
+            return Media("image", check_type("image", mime), data, detail=detail)
+        if url.lower().startswith(("https://", "http://")):
+            return Media("image", "", url=url, detail=detail)  # fetched by the gateway
+        raise MediaError("must be a data: URL or an http(s) URL")
+
+
+class InputAudio(OpenModel):
+    data: str
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(OpenModel):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+    def media(self) -> Media:
+        audio = self.input_audio
+        return Media("audio", AUDIO_FORMATS[audio.format], decode_base64(audio.data))
+
+
+class FileIn(OpenModel):
+    filename: str | None = None
+    file_data: str | None = None
+    file_id: str | None = None
+
+
+class FilePart(OpenModel):
+    type: Literal["file"]
+    file: FileIn
+
+    def media(self) -> Media:
+        f = self.file
+        if f.file_data is None:
+            raise MediaError(
+                "needs file_data (uploaded files, file_id, are not kept by this gateway)"
+            )
+        if f.file_data.startswith("data:"):
+            mime, data = parse_data_url(f.file_data)
+            mime = check_type("file", mime)
+        else:
+            data = decode_base64(f.file_data)
+            mime = sniff_file_type(data, f.filename)
+        return Media("file", mime, data, filename=f.filename)
+
+
+MediaPart = ImagePart | AudioPart | FilePart
+ContentPart = Annotated[
+    TextPart | RefusalPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")
+]
 
 
 class FunctionCallIn(OpenModel):
@@ -82,7 +168,7 @@ class ToolCallIn(OpenModel):
 
 class ChatMessageIn(OpenModel):
     role: Role
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: Annotated[str, Field(min_length=1, max_length=512)] | None = None
@@ -93,6 +179,10 @@ class ChatMessageIn(OpenModel):
             raise ValueError("a tool message needs tool_call_id (the id of the call it answers)")
         if self.tool_calls and self.role != "assistant":
             raise ValueError("only assistant messages carry tool_calls")
+        if isinstance(self.content, list) and self.role != "user":
+            media = next((p.type for p in self.content if isinstance(p, MediaPart)), None)
+            if media is not None:
+                raise ValueError(f"only user messages may carry {media} parts")
         return self
 
     def text(self) -> str:
@@ -100,7 +190,34 @@ class ChatMessageIn(OpenModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(p.text for p in self.content if isinstance(p, TextPart | RefusalPart))
+
+    def parts(self) -> tuple[str | Media, ...]:
+        """The content in order, text as ``str`` and media as ``Media``; empty when the
+        content is only text (``text()`` is then all of it). A part that cannot be read is a
+        ``RequestError`` naming it (``messages.<i>.content.<j>``, filled in by the caller)."""
+        if not isinstance(self.content, list) or not any(
+            isinstance(p, MediaPart) for p in self.content
+        ):
+            return ()
+        out: list[str | Media] = []
+        for j, p in enumerate(self.content):
+            if isinstance(p, TextPart | RefusalPart):
+                out.append(p.text)
+                continue
+            try:
+                out.append(p.media())
+            except MediaError as e:
+                raise PartError(j, p.type, str(e)) from None
+        return tuple(out)
+
+
+class PartError(Exception):
+    """Content part ``index`` (of type ``kind``) cannot be read: ``problem`` says why."""
+
+    def __init__(self, index: int, kind: str, problem: str) -> None:
+        super().__init__(problem)
+        self.index, self.kind, self.problem = index, kind, problem
 
 
 # A function name every backend can call: OpenAI's letters, digits, _ and - (plus the dots
@@ -181,6 +298,12 @@ class ResponseFormat(BaseModel):
         return self
 
 
+# OpenAI's reasoning efforts; each backend maps them (Gemini: docs/parameters.md).
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+Bias = Annotated[int, Field(ge=-100, le=100)]
+# Choices per request: Gemini's candidateCount allows up to 8.
+MAX_CHOICES = 8
+
 # Backends take token counts as 32-bit and seeds as 64-bit integers (and JSON encoders stop at 64
 # bits): a larger number is the client's error, said as such, not a failure further down.
 INT32_MAX = 2**31 - 1
@@ -198,7 +321,14 @@ class ChatCompletionRequest(OpenModel):
     max_completion_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)] | None = None
+    logit_bias: Annotated[dict[str, Bias], Field(max_length=1024)] | None = None
+    service_tier: Annotated[str, Field(max_length=64)] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -229,12 +359,13 @@ class ChatCompletionRequest(OpenModel):
             raise ValueError("tool_choice is required but no tools were given")
         return self
 
-    @field_validator("messages")
+    @field_validator("logit_bias")
     @classmethod
-    def _has_user_turn(cls, messages: list[ChatMessageIn]) -> list[ChatMessageIn]:
-        if not any(m.role == "user" for m in messages):
-            raise ValueError("messages must contain at least one user message")
-        return messages
+    def _token_ids(cls, bias: dict[str, int] | None) -> dict[str, int] | None:
+        bad = next((k for k in bias or () if not k.isascii() or not k.isdigit()), None)
+        if bad is not None:
+            raise ValueError(f"keys are token ids (decimal integers); {bad[:40]!r} is not one")
+        return bias
 
 
 _warned_fields: set[str] = set()

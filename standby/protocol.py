@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from standby.capabilities import Need, needs_of
 from standby.errors import RequestError
-from standby.openai_models import ChatCompletionRequest, ChatMessageIn, NamedToolChoice
+from standby.media import Media
+from standby.openai_models import ChatCompletionRequest, ChatMessageIn, NamedToolChoice, PartError
 from standby.tool_calls import AUTO, Tool, ToolCall, ToolCallDelta, ToolChoice
 
 
@@ -27,6 +29,13 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    # A user turn with media: its content in order (text as str); empty for text only, when
+    # ``content`` is all of it. ``content`` is then the text parts joined.
+    parts: tuple[str | Media, ...] = ()
+
+    @property
+    def media(self) -> tuple[Media, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Media))
 
 
 def _messages(raw: list[ChatMessageIn]) -> tuple[Message, ...]:
@@ -58,7 +67,12 @@ def _messages(raw: list[ChatMessageIn]) -> tuple[Message, ...]:
                 )
             called[c.id] = c.name
         role = "system" if m.role == "developer" else m.role
-        out.append(Message(role, m.text(), tool_calls=calls))
+        try:
+            parts = m.parts()
+        except PartError as e:
+            where = f"messages.{i}.content.{e.index}"
+            raise RequestError(f"{where}: the {e.kind} part {e.problem}", param=where) from None
+        out.append(Message(role, m.text(), tool_calls=calls, parts=parts))
     return tuple(out)
 
 
@@ -81,6 +95,14 @@ class ChatRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice = AUTO
     parallel_tool_calls: bool | None = None
+    n: int = 1
+    reasoning_effort: str | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[int, int] | None = None
+    service_tier: str | None = None
 
     @classmethod
     def from_openai(cls, req: ChatCompletionRequest) -> ChatRequest:
@@ -105,6 +127,14 @@ class ChatRequest:
             ),
             tool_choice=_tool_choice(req.tool_choice),
             parallel_tool_calls=req.parallel_tool_calls,
+            n=req.n or 1,
+            reasoning_effort=req.reasoning_effort,
+            logprobs=bool(req.logprobs),
+            top_logprobs=req.top_logprobs if req.logprobs else None,
+            presence_penalty=req.presence_penalty or None,
+            frequency_penalty=req.frequency_penalty or None,
+            logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None,
+            service_tier=req.service_tier,
         )
 
     @property
@@ -112,6 +142,15 @@ class ChatRequest:
         """Tools offered, or tool calls and results in the history: only a backend that can do
         tools can answer it."""
         return bool(self.tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
+
+    @property
+    def media(self) -> tuple[Media, ...]:
+        """Every image, audio clip and file of the conversation, in order."""
+        return tuple(x for m in self.messages if m.parts for x in m.media)
+
+    def needs(self) -> frozenset[Need]:
+        """What a backend must be able to do to answer this request (``capabilities``)."""
+        return needs_of(self)
 
     def params(self) -> dict[str, Any]:
         """The sampling parameters that were set, under their OpenAI names (what OpenAI-style
@@ -123,6 +162,15 @@ class ChatRequest:
             "seed": self.seed,
             "response_format": self.response_format,
             "stop": list(self.stop) or None,
+            "n": self.n if self.n != 1 else None,
+            "reasoning_effort": self.reasoning_effort,
+            "logprobs": self.logprobs or None,
+            "top_logprobs": self.top_logprobs,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "logit_bias": {str(k): v for k, v in self.logit_bias.items()}
+            if self.logit_bias
+            else None,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -148,15 +196,26 @@ def _tool_choice(choice: str | NamedToolChoice | None) -> ToolChoice:
 
 @dataclass(slots=True)
 class Usage:
+    """Token counts. ``completion_tokens`` includes ``reasoning_tokens`` (as in OpenAI's
+    usage); ``prompt_tokens`` includes ``cached_tokens``. The details are None where the
+    backend does not report them."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
 
-    def as_dict(self) -> dict[str, int]:
-        return {
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
+        if self.reasoning_tokens is not None:
+            body["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        if self.cached_tokens is not None:
+            body["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return body
 
 
 # Why an answer ended, the same words in responses and in captured events.
@@ -172,6 +231,11 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     model_version: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    # OpenAI's ``choices[].logprobs.content`` items, when the request asked for logprobs.
+    logprobs: list[dict[str, Any]] | None = None
+    # Choices 1..n-1 when the request asked for n > 1 (this one is choice 0; their usage is
+    # counted in this one's).
+    alternatives: tuple[Completion, ...] = ()
 
 
 @dataclass(slots=True)
@@ -184,6 +248,10 @@ class Delta:
     usage: Usage | None = None
     model_version: str | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
+    logprobs: list[dict[str, Any]] | None = None
+    # Which choice this piece belongs to (n > 1); the stream ends when every choice has
+    # finished, the last piece carrying the usage.
+    index: int = 0
 
 
 def completion_body(

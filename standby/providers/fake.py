@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
+from standby.capabilities import ALL, Need, missing
 from standby.errors import UpstreamBlocked, UpstreamConnectError, UpstreamError
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.tool_calls import ToolCall, ToolCallDelta
@@ -99,6 +100,7 @@ class FakeProvider:
         on_blocked: Literal["content_filter", "fallback"] = "content_filter",
         model_version: str | None = None,
         no_tools: str | None = None,
+        supports: frozenset[Need] = ALL,
     ) -> None:
         self.name = name
         self.script: deque[Step] = deque(script)
@@ -106,6 +108,7 @@ class FakeProvider:
         self.on_blocked = on_blocked
         self.model_version = model_version
         self.cannot = no_tools  # set: why this fake cannot answer a request that uses tools
+        self.supports = supports  # what else it can do (all of it by default)
         self.busy = False
         self.started = False
         self.closed = False
@@ -118,7 +121,9 @@ class FakeProvider:
         return self.started and not self.busy and not self.closed
 
     def unsupported(self, request: ChatRequest) -> str | None:
-        return self.cannot if request.uses_tools else None
+        if request.uses_tools and self.cannot:
+            return self.cannot
+        return missing(request, self.supports | {"tools"}, self.name)
 
     async def close(self) -> None:
         self.closed = True

@@ -14,12 +14,16 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 
+from standby.capabilities import Need, missing
 from standby.config import GeminiBackend
 from standby.errors import UpstreamBlocked, UpstreamConnectError
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
 from standby.providers.gemini_wire import Parsed, request_body
 from standby.tool_calls import ToolCallDelta
+
+# Gemini has no logit bias; everything else a request can need it does.
+GEMINI_SUPPORTS: frozenset[Need] = frozenset({"tools", "structured_output"})
 
 
 class GeminiProvider:
@@ -36,6 +40,7 @@ class GeminiProvider:
         if config.api_key is not None:
             self._headers["x-goog-api-key"] = config.api_key.get_secret_value()
         self._session: aiohttp.ClientSession | None = None
+        self.supports: frozenset[Need] = GEMINI_SUPPORTS
 
     async def start(self) -> None:
         self._session = http.new_session(self.config.timeouts)
@@ -44,7 +49,7 @@ class GeminiProvider:
         return self._session is not None
 
     def unsupported(self, request: ChatRequest) -> str | None:
-        return None
+        return missing(request, self.supports, "Gemini")
 
     async def close(self) -> None:
         await http.aclose_quietly(self._session)

@@ -26,6 +26,7 @@ import aiohttp
 import httpx
 import httpx2
 
+from standby.capabilities import Need, missing
 from standby.chat_format import template_flags
 from standby.config import LiteLLMBackend, Timeouts
 from standby.errors import (
@@ -170,6 +171,7 @@ class LiteLLMProvider:
         self.name = name
         self.config = config
         self._lm: ModuleType | None = None
+        self.supports: frozenset[Need] = frozenset({"tools", "structured_output"})
         # Only the connect phase is litellm's to time; the router owns the other limits.
         self._timeout = httpx.Timeout(None, connect=config.timeouts.connect_s)
 
@@ -183,7 +185,7 @@ class LiteLLMProvider:
     def unsupported(self, request: ChatRequest) -> str | None:
         if request.uses_tools and not self.config.tools:
             return "configured without tool calling (tools: false)"
-        return None
+        return missing(request, self.supports, f"backend {self.name!r}")
 
     async def close(self) -> None:
         self._lm = None

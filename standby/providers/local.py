@@ -28,6 +28,7 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
+from standby.capabilities import Need, missing
 from standby.chat_format import (
     chat_of,
     chat_template,
@@ -58,6 +59,10 @@ log = logging.getLogger("standby.providers.local")
 DEFAULT_ADAPTER = "default"  # peft's name for the adapter a model is loaded with
 
 
+# Tools are decided by the model's chat template (``no_tools``) once it is loaded.
+LOCAL_SUPPORTS: frozenset[Need] = frozenset({"tools"})
+
+
 class LocalProvider:
     """A Hugging Face causal LM (and optional LoRA adapter) served in this process."""
 
@@ -75,6 +80,7 @@ class LocalProvider:
             self.versions[DEFAULT_ADAPTER] = _version(config.adapter, config.adapter_revision)
         self.model_version = self.versions[DEFAULT_ADAPTER if config.adapter else None]
         self.no_tools: str | None = None  # why this model cannot answer with tools (once loaded)
+        self.supports: frozenset[Need] = LOCAL_SUPPORTS
         self._specials: tuple[str, ...] = ()
 
     @property
@@ -174,7 +180,9 @@ class LocalProvider:
         return self.worker is not None and self.worker.alive and not self.worker.full()
 
     def unsupported(self, request: ChatRequest) -> str | None:
-        return self.no_tools if request.uses_tools else None
+        if request.uses_tools and self.no_tools:
+            return self.no_tools
+        return missing(request, self.supports | {"tools"}, f"backend {self.name!r}")
 
     def served(self) -> ServedModel:
         """The version new requests are answered with (``hotswap.AdapterSwapping``)."""

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from standby.capabilities import Need, missing
 from standby.chat_format import template_flags
 from standby.config import OpenAIBackend
 from standby.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamStatusError
@@ -181,6 +182,12 @@ class _StreamState:
         return Delta(finish_reason=finish, usage=self.usage, model_version=self.model)
 
 
+# Forwarded under OpenAI's own names: an OpenAI-compatible server does what OpenAI does.
+OPENAI_SUPPORTS: frozenset[Need] = frozenset(
+    {"tools", "structured_output", "logprobs", "choices", "logit_bias"}
+)
+
+
 class OpenAICompatProvider:
     """One OpenAI-compatible server. ``config.model`` is what the server calls the model (for
     ``transformers serve`` that is the pinned path); ``model`` is the name sent now, which a
@@ -191,6 +198,8 @@ class OpenAICompatProvider:
         self.name = name
         self.config = config
         self.model = config.model
+        # Text-only until its config says what media it reads; the rest is forwarded as is.
+        self.supports: frozenset[Need] = OPENAI_SUPPORTS
         self._url = f"{config.base_url.rstrip('/')}/chat/completions"
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         if config.api_key is not None:
@@ -211,7 +220,7 @@ class OpenAICompatProvider:
     def unsupported(self, request: ChatRequest) -> str | None:
         if request.uses_tools and not self.config.tools:
             return "configured without tool calling (tools: false)"
-        return None
+        return missing(request, self.supports, f"backend {self.name!r}")
 
     async def close(self) -> None:
         await http.aclose_quietly(self._session)

@@ -37,6 +37,7 @@ from huggingface_hub.errors import (
     ValidationError,
 )
 
+from standby.capabilities import Need, missing
 from standby.chat_format import chat_of, chat_template, gemma_prompt, render_text
 from standby.config import TGIBackend
 from standby.errors import (
@@ -153,6 +154,10 @@ class _RequestClient(AsyncInferenceClient):
         return self._pool
 
 
+# response_format becomes TGI's JSON grammar.
+TGI_SUPPORTS: frozenset[Need] = frozenset({"structured_output"})
+
+
 class TGIProvider:
     """One TGI server, spoken to in its native protocol."""
 
@@ -204,7 +209,7 @@ class TGIProvider:
     def unsupported(self, request: ChatRequest) -> str | None:
         if request.uses_tools:
             return "TGI's native API has no tool calling (use an openai-type backend for TGI)"
-        return None
+        return missing(request, TGI_SUPPORTS, f"backend {self.name!r} (TGI)")
 
     async def close(self) -> None:
         if self._pool is not None:

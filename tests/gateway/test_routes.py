@@ -112,9 +112,9 @@ def test_unknown_model_is_404_in_openai_shape(gateway: GatewayServer) -> None:
         ({"model": ROUTE}, "messages"),
         ({"model": ROUTE, "messages": []}, "messages"),
         ({"model": ROUTE, "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
-        ({"model": ROUTE, "messages": HELLO, "n": 2}, "n"),
+        ({"model": ROUTE, "messages": HELLO, "n": 9}, "n"),
         ({"model": ROUTE, "messages": HELLO, "temperature": -1}, "temperature"),
-        ({"model": ROUTE, "messages": [{"role": "system", "content": "x"}]}, "messages"),
+        ({"model": ROUTE, "messages": HELLO, "logit_bias": {"x": 1}}, "logit_bias"),
     ],
 )
 def test_invalid_requests_are_400(
