@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from standby.config import interpolate, read_yaml
 from standby.errors import ConfigError, first_problem
@@ -77,8 +77,11 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) ->
     for name, field in model.model_fields.items():
         kind = _unwrap_optional(field.annotation)
         origin = get_origin(kind)
-        default = field.get_default(call_default_factory=True)
-        shown = "" if default is None else f" (default: {default})"
+        if field.is_required():
+            shown = " (required)"
+        else:
+            default = field.get_default(call_default_factory=True)
+            shown = "" if default is None else f" (default: {default})"
         help_text = (field.description or "") + shown
         common: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
@@ -101,6 +104,8 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) ->
             parser.add_argument(flag_of(name), type=kind, metavar=name.upper(), **common)
         elif kind is Path:
             parser.add_argument(flag_of(name), metavar="PATH", **common)
+        elif kind is SecretStr:  # a key: plain text on the command line, never shown back
+            parser.add_argument(flag_of(name), metavar="SECRET", **common)
         else:  # dicts, nested models, annotated types: JSON/YAML text, validated by the model
             parser.add_argument(flag_of(name), type=_structured, metavar="JSON", **common)
 

@@ -3,11 +3,12 @@ flag can turn off again; one-line errors naming the flag or the file."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Literal
 
 import pytest
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from standby.errors import ConfigError
 from standby.toolconfig import OneLineParser, ToolConfig, add_config_flags, resolve_config
@@ -103,3 +104,36 @@ def test_a_bad_flag_value_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[s
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--inference-bs: invalid int value: 'many'" in err
+
+
+class WithSecret(ToolConfig):
+    api_key: SecretStr | None = Field(default=None, description="the service's key")
+    dataset: str = Field(description="where the rows are")
+
+
+def test_help_says_required_and_shows_a_secret_flag_as_text() -> None:
+    parser = OneLineParser(prog="demo")
+    add_config_flags(parser, WithSecret)
+    text = parser.format_help()
+    assert "PydanticUndefined" not in text
+    assert "where the rows are (required)" in " ".join(text.split())
+    assert "--api-key SECRET" in text
+    got = resolve_config(WithSecret, parser.parse_args(["--dataset", "d", "--api-key", "k-1"]))
+    assert got.api_key is not None and got.api_key.get_secret_value() == "k-1"
+
+
+def test_no_command_help_shows_an_undefined_default() -> None:
+    from standby.cli import make_parser
+
+    parser = make_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    shown = []
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        shown.append(name)
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        for group in nested:
+            text += "".join(c.format_help() for c in group.choices.values())
+        assert "PydanticUndefined" not in text, name
+        assert "api-key JSON" not in text, name
+    assert {"batch-infer", "data", "train"} <= set(shown)
