@@ -172,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"standby: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # port taken, unreadable file...
-        print(f"standby: error: {e.strerror or e}", file=sys.stderr)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"standby: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from standby.config import CaptureConfig, DataConfig, load_section
 from standby.data.merge import register_merge
-from standby.data.pairs import SPLITS, PairStore, Stats
+from standby.data.pairs import SPLITS, DataError, PairStore, Stats, store_path
 from standby.errors import ConfigError, first_problem
 from standby.store.urls import safe_url
 from standby.toolconfig import OneLineParser
@@ -191,8 +191,11 @@ def cmd_materialize(args: argparse.Namespace) -> None:
 
 def cmd_stats(args: argparse.Namespace) -> None:
     data, _ = resolve(args)
-    with PairStore.from_config(data) as store:
-        stats = store.stats()
+    if store_path(data.store).exists():
+        with PairStore.from_config(data) as store:
+            stats = store.stats()
+    else:  # looking creates nothing
+        stats = Stats.empty()
     if args.json:
         _print_json(stats.to_json())
     else:
@@ -224,6 +227,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     from standby.data.export import export, push_to_hub
 
     data, _ = resolve(args)
+    path = store_path(data.store)
+    if not path.exists():
+        raise DataError(
+            f"no pair store at {path}: nothing to export (standby data materialize makes it)"
+        )
     with PairStore.from_config(data) as store:
         if args.output:
             done = export(store, args.format, args.output, split=args.split)

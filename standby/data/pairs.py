@@ -208,6 +208,11 @@ class Stats:
     last_snapshot: Snapshot | None
     counters: dict[str, int]
 
+    @classmethod
+    def empty(cls) -> Stats:
+        """What a store that does not exist yet holds."""
+        return cls(0, dict.fromkeys(SPLITS, 0), [], 0, 0, None, {})
+
     def to_json(self) -> dict[str, Any]:
         return {
             "total": self.total,

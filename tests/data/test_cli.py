@@ -128,9 +128,12 @@ async def test_flags_override_the_config_file(config: Path, tmp_path: Path) -> N
 def test_a_fresh_checkout_uses_the_defaults(tmp_path: Path) -> None:
     stats = json.loads(ok("data", "stats", "--json", cwd=tmp_path).stdout)
     assert stats["total"] == 0 and stats["last_snapshot"] is None
-    assert (tmp_path / ".standby" / "pairs.db").exists()
+    assert not (tmp_path / ".standby" / "pairs.db").exists()  # looking creates nothing
+    export = standby("data", "export", "--format", "jsonl", "--output", "o", cwd=tmp_path)
+    one_line_error(export, "no pair store at .standby/pairs.db")
     run = ok("data", "materialize", "--once", cwd=tmp_path)
     assert run.stdout.startswith("materialized 0 events")
+    assert (tmp_path / ".standby" / "pairs.db").exists()
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +198,28 @@ def test_bad_data_sections_are_one_line_errors(tmp_path: Path) -> None:
 )
 def test_bad_flags_are_one_line_errors(args: list[str], needles: list[str], tmp_path: Path) -> None:
     one_line_error(standby("data", *args, cwd=tmp_path), *needles)
+
+
+async def test_an_export_to_one_file_needs_one_split(config: Path, tmp_path: Path) -> None:
+    cfg = ("--from-config", str(config))
+    ok("data", "materialize", *cfg, "--once")
+    out = tmp_path / "out.jsonl"
+    run = standby("data", "export", *cfg, "--format", "jsonl", "--output", str(out))
+    assert run.returncode != 0 and "give --split with one split" in run.stderr, run.stderr
+    assert not out.exists()  # no directory named like a file
+    ok("data", "export", *cfg, "--format", "jsonl", "--split", "train_sft", "--output", str(out))
+    assert out.is_file() and out.read_text().count("\n") > 0
+
+
+async def test_a_folder_that_cannot_be_made_is_named_in_the_error(
+    config: Path, tmp_path: Path
+) -> None:
+    ok("data", "materialize", "--from-config", str(config), "--once")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "export"
+    run = standby(
+        "data", "export", "--from-config", str(config), "--format", "jsonl", "--output", str(out)
+    )
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+    assert str(blocker) in run.stderr, run.stderr
