@@ -217,6 +217,12 @@ def export(
     if fmt not in FORMATS:
         raise DataError(f"unknown export format {fmt!r} (expected one of {', '.join(FORMATS)})")
     suffix = f".{fmt}"
+    if out.suffix == suffix and len(splits) > 1:
+        files = ", ".join(f"{s}{suffix}" for s in splits)
+        raise DataError(
+            f"{out} names one file, but --split {split} writes one file per split ({files}): "
+            "give --split with one split, or a folder as --output"
+        )
     single = out if len(splits) == 1 and out.suffix == suffix else None
     return _write_files(store, fmt, splits, lambda s: single or out / f"{s}{suffix}")
 
