@@ -1,4 +1,4 @@
-"""Config loading: the DESIGN example loads and works; every bad file fails with one line that
+"""Config loading: the shipped example config loads and works; every bad file fails with one line that
 names the file, the field and the problem."""
 
 from __future__ import annotations

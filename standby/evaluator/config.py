@@ -1,5 +1,5 @@
 """Settings of ``standby batch-infer``, ``standby evaluate`` and ``standby gate``: the original
-tools' flag names (DESIGN "Seed parity") plus what the fixes need. Every field is a YAML key of
+tools' flag names (kept so existing configs and scripts work) plus what the fixes need. Every field is a YAML key of
 ``--from-config`` and a flag."""
 
 from __future__ import annotations

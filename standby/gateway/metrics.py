@@ -1,4 +1,4 @@
-"""Prometheus metrics (names and labels from DESIGN.md). Label values come only from the
+"""Prometheus metrics (names and labels: docs/runbook.md). Label values come only from the
 config (route, backend names) or fixed sets (reason, outcome): never a user, key or prompt."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Any provider litellm knows (``model`` in litellm's ``provider/name`` form), through
 ``litellm.acompletion``.
 
-litellm costs ~7 ms CPU per call and ~4-5 s to import (NOTES.md), so it is imported lazily in
+litellm costs ~7 ms CPU per call and ~4-5 s to import (docs/benchmarks.md, "Upstream client cost"), so it is imported lazily in
 ``start()`` and is meant for backends off the hot path. Its own retries are switched off: the
 router, not litellm, decides when to try another backend. Its exceptions are translated in
 ``translate()`` by type and ``status_code``, never by message text.
@@ -164,7 +164,7 @@ def translate(backend: str, exc: BaseException, timeouts: Timeouts) -> UpstreamE
 class LiteLLMProvider:
     """One litellm model. ``config.extra`` is passed to ``acompletion`` as is."""
 
-    # DESIGN's default for a refused answer; LiteLLMBackend has no ``on_blocked`` knob yet.
+    # The documented default for a refused answer; LiteLLMBackend has no ``on_blocked`` knob yet.
     on_blocked = "content_filter"
 
     def __init__(self, name: str, config: LiteLLMBackend) -> None:

@@ -1,4 +1,4 @@
-"""Settings of ``standby synth``: the original tool's flag names (DESIGN "Seed parity":
+"""Settings of ``standby synth``: the original tool's flag names (kept:
 ``--reference-ds-id``, ``--num-samples``, ``--seed``, ``--topic``, ``--gen-workers``,
 ``--push-synth-ds-to-hf-hub``, ``--synth-ds-id``, ``--synth-ds-split``, ``--synth-ds-append``, and
 the service-LLM flags) plus what the fixes need (dedup, decontamination, targeted mode). Every

@@ -1,5 +1,5 @@
 """Failover end to end, as smoke: real uvicorn, the simulated Gemini as primary, the tiny local
-Gemma served in-process as fallback, the official SDK as client. Every row of the DESIGN
+Gemma served in-process as fallback, the official SDK as client. Every row of the
 failover table is checked in-process in test_failover_table.py (a fake backend), and how the
 Gemini provider turns each fault into an error in tests/providers/test_gemini_errors.py."""
 

@@ -1,5 +1,5 @@
 """/metrics over HTTP: the breaker gauge computed at scrape time, the time-to-first-token
-histogram and the serving model's info and scores (DESIGN metric names). What each request
+histogram and the serving model's info and scores (the metric names of docs/runbook.md). What each request
 adds (attribution to the backend that answered, fallbacks, outcomes) is checked in-process in
 test_accounting.py and test_failover_table.py."""
 

@@ -1,5 +1,5 @@
 """GeminiProvider against the simulated Gemini's faults: each failure becomes the error class
-and reason that DESIGN's failover table acts on (the gateway's side of each row is in
+and reason that the failover table (docs/architecture.md) acts on (the gateway's side of each row is in
 tests/gateway/test_failover_table.py, with a fake backend)."""
 
 from __future__ import annotations
