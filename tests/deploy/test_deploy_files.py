@@ -275,6 +275,25 @@ def installed_closure(reqs: list[Requirement]) -> set[str]:
     return {k.partition("[")[0] for k in found}
 
 
+def test_pyproject_states_ranges_and_constraints_pin_them() -> None:
+    """standby installs beside other packages: its requirements are ranges (an exact pin such
+    as torch==X would refuse every other torch); the tested versions are pinned in
+    constraints.txt, which the Makefile and CI install with."""
+    project = pyproject()["project"]
+    texts = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        texts += extra
+    exact = [t for t in texts if any(s.operator in ("==", "===") for s in Requirement(t).specifier)]
+    assert exact == []
+    pins = {
+        canonicalize_name(Requirement(line).name)
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for name in ("torch", "transformers", "peft", "fastapi", "aiohttp"):
+        assert name in pins, name
+
+
 def test_gateway_extra_resolves_without_torch() -> None:
     reqs = extra_requirements("gateway")
     direct = {canonicalize_name(r.name) for r in reqs}
