@@ -69,15 +69,17 @@ def cmd_once(config: PipelineConfig, args: argparse.Namespace) -> None:
     from standby.pipeline.controller import Controller
     from standby.store import open_state
 
+    controller = Controller(config)
+
     async def main() -> dict[str, Any] | None:
         async with open_state(config.bus) as state:
-            return await Controller(config).once(state, force=args.force)
+            return await controller.once(state, force=args.force)
 
     run = asyncio.run(main())
     if args.json:
         print(json.dumps(run, indent=2))
     elif run is None:
-        print("nothing to do (not due, or another worker holds the lease)")
+        print(f"nothing to do: {controller.idle_reason or 'no run'}")
     else:
         print(_describe(run))
 

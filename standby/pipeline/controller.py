@@ -84,6 +84,7 @@ class Controller:
         self.config = config
         self.metrics = metrics or PipelineMetrics()
         self.holder = worker_id()
+        self.idle_reason: str | None = None  # why the last once() worked on no run
         self.state: StateStore | None = None
         self.stopping = asyncio.Event()  # set: leave the run where it is (it resumes later)
         self._materializing = False  # run_forever materializes in the background
@@ -136,7 +137,9 @@ class Controller:
         """Take the lease if free; resume an unfinished run or (``start_new``) start one when
         due (``force``: regardless of the thresholds). Returns the run worked on, if any."""
         lease = Lease(state, self.holder, self.config.lease_ttl_s)
+        self.idle_reason = None
         if not await lease.acquire():
+            self.idle_reason = lease.held_by_other()
             return None
         lease.keep_renewed()
         try:
@@ -144,7 +147,11 @@ class Controller:
                 await self._materialize()  # a cron pass: the pairs captured since the last one
             run = await state.get(RUN_KEY)
             if run is None or run["status"] != "running":
-                if not start_new or not (force or await self._due(run)):
+                if not start_new:
+                    self.idle_reason = "no unfinished run to resume"
+                    return None
+                if not force and (why := await self._not_due(run)) is not None:
+                    self.idle_reason = why
                     return None
                 run = await self._start(state)
             else:
@@ -153,16 +160,22 @@ class Controller:
             return await self._work(state, run, lease)
         except LeaseLost as e:
             log.warning("pipeline: run left where it was: %s", e)
+            self.idle_reason = f"the run was left where it was: {e}"
             return None
         finally:
             await lease.stop_renewing()
             await lease.release()
 
-    async def _due(self, last: dict[str, Any] | None) -> bool:
+    async def _not_due(self, last: dict[str, Any] | None) -> str | None:
+        """Why no run starts now (None: one is due)."""
         if last is not None:
             elapsed = time.time() - last["started_ts"]
             if elapsed < self.config.min_interval_s:
-                return False
+                return (
+                    f"not due: the last run started {elapsed:.0f}s ago and min_interval_s is "
+                    f"{self.config.min_interval_s:g} (next in "
+                    f"{self.config.min_interval_s - elapsed:.0f}s, or --force)"
+                )
         from standby.data.pairs import PairStore
 
         def changed() -> int:
@@ -172,9 +185,11 @@ class Controller:
 
         new = await asyncio.to_thread(changed)
         if new < self.config.min_new_pairs:
-            log.debug("pipeline: %d new pairs, waiting for %d", new, self.config.min_new_pairs)
-            return False
-        return True
+            return (
+                f"not due: {new} new or changed pairs since the last snapshot, "
+                f"min_new_pairs is {self.config.min_new_pairs} (or --force)"
+            )
+        return None
 
     async def _start(self, state: StateStore) -> dict[str, Any]:
         registry = Registry(state)

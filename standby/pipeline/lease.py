@@ -35,6 +35,13 @@ class Lease:
         self.ttl_s = ttl_s
         self._renewer: asyncio.Task[None] | None = None
         self.lost = asyncio.Event()
+        self.other: dict[str, Any] | None = None  # the lease another worker held at acquire()
+
+    def held_by_other(self) -> str:
+        """Who held the lease when ``acquire()`` failed, and for how long still."""
+        doc = self.other or {}
+        left = max(0.0, float(doc.get("expires_at", 0)) - time.time())
+        return f"worker {doc.get('holder', '?')} holds the lease (expires in {left:.0f}s)"
 
     async def acquire(self) -> bool:
         """Take the lease if it is free, expired or already ours."""
@@ -46,7 +53,8 @@ class Lease:
             return {"holder": self.holder, "expires_at": now + self.ttl_s, "since": now}
 
         doc = await self.state.update(KEY, take)
-        return bool(doc["holder"] == self.holder)
+        self.other = None if doc["holder"] == self.holder else doc
+        return self.other is None
 
     async def renew(self) -> None:
         now = time.time()

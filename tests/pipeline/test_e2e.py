@@ -89,6 +89,6 @@ def test_capture_train_judge_gate_promote_and_the_gateway_serves_it(
 
     # Nothing new: the next pass does nothing.
     again = pipeline("once", "--from-config", str(config)).stdout
-    assert "nothing to do" in again
+    assert "nothing to do: not due" in again
     status = pipeline("status", "--from-config", str(config)).stdout
     assert f"run {run['id']}: done at promote (promoted)" in status
