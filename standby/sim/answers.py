@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import orjson
 
+from standby.sim.schema_instance import instance_of
+
 ANSWER_WORDS = 40
 STREAM_CHUNKS = 8
 
@@ -115,50 +117,10 @@ def base_answer(prompt: str) -> str:
     return text
 
 
-def example_for_schema(schema: Any, text: str, root: Any = None, depth: int = 0) -> Any:
-    """A value that satisfies a (Gemini OpenAPI-subset or JSON) schema: strings get ``text``,
-    enums their first value, numbers the schema's ``maximum`` (else ``minimum``, else 100),
-    booleans ``true``, arrays one item, objects every property. Local ``$ref`` is followed."""
-    root = schema if root is None else root
-    if not isinstance(schema, dict) or depth > 32:
-        return text
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target.get(part) if isinstance(target, dict) else None
-        return example_for_schema(target, text, root, depth + 1)
-    for union in ("anyOf", "oneOf", "allOf"):
-        options = schema.get(union)
-        if isinstance(options, list) and options:
-            usable = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
-            return example_for_schema((usable or options)[0], text, root, depth + 1)
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    if "const" in schema:
-        return schema["const"]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if str(k).lower() != "null"), "null")
-    kind = str(kind).lower() if kind is not None else ("object" if "properties" in schema else "")
-    if kind == "object":
-        props = schema.get("properties")
-        if not isinstance(props, dict):
-            return {}
-        return {k: example_for_schema(v, text, root, depth + 1) for k, v in props.items()}
-    if kind == "array":
-        return [example_for_schema(schema.get("items"), text, root, depth + 1)]
-    if kind in ("integer", "number"):
-        bound = schema.get("maximum", schema.get("minimum", 100))
-        if not isinstance(bound, int | float):
-            bound = 100
-        return int(bound) if kind == "integer" else bound
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    return text
+def example_for_schema(schema: Any, text: str) -> Any:
+    """A value that satisfies a (Gemini OpenAPI-subset or JSON) schema, strings ``text``
+    (``schema_instance.instance_of``)."""
+    return instance_of(schema, text)
 
 
 def full_answer(req: SimRequest) -> str:

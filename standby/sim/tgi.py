@@ -13,7 +13,11 @@ Wire format copied from TGI's router (``router/src/server.rs``):
 - Errors are ``{"error", "error_type"}``; 422 validation, 424 generation, 429 overloaded,
   500 incomplete_generation. Once a stream has started (status 200) TGI reports even
   validation and overload errors as an SSE error event, and so does this simulation.
-- ``GET /info``, ``GET /health``.
+- ``GET /info``, ``GET /health``; ``POST /v1/chat/completions``, TGI's Messages API
+  (``tgi_chat``).
+- ``parameters.grammar`` as TGI reads it (``tgi_grammar``): a JSON grammar makes the answer an
+  instance of its schema; a grammar of the wrong shape is a plain-text 422 before any answer,
+  an invalid or property-less schema a 422 ``validation`` error.
 
 Faults (``POST /_sim/fault {"fault": SPEC}``; sticky until set back to ``ok``):
 
@@ -42,13 +46,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from standby.sim import tgi_chat, tgi_grammar
 from standby.sim.background import AiohttpServer
+from standby.sim.schema_instance import json_answer
 
 ANSWER = "Hello from the simulated TGI server. This answer is the same every time."
 EOS_TEXT = "<end_of_turn>"
 MODEL_ID = "standby-sim/tiny-gemma"
 DEFAULT_MAX_NEW_TOKENS = 100
 MAX_STOP_SEQUENCES = 4
+GRAMMAR_FIELD = "parameters.grammar"
 _TOKEN = re.compile(r"\s*\S+")
 _FAULT = re.compile(
     r"(ok|overloaded|malformed|hang)|error-(\d{3})(?:-retry-(\d+))?|"
@@ -105,7 +112,29 @@ def _validate(body: Any) -> tuple[str, dict[str, Any]]:
         raise _Invalid("`max_new_tokens` must be strictly positive")
     if len(params.get("stop") or ()) > MAX_STOP_SEQUENCES:
         raise _Invalid(f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences")
+    try:
+        tgi_grammar.schema_of(params.get("grammar"), GRAMMAR_FIELD)
+    except tgi_grammar.InvalidGrammar as e:
+        raise _Invalid(str(e)) from None
     return body["inputs"], params
+
+
+def undecodable(body: Any, field: str, grammar: Any) -> web.Response | None:
+    """The 422 in plain text TGI's JSON extractor gives a grammar of the wrong shape, before
+    any answer (a stream too) starts; None when it deserializes."""
+    try:
+        tgi_grammar.schema_of(grammar, field)
+    except tgi_grammar.Undecodable as e:
+        text = f"Failed to deserialize the JSON body into the target type: {e}"
+        return web.Response(status=422, text=text)
+    except tgi_grammar.InvalidGrammar:
+        return None  # a validation error, reported after deserializing
+    return None
+
+
+def _grammar_of(body: Any) -> Any:
+    params = body.get("parameters") if isinstance(body, dict) else None
+    return params.get("grammar") if isinstance(params, dict) else None
 
 
 @dataclass(slots=True)
@@ -117,12 +146,15 @@ class _Generation:
 
 def generate(inputs: str, params: dict[str, Any]) -> _Generation:
     """The deterministic answer, honouring ``max_new_tokens`` and ``stop`` like TGI does (the
-    stop sequence stays in the text)."""
+    stop sequence stays in the text); under a JSON grammar, an instance of its schema."""
     limit = int(params.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
     stops = [s for s in params.get("stop") or () if s]
+    answer = ANSWER
+    if (schema := tgi_grammar.schema_of(params.get("grammar"), GRAMMAR_FIELD)) is not None:
+        answer = json_answer(schema, ANSWER)
     tokens: list[dict[str, Any]] = []
     text = ""
-    for i, piece in enumerate(_TOKEN.findall(ANSWER)):
+    for i, piece in enumerate(_TOKEN.findall(answer)):
         tokens.append({"id": 100 + i, "text": piece, "logprob": -0.25, "special": False})
         text += piece
         if any(text.endswith(s) for s in stops):  # TGI matches a stop at the end only
@@ -156,6 +188,7 @@ class TGISim:
         app.router.add_post("/", self._compat)
         app.router.add_post("/generate", self._generate)
         app.router.add_post("/generate_stream", self._generate_stream)
+        app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/", self._health)
         app.router.add_get("/health", self._health)
         app.router.add_get("/info", self._info)
@@ -222,6 +255,19 @@ class TGISim:
     async def _generate_stream(self, request: web.Request) -> web.StreamResponse:
         return await self._stream(request, await self._read(request), full_text_default=False)
 
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        """TGI's Messages API (``tgi_chat``); only the faults that answer before a body."""
+        body = await self._read(request)
+        if (early := await self._http_fault()) is not None:
+            return early
+        if (refused := tgi_chat.refused(body)) is not None:
+            return refused
+        inputs, params = tgi_chat.generation_request(body)
+        gen = generate(inputs, params)
+        return await tgi_chat.answer(
+            request, MODEL_ID, body, len(inputs.split()), gen.tokens, gen.finish_reason
+        )
+
     async def _http_fault(self) -> web.Response | None:
         """The faults that answer before any body is sent."""
         fault = self.fault
@@ -239,6 +285,8 @@ class TGISim:
     ) -> web.Response:
         if (early := await self._http_fault()) is not None:
             return early
+        if (refused := undecodable(body, GRAMMAR_FIELD, _grammar_of(body))) is not None:
+            return refused
         if self.fault.kind == "overloaded":
             return _error(429, "Model is overloaded", "overloaded")
         if self.fault.kind == "cut":
@@ -278,6 +326,8 @@ class TGISim:
     ) -> web.StreamResponse:
         if (early := await self._http_fault()) is not None:
             return early
+        if (refused := undecodable(body, GRAMMAR_FIELD, _grammar_of(body))) is not None:
+            return refused
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",

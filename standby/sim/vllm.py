@@ -201,7 +201,7 @@ class VLLMSim:
             return _error(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
         try:
             reply = vllm_answers.reply(body, model, answer_for(model), self.auto_tool_choice)
-        except vllm_answers.BadToolRequest as e:
+        except vllm_answers.BadRequest as e:
             return _error(400, str(e), "BadRequestError", e.param)
         if body.get("stream"):
             return await self._stream(request, body, model, lora, reply)

@@ -14,6 +14,10 @@ way vLLM's OpenAI server does when started with ``--enable-auto-tool-choice
   ``one at a time`` and the choice is ``auto``: the first offered tool with no result since that
   message, until every one has a result, then text (the Gemini simulator's ``-tool-chain``), so
   an agent loop can take several steps.
+- ``response_format`` (when no call is made): ``json_object`` gets ``{"answer": <text>}``,
+  ``json_schema`` an instance of its schema (``schema_instance``), as compact JSON streamed in
+  pieces of ``JSON_PIECE`` characters (``max_tokens`` counts pieces); vLLM's 400s for a format
+  it cannot read (an unknown ``type``, ``json_schema`` without its object or schema).
 - Arguments are a minimal instance of the function's JSON Schema (``answers.example_for_schema``,
   strings ``"simulated"``).
 
@@ -37,7 +41,9 @@ from typing import Any
 import orjson
 
 from standby.sim.answers import example_for_schema
+from standby.sim.schema_instance import json_answer
 
+JSON_PIECE = 8  # characters of a JSON answer per streamed delta (and per "token")
 PARALLEL_TRIGGER = "in parallel"
 CHAIN_TRIGGER = "one at a time"
 ARGUMENT_TEXT = "simulated"
@@ -46,12 +52,16 @@ AUTO_TOOL_CHOICE_OFF = (
 )
 
 
-class BadToolRequest(ValueError):
+class BadRequest(ValueError):
     """A request vLLM answers with 400; ``param`` names the field."""
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+
+
+class BadToolRequest(BadRequest):
+    """A 400 about ``tools``, ``tool_choice`` or the tool messages of the history."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,9 +247,38 @@ class Reply:
         return {"prompt_tokens": 5, "completion_tokens": done, "total_tokens": 5 + done}
 
 
+def structured(body: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+    """(a JSON answer is asked for, its schema) from ``response_format``; BadRequest for a
+    format vLLM refuses."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return False, None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise BadRequest(
+            f"response_format.type: Input should be 'text', 'json_object' or 'json_schema' "
+            f"(got {kind!r})",
+            "response_format",
+        )
+    if kind == "text":
+        return False, None
+    if kind == "json_object":
+        return True, None
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise BadRequest(
+            "response_format.json_schema: an object with a 'schema' is required for json_schema",
+            "response_format",
+        )
+    return True, schema
+
+
 def reply(body: dict[str, Any], model: str, text: str, auto_tool_choice: bool = True) -> Reply:
-    """The answer to ``body``: tool calls by the rules above, else text (``text``, or the
-    answer to the tool results the history ends with) cut to ``max_tokens`` words."""
+    """The answer to ``body``: tool calls by the rules above, else JSON (``response_format``),
+    else text (``text``, or the answer to the tool results the history ends with) cut to
+    ``max_tokens`` words."""
+    as_json, schema = structured(body)
     calls = plan(body, auto_tool_choice=auto_tool_choice)
     if calls is not None:
         message = {
@@ -251,11 +290,15 @@ def reply(body: dict[str, Any], model: str, text: str, auto_tool_choice: bool = 
         finish = "stop" if calls.forced else "tool_calls"
         return Reply(message, calls.chunks(), finish, "tool_calls", calls.tokens())
     text = answer_after_tools(model, body["messages"]) or text
-    words = text.split(" ")
+    if as_json:
+        raw = json_answer(schema, text)
+        pieces = [raw[at : at + JSON_PIECE] for at in range(0, len(raw), JSON_PIECE)]
+    else:
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))]
     limit = body.get("max_tokens") or body.get("max_completion_tokens")
     finish = "stop"
-    if isinstance(limit, int) and 0 < limit < len(words):
-        words, finish = words[:limit], "length"
-    deltas = [{"content": w if i == 0 else " " + w} for i, w in enumerate(words)]
-    message = {"role": "assistant", "content": " ".join(words), "refusal": None, "tool_calls": []}
-    return Reply(message, deltas, finish, finish, len(words))
+    if isinstance(limit, int) and 0 < limit < len(pieces):
+        pieces, finish = pieces[:limit], "length"
+    deltas = [{"content": p} for p in pieces]
+    message = {"role": "assistant", "content": "".join(pieces), "refusal": None, "tool_calls": []}
+    return Reply(message, deltas, finish, finish, len(pieces))

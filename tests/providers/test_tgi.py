@@ -76,6 +76,9 @@ async def test_stream_matches_complete_with_usage(tgi_sim: RunningTGI, make: Any
     assert last.usage == whole.usage  # the stream's count is details.input_length
 
 
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
 async def test_parameters_follow_tgi_rules(tgi_sim: RunningTGI, make: Any) -> None:
     p = await make(tgi_sim.url, max_new_tokens=64)
     greedy = ChatRequest(messages=HELLO.messages, temperature=0.0, top_p=1.0, seed=7)
@@ -86,7 +89,7 @@ async def test_parameters_follow_tgi_rules(tgi_sim: RunningTGI, make: Any) -> No
         top_p=0.9,
         seed=7,
         max_tokens=30,
-        response_format={"type": "json_schema", "json_schema": {"schema": {"type": "array"}}},
+        response_format={"type": "json_schema", "json_schema": {"schema": SCHEMA}},
     )
     await collect(p, sampled)
     first, second = (r["body"] for r in tgi_sim.requests)
@@ -107,7 +110,7 @@ async def test_parameters_follow_tgi_rules(tgi_sim: RunningTGI, make: Any) -> No
         "max_new_tokens": 30,
         "return_full_text": False,
         "seed": 7,
-        "grammar": {"type": "json", "value": {"type": "array"}},
+        "grammar": {"type": "json", "value": SCHEMA},
     }
 
 
