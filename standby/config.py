@@ -138,6 +138,12 @@ class OpenAIBackend(_Backend):
         description="The server can call tools; false (vLLM without --enable-auto-tool-choice, "
         "TGI without grammar support) skips this backend for requests that use tools.",
     )
+    structured_output: Literal["openai", "tgi", "none"] = Field(
+        default="openai",
+        description="How the server takes response_format: openai (vLLM, OpenAI, Ollama: "
+        "OpenAI's shape), tgi (TGI's Messages API: a JSON grammar, json_schema only), none "
+        "(it cannot: requests with a response_format skip this backend).",
+    )
 
 
 class TGIBackend(_Backend):
@@ -166,6 +172,11 @@ class LiteLLMBackend(_Backend):
         default=True,
         description="The model can call tools through litellm; false skips this backend for "
         "requests that use tools.",
+    )
+    structured_output: bool = Field(
+        default=True,
+        description="Forward response_format where litellm takes it for this provider; false "
+        "(a server that ignores it) skips this backend for requests with a response_format.",
     )
 
 

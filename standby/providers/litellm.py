@@ -6,6 +6,10 @@ litellm costs ~7 ms CPU per call and ~4-5 s to import (docs/benchmarks.md, "Upst
 router, not litellm, decides when to try another backend. Its exceptions are translated in
 ``translate()`` by type and ``status_code``, never by message text.
 
+``response_format`` goes as OpenAI's shape, which litellm translates for its provider; a
+backend whose provider litellm does not forward it to (``get_supported_openai_params``), or one
+configured ``structured_output: false``, is ``unsupported`` for requests with one.
+
 Tools go through ``acompletion(tools=, tool_choice=, parallel_tool_calls=)`` in OpenAI's shapes
 (``openai_tools``), and the calls in its answers are checked the same way as an OpenAI-compatible
 server's. Gemini's thought signatures travel as litellm carries them for ``gemini/`` and
@@ -172,12 +176,26 @@ class LiteLLMProvider:
         self.config = config
         self._lm: ModuleType | None = None
         self.supports: frozenset[Need] = frozenset({"tools", "structured_output"})
+        if not config.structured_output:
+            self.supports -= {"structured_output"}
         # Only the connect phase is litellm's to time; the router owns the other limits.
         self._timeout = httpx.Timeout(None, connect=config.timeouts.connect_s)
 
     async def start(self) -> None:
         if self._lm is None:
             self._lm = await asyncio.to_thread(_import_litellm)
+        if not self._takes_response_format(self._lm):
+            self.supports = self.supports - {"structured_output"}
+
+    def _takes_response_format(self, lm: ModuleType) -> bool:
+        """Whether litellm forwards ``response_format`` to this provider (where it does not,
+        litellm raises, or drops it silently with ``drop_params``)."""
+        try:
+            model, provider, _, _ = lm.get_llm_provider(model=self.config.model)
+            params = lm.get_supported_openai_params(model=model, custom_llm_provider=provider)
+        except Exception:  # litellm does not know the provider: it cannot say it forwards it
+            return False
+        return "response_format" in (params or ())
 
     def ready(self) -> bool:
         return self._lm is not None

@@ -12,6 +12,11 @@ Streams: usage arrives in a chunk after the finish chunk (``stream_options.inclu
 the final Delta is sent at ``[DONE]`` or at the end of the body. ``transformers serve`` sends no
 ``[DONE]``; a body that ends with neither ``[DONE]`` nor a finish_reason was cut.
 
+Structured output: ``response_format`` goes in the server's dialect (``structured_output``):
+OpenAI's shape (vLLM, OpenAI, Ollama), TGI's Messages API grammar ``{"type": "json_object",
+"value": <schema>}`` (``tgi_grammar``: json_schema only, never with tools), or not at all
+(``none``: such a request is ``unsupported`` here, never sent without its format).
+
 Tools (``openai_tools``): forwarded, and the calls of answers and streams parsed and checked,
 unless the backend says ``tools: false`` (a vLLM started without ``--enable-auto-tool-choice``,
 a TGI without grammar support): then a request that uses tools is ``unsupported`` here.
@@ -30,7 +35,7 @@ from standby.chat_format import template_flags
 from standby.config import OpenAIBackend
 from standby.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamStatusError
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
-from standby.providers import http
+from standby.providers import http, tgi_grammar
 from standby.providers.hotswap import ServedModel
 from standby.providers.openai_tools import (
     StreamedCalls,
@@ -61,15 +66,19 @@ def request_body(
     *,
     stream: bool,
     signatures: bool = False,
+    structured_output: str = "openai",
 ) -> dict[str, Any]:
     """The chat-completions body for ``request``; ``extra_body`` (vendor knobs such as vLLM's
     ``top_k``) is merged first, so the request's own fields win. ``signatures``: the server is
-    Gemini's OpenAI surface, which gets the calls' thought signatures back."""
+    Gemini's OpenAI surface, which gets the calls' thought signatures back.
+    ``structured_output``: the dialect of ``response_format`` (``OpenAIBackend``)."""
     body: dict[str, Any] = dict(extra_body)
     body["model"] = model
     body["messages"] = wire_messages(request.messages, signatures=signatures)
     body.update(request.params())
     body.update(tool_fields(request))
+    if structured_output == "tgi" and request.response_format is not None:
+        body["response_format"] = tgi_grammar.grammar(request.response_format, kind="json_object")
     if request.continue_final:
         body.update(template_flags(continue_final=True))
     if stream:
@@ -220,7 +229,20 @@ class OpenAICompatProvider:
     def unsupported(self, request: ChatRequest) -> str | None:
         if request.uses_tools and not self.config.tools:
             return "configured without tool calling (tools: false)"
+        if (why := self._structured_refusal(request)) is not None:
+            return f"backend {self.name!r}: {why}"
         return missing(request, self.supports, f"backend {self.name!r}")
+
+    def _structured_refusal(self, request: ChatRequest) -> str | None:
+        dialect = self.config.structured_output
+        if request.response_format is None or dialect == "openai":
+            return None
+        if dialect == "none":
+            return "configured without structured output (structured_output: none)"
+        # dialect "tgi". TGI's Messages API: "Grammar and tools are mutually exclusive".
+        if request.tools:
+            return "TGI's Messages API cannot take a response_format and tools together"
+        return tgi_grammar.refusal(request.response_format)
 
     async def close(self) -> None:
         await http.aclose_quietly(self._session)
@@ -259,6 +281,7 @@ class OpenAICompatProvider:
                 self.config.extra_body,
                 stream=stream,
                 signatures=self._signatures,
+                structured_output=self.config.structured_output,
             )
         )
 

@@ -49,7 +49,7 @@ from standby.errors import (
     UpstreamTimeout,
 )
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
-from standby.providers import http
+from standby.providers import http, tgi_grammar
 
 # TGI answers these error types with these statuses (router/src/server.rs); inside a stream
 # the status is 200 and only the type is left.
@@ -71,11 +71,11 @@ _prompt_tokens: ContextVar[list[int] | None] = ContextVar("tgi_prompt_tokens", d
 
 
 def _grammar(fmt: dict[str, Any] | None) -> TextGenerationInputGrammarType | None:
-    """OpenAI ``response_format`` as TGI's JSON grammar."""
-    if fmt is None:
+    """OpenAI ``response_format`` as TGI's JSON grammar (``tgi_grammar``)."""
+    found = tgi_grammar.grammar(fmt)
+    if found is None:
         return None
-    schema = (fmt.get("json_schema") or {}).get("schema") if fmt["type"] == "json_schema" else None
-    return TextGenerationInputGrammarType(type="json", value=schema or {"type": "object"})
+    return TextGenerationInputGrammarType(type="json", value=found["value"])
 
 
 def _strip_stop(text: str, stops: Sequence[str]) -> str:
@@ -154,7 +154,7 @@ class _RequestClient(AsyncInferenceClient):
         return self._pool
 
 
-# response_format becomes TGI's JSON grammar.
+# response_format becomes TGI's JSON grammar (json_schema only: ``tgi_grammar``).
 TGI_SUPPORTS: frozenset[Need] = frozenset({"structured_output"})
 
 
@@ -209,6 +209,8 @@ class TGIProvider:
     def unsupported(self, request: ChatRequest) -> str | None:
         if request.uses_tools:
             return "TGI's native API has no tool calling (use an openai-type backend for TGI)"
+        if (why := tgi_grammar.refusal(request.response_format)) is not None:
+            return f"backend {self.name!r} (TGI): {why}"
         return missing(request, TGI_SUPPORTS, f"backend {self.name!r} (TGI)")
 
     async def close(self) -> None:
