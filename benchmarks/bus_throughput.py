@@ -36,10 +36,10 @@ def event(n: int) -> InferenceCompleted:
         source="benchmark",
         data=InferenceCompletedData(
             request_id=f"req-{n}",
-            route="gemini-2.5-flash",
+            route="gemini-3.8-flash",
             backend="gemini",
             provenance="primary",
-            model="gemini-2.5-flash",
+            model="gemini-3.8-flash",
             messages=[
                 ChatMessage(role="system", content="You are a helpful assistant. " * 4),
                 ChatMessage(role="user", content=f"Question {n}: " + "explain this please " * 20),

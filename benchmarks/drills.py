@@ -51,7 +51,7 @@ def row(figures: dict[str, Any]) -> str:
             seen.append(f"{key}: {json.dumps(figures[key], sort_keys=True)}")
     for name, values in (figures.get("metrics") or {}).items():
         if values:
-            short = {k.replace('route="gemini-2.5-flash",', ""): v for k, v in values.items()}
+            short = {k.replace('route="gemini-3.8-flash",', ""): v for k, v in values.items()}
             seen.append(f"{name} {json.dumps(short)}")
     tried = figures.get("tried", "")
     tried = json.dumps(tried) if not isinstance(tried, str) else tried

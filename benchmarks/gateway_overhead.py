@@ -6,11 +6,11 @@ prints a table and writes it into ``docs/benchmarks.md``:
 
     direct    the simulated Gemini's OpenAI surface (``standby sim gemini``), no proxy at all
     floor     benchmarks/floor_proxy.py: aiohttp server + one shared ClientSession on uvloop
-    standby   ``standby serve`` (one worker), route ``gemini-2.5-flash: [gemini, gemini_backup]``
+    standby   ``standby serve`` (one worker), route ``gemini-3.8-flash: [gemini, gemini_backup]``
     litellm   the LiteLLM proxy (one worker), same route with a configured fallback
 
 Capture on / off is measured inside the ``standby`` gateway (``capture_ab``): its route
-``gemini-2.5-flash`` captures, two more routes with the same backends have ``capture: false``;
+``gemini-3.8-flash`` captures, two more routes with the same backends have ``capture: false``;
 short runs against the three rotate, so drift in machine speed cancels, and the two capture-off
 routes are an A/A control that shows how far apart identical runs land. One process for both
 sides, because two identical gateway processes were measured ~3 % apart (memory layout), as
@@ -56,7 +56,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TOKEN = "sk-standby-bench-0000"  # the gateway key, the LiteLLM master key, the sim's "API key"
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.8-flash"
 PROMPT = "Say hello in one short sentence."
 TICK = os.sysconf("SC_CLK_TCK")
 NPROC = os.cpu_count() or 1

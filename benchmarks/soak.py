@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import yaml
 
-ROUTE = "gemini-2.5-flash"
+ROUTE = "gemini-3.8-flash"
 BODY = {"model": ROUTE, "messages": [{"role": "user", "content": "Soak test: are you there?"}]}
 
 

@@ -31,7 +31,7 @@ class ServiceLLMSettings(ToolConfig):
         "provider's own variable (OPENAI_API_KEY...)",
     )
     service_model_name: str = Field(
-        default="gemini-2.5-flash", description="Model name (litellm: provider/name)"
+        default="gemini-3.8-flash", description="Model name (litellm: provider/name)"
     )
     service_llm_base_url: str | None = Field(
         default=None,

@@ -20,7 +20,7 @@ from standby.sim.demo_report import Scrape, Steps, counts, scrape
 if TYPE_CHECKING:
     from openai import OpenAI
 
-ROUTE = "gemini-2.5-flash"
+ROUTE = "gemini-3.8-flash"
 TOPICS = (
     "rivers",
     "volcanoes",

@@ -566,7 +566,7 @@ def test_compose_gateway_config_loads_and_points_at_compose_services(
     assert settings.server.api_keys, "a gateway reachable from containers needs auth"
     assert settings.capture.bus == "redis://redis:6379/0"
     assert settings.data.store.startswith("sqlite:////var/lib/standby/")
-    route = settings.routes["gemini-2.5-flash"].backends
+    route = settings.routes["gemini-3.8-flash"].backends
     assert [settings.backends[b].type for b in route] == ["gemini", "openai"]
     fallback = settings.backends[route[1]]
     assert isinstance(fallback, OpenAIBackend)
@@ -786,7 +786,7 @@ def test_k8s_gateway_config_points_at_k8s_services() -> None:
     objects = k8s_objects()
     settings = load_k8s_settings()
     assert settings.server.host == "0.0.0.0"
-    route = settings.routes["gemini-2.5-flash"].backends
+    route = settings.routes["gemini-3.8-flash"].backends
     fallback = settings.backends[route[1]]
     assert isinstance(fallback, OpenAIBackend)
     match = re.fullmatch(r"http://([a-z0-9-]+):(\d+)/v1", fallback.base_url)
