@@ -93,7 +93,7 @@ def test_well_formed_judgements_rows_and_report(sim: RunningSim, tmp_path: Path)
     # The simulator answers the schema with its maximum: the schema reached the judge.
     assert row["similarity_scores"] == [100.0] * 3 and row["precision"] == 100.0
     assert row["similarity_reasons"] and all(row["similarity_reasons"])
-    assert row["evaluators"] == ["gemini/gemini-2.5-flash"] * 3 and len(row["dates"]) == 3
+    assert row["evaluators"] == ["gemini/gemini-3.8-flash"] * 3 and len(row["dates"]) == 3
     assert row["judge_failures"] == 0 and row["judge_errors"] == []
     # The judge-free metrics: the closer answer scores higher on both.
     assert rows[0]["rouge_l"] > rows[1]["rouge_l"] and rows[0]["chrf"] > rows[1]["chrf"]

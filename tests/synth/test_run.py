@@ -65,7 +65,7 @@ def test_valid_output_with_provenance_event_and_summary(
         assert row["prompt"] == instruction and row["category"] == "Generation"
         assert row["seed_ids"] == [f"train-{TRAIN.index(seed)}"]
         assert (row["source"], row["topic"]) == ("synthetic", "everyday life")
-        assert row["generator"] == "gemini/gemini-2.5-flash"
+        assert row["generator"] == "gemini/gemini-3.8-flash"  # the default service model
         assert row["run_id"] == summary.run_id
         assert all(row[k] not in (None, "", []) for k in PROVENANCE)
     assert sim.sim.stats()["script_pending"] == 0
