@@ -6,7 +6,7 @@ TGI's grammar is ``{"type": "json", "value": <JSON Schema>}`` (``json_object`` i
 ``json``; router/src/lib.rs ``GrammarType``). Its router compiles the schema to a regex
 (outlines-core) after two checks (router/src/validation.rs): the schema must be valid under
 draft 2020-12, and its root must have ``properties``, else a 422 "Grammar must have a
-'properties' field". A schema with ``properties`` allows those keys only, so TGI cannot ask for
+'properties' field" (since TGI 2.3). A schema with ``properties`` allows those keys only, so TGI cannot ask for
 "any JSON object": ``json_object`` has no grammar there, and such a request is ``unsupported``
 on a TGI backend rather than answered without a constraint or refused by TGI mid-failover.
 
