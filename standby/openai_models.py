@@ -368,12 +368,24 @@ class ChatCompletionRequest(OpenModel):
         return bias
 
 
-_warned_fields: set[str] = set()
+# Unknown field names logged so far. Clients choose the names, so both the set and each line
+# are bounded: past MAX_WARNED names nothing more is logged (one line says so), and a name is
+# logged cut to WARNED_NAME_CHARS.
+MAX_WARNED = 256
+WARNED_NAME_CHARS = 64
+_warned_fields: set[str | None] = set()  # None: the cap was reached (and said so)
 
 
 def log_ignored_fields(req: ChatCompletionRequest) -> None:
     """Log each unknown request field once per process, so operators see what SDKs send."""
     for name in req.model_extra or ():
-        if name not in _warned_fields:
-            _warned_fields.add(name)
-            log.info("ignoring unsupported request field %r", name)
+        key = name[:WARNED_NAME_CHARS]
+        if key in _warned_fields or None in _warned_fields:
+            continue
+        if len(_warned_fields) >= MAX_WARNED:
+            _warned_fields.add(None)
+            log.info("ignoring unsupported request fields: %d names logged, no more", MAX_WARNED)
+            return
+        _warned_fields.add(key)
+        cut = "..." if len(name) > WARNED_NAME_CHARS else ""
+        log.info("ignoring unsupported request field %r%s", key, cut)
