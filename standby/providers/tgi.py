@@ -237,6 +237,9 @@ class TGIProvider:
             "max_new_tokens": request.max_tokens or self.config.max_new_tokens,
             "stop": list(request.stop) or None,
             "seed": request.seed,
+            # TGI's own frequency_penalty (OpenAI's range); it has no presence penalty, and its
+            # repetition_penalty is another measure (a divisor), so presence_penalty is dropped.
+            "frequency_penalty": request.frequency_penalty,
             "grammar": _grammar(request.response_format),
         }
         # TGI rejects temperature 0 and top_p outside (0, 1): greedy means do_sample false.
