@@ -147,6 +147,18 @@ def test_parse_succeeds_on_the_fallback(
     assert streamed.choices[0].message.parsed == trip  # whole and streamed agree
 
 
+def test_parse_on_gemini_while_it_is_up(gateway: GatewayServer, sim: RunningSim) -> None:
+    """The primary's own answer (responseJsonSchema, simulated Gemini) parses the same way."""
+    with _client(gateway) as client:
+        raw = client.chat.completions.with_raw_response.parse(
+            model="so-vllm",
+            messages=ASK,  # type: ignore[arg-type]
+            response_format=Trip,
+        )
+    assert raw.headers["x-standby-backend"] == "gemini"
+    assert isinstance(raw.parse().choices[0].message.parsed, Trip)
+
+
 def _langchain(gateway: GatewayServer, route: str, method: str) -> tuple[Any, list[str]]:
     """langchain-openai's structured answer on ``route`` and the backend of each response."""
     seen: list[str] = []
