@@ -17,4 +17,5 @@ pytest_plugins = [
     "tests.fixtures.secrets",
     "tests.fixtures.vllm_sim",
     "tests.fixtures.ports",
+    "tests.fixtures.media",
 ]

@@ -22,8 +22,11 @@ from standby.providers import http
 from standby.providers.gemini_wire import Parsed, request_body
 from standby.tool_calls import ToolCallDelta
 
-# Gemini has no logit bias; everything else a request can need it does.
-GEMINI_SUPPORTS: frozenset[Need] = frozenset({"tools", "structured_output"})
+# Gemini has no logit bias; everything else a request can need it does (media: inlineData
+# parts, gemini_wire).
+GEMINI_SUPPORTS: frozenset[Need] = frozenset(
+    {"tools", "structured_output", "image", "audio", "file"}
+)
 
 
 class GeminiProvider:

@@ -1,6 +1,7 @@
 """Gemini's REST shapes for the Gemini provider: the normalized request as a
 ``GenerateContentRequest`` body, and a ``GenerateContentResponse`` (whole or one stream chunk)
-reduced to what the gateway needs.
+reduced to what the gateway needs. A user turn's images, audio and files become ``inlineData``
+parts among its text parts, in order.
 
 Tools: ``tools`` become ``functionDeclarations`` with ``parametersJsonSchema`` (full JSON
 Schema), ``tool_choice`` becomes ``toolConfig.functionCallingConfig`` (AUTO / ANY / NONE,
@@ -71,7 +72,7 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
         if role == "system":
             system.append({"text": m.content})
         elif role == "user":
-            contents.append({"role": "user", "parts": [{"text": m.content}]})
+            contents.append({"role": "user", "parts": _user_parts(m)})
         elif role == "assistant" and not m.tool_calls:
             contents.append({"role": "model", "parts": [{"text": m.content}]})
         else:
@@ -109,6 +110,20 @@ def _generation(request: ChatRequest) -> dict[str, Any]:
         if fmt["type"] == "json_schema" and schema:
             gen["responseJsonSchema"] = schema
     return gen
+
+
+def _user_parts(m: Message) -> list[dict[str, Any]]:
+    """A user turn's parts: its text, or with media its texts and ``inlineData`` blobs (base64
+    bytes and MIME type: images, audio, PDFs) in the order the client sent them."""
+    if not m.parts:
+        return [{"text": m.content}]
+    return [
+        {"text": p}
+        if isinstance(p, str)
+        else {"inlineData": {"mimeType": p.mime_type, "data": p.base64()}}
+        for p in m.parts
+        if not isinstance(p, str) or p
+    ]
 
 
 def _declaration(tool: Tool) -> dict[str, Any]:

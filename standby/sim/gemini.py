@@ -21,6 +21,7 @@ import contextlib
 import socket
 import struct
 import time
+from collections import deque
 from typing import Any
 
 import orjson
@@ -35,6 +36,7 @@ from standby.sim.script import Reply, Script, parse_reply
 from standby.sim.surface import BadRequest, Outcome, Surface, Turn, json_response
 
 _FLAKY_503 = Fault("flaky", "error", 503)
+RECEIVED = 16
 _METHODS = frozenset({"generateContent", "streamGenerateContent"})
 
 
@@ -50,6 +52,8 @@ class SimGemini:
         self.by_model: dict[str, int] = {}
         self.in_flight = 0  # a live gauge: reset() leaves it alone
         self.scripted = Script()
+        # The last request bodies, as received (both surfaces), for tests to read back.
+        self.received: deque[bytes] = deque(maxlen=RECEIVED)
         self.set_fault(fault)
 
     @property
@@ -71,6 +75,7 @@ class SimGemini:
         self.requests = 0
         self.by_model = {}
         self.scripted.clear()
+        self.received.clear()
 
     def script(self, replies: list[str | dict[str, str]], match: str | None = None) -> None:
         """Queue replies for the next model calls, in order (see :mod:`standby.sim.script`):
@@ -146,8 +151,10 @@ class _Handlers:
             key = request.headers.get("x-goog-api-key") or request.query.get("key")
             if denied := self.sim.key_error(key):
                 return NATIVE.error(*denied)
+            body = await request.read()
+            self.sim.received.append(body)
             try:
-                req = parse_native(await request.read())
+                req = parse_native(body)
             except BadRequest as e:
                 return NATIVE.error(400, e.message)
             if refused := signature_error(model, req):
@@ -162,8 +169,10 @@ class _Handlers:
 
     async def openai(self, request: web.Request) -> web.StreamResponse:
         surface = gemini_openai.OPENAI
+        body = await request.read()
+        self.sim.received.append(body)
         try:
-            model, req, stream, include_usage = gemini_openai.parse(await request.read())
+            model, req, stream, include_usage = gemini_openai.parse(body)
         except BadRequest as e:
             self.sim.admit("")
             return surface.error(400, e.message)

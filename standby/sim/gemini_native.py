@@ -13,6 +13,7 @@ from aiohttp import web
 
 from standby.sim.answers import Answer, SimRequest, count_tokens
 from standby.sim.gemini_history import Tooling, native_history, native_tools, with_tooling
+from standby.sim.gemini_media import check_blob
 from standby.sim.gemini_tools import native_parts, respond
 from standby.sim.surface import (
     GOOGLE_STATUS,
@@ -46,15 +47,21 @@ _SCHEMA_KEYS = (
 )
 
 
-def _texts(parts: Any, where: str) -> tuple[str, bool]:
-    """The text of a content's parts, and whether it has function calls or responses."""
+def _texts(parts: Any, where: str) -> tuple[str, bool, int]:
+    """The text of a content's parts, whether it has function calls or responses, and the
+    prompt tokens of its ``inlineData`` blobs (checked: ``gemini_media``)."""
     if not isinstance(parts, list):
         raise BadRequest(f"{where}.parts must be a list")
     out = []
     tooled = False
-    for part in parts:
+    blobs = 0
+    for j, part in enumerate(parts):
         if not isinstance(part, dict):
             raise BadRequest(f"{where}.parts[] must be objects")
+        blob = get_field(part, "inlineData", "inline_data")
+        if blob is not None:
+            blobs += check_blob(blob, f"{where}.parts[{j}].inline_data")
+            continue
         text = part.get("text")
         if text is not None:
             if not isinstance(text, str):
@@ -63,7 +70,7 @@ def _texts(parts: Any, where: str) -> tuple[str, bool]:
                 out.append(text)
         elif len(part) > 1 or "thoughtSignature" not in part:
             tooled = True  # functionCall / functionResponse (checked in gemini_history)
-    return "".join(out), tooled
+    return "".join(out), tooled, blobs
 
 
 def _num(config: dict[str, Any], camel: str, snake: str, lo: float, hi: float) -> Any:
@@ -99,9 +106,9 @@ def parse_native(body: bytes) -> SimRequest:
         role = content.get("role") or "user"
         if role not in ("user", "model", "function"):
             raise BadRequest(f"Please use a valid role: user, model. (got {role!r})")
-        text, tool_parts = _texts(content.get("parts"), f"contents[{i}]")
+        text, tool_parts, blob_tokens = _texts(content.get("parts"), f"contents[{i}]")
         tooled = tooled or tool_parts
-        tokens += count_tokens(text)
+        tokens += count_tokens(text) + blob_tokens
         seen.append(text)
         if role == "model":
             prefill = text if prefill is None else prefill + text
@@ -113,7 +120,7 @@ def parse_native(body: bytes) -> SimRequest:
     if system is not None:
         if not isinstance(system, dict):
             raise BadRequest("systemInstruction must be a Content object")
-        instruction, _ = _texts(system.get("parts"), "systemInstruction")
+        instruction, _, _ = _texts(system.get("parts"), "systemInstruction")
         tokens += count_tokens(instruction)
         seen.insert(0, instruction)
     req = SimRequest(prompt, prefill, tokens, context="\n".join(seen))

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from standby.sim.answers import Answer, SimRequest, count_tokens, split_chunks
 from standby.sim.gemini_history import Tooling, openai_history, openai_tools, with_tooling
+from standby.sim.gemini_media import OPENAI_MEDIA, check_openai_part
 from standby.sim.gemini_tools import respond
 from standby.sim.surface import (
     GOOGLE_STATUS,
@@ -40,10 +41,13 @@ def _content(message: dict[str, Any], i: int) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     if isinstance(content, list):
+        for j, p in enumerate(content):  # images, audio, PDFs: checked, not looked at
+            if isinstance(p, dict) and p.get("type") in OPENAI_MEDIA:
+                check_openai_part(p, f"messages[{i}].content[{j}]")
         texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
         if all(isinstance(t, str) for t in texts):
             return "".join(texts)  # type: ignore[arg-type]
-    raise BadRequest(f"messages[{i}].content must be a string or a list of text parts")
+    raise BadRequest(f"messages[{i}].content must be a string or a list of content parts")
 
 
 def _int(data: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
