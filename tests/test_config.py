@@ -1,9 +1,10 @@
-"""Config loading: the shipped example config loads and works; every bad file fails with one line that
-names the file, the field and the problem."""
+"""Config loading: the shipped example config loads and works; every bad file fails with one
+line that names the file, the field and the problem."""
 
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,11 @@ import yaml
 
 from standby.config import load_settings, parse_settings
 from standby.errors import ConfigError
-from tests.fixtures.gateway import ROUTE, StartGateway
+from tests.fixtures.gateway import StartGateway
 from tests.fixtures.sim import RunningSim
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "standby.yaml"
+ROUTE = "gemini-3.8-flash"  # the example's route alias, the name of its Gemini model
 
 
 @pytest.fixture
@@ -142,3 +144,25 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr
     assert lines[0].startswith(f"standby: error: {path}: routes.m: names backend 'ghost'")
+
+
+def test_a_taken_port_is_said_before_any_model_loads(tmp_path: Path) -> None:
+    """The port is bound first: the backend here names a model that does not exist, so a
+    gateway that loaded backends first would fail on the model, not the port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "standby.yaml"
+        config = {
+            "server": {"host": "127.0.0.1", "port": port},
+            "backends": {"gemma": {"type": "local", "model": str(tmp_path / "no-such-model")}},
+            "routes": {"m": ["gemma"]},
+            "capture": {"enabled": False},
+        }
+        path.write_text(yaml.safe_dump(config))
+        run = serve_process(path)
+    assert run.returncode == 1
+    assert (
+        run.stderr == f"standby: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,22 +70,43 @@ async def run_gateway(
     """Start every backend (errors propagate: the caller prints one line), then serve until
     SIGINT/SIGTERM, then close the backends. SIGHUP reloads the keys (``config_path``'s
     ``server`` section and the key file), keeping the old ones if that fails."""
+    host, port = settings.server.host, settings.server.port
+    # The port first: a port that is taken is said at once, not after minutes of loading a model.
+    sock = listening_socket(host, port)
     gw = Gateway(settings)
     gw.config_path = Path(config_path) if config_path is not None else None
-    await gw.start()
+    try:
+        await gw.start()
+    except BaseException:
+        sock.close()
+        raise
     hup = _on_sighup(gw)
     try:
-        host, port = settings.server.host, settings.server.port
         server = GatewayServer(uvicorn_config(gw, host, port, log_level))
         if on_started is not None:
             watcher = asyncio.create_task(_when_started(server, gw, on_started))
-        await server.serve()
+        await server.serve(sockets=[sock])
         if on_started is not None:
             watcher.cancel()
     finally:
+        sock.close()
         if hup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await gw.close()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (uvicorn listens on it); an ``OSError`` naming the
+    address when it cannot be had (taken, or not an address of this machine)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
 
 
 def _on_sighup(gw: Gateway) -> bool:
