@@ -13,7 +13,7 @@ tier) are not needs: each backend applies what it can, as the README's parameter
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Iterable, Set
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -42,6 +42,15 @@ WORDS: dict[Need, str] = {
     "logit_bias": "logit_bias",
 }
 ALL: frozenset[Need] = frozenset(WORDS)
+
+
+MEDIA_NEEDS: tuple[Need, ...] = ("image", "audio", "file")
+
+
+def media_needs(modalities: Iterable[str]) -> frozenset[Need]:
+    """The media needs a backend configured with ``modalities`` (``[text, image]``) meets."""
+    listed = set(modalities)
+    return frozenset(n for n in MEDIA_NEEDS if n in listed)
 
 
 def needs_of(request: ChatRequest) -> frozenset[Need]:

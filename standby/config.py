@@ -48,7 +48,12 @@ class ServerConfig(Strict):
         default_factory=list,
         description="Bearer keys clients must send; empty = no gateway auth (local use only).",
     )
-    max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+    max_body_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=16 << 20,
+        description="Largest request body; beyond it 413. 16 MiB fits an image or PDF of about "
+        "12 MiB sent inline in base64 (Gemini takes up to 20 MB inline per request); a "
+        "text-only deployment can set 1 MiB.",
+    )
     api_keys_file: Path | None = Field(
         default=None,
         description="More gateway keys, one per line: a key or its ``sha256:<hex>`` digest; "
@@ -125,6 +130,20 @@ class GeminiBackend(_Backend):
     on_blocked: Literal["content_filter", "fallback"] = "content_filter"
 
 
+Modality = Literal["text", "image", "audio", "file"]
+
+
+def _text_only() -> list[Modality]:
+    return ["text"]
+
+
+MODALITIES_HELP = (
+    "What the model reads: text, and image, audio, file (PDF) when listed; a request with "
+    "media it cannot read skips this backend (reason unsupported). Media is forwarded as "
+    "OpenAI content parts (image_url / input_audio / file, inline base64)."
+)
+
+
 class OpenAIBackend(_Backend):
     """Any OpenAI-compatible server: vLLM, TGI's Messages API, ``transformers serve``, Ollama."""
 
@@ -138,6 +157,7 @@ class OpenAIBackend(_Backend):
         description="The server can call tools; false (vLLM without --enable-auto-tool-choice, "
         "TGI without grammar support) skips this backend for requests that use tools.",
     )
+    modalities: list[Modality] = Field(default_factory=_text_only, description=MODALITIES_HELP)
     structured_output: Literal["openai", "tgi", "none"] = Field(
         default="openai",
         description="How the server takes response_format: openai (vLLM, OpenAI, Ollama: "
@@ -173,6 +193,7 @@ class LiteLLMBackend(_Backend):
         description="The model can call tools through litellm; false skips this backend for "
         "requests that use tools.",
     )
+    modalities: list[Modality] = Field(default_factory=_text_only, description=MODALITIES_HELP)
     structured_output: bool = Field(
         default=True,
         description="Forward response_format where litellm takes it for this provider; false "
@@ -256,6 +277,44 @@ class CaptureConfig(Strict):
         return patterns
 
 
+class MediaConfig(Strict):
+    """Images, audio and files in requests (the ``media:`` section). An ``http(s)`` image URL
+    is fetched by the gateway before any backend is called (``standby.gateway.fetch``): only
+    public addresses, unless the host is in ``allow_hosts``."""
+
+    fetch_urls: bool = Field(
+        default=True,
+        description="Fetch http(s) image URLs; false: such a part is a 400 (send data: URLs).",
+    )
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (names or IP literals, exact match) fetched even when they resolve "
+        "to loopback, private, link-local or other non-public addresses.",
+    )
+    max_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=10 << 20, description="Largest image fetched from one URL; beyond it 400."
+    )
+    timeout_s: PositiveSeconds = Field(
+        default=10.0, description="One URL (resolving, connecting, redirects, body) within this."
+    )
+    max_urls: Annotated[int, Field(ge=1)] = Field(
+        default=8, description="Image URLs one request may carry."
+    )
+    keep_in_capture: bool = Field(
+        default=False,
+        description="Captured events keep media bytes (base64); by default only kind, type, "
+        "size and sha256 digest. An event over 1 MiB is dropped, so this suits small images.",
+    )
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _bare_hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not host or any(c in host for c in "/@ ") or host.count(":") == 1:
+                raise ValueError(f"{host!r} is not a bare host name or IP address")
+        return [h.strip("[]").lower() for h in hosts]
+
+
 Chars = Annotated[int, Field(ge=0)]
 
 
@@ -337,6 +396,7 @@ class Settings(Strict):
     routes: Annotated[dict[str, RouteConfig], Field(min_length=1)]
     breaker: BreakerConfig = BreakerConfig()
     capture: CaptureConfig = CaptureConfig()
+    media: MediaConfig = MediaConfig()
     data: DataConfig = DataConfig()
     registry: RegistryConfig = RegistryConfig()
 

@@ -100,6 +100,8 @@ def classify(event: Event) -> Candidate | str:
     d = event.data
     if d.provenance != "primary":
         return d.provenance  # fallback / stitched: never train the small model on itself
+    if any(m.media for m in d.messages):
+        return "media"  # the pair would keep the prompt's words without what it showed
     if uses_tools(d):
         return _tool_candidate(event, d)
     if d.finish_reason != "stop":

@@ -23,6 +23,7 @@ from standby.gateway.auth import ANONYMOUS, KeyRing, RateLimiter, server_digests
 from standby.gateway.capture import Capture
 from standby.gateway.errors import error_response
 from standby.gateway.failover import Failover
+from standby.gateway.fetch import MediaFetcher
 from standby.gateway.metrics import Metrics
 from standby.gateway.routes import CHAT_PATH, api, chat_asgi
 from standby.openai_models import ChatCompletionRequest
@@ -59,7 +60,12 @@ class Gateway:
             {alias: route.max_concurrency for alias, route in settings.routes.items()},
             self.metrics,
         )
-        self.capture = Capture(settings.capture, self.metrics) if settings.capture.enabled else None
+        self.capture = (
+            Capture(settings.capture, self.metrics, keep_media=settings.media.keep_in_capture)
+            if settings.capture.enabled
+            else None
+        )
+        self.fetcher = MediaFetcher(settings.media)  # image URLs in requests
         self.follower: ModelFollower | None = None  # set when registry.follow names backends
 
     async def start(self) -> None:

@@ -103,8 +103,11 @@ class WriterProcess:
 
 
 class Capture:
-    def __init__(self, config: CaptureConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, config: CaptureConfig, metrics: Metrics, *, keep_media: bool = False
+    ) -> None:
         self.config = config
+        self.keep_media = keep_media  # media.keep_in_capture: bytes too, not only digests
         self.metrics = metrics
         self._buffer: list[bytes] = []  # encoded answers not sent to the writer yet
         self._timer: asyncio.TimerHandle | None = None  # sends the buffer at the window's end
@@ -136,7 +139,7 @@ class Capture:
             self._drop(item.request_id, "the gateway has shut capture down")
             return
         try:
-            answer = orjson.dumps(data_of(item))
+            answer = orjson.dumps(data_of(item, keep_media=self.keep_media))
         except TypeError as e:  # not encodable (request validation should prevent it)
             self._drop(item.request_id, str(e))
             return

@@ -3,7 +3,9 @@ data as plain JSON values (``data_of``), built on the request path at a dict lit
 
 Tool fields are written only when the request used tools (offered functions, calls and
 results in its history, calls in the answer), so a plain-text answer's event has exactly the
-fields it had before tools existed.
+fields it had before tools existed. Likewise ``media`` only on a user turn that had images,
+audio or files: their kind, type, size and digest, and their bytes only with ``keep_media``
+(``media.keep_in_capture``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from standby.gateway.failover import Outcome
+from standby.media import Media
 from standby.protocol import ChatRequest, FinishReason, Message, Usage
-from standby.store.envelope import CapturedToolCallJSON, ChatMessageJSON, InferenceCompletedJSON
+from standby.store.envelope import (
+    CapturedMediaJSON,
+    CapturedToolCallJSON,
+    ChatMessageJSON,
+    InferenceCompletedJSON,
+)
 from standby.tool_calls import ToolCall
 
 
@@ -34,7 +42,7 @@ class Captured:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-def data_of(item: Captured) -> InferenceCompletedJSON:
+def data_of(item: Captured, *, keep_media: bool = False) -> InferenceCompletedJSON:
     """One answer's ``inference.completed`` data as plain values, not redacted yet: the writer
     redacts it, validates it and encodes its event before anything is written. The envelope's
     TypedDict names the fields; building it costs what a dict literal costs."""
@@ -49,6 +57,8 @@ def data_of(item: Captured) -> InferenceCompletedJSON:
         "messages": [
             _tool_message(m)
             if m.tool_calls or m.tool_call_id is not None
+            else _media_message(m, keep_media)
+            if m.parts
             else {"role": m.role, "content": m.content}
             for m in req.messages
         ],
@@ -85,6 +95,23 @@ def _tool_message(m: Message) -> ChatMessageJSON:
     if m.name is not None:
         message["name"] = m.name
     return message
+
+
+def _media_message(m: Message, keep: bool) -> ChatMessageJSON:
+    """A user turn with media: its text, and what each medium was (its bytes if ``keep``)."""
+    return {"role": m.role, "content": m.content, "media": [_medium(x, keep) for x in m.media]}
+
+
+def _medium(media: Media, keep: bool) -> CapturedMediaJSON:
+    out: CapturedMediaJSON = {
+        "kind": media.kind,
+        "mime_type": media.mime_type,
+        "bytes": len(media.data),
+        "digest": media.digest(),
+    }
+    if keep:
+        out["data"] = media.base64()
+    return out
 
 
 def _calls(calls: Iterable[ToolCall]) -> list[CapturedToolCallJSON]:

@@ -122,7 +122,10 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
     parsed = parse_request(await read_body(request, server.max_body_bytes, server.body_timeout_s))
     alias = parsed.model
     gw.failover.resolve(alias)
-    record.chat = chat = ChatRequest.from_openai(parsed)
+    chat = ChatRequest.from_openai(parsed)
+    if any(not m.fetched for m in chat.media):
+        chat = await gw.fetcher.fetch(chat)  # image URLs become bytes before any backend
+    record.chat = chat
     completion_id = f"chatcmpl-{new_id()}"
     admission = gw.admission
     admission.enter(alias)  # over max_concurrency: 503 overloaded now, no queueing

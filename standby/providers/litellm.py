@@ -30,7 +30,7 @@ import aiohttp
 import httpx
 import httpx2
 
-from standby.capabilities import Need, missing
+from standby.capabilities import Need, media_needs, missing
 from standby.chat_format import template_flags
 from standby.config import LiteLLMBackend, Timeouts
 from standby.errors import (
@@ -176,6 +176,7 @@ class LiteLLMProvider:
         self.config = config
         self._lm: ModuleType | None = None
         self.supports: frozenset[Need] = frozenset({"tools", "structured_output"})
+        self.supports |= media_needs(config.modalities)  # forwarded as OpenAI content parts
         if not config.structured_output:
             self.supports -= {"structured_output"}
         # Only the connect phase is litellm's to time; the router owns the other limits.

@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from standby.capabilities import Need, missing
+from standby.capabilities import Need, media_needs, missing
 from standby.chat_format import template_flags
 from standby.config import OpenAIBackend
 from standby.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamStatusError
@@ -207,8 +207,8 @@ class OpenAICompatProvider:
         self.name = name
         self.config = config
         self.model = config.model
-        # Text-only until its config says what media it reads; the rest is forwarded as is.
-        self.supports: frozenset[Need] = OPENAI_SUPPORTS
+        # Media only as its config says (modalities); the rest is forwarded as is.
+        self.supports: frozenset[Need] = OPENAI_SUPPORTS | media_needs(config.modalities)
         self._url = f"{config.base_url.rstrip('/')}/chat/completions"
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         if config.api_key is not None:

@@ -23,6 +23,7 @@ import orjson
 from standby.errors import UpstreamProtocolError
 from standby.protocol import ChatRequest, FinishReason, Message
 from standby.providers.gemini_wire import PLACEHOLDER_SIGNATURE
+from standby.providers.openai_media import content_parts
 from standby.tool_calls import ToolCall, ToolCallDelta
 
 
@@ -61,7 +62,7 @@ def _wire_message(m: Message, signatures: bool) -> dict[str, Any]:
         out["content"] = m.content
         return out
     if not m.tool_calls:
-        return {"role": m.role, "content": m.content}
+        return {"role": m.role, "content": content_parts(m.parts) if m.parts else m.content}
     calls = [_wire_call(c, signatures) for c in m.tool_calls]
     if signatures and all(c.signature is None for c in m.tool_calls):
         # Gemini checks the first call of each step; this turn was not Gemini's, so it gets

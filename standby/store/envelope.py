@@ -94,15 +94,28 @@ class CapturedTool(_Model):
     parameters: dict[str, Any] | None = None
 
 
+class CapturedMedia(_Model):
+    """An image, audio clip or file of a user turn: what it was (kind, MIME type, size, sha256
+    digest), and its bytes in base64 only where ``media.keep_in_capture`` is on."""
+
+    kind: Literal["image", "audio", "file"]
+    mime_type: str
+    bytes: Annotated[int, Field(ge=0)]
+    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+    data: str | None = _optional()
+
+
 class ChatMessage(_Model):
     """A turn; an assistant turn may carry ``tool_calls``, a ``tool`` turn answers the call
-    ``tool_call_id`` of function ``name``."""
+    ``tool_call_id`` of function ``name``; a user turn's ``media`` are its images, audio and
+    files in order (``content`` is then its text parts joined)."""
 
     role: Role
     content: str
     tool_calls: list[CapturedToolCall] | None = _optional()
     tool_call_id: str | None = _optional()
     name: str | None = _optional()
+    media: list[CapturedMedia] | None = _optional()
 
 
 class TokenUsage(_Model):
@@ -151,12 +164,21 @@ class CapturedToolJSON(TypedDict):
     parameters: dict[str, Any] | None
 
 
+class CapturedMediaJSON(TypedDict):
+    kind: Literal["image", "audio", "file"]
+    mime_type: str
+    bytes: int
+    digest: str
+    data: NotRequired[str]
+
+
 class ChatMessageJSON(TypedDict):
     role: Role
     content: str
     tool_calls: NotRequired[list[CapturedToolCallJSON]]
     tool_call_id: NotRequired[str]
     name: NotRequired[str]
+    media: NotRequired[list[CapturedMediaJSON]]
 
 
 class TokenUsageJSON(TypedDict):

@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from standby.config import ServerConfig
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim
 
@@ -100,7 +101,7 @@ BAD_BODIES: dict[str, bytes] = {
     "schema number over 64 bits": b'{"model":"%s","messages":[{"role":"user","content":"x"}],'
     b'"response_format":{"type":"json_schema","json_schema":'
     b'{"name":"n","schema":{"type":"integer","maximum":%d}}}}' % (ROUTE.encode(), 2**64),
-    "n = 3": orjson.dumps({"model": ROUTE, "messages": [USER], "n": 3}),
+    "n = 9": orjson.dumps({"model": ROUTE, "messages": [USER], "n": 9}),
     "stream wrong type": orjson.dumps({"model": ROUTE, "messages": [USER], "stream": [1]}),
     "stop too many": orjson.dumps({"model": ROUTE, "messages": [USER], "stop": list("abcde")}),
     "bad response_format": orjson.dumps(
@@ -115,7 +116,9 @@ BAD_BODIES: dict[str, bytes] = {
     "deeply nested 100k": nested(100_000),
     "deeply nested 300": nested(300),
     "duplicate keys": b'{"model":"x","model":"%s","messages":[]}' % ROUTE.encode(),
-    "over max_body_bytes": orjson.dumps({"model": ROUTE, "messages": [USER], "pad": "x" * 2**21}),
+    "over max_body_bytes": orjson.dumps(
+        {"model": ROUTE, "messages": [USER], "pad": "x" * ServerConfig().max_body_bytes}
+    ),
 }
 
 
