@@ -5,10 +5,11 @@
 TGI's grammar is ``{"type": "json", "value": <JSON Schema>}`` (``json_object`` is an alias of
 ``json``; router/src/lib.rs ``GrammarType``). Its router compiles the schema to a regex
 (outlines-core) after two checks (router/src/validation.rs): the schema must be valid under
-draft 2020-12, and its root must have ``properties``, else a 422 "Grammar must have a
-'properties' field" (since TGI 2.3). A schema with ``properties`` allows those keys only, so TGI cannot ask for
-"any JSON object": ``json_object`` has no grammar there, and such a request is ``unsupported``
-on a TGI backend rather than answered without a constraint or refused by TGI mid-failover.
+draft 2020-12, and (since TGI 2.3) its root must have ``properties``, else a 422 "Grammar
+must have a 'properties' field". A schema with ``properties`` allows those keys only, so TGI
+cannot ask for "any JSON object": ``json_object`` has no grammar there, and such a request is
+``unsupported`` on a TGI backend rather than answered without a constraint or refused by TGI
+mid-failover.
 
 ``strict`` is not sent: TGI always constrains the output to the grammar (as strict as it gets).
 """
