@@ -6,7 +6,8 @@ merges the judge's ``scores`` and its ``evaluation`` into it when a model passes
 reads what it trained; the gateway exports the scores of the adapter it serves. Keys are only
 ever added, never renamed, and every part keeps keys it does not know (``extra="allow"``), so a
 card from an older or newer standby survives a round trip; only keys that were present, or set,
-are written. Writes are atomic: a reader never sees half a card.
+are written. Writes are atomic: a reader never sees half a card. Every write also rewrites
+the folder's ``README.md`` from the card (``card_readme``), replacing peft's empty template.
 
     card = read_card(adapter_dir)          # None when there is none; CardError when unusable
     merge_scores(adapter_dir, {"similarity": 91.0, "precision": 88.5}, {"judge": "gemini"})
@@ -23,6 +24,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from standby.errors import ConfigError, validation_message
+from standby.store.card_readme import README_FILE, render_readme
 
 CARD_FILE: Final = "standby-model.json"
 FORMAT: Final = 1
@@ -150,10 +152,16 @@ def write_card(directory: Path, card: ModelCard) -> Path:
     """Write ``card`` into ``directory`` (created if needed) atomically; returns the file."""
     path = card_path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card.to_json(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    _atomic_write(path, json.dumps(card.to_json(), indent=2) + "\n")
+    # The README (what a Hub push publishes) says the same, for people.
+    _atomic_write(directory / README_FILE, render_readme(card))
     return path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per writer: no collisions
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def merge_scores(

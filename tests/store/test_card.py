@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from standby.errors import ConfigError
 from standby.store.card import (
@@ -108,7 +109,8 @@ def test_a_card_made_here_is_written_atomically(tmp_path: Path) -> None:
         "base_model": {"id": "m"},
         "metrics": {"train_loss": 2.0},
     }
-    assert [p.name for p in folder.iterdir()] == [CARD_FILE]  # no temporary file left
+    # no temporary file left; the README is written from the card
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", CARD_FILE]
     assert (folder / CARD_FILE).read_text().endswith("}\n")
 
 
@@ -173,3 +175,28 @@ def test_scores_criteria() -> None:
         "precision": 88.25,
     }
     assert Scores().criteria() == {}
+
+
+def test_the_readme_is_written_from_the_card_and_follows_it(tmp_path: Path) -> None:
+    """peft's save_pretrained leaves an empty template README (what a Hub push publishes);
+    every card write replaces it with one made from the card, scores included once merged."""
+    (tmp_path / "README.md").write_text("[More Information Needed]\n" * 39)
+    write_card(tmp_path, ModelCard.model_validate(TRAINED))
+    readme = (tmp_path / "README.md").read_text()
+    assert "More Information Needed" not in readme
+    front, body = readme.removeprefix("---\n").split("---\n", 1)
+    assert yaml.safe_load(front) == {
+        "base_model": "google/gemma-3-1b-it",
+        "library_name": "peft",
+        "tags": ["standby", "lora", "fallback"],
+    }
+    assert body.startswith("\n# 20260201-120000-0123abcd\n")
+    assert "40 rows from `./data`, split `train_sft`, snapshot `s1`" in body
+    assert "| lora_r | 8 |" in body and "Final loss 1.2500." in body
+    assert "model: google/gemma-3-1b-it" in body and "## Results" not in body
+    decision = {"passed": False, "reasons": ["precision 80.0 < 90"]}
+    merge_scores(tmp_path, {"similarity": 91.0, "precision": 80.0}, {"gate": decision})
+    readme = (tmp_path / "README.md").read_text()
+    assert "| similarity | 91.0 |" in readme and "| precision | 80.0 |" in readme
+    assert "The promotion gate failed: precision 80.0 < 90." in readme
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", CARD_FILE]

@@ -71,6 +71,8 @@ def test_from_config_with_flags_on_a_pair_store_snapshot(
     assert card["dataset"]["rows"] + card["eval_dataset"]["rows"] == 40
     assert card["eval_dataset"]["snapshot_id"] == snapshot.id
     assert json.loads((tmp_path / "adapter" / "standby-model.json").read_text()) == card
+    readme = (tmp_path / "adapter" / "README.md").read_text()  # peft's template, replaced
+    assert "More Information Needed" not in readme and f"# {card['version']}" in readme
 
     # Run again into the same folder: refused, then replaced with --overwrite.
     code, _, err = run(capsys, "--from-config", str(config), "--max-steps", "3")
