@@ -178,6 +178,11 @@ class TGIBackend(_Backend):
         "default: Gemma's turn format.",
     )
     max_new_tokens: Annotated[int, Field(ge=1)] = 512
+    structured_output: bool = Field(
+        default=True,
+        description="The server compiles grammars; false (TGI started with "
+        "--disable-grammar-support) skips this backend for requests with a response_format.",
+    )
 
 
 class LiteLLMBackend(_Backend):

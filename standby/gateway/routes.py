@@ -123,8 +123,8 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
     alias = parsed.model
     gw.failover.resolve(alias)
     chat = ChatRequest.from_openai(parsed)
-    if any(not m.fetched for m in chat.media):
-        chat = await gw.fetcher.fetch(chat)  # image URLs become bytes before any backend
+    if any(m.parts for m in chat.messages):  # media: image URLs become bytes now
+        chat = await gw.fetcher.fetch(chat)
     record.chat = chat
     completion_id = f"chatcmpl-{new_id()}"
     admission = gw.admission

@@ -209,6 +209,8 @@ class TGIProvider:
     def unsupported(self, request: ChatRequest) -> str | None:
         if request.uses_tools:
             return "TGI's native API has no tool calling (use an openai-type backend for TGI)"
+        if request.response_format is not None and not self.config.structured_output:
+            return "configured without grammar support (structured_output: false)"
         if (why := tgi_grammar.refusal(request.response_format)) is not None:
             return f"backend {self.name!r} (TGI): {why}"
         return missing(request, TGI_SUPPORTS, f"backend {self.name!r} (TGI)")

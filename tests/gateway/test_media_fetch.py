@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from standby.config import parse_settings
-from standby.gateway.fetch import address_problem
+from standby.gateway.fetch import PinnedResolver, address_problem
 from standby.sim.background import AiohttpServer
 from tests.fixtures.gateway import ROUTE, GatewayServer, base_config
 from tests.fixtures.media import PNG
@@ -140,8 +140,7 @@ def test_an_allowed_host_is_fetched(
     parts = orjson.loads(gemini_sim.sim.received[-1])["contents"][0]["parts"]
     blobs = [p["inlineData"] for p in parts if "inlineData" in p]
     assert len(blobs) == 2  # the second came through a redirect on the same allowed host
-    assert all(b["mimeType"] == "image/png" for b in blobs)
-    assert {orjson.dumps(b["data"]) for b in blobs} == {orjson.dumps(_b64(PNG))}
+    assert all(b == {"mimeType": "image/png", "data": _b64(PNG)} for b in blobs)
 
 
 @pytest.mark.parametrize(
@@ -246,3 +245,22 @@ def test_unreadable_audio_and_files(
     assert gemini_sim.sim.requests == before
     assert e.value.param == "messages.0.content.1"
     assert said(e.value).startswith(f"messages.0.content.1: {problem}")
+
+
+def test_an_allowed_name_is_fetched_through_the_checked_addresses(
+    gemini_sim: RunningSim, image_server: AiohttpServer
+) -> None:
+    """``localhost`` allowed: fetched (the HTTP client's resolver knows only what the check
+    pinned, so a name reached at all was reached through it); its address, written as an IP,
+    is another host and still refused (the list is exact)."""
+    for gw in _gateway(gemini_sim.url, allow_hosts=["localhost"]):
+        assert ask(gw, f"http://localhost:{image_server.port}/cat.png").choices
+        blob = orjson.loads(gemini_sim.sim.received[-1])["contents"][0]["parts"][1]["inlineData"]
+        assert blob == {"mimeType": "image/png", "data": _b64(PNG)}
+        assert "a loopback address" in refused(gw, gemini_sim, f"{image_server.url}/cat.png")
+
+
+async def test_the_resolver_answers_only_what_was_checked() -> None:
+    resolver = PinnedResolver()
+    with pytest.raises(OSError, match="was not checked"):
+        await resolver.resolve("example.com", 443)

@@ -148,6 +148,17 @@ async def test_tgi_native_skips_what_tgi_refuses(
     assert says in (p.unsupported(request_) or "")
 
 
+async def test_tgi_native_without_grammar_support_skips(
+    started: Start, tgi_sim: RunningTGI
+) -> None:
+    config = TGIBackend(type="tgi", base_url=tgi_sim.url, structured_output=False)
+    p = await started(TGIProvider("tgi", config))
+    assert p.unsupported(STRUCTURED) == (
+        "configured without grammar support (structured_output: false)"
+    )
+    assert p.unsupported(ChatRequest(messages=ASK)) is None
+
+
 # -- litellm -------------------------------------------------------------------------------------
 
 
