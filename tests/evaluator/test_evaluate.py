@@ -20,7 +20,7 @@ import pytest
 from standby.errors import ConfigError, StandbyError
 from standby.evaluator.batch_inference import COLUMNS
 from standby.evaluator.config import EvaluateConfig
-from standby.evaluator.evaluate import run_evaluation
+from standby.evaluator.evaluate import TextMetrics, run_evaluation
 from standby.evaluator.judge import render
 from standby.store import PipelineEvent, open_bus
 from standby.toolconfig import add_config_flags, resolve_config
@@ -290,3 +290,28 @@ def test_answers_without_the_columns_are_one_line_errors(sim: RunningSim, tmp_pa
     with pytest.raises(StandbyError, match="missing columns target_responses, candidate_responses"):
         run_evaluation(config(sim, tmp_path, folder))
     assert sim.sim.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("target", "other"),
+    [
+        ("東京は日本の首都です。", "大阪は日本の都市です。"),
+        ("Привет, как дела?", "Пока, как погода?"),
+        ("The capital of France is Paris.", "The capital of Spain is Madrid."),
+    ],
+)
+def test_rouge_l_reads_every_script(target: str, other: str) -> None:
+    """rouge-score's default tokenizer drops non-Latin text, so identical Japanese scored 0."""
+    metrics = TextMetrics()
+    same_rouge, same_chrf = metrics(target, target)
+    assert same_rouge == 100.0 and same_chrf == 100.0
+    rouge, _ = metrics(other, target)
+    assert 0.0 < rouge < 100.0  # shares some tokens, not all
+
+
+def test_rouge_l_on_english_matches_rouge_scores_own_tokenizer() -> None:
+    from rouge_score import rouge_scorer  # type: ignore[import-untyped]
+
+    target, candidate = "The cat sat on the mat today.", "A cat sat on a mat."
+    default = rouge_scorer.RougeScorer(["rougeL"]).score(target, candidate)["rougeL"].fmeasure
+    assert TextMetrics()(candidate, target)[0] == round(default * 100, 3)
