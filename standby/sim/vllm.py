@@ -45,7 +45,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from standby.sim import vllm_answers
+from standby.sim import vllm_answers, vllm_choices
 from standby.sim.background import AiohttpServer
 from standby.sim.vllm_answers import Reply
 
@@ -209,20 +209,24 @@ class VLLMSim:
         if not self._alive(model, lora):
             return _error(500, _unloaded(model), "InternalServerError")
         self.served.append(model)
-        choice = {
-            "index": 0,
-            "finish_reason": reply.finish,
-            "message": reply.message,
-            "logprobs": None,
-        }
+        answers = vllm_choices.replies(body, reply)
+        choices = [
+            {
+                "index": i,
+                "finish_reason": r.finish,
+                "message": r.message,
+                "logprobs": vllm_choices.whole(body, r, i),
+            }
+            for i, r in enumerate(answers)
+        ]
         return web.json_response(
             {
                 "id": f"chatcmpl-sim-{next(self._ids)}",
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": model,
-                "choices": [choice],
-                "usage": reply.usage(),
+                "choices": choices,
+                "usage": vllm_choices.usage(body, answers),
             }
         )
 
@@ -243,10 +247,20 @@ class VLLMSim:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await resp.prepare(request)
+        answers = vllm_choices.replies(body, reply)
         first = {"role": "assistant", "content": ""}
-        await resp.write(chunk(choices=[{"index": 0, "delta": first, "finish_reason": None}]))
-        for delta in reply.deltas:
-            await asyncio.sleep(self.latency_s)
+        for i in range(len(answers)):
+            await resp.write(chunk(choices=[{"index": i, "delta": first, "finish_reason": None}]))
+        # The choices' pieces interleaved, one choice per chunk (as vLLM sends them).
+        steps = max(len(r.deltas) for r in answers)
+        pieces = [
+            (j, i, r.deltas[j])
+            for j in range(steps)
+            for i, r in enumerate(answers)
+            if j < len(r.deltas)
+        ]
+        for step, index, delta in pieces:
+            await asyncio.sleep(self.latency_s if index == 0 else 0)
             if not self._alive(model, lora):
                 error = {
                     "message": _unloaded(model),
@@ -257,12 +271,15 @@ class VLLMSim:
                 await resp.write(b"data: " + orjson.dumps({"error": error}) + b"\n\n")
                 await resp.write_eof()
                 return resp
-            await resp.write(chunk(choices=[{"index": 0, "delta": delta, "finish_reason": None}]))
-        last = {"index": 0, "delta": {}, "finish_reason": reply.stream_finish}
-        await resp.write(chunk(choices=[last]))
+            logprobs = vllm_choices.piece(body, delta, step, index)
+            choice = {"index": index, "delta": delta, "finish_reason": None, "logprobs": logprobs}
+            await resp.write(chunk(choices=[choice]))
+        for i, r in enumerate(answers):
+            last = {"index": i, "delta": {}, "finish_reason": r.stream_finish}
+            await resp.write(chunk(choices=[last]))
         options = body.get("stream_options") or {}
         if isinstance(options, dict) and options.get("include_usage"):
-            await resp.write(chunk(choices=[], usage=reply.usage()))
+            await resp.write(chunk(choices=[], usage=vllm_choices.usage(body, answers)))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         self.served.append(model)
