@@ -282,6 +282,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         placement.device,
         f", resuming from {resume_from.name}" if resume_from else "",
     )
+    warn_if_overfitting(cfg, train_data.rows, trainer.args.world_size)
     resumed_step = _step_of(resume_from)
     output, eval_loss = run_trainer(trainer, placement, resume_from, has_eval=eval_data is not None)
     trainer.save_model(str(cfg.output_dir))  # every process: some parallel modes gather
@@ -307,6 +308,30 @@ def train(cfg: TrainConfig) -> TrainResult:
     _free_memory()
     finish(cfg, placement, card, began)
     return TrainResult(cfg.output_dir, card)
+
+
+# Passes over the same rows beyond which an adapter learns them by heart rather than the task.
+MANY_EPOCHS = 10.0
+
+
+def planned_epochs(cfg: TrainConfig, rows: int, world_size: int = 1) -> float:
+    """How many times training will see each row: ``num_train_epochs``, or what ``max_steps``
+    of batches (per device x accumulation x devices) make of ``rows``."""
+    if cfg.max_steps <= 0 or rows <= 0:
+        return cfg.num_train_epochs
+    batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world_size
+    return cfg.max_steps * batch / rows
+
+
+def warn_if_overfitting(cfg: TrainConfig, rows: int, world_size: int = 1) -> None:
+    epochs = planned_epochs(cfg, rows, world_size)
+    if epochs > MANY_EPOCHS:
+        log.warning(
+            "training %d rows for %.0f epochs: the adapter will likely memorize them rather than "
+            "learn the task (more pairs, or fewer --max-steps / --num-train-epochs)",
+            rows,
+            epochs,
+        )
 
 
 def run_trainer(
