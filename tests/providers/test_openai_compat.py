@@ -392,3 +392,26 @@ async def test_close_is_idempotent(make: Any) -> None:
     await p.close()
     assert not p.ready()
     await asyncio.sleep(0)
+
+
+async def test_transformers_serve_ignores_response_format(
+    transformers_serve: tuple[str, str], make: Any
+) -> None:
+    """Why ``structured_output: none`` exists: ``transformers serve`` answers a request with a
+    JSON schema as if it had none (it logs the field as unsupported), so such a backend must
+    say it cannot, and failover skips it instead of answering unconstrained."""
+    url, model = transformers_serve
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    req = ChatRequest(
+        messages=(Message("user", "hi"),), max_tokens=4, temperature=0, response_format=fmt
+    )
+    ignored = await make(url, model)
+    text = (await ignored.complete(req)).text
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = text
+    assert not (isinstance(value, dict) and isinstance(value.get("ok"), bool)), text
+    skipped = await make(url, model, structured_output="none")
+    assert "structured_output: none" in (skipped.unsupported(req) or "")
