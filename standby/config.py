@@ -162,7 +162,8 @@ class OpenAIBackend(_Backend):
         default="openai",
         description="How the server takes response_format: openai (vLLM, OpenAI, Ollama: "
         "OpenAI's shape), tgi (TGI's Messages API: a JSON grammar, json_schema only), none "
-        "(it cannot: requests with a response_format skip this backend).",
+        "(it cannot, e.g. transformers serve: requests with a response_format skip this "
+        "backend).",
     )
 
 
