@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from standby.sim.answers import Answer, SimRequest, count_tokens, split_chunks
+from standby.sim.gemini_candidates import variant
 from standby.sim.gemini_history import Tooling, openai_history, openai_tools, with_tooling
 from standby.sim.gemini_media import OPENAI_MEDIA, check_openai_part
 from standby.sim.gemini_tools import respond
@@ -164,27 +165,39 @@ def _finish(ans: Answer | None, outcome: Outcome) -> str:
 
 @lru_cache(maxsize=2048)
 def _body_template(model: str, req: SimRequest, ans: Answer | None, outcome: Outcome) -> bytes:
-    """The whole answer as JSON without its closing brace (``id`` and ``created`` go there)."""
-    message: dict[str, Any] = {"role": "assistant", "content": ans.text if ans else None}
-    if ans is not None and ans.calls:
-        message["content"] = ans.text or None
-        message["tool_calls"] = _tool_calls(ans)
-    n = req.candidates if ans else 1
+    """The whole answer as JSON without its closing brace (``id`` and ``created`` go there);
+    with ``n`` > 1 the choices are the native surface's candidates (``gemini_candidates``)."""
+    answers = _answers(req, ans)
     body = {
         "object": "chat.completion",
         "model": model,
         "choices": [
             {
                 "index": i,
-                "message": message,
-                "finish_reason": _finish(ans, outcome),
+                "message": _message(a),
+                "finish_reason": _finish(a, outcome),
                 "logprobs": None,
             }
-            for i in range(n)
+            for i, a in enumerate(answers)
         ],
-        "usage": _usage(req, ans.tokens * n if ans else 0),
+        "usage": _usage(req, sum(a.tokens for a in answers if a is not None)),
     }
     return orjson.dumps(body)[:-1]
+
+
+def _answers(req: SimRequest, ans: Answer | None) -> list[Answer | None]:
+    """The answer of each choice (one when there is no answer)."""
+    if ans is None:
+        return [None]
+    return [variant(ans, i, req.json_mode) for i in range(req.candidates)]
+
+
+def _message(ans: Answer | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": ans.text if ans else None}
+    if ans is not None and ans.calls:
+        message["content"] = ans.text or None
+        message["tool_calls"] = _tool_calls(ans)
+    return message
 
 
 def _deltas(ans: Answer | None) -> list[dict[str, Any]]:
@@ -205,16 +218,22 @@ def _chunk_templates(
     model: str, req: SimRequest, ans: Answer | None, include_usage: bool, outcome: Outcome
 ) -> tuple[bytes, ...]:
     """Each chunk as JSON without its closing brace; the usage chunk last when asked for."""
-    deltas = _deltas(ans)
-    n = req.candidates if ans else 1
-    last = len(deltas) - 1
+    answers = _answers(req, ans)
+    per_choice = [_deltas(a) for a in answers]
     bodies: list[dict[str, Any]] = []
-    for i, delta in enumerate(deltas):
-        finish = None if i < last else _finish(ans, outcome)
-        choices = [{"index": c, "delta": delta, "finish_reason": finish} for c in range(n)]
+    for i in range(max(len(d) for d in per_choice)):
+        choices = [
+            {
+                "index": c,
+                "delta": deltas[i],
+                "finish_reason": None if i < len(deltas) - 1 else _finish(answers[c], outcome),
+            }
+            for c, deltas in enumerate(per_choice)
+            if i < len(deltas)
+        ]
         bodies.append({"object": "chat.completion.chunk", "model": model, "choices": choices})
     if include_usage:
-        usage = _usage(req, ans.tokens * n if ans else 0)
+        usage = _usage(req, sum(a.tokens for a in answers if a is not None))
         bodies.append(
             {"object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage}
         )
