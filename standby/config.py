@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from standby.errors import ConfigError, first_problem, validation_message
+from standby.openai_models import ReasoningEffort
 
 M = TypeVar("M", bound=BaseModel)
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -119,6 +120,27 @@ class _Backend(Strict):
     breaker: BreakerConfig | None = None
 
 
+class SafetySetting(Strict):
+    """One of Gemini's ``safetySettings``: block answers at ``threshold`` in ``category`` (the
+    names of google-genai's ``HarmCategory`` and ``HarmBlockThreshold``)."""
+
+    category: Literal[
+        "HARM_CATEGORY_HARASSMENT",
+        "HARM_CATEGORY_HATE_SPEECH",
+        "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+        "HARM_CATEGORY_DANGEROUS_CONTENT",
+        "HARM_CATEGORY_CIVIC_INTEGRITY",
+        "HARM_CATEGORY_JAILBREAK",
+        "HARM_CATEGORY_IMAGE_HATE",
+        "HARM_CATEGORY_IMAGE_DANGEROUS_CONTENT",
+        "HARM_CATEGORY_IMAGE_HARASSMENT",
+        "HARM_CATEGORY_IMAGE_SEXUALLY_EXPLICIT",
+    ]
+    threshold: Literal[
+        "BLOCK_LOW_AND_ABOVE", "BLOCK_MEDIUM_AND_ABOVE", "BLOCK_ONLY_HIGH", "BLOCK_NONE", "OFF"
+    ]
+
+
 class GeminiBackend(_Backend):
     """Google Gemini over its REST API (``generateContent`` / ``streamGenerateContent``)."""
 
@@ -128,6 +150,26 @@ class GeminiBackend(_Backend):
     base_url: str = "https://generativelanguage.googleapis.com"
     api_version: str = "v1beta"
     on_blocked: Literal["content_filter", "fallback"] = "content_filter"
+    reasoning_effort: ReasoningEffort | None = Field(
+        default=None,
+        description="The effort for requests that send no reasoning_effort (mapped to the "
+        "model's thinkingLevel or thinkingBudget as docs/parameters.md says); None: the model's "
+        "own default.",
+    )
+    safety_settings: list[SafetySetting] = Field(
+        default_factory=list,
+        description="Gemini's safetySettings, sent with every request: a threshold per harm "
+        "category; categories left out keep Gemini's defaults.",
+    )
+
+    @field_validator("safety_settings")
+    @classmethod
+    def _one_threshold_per_category(cls, settings: list[SafetySetting]) -> list[SafetySetting]:
+        seen = [s.category for s in settings]
+        twice = next((c for c in seen if seen.count(c) > 1), None)
+        if twice is not None:
+            raise ValueError(f"{twice} is given twice (one threshold per category)")
+        return settings
 
 
 Modality = Literal["text", "image", "audio", "file"]

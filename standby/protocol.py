@@ -9,13 +9,20 @@ their shape is fixed, so a pydantic round-trip would only cost CPU.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from standby.capabilities import Need, needs_of
 from standby.errors import RequestError
 from standby.media import Media
-from standby.openai_models import ChatCompletionRequest, ChatMessageIn, NamedToolChoice, PartError
+from standby.openai_models import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    NamedToolChoice,
+    PartError,
+    ReasoningEffort,
+)
 from standby.tool_calls import AUTO, Tool, ToolCall, ToolCallDelta, ToolChoice
 
 
@@ -96,7 +103,7 @@ class ChatRequest:
     tool_choice: ToolChoice = AUTO
     parallel_tool_calls: bool | None = None
     n: int = 1
-    reasoning_effort: str | None = None
+    reasoning_effort: ReasoningEffort | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
     presence_penalty: float | None = None
@@ -171,6 +178,7 @@ class ChatRequest:
             "logit_bias": {str(k): v for k, v in self.logit_bias.items()}
             if self.logit_bias
             else None,
+            "service_tier": self.service_tier,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -204,6 +212,22 @@ class Usage:
     completion_tokens: int = 0
     reasoning_tokens: int | None = None
     cached_tokens: int | None = None
+
+    @classmethod
+    def from_openai(cls, raw: Mapping[str, Any]) -> Usage:
+        """OpenAI's ``usage`` object as a server (or litellm) reports it, with
+        ``completion_tokens_details.reasoning_tokens`` and
+        ``prompt_tokens_details.cached_tokens`` where it gives them."""
+        completion = raw.get("completion_tokens_details")
+        prompt = raw.get("prompt_tokens_details")
+        reasoning = completion.get("reasoning_tokens") if isinstance(completion, dict) else None
+        cached = prompt.get("cached_tokens") if isinstance(prompt, dict) else None
+        return cls(
+            prompt_tokens=int(raw.get("prompt_tokens") or 0),
+            completion_tokens=int(raw.get("completion_tokens") or 0),
+            reasoning_tokens=reasoning if isinstance(reasoning, int) else None,
+            cached_tokens=cached if isinstance(cached, int) else None,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -19,6 +19,7 @@ from standby.config import GeminiBackend
 from standby.errors import UpstreamBlocked, UpstreamConnectError
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
+from standby.providers.gemini_controls import Controls
 from standby.providers.gemini_wire import Parsed, request_body
 from standby.tool_calls import ToolCallDelta
 
@@ -44,6 +45,7 @@ class GeminiProvider:
             self._headers["x-goog-api-key"] = config.api_key.get_secret_value()
         self._session: aiohttp.ClientSession | None = None
         self.supports: frozenset[Need] = GEMINI_SUPPORTS
+        self._controls = Controls.of(config)
 
     async def start(self) -> None:
         self._session = http.new_session(self.config.timeouts)
@@ -64,7 +66,7 @@ class GeminiProvider:
 
     async def complete(self, request: ChatRequest) -> Completion:
         assert self._session is not None, "start() not called"
-        data = orjson.dumps(request_body(request))
+        data = orjson.dumps(request_body(request, self._controls))
         payload = await http.post_json(
             self._session, self.name, self._url, data, self._headers, self.config.timeouts
         )
@@ -81,7 +83,7 @@ class GeminiProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         assert self._session is not None, "start() not called"
-        data = orjson.dumps(request_body(request))
+        data = orjson.dumps(request_body(request, self._controls))
         finish: FinishReason | None = None
         usage: Usage | None = None
         version: str | None = None

@@ -31,13 +31,19 @@ import orjson
 
 from standby.errors import UpstreamProtocolError
 from standby.protocol import ChatRequest, FinishReason, Message, Usage
+from standby.providers.gemini_controls import NO_CONTROLS, Controls
 from standby.tool_calls import Tool, ToolCall, ToolChoice
 
 # Google's documented signature for function calls Gemini did not generate (works on the Gemini
 # API and on Vertex AI), sent as the literal value of the field.
 PLACEHOLDER_SIGNATURE = "skip_thought_signature_validator"
 
-# Gemini finish reasons that mean "the model refused / was stopped by a filter".
+# Gemini's finish reasons (google-genai's ``types.FinishReason``; a test walks every member),
+# each with its OpenAI finish reason. Unlisted (newer) reasons read as ``stop``.
+# The answer was cut at a token limit (CONTINUATION: the per-request limit, more could follow).
+LENGTH_REASONS = frozenset({"MAX_TOKENS", "CONTINUATION"})
+# The model refused, or a filter stopped it (of the text or of an image; Model Armor; an
+# escalation rule; an account limited for policy violations): ``content_filter``.
 BLOCKED_REASONS = frozenset(
     {
         "SAFETY",
@@ -46,11 +52,18 @@ BLOCKED_REASONS = frozenset(
         "PROHIBITED_CONTENT",
         "SPII",
         "OTHER",
-        "IMAGE_SAFETY",
         "LANGUAGE",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+        "IMAGE_OTHER",
+        "MODEL_ARMOR",
+        "ESCALATION",
+        "PUP_LIMITED_DISABLED",
     }
 )
-# Finish reasons of a failed tool-using answer: a backend failure, never an empty success.
+# A failed answer (a broken tool call or response, an image it was meant to make and did not):
+# a backend failure, never an empty success.
 FAILED_REASONS = frozenset(
     {
         "MALFORMED_FUNCTION_CALL",
@@ -58,12 +71,17 @@ FAILED_REASONS = frozenset(
         "TOO_MANY_TOOL_CALLS",
         "MISSING_THOUGHT_SIGNATURE",
         "MALFORMED_RESPONSE",
+        "NO_IMAGE",
     }
 )
 
 
-def request_body(request: ChatRequest) -> dict[str, Any]:
-    """Map the normalized request onto Gemini's ``GenerateContentRequest``."""
+def request_body(request: ChatRequest, controls: Controls = NO_CONTROLS) -> dict[str, Any]:
+    """Map the normalized request onto Gemini's ``GenerateContentRequest``, with the
+    backend's ``controls`` (thinking, penalties, safety settings, service tier).
+
+    A conversation of system messages only is sent as one user turn of their text: Gemini
+    refuses an empty ``contents``, and the instruction is then all there is to answer."""
     system: list[dict[str, str]] = []
     contents: list[dict[str, Any]] = []
     called = False
@@ -80,9 +98,14 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
             _tool_turn(contents, m)
     if called:
         _sign_current_turn(contents)
-    body: dict[str, Any] = {"contents": contents, "generationConfig": _generation(request)}
+    if not contents:
+        contents, system = [{"role": "user", "parts": system}], []
+    gen = _generation(request)
+    controls.generation(request, gen)
+    body: dict[str, Any] = {"contents": contents, "generationConfig": gen}
     if system:
         body["systemInstruction"] = {"parts": system}
+    controls.body(request, body)
     if request.tools:
         body["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
         config = _tool_config(request.tool_choice)
@@ -204,10 +227,18 @@ def _sign_current_turn(contents: list[dict[str, Any]]) -> None:
 
 
 def usage(meta: Any) -> Usage | None:
+    """``usageMetadata`` as OpenAI counts it: thoughts are completion tokens (and reported as
+    ``reasoning_tokens``), cached tokens are part of the prompt (``cached_tokens``)."""
     if not isinstance(meta, dict):
         return None
-    out = int(meta.get("candidatesTokenCount", 0)) + int(meta.get("thoughtsTokenCount", 0))
-    return Usage(prompt_tokens=int(meta.get("promptTokenCount", 0)), completion_tokens=out)
+    thoughts = meta.get("thoughtsTokenCount")
+    cached = meta.get("cachedContentTokenCount")
+    return Usage(
+        prompt_tokens=int(meta.get("promptTokenCount", 0)),
+        completion_tokens=int(meta.get("candidatesTokenCount", 0)) + int(thoughts or 0),
+        reasoning_tokens=None if thoughts is None else int(thoughts),
+        cached_tokens=None if cached is None else int(cached),
+    )
 
 
 def new_call_id() -> str:
@@ -274,7 +305,7 @@ class Parsed:
         reason = cand.get("finishReason")
         if reason is None or reason == "FINISH_REASON_UNSPECIFIED":
             return
-        if reason == "MAX_TOKENS":
+        if reason in LENGTH_REASONS:
             self.finish = "length"
         elif reason in BLOCKED_REASONS:
             self.finish = "content_filter"

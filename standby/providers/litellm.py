@@ -43,6 +43,7 @@ from standby.errors import (
 )
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
+from standby.providers.gemini_controls import SERVICE_TIERS, litellm_thinking
 from standby.providers.openai_compat import OPENAI_FINISH
 from standby.providers.openai_tools import (
     StreamedCalls,
@@ -79,12 +80,10 @@ def _finish(value: Any) -> FinishReason | None:
 
 
 def _usage(raw: Any) -> Usage | None:
+    """litellm's ``Usage`` (a pydantic model of OpenAI's shape), details included."""
     if raw is None:
         return None
-    return Usage(
-        prompt_tokens=int(getattr(raw, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(raw, "completion_tokens", 0) or 0),
-    )
+    return Usage.from_openai(raw.model_dump() if hasattr(raw, "model_dump") else dict(raw))
 
 
 def _plain_calls(raw: Any) -> list[Any] | None:
@@ -228,6 +227,11 @@ class LiteLLMProvider:
         kw.update(tool_fields(request))
         if cfg.model.startswith(_GEMINI_PREFIXES):
             kw["thought_signature_in_tool_call_id"] = False
+            if request.reasoning_effort is not None:
+                del kw["reasoning_effort"]  # as gemini_controls maps it, which litellm can send
+                kw.update(litellm_thinking(cfg.model, request.reasoning_effort))
+            if kw.get("service_tier") not in SERVICE_TIERS:
+                kw.pop("service_tier", None)  # litellm sends "auto" as priority, "scale" as is
         if stream:
             kw["stream_options"] = {"include_usage": True}
         if request.continue_final and cfg.model.startswith(_CONTINUE_PREFIXES):

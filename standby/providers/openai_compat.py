@@ -97,12 +97,7 @@ def _finish(value: Any) -> FinishReason | None:
 
 
 def _usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    return Usage(
-        prompt_tokens=int(raw.get("prompt_tokens") or 0),
-        completion_tokens=int(raw.get("completion_tokens") or 0),
-    )
+    return Usage.from_openai(raw) if isinstance(raw, dict) else None
 
 
 def _error_in_body(backend: str, payload: dict[str, Any]) -> UpstreamStatusError | None:

@@ -89,6 +89,10 @@ class SimRequest:
     answered: tuple[str, ...] = ()
     results_last: bool = False
     include_thoughts: bool = False
+    # Simulated thought tokens the thinking config asks for, and prompt tokens an implicit
+    # cache hit covers (``gemini_config``).
+    thinking: int = 0
+    cached_tokens: int = 0
     unsigned: str | None = field(default=None, hash=False, compare=False)
 
 

@@ -30,6 +30,7 @@ from aiohttp import web
 from standby.sim import gemini_openai
 from standby.sim.answers import Answer, SimRequest
 from standby.sim.faults import OK, Fault, parse_fault
+from standby.sim.gemini_config import config_error
 from standby.sim.gemini_native import NATIVE, parse_native
 from standby.sim.gemini_tools import scripted_reply, signature_error
 from standby.sim.script import Reply, Script, parse_reply
@@ -157,7 +158,7 @@ class _Handlers:
                 req = parse_native(body)
             except BadRequest as e:
                 return NATIVE.error(400, e.message)
-            if refused := signature_error(model, req):
+            if refused := signature_error(model, req) or config_error(model, body):
                 return NATIVE.error(400, refused)
             stream = method == "streamGenerateContent"
             extra = {"sse": stream and request.query.get("alt") == "sse"}

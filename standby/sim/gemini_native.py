@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from standby.sim.answers import Answer, SimRequest, count_tokens
+from standby.sim.gemini_config import cached_tokens, thought_tokens
 from standby.sim.gemini_history import Tooling, native_history, native_tools, with_tooling
 from standby.sim.gemini_media import check_blob
 from standby.sim.gemini_tools import native_parts, respond
@@ -117,13 +118,15 @@ def parse_native(body: bytes) -> SimRequest:
             if role == "user" and (text or not tool_parts):
                 prompt = text  # function responses keep the user's prompt
     system = get_field(data, "systemInstruction", "system_instruction")
+    cached = 0
     if system is not None:
         if not isinstance(system, dict):
             raise BadRequest("systemInstruction must be a Content object")
         instruction, _, _ = _texts(system.get("parts"), "systemInstruction")
         tokens += count_tokens(instruction)
+        cached = cached_tokens(count_tokens(instruction))
         seen.insert(0, instruction)
-    req = SimRequest(prompt, prefill, tokens, context="\n".join(seen))
+    req = SimRequest(prompt, prefill, tokens, context="\n".join(seen), cached_tokens=cached)
     if tooled or "tools" in data or "toolConfig" in data or "tool_config" in data:
         declared = native_tools(data)
         history = native_history(contents) if tooled else Tooling()
@@ -165,6 +168,7 @@ def _with_config(config: dict[str, Any], req: SimRequest) -> SimRequest:
         schema=schema if isinstance(schema, dict) else None,
         candidates=int(candidates or 1),
         include_thoughts=thoughts,
+        thinking=thought_tokens(config),
     )
 
 
@@ -200,6 +204,8 @@ def _envelope(
             ]
         }
     usage = {"promptTokenCount": req.prompt_tokens}
+    if req.cached_tokens:
+        usage["cachedContentTokenCount"] = req.cached_tokens
     if used is not None:
         usage["candidatesTokenCount"] = used
         if thoughts:
@@ -219,7 +225,7 @@ def _templates(
     else:
         chunks = native_parts(model, ans, stream)
         last = len(chunks) - 1
-        thoughts = count_tokens(ans.thought) if ans.thought else 0
+        thoughts = (count_tokens(ans.thought) if ans.thought else 0) + req.thinking
         bodies = [
             _envelope(req, outcome, parts, ans.finish, ans.tokens * req.candidates, thoughts)
             if i == last
