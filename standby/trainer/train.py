@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import shutil
 import time
@@ -316,11 +317,12 @@ MANY_EPOCHS = 10.0
 
 def planned_epochs(cfg: TrainConfig, rows: int, world_size: int = 1) -> float:
     """How many times training will see each row: ``num_train_epochs``, or what ``max_steps``
-    of batches (per device x accumulation x devices) make of ``rows``."""
+    make of ``rows`` with the Trainer's steps per epoch (batches per device, rounded up, then
+    optimizer steps of ``gradient_accumulation_steps`` batches, rounded up)."""
     if cfg.max_steps <= 0 or rows <= 0:
         return cfg.num_train_epochs
-    batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world_size
-    return cfg.max_steps * batch / rows
+    batches = math.ceil(rows / (cfg.per_device_train_batch_size * world_size))
+    return cfg.max_steps / math.ceil(batches / cfg.gradient_accumulation_steps)
 
 
 def warn_if_overfitting(cfg: TrainConfig, rows: int, world_size: int = 1) -> None:
