@@ -145,12 +145,13 @@ USER_MESSAGE: TypeAdapter[ChatCompletionUserMessageParam] = TypeAdapter(
 )
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize("route", ["surface", "litellm"])
 def test_openai_style_backends_get_content_parts(
-    gateway: GatewayServer, gemini_sim: RunningSim, route: str
+    gateway: GatewayServer, gemini_sim: RunningSim, route: str, stream: bool
 ) -> None:
     parts = [ASK, IMAGE] if route == "litellm" else [ASK, IMAGE, AUDIO, PDF_PART]
-    assert ask(gateway, *parts, route=route)
+    assert ask(gateway, *parts, route=route, stream=stream)
     message = orjson.loads(gemini_sim.sim.received[-1])["messages"][-1]
     USER_MESSAGE.validate_python(message)  # the openai SDK's own request type
     assert message["role"] == "user"
