@@ -1,4 +1,5 @@
-"""Ordered failover across a route's backends (the failover table in docs/architecture.md is the contract).
+"""Ordered failover across a route's backends (the failover table in docs/architecture.md is the
+contract).
 
 Failover knows no vendor and no metrics: it calls ``Provider.complete()`` / ``stream()``,
 enforces the backend's time limits, consults and feeds each backend's circuit breaker (whose

@@ -1,10 +1,10 @@
 """Any provider litellm knows (``model`` in litellm's ``provider/name`` form), through
 ``litellm.acompletion``.
 
-litellm costs ~7 ms CPU per call and ~4-5 s to import (docs/benchmarks.md, "Upstream client cost"), so it is imported lazily in
-``start()`` and is meant for backends off the hot path. Its own retries are switched off: the
-router, not litellm, decides when to try another backend. Its exceptions are translated in
-``translate()`` by type and ``status_code``, never by message text.
+litellm costs ~7 ms CPU per call and ~4-5 s to import (docs/benchmarks.md, "Upstream client cost"),
+so it is imported lazily in ``start()`` and is meant for backends off the hot path. Its own retries
+are switched off: the router, not litellm, decides when to try another backend. Its exceptions are
+translated in ``translate()`` by type and ``status_code``, never by message text.
 
 ``response_format`` goes as OpenAI's shape, which litellm translates for its provider; a
 backend whose provider litellm does not forward it to (``get_supported_openai_params``), or one

@@ -1,10 +1,10 @@
 """Any OpenAI-compatible chat-completions server: vLLM, TGI's Messages API, ``transformers
 serve``, Ollama, OpenAI itself.
 
-Plain ``POST {base_url}/chat/completions`` on the shared aiohttp session with orjson, not the
-openai SDK: the SDK costs ~10x more CPU per call on this path (docs/benchmarks.md, "Upstream client cost"). A partial answer to
-continue (mid-stream failover) is sent as the last, assistant message with vLLM's
-``continue_final_message: true, add_generation_prompt: false``. (``transformers serve`` 5.24
+Plain ``POST {base_url}/chat/completions`` on the shared aiohttp session with orjson, not the openai
+SDK: the SDK costs ~10x more CPU per call on this path (docs/benchmarks.md, "Upstream client cost").
+A partial answer to continue (mid-stream failover) is sent as the last, assistant message with
+vLLM's ``continue_final_message: true, add_generation_prompt: false``. (``transformers serve`` 5.24
 rejects those fields with 422 and cannot continue a message at all; that error is reported as
 is, never turned into a silently restarted answer.)
 
