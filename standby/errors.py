@@ -188,7 +188,8 @@ class UpstreamProtocolError(UpstreamError):
 
 
 class UpstreamStatusError(UpstreamError):
-    """An HTTP error status from the backend, classified by code (the failover table in docs/architecture.md)."""
+    """An HTTP error status from the backend, classified by code (the failover table in
+    docs/architecture.md)."""
 
     def __init__(
         self,

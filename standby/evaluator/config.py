@@ -1,6 +1,6 @@
 """Settings of ``standby batch-infer``, ``standby evaluate`` and ``standby gate``: the original
-tools' flag names (kept so existing configs and scripts work) plus what the fixes need. Every field is a YAML key of
-``--from-config`` and a flag."""
+tools' flag names (kept so existing configs and scripts work) plus what the fixes need. Every field
+is a YAML key of ``--from-config`` and a flag."""
 
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ FaultKind = Literal[
     "flaky",
 ]
 
-# Every status of the failover table (docs/architecture.md): client errors (no failover) and backend failures.
+# Every status of the failover table (docs/architecture.md): client errors (no failover) and
+# backend failures.
 ERROR_STATUSES = frozenset({400, 401, 403, 404, 413, 422, 429, 500, 502, 503, 504})
 _MAX_MS = 3_600_000  # an hour: anything longer is a typo, not a drill
 

@@ -1,7 +1,7 @@
-"""The failover table of docs/architecture.md, row by row, in-process: scripted ``FakeProvider`` backends behind
-the real ASGI app. Each row is checked for whole answers and streams: status, body, headers,
-breaker state and metric counters. ``test_failover.py`` keeps the end-to-end smoke rows (real
-uvicorn, the simulated Gemini, the tiny local Gemma)."""
+"""The failover table of docs/architecture.md, row by row, in-process: scripted ``FakeProvider``
+backends behind the real ASGI app. Each row is checked for whole answers and streams: status, body,
+headers, breaker state and metric counters. ``test_failover.py`` keeps the end-to-end smoke rows
+(real uvicorn, the simulated Gemini, the tiny local Gemma)."""
 
 from __future__ import annotations
 

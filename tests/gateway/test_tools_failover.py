@@ -1,7 +1,7 @@
-"""The failover rules for requests that use tools (the failover table in docs/architecture.md), in-process: transparent
-failover before the first chunk, no stitching once a tool-call piece was sent, stitching of
-text with the tools kept, and backends that cannot do tools skipped (reason ``unsupported``),
-with a 400 when none of the route can."""
+"""The failover rules for requests that use tools (the failover table in docs/architecture.md),
+in-process: transparent failover before the first chunk, no stitching once a tool-call piece was
+sent, stitching of text with the tools kept, and backends that cannot do tools skipped (reason
+``unsupported``), with a 400 when none of the route can."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """GeminiProvider against the simulated Gemini's faults: each failure becomes the error class
-and reason that the failover table (docs/architecture.md) acts on (the gateway's side of each row is in
-tests/gateway/test_failover_table.py, with a fake backend)."""
+and reason that the failover table (docs/architecture.md) acts on (the gateway's side of
+each row is in tests/gateway/test_failover_table.py, with a fake backend)."""
 
 from __future__ import annotations
 
