@@ -30,6 +30,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from standby.sim.surface import _CACHE_BODIES_UP_TO
+
 CACHED_AT = 64
 
 _ALL = frozenset({"MINIMAL", "LOW", "MEDIUM", "HIGH"})
@@ -63,9 +65,15 @@ def _known(model: str, table: dict[str, Any]) -> str | None:
     return max(found, key=len) if found else None
 
 
-@lru_cache(maxsize=1024)
 def config_error(model: str, body: bytes) -> str | None:
-    """Why Gemini would refuse this request's controls for ``model`` (None: it would not)."""
+    """Why Gemini would refuse this request's controls for ``model`` (None: it would not).
+    Remembered for small bodies only: a request with inline media can be megabytes."""
+    if len(body) <= _CACHE_BODIES_UP_TO:
+        return _cached_error(model, body)
+    return _error(model, body)
+
+
+def _error(model: str, body: bytes) -> str | None:
     from google.genai import types  # the SDK's own types say what the API accepts
 
     data = orjson.loads(body)
@@ -104,6 +112,8 @@ def config_error(model: str, body: bytes) -> str | None:
     parsed = gen.thinking_config
     return None if parsed is None else _thinking_error(model, parsed)
 
+
+_cached_error = lru_cache(maxsize=1024)(_error)
 
 # The generationConfig fields this module holds to google-genai's types; the rest are the
 # request parser's (gemini_native) to check.
