@@ -288,15 +288,21 @@ def completion_body(
         "model": model,
         "choices": [
             {
-                "index": 0,
-                "message": message_body(completion),
-                "finish_reason": completion.finish_reason,
-                "logprobs": None,
+                "index": i,
+                "message": message_body(choice),
+                "finish_reason": choice.finish_reason,
+                "logprobs": logprobs_body(choice.logprobs),
             }
+            for i, choice in enumerate((completion, *completion.alternatives))
         ],
-        "usage": completion.usage.as_dict(),
+        "usage": completion.usage.as_dict(),  # every choice's tokens, counted once
         "standby": extra,
     }
+
+
+def logprobs_body(content: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """A choice's ``logprobs``: its tokens under ``content`` (null when none were asked for)."""
+    return None if content is None else {"content": content, "refusal": None}
 
 
 def message_body(completion: Completion) -> dict[str, Any]:
@@ -321,17 +327,22 @@ def chunk_body(
     finish_reason: str | None = None,
     usage: Usage | None = None,
     with_choice: bool = True,
+    index: int = 0,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """One chunk of choice ``index`` (``with_choice=False``: the usage chunk, no choice)."""
+    choice = {
+        "index": index,
+        "delta": delta,
+        "finish_reason": finish_reason,
+        "logprobs": logprobs_body(logprobs),
+    }
     body: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": (
-            [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
-            if with_choice
-            else []
-        ),
+        "choices": [choice] if with_choice else [],
     }
     if usage is not None:
         body["usage"] = usage.as_dict()

@@ -40,11 +40,29 @@ async def sse_body(
 ) -> AsyncIterator[bytes]:
     """Turn the failover's deltas into SSE bytes. ``on_end(outcome, final delta)`` runs
     exactly once, with ``ok`` or ``error``, however the stream ends (client disconnects
-    included)."""
+    included).
+
+    With ``n`` > 1 each piece goes out as a chunk of its choice (``Delta.index``); each choice
+    gets its ``role`` on its first chunk and its own finish chunk, and the stream ends (usage
+    chunk, ``[DONE]``) once every choice has finished."""
     created = int(time.time())
-    role_sent = False
+    role_sent: set[int] = set()
+    finished: set[int] = set()
+    choices = stream.request.n
     status = "error"
     final: Delta | None = None
+
+    def chunk(item: Delta, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return chunk_body(
+            completion_id=completion_id,
+            created=created,
+            model=model,
+            delta=delta,
+            finish_reason=finish,
+            index=item.index,
+            logprobs=item.logprobs if finish is None else None,
+        )
+
     try:
         item: Delta | StreamFailure | None = first
         iterator = aiter(stream)
@@ -53,26 +71,18 @@ async def sse_body(
                 yield sse(_failure_body(item.error))
                 return
             out = []  # everything one item produces goes out in one write
-            if item.text or item.tool_calls:
-                delta = _delta(item, role=not role_sent)
-                role_sent = True
-                out.append(
-                    sse(
-                        chunk_body(
-                            completion_id=completion_id, created=created, model=model, delta=delta
-                        )
-                    )
-                )
+            index = item.index
+            if item.text or item.tool_calls or item.logprobs:
+                out.append(sse(chunk(item, _delta(item, role=index not in role_sent))))
+                role_sent.add(index)
             if item.finish_reason is not None:
-                last = chunk_body(
-                    completion_id=completion_id,
-                    created=created,
-                    model=model,
-                    delta={} if role_sent else {"role": "assistant", "content": ""},
-                    finish_reason=item.finish_reason,
-                )
-                last["standby"] = stream.outcome.extra()
+                opening = {} if index in role_sent else {"role": "assistant", "content": ""}
+                last = chunk(item, opening, item.finish_reason)
+                finished.add(index)
+                if len(finished) >= choices:
+                    last["standby"] = stream.outcome.extra()
                 out.append(sse(last))
+            if len(finished) >= choices:
                 if include_usage and item.usage is not None:
                     out.append(
                         sse(

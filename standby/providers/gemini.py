@@ -10,6 +10,7 @@ answers (tools, function calls, thought signatures) is in :mod:`standby.provider
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -20,13 +21,14 @@ from standby.errors import UpstreamBlocked, UpstreamConnectError
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
 from standby.providers.gemini_controls import Controls
-from standby.providers.gemini_wire import Parsed, request_body
+from standby.providers.gemini_wire import Choice, Parsed, request_body
 from standby.tool_calls import ToolCallDelta
 
 # Gemini has no logit bias; everything else a request can need it does (media: inlineData
-# parts, gemini_wire).
+# parts, gemini_wire; several choices:
+# ``candidateCount``, up to 8; logprobs: ``responseLogprobs`` / ``logprobs``).
 GEMINI_SUPPORTS: frozenset[Need] = frozenset(
-    {"tools", "structured_output", "image", "audio", "file"}
+    {"tools", "structured_output", "choices", "logprobs", "image", "audio", "file"}
 )
 
 
@@ -72,64 +74,135 @@ class GeminiProvider:
         )
         parsed = Parsed(payload, self.name)
         self._check_blocked(parsed)
-        finish = parsed.finish or ("tool_calls" if parsed.calls else "stop")
-        return Completion(
-            text=parsed.text,
-            finish_reason=finish,
-            usage=parsed.usage or Usage(),
-            model_version=parsed.version,
-            tool_calls=parsed.calls[:1] if request.parallel_tool_calls is False else parsed.calls,
-        )
+        # A refused prompt has no candidates: each choice asked for is an empty refusal.
+        choices = [_completion(c, request) for c in parsed.choices] or [
+            Completion("", parsed.finish or "content_filter") for _ in range(request.n)
+        ]
+        first = choices[0]
+        first.usage = parsed.usage or Usage()  # Gemini's counts cover every candidate
+        first.model_version = parsed.version
+        first.alternatives = tuple(choices[1:])
+        return first
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         assert self._session is not None, "start() not called"
         data = orjson.dumps(request_body(request, self._controls))
-        finish: FinishReason | None = None
-        usage: Usage | None = None
-        version: str | None = None
-        calls = 0  # calls so far: the index of the next one
+        state = _Streamed(request)
+        final: list[Delta] = []
         try:
             async with self._session.post(
                 self._stream_url, data=http.body(data), headers=self._headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
                 async for batch in http.sse_batches(resp):
-                    texts = []
-                    pieces: list[ToolCallDelta] = []
                     for payload in batch:
                         parsed = Parsed(orjson.loads(payload), self.name)
                         self._check_blocked(parsed)
-                        usage = parsed.usage or usage
-                        version = parsed.version or version
-                        finish = parsed.finish or finish
-                        texts.append(parsed.text)
-                        for c in parsed.calls:
-                            if calls and request.parallel_tool_calls is False:
-                                break  # Gemini has no such switch: the first call stands
-                            # Gemini sends each functionCall part whole: one piece per call.
-                            pieces.append(
-                                ToolCallDelta(calls, c.id, c.name, c.arguments, c.signature)
-                            )
-                            calls += 1
-                    text = "".join(texts)
-                    if finish is not None:
-                        # Gemini said the answer is complete: the last text, the finish and the
-                        # usage travel together (one piece, one write to the client).
-                        if calls and finish == "stop":
-                            finish = "tool_calls"
-                        final = Delta(
-                            text,
-                            finish,
-                            usage=usage,
-                            model_version=version,
-                            tool_calls=tuple(pieces),
-                        )
+                        state.feed(parsed)
+                    deltas = state.deltas()
+                    if state.done():
+                        # Gemini said every candidate is complete: the last pieces, the
+                        # finishes and the usage go out together (one write to the client).
+                        final = deltas
                         break
-                    if text or pieces:
-                        yield Delta(text=text, tool_calls=tuple(pieces))
+                    for delta in deltas:
+                        yield delta
         except Exception as e:
             raise http.translate(self.name, e, self.config.timeouts.connect_s) from e
-        if finish is None:
+        if not final:
             # The connection closed cleanly but Gemini never said the answer was finished.
             raise UpstreamConnectError(self.name, "stream ended without a finishReason")
-        yield final
+        final[-1].usage = state.usage
+        final[-1].model_version = state.version
+        for delta in final:
+            yield delta
+
+
+def _completion(choice: Choice, request: ChatRequest) -> Completion:
+    """One candidate of a whole answer as a choice."""
+    calls = choice.calls[:1] if request.parallel_tool_calls is False else choice.calls
+    finish = choice.finish or ("tool_calls" if calls else "stop")
+    return Completion(
+        text=choice.text, finish_reason=finish, tool_calls=calls, logprobs=choice.logprobs
+    )
+
+
+class _Piece:
+    """What one network read said about one candidate."""
+
+    __slots__ = ("finish", "logprobs", "pieces", "texts")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.pieces: list[ToolCallDelta] = []
+        self.logprobs: list[dict[str, Any]] | None = None
+        self.finish: FinishReason | None = None
+
+
+class _Streamed:
+    """A stream's candidates so far: each one's calls (their count is the next call's index)
+    and finish; what the chunks of one network read add, as one Delta per candidate."""
+
+    def __init__(self, request: ChatRequest) -> None:
+        self.request = request
+        self.calls: dict[int, int] = {}
+        self.finished: set[int] = set()
+        self.usage: Usage | None = None
+        self.version: str | None = None
+        self._read: dict[int, _Piece] = {}
+
+    def feed(self, parsed: Parsed) -> None:
+        self.usage = parsed.usage or self.usage
+        self.version = parsed.version or self.version
+        if not parsed.choices and parsed.finish is not None:
+            # A refused prompt: every candidate ends, empty.
+            for index in range(self.request.n):
+                self._piece(index).finish = self._piece(index).finish or parsed.finish
+        for c in parsed.choices:
+            piece = self._piece(c.index)
+            piece.texts.append(c.text)
+            if c.logprobs is not None:
+                piece.logprobs = (piece.logprobs or []) + c.logprobs
+            for call in c.calls:
+                made = self.calls.get(c.index, 0)
+                if made and self.request.parallel_tool_calls is False:
+                    break  # Gemini has no such switch: the first call stands
+                # Gemini sends each functionCall part whole: one piece per call.
+                piece.pieces.append(
+                    ToolCallDelta(made, call.id, call.name, call.arguments, call.signature)
+                )
+                self.calls[c.index] = made + 1
+            piece.finish = c.finish or piece.finish
+
+    def _piece(self, index: int) -> _Piece:
+        piece = self._read.get(index)
+        if piece is None:
+            piece = self._read[index] = _Piece()
+        return piece
+
+    def deltas(self) -> list[Delta]:
+        """The Deltas of the read just fed, by candidate; a candidate's finish once."""
+        out = []
+        for index in sorted(self._read):
+            piece = self._read[index]
+            finish = None if index in self.finished else piece.finish
+            if finish is not None:
+                self.finished.add(index)
+                if self.calls.get(index) and finish == "stop":
+                    finish = "tool_calls"
+            text = "".join(piece.texts)
+            if text or piece.pieces or piece.logprobs or finish is not None:
+                out.append(
+                    Delta(
+                        text,
+                        finish,
+                        tool_calls=tuple(piece.pieces),
+                        logprobs=piece.logprobs,
+                        index=index,
+                    )
+                )
+        self._read = {}
+        return out
+
+    def done(self) -> bool:
+        return len(self.finished) >= self.request.n

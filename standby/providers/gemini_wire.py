@@ -32,6 +32,7 @@ import orjson
 from standby.errors import UpstreamProtocolError
 from standby.protocol import ChatRequest, FinishReason, Message, Usage
 from standby.providers.gemini_controls import NO_CONTROLS, Controls
+from standby.providers.gemini_logprobs import openai_logprobs
 from standby.tool_calls import Tool, ToolCall, ToolChoice
 
 # Google's documented signature for function calls Gemini did not generate (works on the Gemini
@@ -115,7 +116,11 @@ def request_body(request: ChatRequest, controls: Controls = NO_CONTROLS) -> dict
 
 
 def _generation(request: ChatRequest) -> dict[str, Any]:
-    gen: dict[str, Any] = {"candidateCount": 1}
+    gen: dict[str, Any] = {"candidateCount": request.n}
+    if request.logprobs:
+        gen["responseLogprobs"] = True
+        if request.top_logprobs:
+            gen["logprobs"] = request.top_logprobs
     if request.temperature is not None:
         gen["temperature"] = request.temperature
     if request.top_p is not None:
@@ -264,33 +269,25 @@ def tool_call(part: dict[str, Any], backend: str) -> ToolCall:
     )
 
 
-class Parsed:
-    """One ``GenerateContentResponse`` reduced to what the gateway needs."""
+class Choice:
+    """One candidate of a response: its text, calls, finish, logprobs (OpenAI's items) and
+    ``index`` among the ``candidateCount`` asked for (a stream chunk may carry only some)."""
 
-    __slots__ = ("blocked", "calls", "finish", "text", "usage", "version")
+    __slots__ = ("blocked", "calls", "finish", "index", "logprobs", "text")
 
-    def __init__(self, payload: Any, backend: str) -> None:
-        if not isinstance(payload, dict):
-            raise UpstreamProtocolError(backend, "response is not a JSON object")
-        self.usage = usage(payload.get("usageMetadata"))
-        self.version: str | None = payload.get("modelVersion")
+    def __init__(self, cand: Any, backend: str) -> None:
+        if not isinstance(cand, dict):
+            raise UpstreamProtocolError(backend, "a candidate is not an object")
+        # proto3 JSON leaves a zero out: a candidate without ``index`` is candidate 0.
+        index = cand.get("index", 0)
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 8:
+            raise UpstreamProtocolError(backend, "a candidate's index is not 0..7")
+        self.index: int = index
+        self.logprobs = openai_logprobs(cand.get("logprobsResult"), backend)
         self.text = ""
         self.calls: tuple[ToolCall, ...] = ()
         self.finish: FinishReason | None = None
         self.blocked: str | None = None
-        feedback = payload.get("promptFeedback")
-        candidates = payload.get("candidates")
-        if isinstance(feedback, dict) and feedback.get("blockReason"):
-            self.blocked = f"prompt blocked: {feedback['blockReason']}"
-            self.finish = "content_filter"
-            return
-        if not candidates:
-            if "usageMetadata" in payload:  # a usage-only trailer chunk
-                return
-            self.blocked = "no candidates"
-            self.finish = "content_filter"
-            return
-        cand = candidates[0]
         parts = (cand.get("content") or {}).get("parts") or ()
         texts = []
         calls = []
@@ -317,3 +314,41 @@ class Parsed:
             )
         else:
             self.finish = "tool_calls" if calls else "stop"
+
+
+class Parsed:
+    """One ``GenerateContentResponse`` reduced to what the gateway needs: its ``choices`` (one
+    per candidate, by index) and, for the first of them, ``text`` / ``calls`` / ``finish``.
+    ``blocked`` says why the prompt or any candidate was refused."""
+
+    __slots__ = ("blocked", "calls", "choices", "finish", "text", "usage", "version")
+
+    def __init__(self, payload: Any, backend: str) -> None:
+        if not isinstance(payload, dict):
+            raise UpstreamProtocolError(backend, "response is not a JSON object")
+        self.usage = usage(payload.get("usageMetadata"))
+        self.version: str | None = payload.get("modelVersion")
+        self.text = ""
+        self.calls: tuple[ToolCall, ...] = ()
+        self.finish: FinishReason | None = None
+        self.blocked: str | None = None
+        self.choices: tuple[Choice, ...] = ()
+        feedback = payload.get("promptFeedback")
+        candidates = payload.get("candidates")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            self.blocked = f"prompt blocked: {feedback['blockReason']}"
+            self.finish = "content_filter"
+            return
+        if not candidates:
+            if "usageMetadata" in payload:  # a usage-only trailer chunk
+                return
+            self.blocked = "no candidates"
+            self.finish = "content_filter"
+            return
+        if not isinstance(candidates, list):
+            raise UpstreamProtocolError(backend, "candidates is not a list")
+        choices = [Choice(c, backend) for c in candidates]
+        self.choices = tuple(sorted(choices, key=lambda c: c.index))
+        first = self.choices[0]
+        self.text, self.calls, self.finish = first.text, first.calls, first.finish
+        self.blocked = next((c.blocked for c in self.choices if c.blocked), None)

@@ -44,12 +44,11 @@ from standby.errors import (
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
 from standby.providers.gemini_controls import SERVICE_TIERS, litellm_thinking
+from standby.providers.openai_choices import StreamState, by_index, joined, logprobs_items
 from standby.providers.openai_compat import OPENAI_FINISH
 from standby.providers.openai_tools import (
-    StreamedCalls,
     finish_with_calls,
     is_gemini_surface,
-    merge_pieces,
     parse_calls,
     tool_fields,
     wire_messages,
@@ -174,7 +173,10 @@ class LiteLLMProvider:
         self.name = name
         self.config = config
         self._lm: ModuleType | None = None
-        self.supports: frozenset[Need] = frozenset({"tools", "structured_output"})
+        # ``n`` and ``logprobs`` go as OpenAI's; the answer must carry them (openai_choices).
+        self.supports: frozenset[Need] = frozenset(
+            {"tools", "structured_output", "choices", "logprobs"}
+        )
         self.supports |= media_needs(config.modalities)  # forwarded as OpenAI content parts
         if not config.structured_output:
             self.supports -= {"structured_output"}
@@ -206,6 +208,8 @@ class LiteLLMProvider:
         return missing(request, self.supports, f"backend {self.name!r}")
 
     async def close(self) -> None:
+        if self._lm is not None:
+            await _stop_logging_worker()
         self._lm = None
 
     def _kwargs(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
@@ -259,64 +263,125 @@ class LiteLLMProvider:
         assert self._lm is not None, "start() not called"
         try:
             resp = await self._lm.acompletion(**self._kwargs(request, stream=False))
-            choice = resp.choices[0]
-            text = choice.message.content or ""
-            if not isinstance(text, str):
-                raise UpstreamProtocolError(self.name, "content is not a string")
-            calls = parse_calls(self.name, _plain_calls(choice.message.tool_calls))
-            finish = _finish(choice.finish_reason) or "stop"
-            return Completion(
-                text=text,
-                finish_reason=finish_with_calls(finish, bool(calls)),
-                usage=_usage(getattr(resp, "usage", None)) or Usage(),
-                model_version=getattr(resp, "model", None),
-                tool_calls=calls,
-            )
+            picked = by_index(self.name, list(resp.choices), request.n)
+            first = joined([self._choice(c) for c in picked])
+            first.usage = _usage(getattr(resp, "usage", None)) or Usage()
+            first.model_version = getattr(resp, "model", None)
+            return first
         except Exception as e:
             err = translate(self.name, e, self.config.timeouts)
             if self._blocked_is_answer(err):
-                return Completion(text="", finish_reason="content_filter")
+                return joined([Completion("", "content_filter") for _ in range(request.n)])
             raise err from e
+
+    def _choice(self, choice: Any) -> Completion:
+        text = choice.message.content or ""
+        if not isinstance(text, str):
+            raise UpstreamProtocolError(self.name, "content is not a string")
+        calls = parse_calls(self.name, _plain_calls(choice.message.tool_calls))
+        finish = _finish(choice.finish_reason) or "stop"
+        return Completion(
+            text=text,
+            finish_reason=finish_with_calls(finish, bool(calls)),
+            tool_calls=calls,
+            logprobs=logprobs_items(self.name, _logprobs(getattr(choice, "logprobs", None))),
+        )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         assert self._lm is not None, "start() not called"
-        finish: FinishReason | None = None
-        usage: Usage | None = None
-        version: str | None = None
         chunks: Any = None
-        calls = StreamedCalls(self.name)
+        state = StreamState(self.name, request.n, _finish, _usage)
+        last: list[Delta] = []
         try:
             chunks = await self._lm.acompletion(**self._kwargs(request, stream=True))
             async for chunk in chunks:
-                usage = _usage(getattr(chunk, "usage", None)) or usage
-                if isinstance(model := getattr(chunk, "model", None), str):
-                    version = model
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                finish = _finish(choice.finish_reason) or finish
-                delta = choice.delta
-                text = delta.content if delta is not None else None
-                raw_calls = getattr(delta, "tool_calls", None) if delta is not None else None
-                pieces = merge_pieces(calls.feed(_plain_calls(raw_calls)))
-                if text or pieces:
-                    yield Delta(text=text or "", tool_calls=pieces)
-            if finish is not None and not _backend_finished(chunks):
-                finish = None  # litellm made the finish_reason up at a bare end of stream
-            calls.finish()
+                state.feed(_plain_chunk(chunk))
+                for delta in state.deltas():
+                    yield delta
+            if state.finishes and not _backend_finished(chunks):
+                state.finishes.clear()  # litellm made the finish_reason up at a bare end
+            if state.finishes and len(state.finishes) < request.n:
+                # litellm's stream wrapper passes on the finish of one choice only (n > 1):
+                # the others ended with it.
+                said = next(iter(state.finishes.values()))
+                for index in range(request.n):
+                    state.finishes.setdefault(index, said)
+            if not state.finished():
+                raise UpstreamConnectError(self.name, "stream ended without a finish_reason")
+            last = state.last_deltas()
         except Exception as e:
             err = translate(self.name, e, self.config.timeouts)
             if not self._blocked_is_answer(err):
                 raise err from e
-            finish = "content_filter"
+            last = [
+                Delta(finish_reason="content_filter", index=i)
+                for i in range(request.n)
+                if i not in state.finishes
+            ]
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if finish is None:
-            raise UpstreamConnectError(self.name, "stream ended without a finish_reason")
-        finish = finish_with_calls(finish, bool(calls))
-        yield Delta(finish_reason=finish, usage=usage, model_version=version)
+        for delta in last:
+            yield delta
+
+
+def _logprobs(raw: Any) -> Any:
+    """A choice's ``logprobs`` in OpenAI's plain shape, read attribute by attribute (a
+    ``model_dump`` of litellm's objects builds schemas that warn on first use)."""
+    if raw is None or isinstance(raw, dict):
+        return raw
+    content = getattr(raw, "content", None)
+    if content is None:
+        return None
+
+    def token(t: Any) -> dict[str, Any]:
+        if isinstance(t, dict):
+            return t
+        item = {name: getattr(t, name, None) for name in ("token", "logprob", "bytes")}
+        top = getattr(t, "top_logprobs", None)
+        if top is not None:
+            item["top_logprobs"] = [token(x) for x in top]
+        return item
+
+    return {"content": [token(t) for t in content]}
+
+
+def _plain_chunk(chunk: Any) -> dict[str, Any]:
+    """A litellm stream chunk as OpenAI's chunk dict, its calls' Gemini signatures where
+    ``openai_tools`` reads them."""
+    choices = []
+    for choice in getattr(chunk, "choices", None) or ():
+        delta = getattr(choice, "delta", None)
+        plain: dict[str, Any] = {}
+        if delta is not None:
+            plain["content"] = getattr(delta, "content", None)
+            plain["tool_calls"] = _plain_calls(getattr(delta, "tool_calls", None))
+        choices.append(
+            {
+                "index": getattr(choice, "index", 0),
+                "finish_reason": getattr(choice, "finish_reason", None),
+                "delta": plain,
+                "logprobs": _logprobs(getattr(choice, "logprobs", None)),
+            }
+        )
+    return {
+        "choices": choices,
+        "usage": getattr(chunk, "usage", None),
+        "model": getattr(chunk, "model", None),
+    }
+
+
+async def _stop_logging_worker() -> None:
+    """Stop litellm's logging worker when it runs on this event loop. litellm starts it, a
+    task on the loop of its first call, and never stops it: a gateway's loop that ends with it
+    pending leaves a coroutine that is destroyed later, on whatever runs then ("Event loop is
+    closed")."""
+    module = importlib.import_module("litellm.litellm_core_utils.logging_worker")
+    worker = getattr(module, "GLOBAL_LOGGING_WORKER", None)
+    # Its tasks belong to one loop; another loop's are not ours to wait for.
+    if worker is not None and getattr(worker, "_bound_loop", None) is asyncio.get_running_loop():
+        await worker.stop(timeout=1.0)
 
 
 def _backend_finished(chunks: Any) -> bool:

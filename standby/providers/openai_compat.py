@@ -37,17 +37,15 @@ from standby.errors import UpstreamConnectError, UpstreamProtocolError, Upstream
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http, tgi_grammar
 from standby.providers.hotswap import ServedModel
+from standby.providers.openai_choices import StreamState, by_index, joined, logprobs_items
 from standby.providers.openai_tools import (
-    StreamedCalls,
     finish_with_calls,
     is_gemini_surface,
-    merge_pieces,
     parse_calls,
     tool_fields,
     wire_messages,
 )
 from standby.providers.vllm_adapters import VLLMAdapters
-from standby.tool_calls import ToolCallDelta
 
 OPENAI_FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -112,78 +110,38 @@ def _error_in_body(backend: str, payload: dict[str, Any]) -> UpstreamStatusError
     return UpstreamStatusError(backend, status, str(err.get("message") or "error")[:300])
 
 
-def parse_completion(backend: str, payload: Any) -> Completion:
-    """A non-streaming ``chat.completion`` body; anything else is an UpstreamProtocolError."""
+def parse_completion(backend: str, payload: Any, n: int = 1) -> Completion:
+    """A non-streaming ``chat.completion`` body with ``n`` choices; anything else is an
+    UpstreamProtocolError."""
     if not isinstance(payload, dict):
         raise UpstreamProtocolError(backend, "response is not a JSON object")
     if (err := _error_in_body(backend, payload)) is not None:
         raise err
     try:
-        choice = payload["choices"][0]
-        message = choice["message"]
-        text = message.get("content") or ""
-        if not isinstance(text, str):
-            raise TypeError("content is not a string")
-        calls = parse_calls(backend, message.get("tool_calls"))
-        finish = _finish(choice.get("finish_reason")) or "stop"
-        return Completion(
-            text=text,
-            finish_reason=finish_with_calls(finish, bool(calls)),
-            usage=_usage(payload.get("usage")) or Usage(),
-            model_version=payload.get("model"),
-            tool_calls=calls,
-        )
+        choices = [_choice(backend, c) for c in by_index(backend, payload.get("choices"), n)]
+        first = joined(choices)
+        first.usage = _usage(payload.get("usage")) or Usage()
+        first.model_version = payload.get("model")
+        return first
     except UpstreamProtocolError:
         raise
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
         raise UpstreamProtocolError(backend, f"unexpected chat.completion shape ({e!r})") from e
 
 
-class _StreamState:
-    """What a stream has said so far: the finish reason and usage arrive in separate chunks
-    (usage after the finish chunk, with ``stream_options.include_usage``)."""
-
-    __slots__ = ("calls", "done", "finish", "model", "usage")
-
-    def __init__(self, backend: str) -> None:
-        self.finish: FinishReason | None = None
-        self.usage: Usage | None = None
-        self.model: str | None = None
-        self.done = False
-        self.calls = StreamedCalls(backend)
-
-    def feed(self, backend: str, payload: Any, pieces: list[ToolCallDelta]) -> str:
-        """Absorb one chunk; return its text and add its tool-call pieces to ``pieces``."""
-        if not isinstance(payload, dict):
-            raise UpstreamProtocolError(backend, "stream chunk is not a JSON object")
-        if (err := _error_in_body(backend, payload)) is not None:
-            raise err
-        try:
-            self.usage = _usage(payload.get("usage")) or self.usage
-            if isinstance(model := payload.get("model"), str):
-                self.model = model
-            choices = payload.get("choices") or ()
-            if not choices:
-                return ""
-            choice = choices[0]
-            self.finish = _finish(choice.get("finish_reason")) or self.finish
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or ""
-            if not isinstance(text, str):
-                raise TypeError("delta.content is not a string")
-            if (calls := delta.get("tool_calls")) is not None:
-                pieces += self.calls.feed(calls)
-            return text
-        except UpstreamProtocolError:
-            raise
-        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
-            raise UpstreamProtocolError(backend, f"unexpected chunk shape ({e!r})") from e
-
-    def last_delta(self) -> Delta:
-        """The closing Delta, once the calls (if any) are known to be whole."""
-        self.calls.finish()
-        finish = finish_with_calls(self.finish or "stop", bool(self.calls))
-        return Delta(finish_reason=finish, usage=self.usage, model_version=self.model)
+def _choice(backend: str, choice: dict[str, Any]) -> Completion:
+    message = choice["message"]
+    text = message.get("content") or ""
+    if not isinstance(text, str):
+        raise TypeError("content is not a string")
+    calls = parse_calls(backend, message.get("tool_calls"))
+    finish = _finish(choice.get("finish_reason")) or "stop"
+    return Completion(
+        text=text,
+        finish_reason=finish_with_calls(finish, bool(calls)),
+        tool_calls=calls,
+        logprobs=logprobs_items(backend, choice.get("logprobs")),
+    )
 
 
 # Forwarded under OpenAI's own names: an OpenAI-compatible server does what OpenAI does.
@@ -286,33 +244,38 @@ class OpenAICompatProvider:
         payload = await http.post_json(
             self._session, self.name, self._url, data, self._headers, self.config.timeouts
         )
-        return parse_completion(self.name, payload)
+        return parse_completion(self.name, payload, request.n)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         assert self._session is not None, "start() not called"
         data = self._body(request, stream=True)
-        state = _StreamState(self.name)
+        state = StreamState(self.name, request.n, _finish, _usage)
         try:
             async with self._session.post(
                 self._url, data=http.body(data), headers=self._stream_headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
                 async for batch in http.sse_batches(resp):
-                    texts: list[str] = []
-                    pieces: list[ToolCallDelta] = []
                     for payload in batch:
                         if payload == b"[DONE]":
                             state.done = True
                             break
-                        texts.append(state.feed(self.name, orjson.loads(payload), pieces))
-                    text = "".join(t for t in texts if t)
-                    if text or pieces:
-                        yield Delta(text=text, tool_calls=merge_pieces(pieces) if pieces else ())
+                        state.feed(self._chunk(orjson.loads(payload)))
+                    for delta in state.deltas():
+                        yield delta
                     if state.done:
                         break
         except Exception as e:
             raise http.translate(self.name, e, self.config.timeouts.connect_s) from e
-        if state.finish is None and not state.done:
+        if not state.finished():
             # The body ended cleanly, but the server never said the answer was complete.
             raise UpstreamConnectError(self.name, "stream ended without finish_reason or [DONE]")
-        yield state.last_delta()
+        for delta in state.last_deltas():
+            yield delta
+
+    def _chunk(self, payload: Any) -> dict[str, Any]:
+        if not isinstance(payload, dict):
+            raise UpstreamProtocolError(self.name, "stream chunk is not a JSON object")
+        if (err := _error_in_body(self.name, payload)) is not None:
+            raise err
+        return payload

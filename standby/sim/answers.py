@@ -93,6 +93,9 @@ class SimRequest:
     # cache hit covers (``gemini_config``).
     thinking: int = 0
     cached_tokens: int = 0
+    # ``responseLogprobs`` asked for, and ``logprobs`` (top tokens per step; None: not given).
+    logprobs: bool = False
+    top_logprobs: int | None = None
     unsigned: str | None = field(default=None, hash=False, compare=False)
 
 

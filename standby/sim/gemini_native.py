@@ -12,10 +12,12 @@ import orjson
 from aiohttp import web
 
 from standby.sim.answers import Answer, SimRequest, count_tokens
+from standby.sim.gemini_candidates import variant
 from standby.sim.gemini_config import cached_tokens, thought_tokens
 from standby.sim.gemini_history import Tooling, native_history, native_tools, with_tooling
 from standby.sim.gemini_media import check_blob
 from standby.sim.gemini_tools import native_parts, respond
+from standby.sim.logprobs import gemini_result, tokens
 from standby.sim.surface import (
     GOOGLE_STATUS,
     BadRequest,
@@ -144,6 +146,10 @@ def _with_config(config: dict[str, Any], req: SimRequest) -> SimRequest:
     _num(config, "topP", "top_p", 0, 1)
     max_tokens = _num(config, "maxOutputTokens", "max_output_tokens", 1, 1 << 31)
     candidates = _num(config, "candidateCount", "candidate_count", 1, 8)
+    logprobs = get_field(config, "responseLogprobs", "response_logprobs") is True
+    top = _num(config, "logprobs", "logprobs", 0, 20)
+    if top is not None and not logprobs:
+        raise BadRequest("generationConfig.logprobs is only valid with responseLogprobs: true")
     stop = get_field(config, "stopSequences", "stop_sequences")
     if stop is not None:
         if not isinstance(stop, list) or len(stop) > 5:
@@ -169,14 +175,15 @@ def _with_config(config: dict[str, Any], req: SimRequest) -> SimRequest:
         candidates=int(candidates or 1),
         include_thoughts=thoughts,
         thinking=thought_tokens(config),
+        logprobs=logprobs,
+        top_logprobs=None if top is None else int(top),
     )
 
 
 def _envelope(
     req: SimRequest,
     outcome: Outcome,
-    parts: list[dict[str, Any]],
-    finish: str | None,
+    candidates: list[dict[str, Any]],
     used: int | None,
     thoughts: int = 0,
 ) -> dict[str, Any]:
@@ -194,15 +201,7 @@ def _envelope(
         cand = {"finishReason": "MALFORMED_FUNCTION_CALL", "finishMessage": message, "index": 0}
         body = {"candidates": [cand]}
     else:
-        content = {"parts": parts, "role": "model"}
-        body = {
-            "candidates": [
-                {"content": content, "finishReason": finish, "index": i}
-                if finish
-                else {"content": content, "index": i}
-                for i in range(req.candidates)
-            ]
-        }
+        body = {"candidates": candidates}
     usage = {"promptTokenCount": req.prompt_tokens}
     if req.cached_tokens:
         usage["cachedContentTokenCount"] = req.cached_tokens
@@ -221,20 +220,49 @@ def _templates(
 ) -> tuple[bytes, ...]:
     """Each body of the answer as JSON without its closing brace (``responseId`` goes there)."""
     if ans is None:
-        bodies = [_envelope(req, outcome, [], None, None)]
+        bodies = [_envelope(req, outcome, [], None)]
     else:
-        chunks = native_parts(model, ans, stream)
-        last = len(chunks) - 1
+        answers = [variant(ans, i, req.json_mode) for i in range(req.candidates)]
+        per_body = _candidates(model, req, answers, stream)
+        last = len(per_body) - 1
+        used = sum(a.tokens for a in answers)
         thoughts = (count_tokens(ans.thought) if ans.thought else 0) + req.thinking
         bodies = [
-            _envelope(req, outcome, parts, ans.finish, ans.tokens * req.candidates, thoughts)
+            _envelope(req, outcome, cands, used, thoughts)
             if i == last
-            else _envelope(req, outcome, parts, None, None)
-            for i, parts in enumerate(chunks)
+            else _envelope(req, outcome, cands, None)
+            for i, cands in enumerate(per_body)
         ]
     for body in bodies:
         body["modelVersion"] = model
     return tuple(orjson.dumps(b)[:-1] for b in bodies)
+
+
+def _candidates(
+    model: str, req: SimRequest, answers: list[Answer], stream: bool
+) -> list[list[dict[str, Any]]]:
+    """The candidates of each body: every answer's next piece while it has one, its
+    ``finishReason`` with its last (``gemini_candidates``)."""
+    chunks = [native_parts(model, a, stream) for a in answers]
+    steps = [0] * len(answers)
+    bodies: list[list[dict[str, Any]]] = []
+    for at in range(max(len(c) for c in chunks)):
+        cands = []
+        for i, (a, parts) in enumerate(zip(answers, chunks, strict=True)):
+            if at >= len(parts):
+                continue
+            cand: dict[str, Any] = {"content": {"parts": parts[at], "role": "model"}}
+            if at == len(parts) - 1:
+                cand["finishReason"] = a.finish
+            if req.logprobs:
+                text = "".join(p.get("text", "") for p in parts[at] if not p.get("thought"))
+                pieces = tokens(text)
+                cand["logprobsResult"] = gemini_result(pieces, req.top_logprobs, steps[i], i)
+                steps[i] += len(pieces)
+            cand["index"] = i
+            cands.append(cand)
+        bodies.append(cands)
+    return bodies
 
 
 class NativeSurface(Surface):
