@@ -42,6 +42,17 @@ WORDS: dict[Need, str] = {
     "logit_bias": "logit_bias",
 }
 ALL: frozenset[Need] = frozenset(WORDS)
+# The request field that asks for each need (an error's ``param``).
+FIELDS: dict[Need, str] = {
+    "tools": "tools",
+    "image": "messages",
+    "audio": "messages",
+    "file": "messages",
+    "structured_output": "response_format",
+    "logprobs": "logprobs",
+    "choices": "n",
+    "logit_bias": "logit_bias",
+}
 
 
 MEDIA_NEEDS: tuple[Need, ...] = ("image", "audio", "file")

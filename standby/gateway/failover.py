@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from standby.capabilities import FIELDS
 from standby.config import Settings, Timeouts
 from standby.errors import (
     AllBackendsFailed,
@@ -181,7 +182,7 @@ class Failover:
                 outcome.provenance = "fallback"
             return name, result
         if unsupported and len(unsupported) == len(names) and not mid_stream:
-            raise _cannot_serve(outcome.route, unsupported)
+            raise _cannot_serve(outcome.route, unsupported, request)
         raise AllBackendsFailed(outcome.route, outcome.errors)
 
     def _claim(self, name: str, request: ChatRequest) -> UpstreamError | None:
@@ -209,11 +210,18 @@ class Failover:
             breaker.release()
 
 
-def _cannot_serve(route: str, skipped: list[UpstreamError]) -> RequestError:
-    """The 400 for a request that no backend of ``route`` can serve, naming each one's why."""
+def _cannot_serve(
+    route: str, skipped: list[UpstreamError], request: ChatRequest | None
+) -> RequestError:
+    """The 400 for a request that no backend of ``route`` can serve, naming each one's why (and,
+    when the request needs one thing only, the field that asks for it)."""
     why = "; ".join(f"{e.backend}: {e.message}" for e in skipped)
+    needs = request.needs() if request is not None else frozenset()
+    param = FIELDS[next(iter(needs))] if len(needs) == 1 else None
     return RequestError(
-        f"no backend of route {route!r} can serve this request: {why}", code="unsupported"
+        f"no backend of route {route!r} can serve this request: {why}",
+        param=param,
+        code="unsupported",
     )
 
 

@@ -105,5 +105,5 @@ def test_logit_bias_on_a_route_that_cannot_honour_it_is_a_clear_400(
         client.chat.completions.create(model=ROUTE, messages=HELLO, logit_bias={"1234": -100})
     error = info.value.body
     assert isinstance(error, dict) and error["code"] == "unsupported"
-    assert "logit_bias" in error["message"]
+    assert "logit_bias" in error["message"] and error["param"] == "logit_bias"
     assert sim.sim.requests == 0  # refused before any backend was asked
