@@ -17,7 +17,7 @@ import orjson
 
 from standby.capabilities import Need, missing
 from standby.config import GeminiBackend
-from standby.errors import UpstreamBlocked, UpstreamConnectError
+from standby.errors import UpstreamBlocked, UpstreamConnectError, UpstreamProtocolError
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
 from standby.providers.gemini_controls import Controls
@@ -78,6 +78,8 @@ class GeminiProvider:
         choices = [_completion(c, request) for c in parsed.choices] or [
             Completion("", parsed.finish or "content_filter") for _ in range(request.n)
         ]
+        if request.logprobs and parsed.choices:
+            _require_logprobs(self.name, [(c.text, c.logprobs) for c in choices])
         first = choices[0]
         first.usage = parsed.usage or Usage()  # Gemini's counts cover every candidate
         first.model_version = parsed.version
@@ -87,7 +89,7 @@ class GeminiProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         assert self._session is not None, "start() not called"
         data = orjson.dumps(request_body(request, self._controls))
-        state = _Streamed(request)
+        state = _Streamed(request, self.name)
         final: list[Delta] = []
         try:
             async with self._session.post(
@@ -118,6 +120,15 @@ class GeminiProvider:
             yield delta
 
 
+def _require_logprobs(backend: str, texts: list[tuple[str, list[dict[str, Any]] | None]]) -> None:
+    """Text without the ``logprobsResult`` asked for: a failure of this backend (a model that
+    ignores ``responseLogprobs``), never an answer without them."""
+    if any(text and logprobs is None for text, logprobs in texts):
+        raise UpstreamProtocolError(
+            backend, "the answer has no logprobsResult, which was asked for"
+        )
+
+
 def _completion(choice: Choice, request: ChatRequest) -> Completion:
     """One candidate of a whole answer as a choice."""
     calls = choice.calls[:1] if request.parallel_tool_calls is False else choice.calls
@@ -143,8 +154,9 @@ class _Streamed:
     """A stream's candidates so far: each one's calls (their count is the next call's index)
     and finish; what the chunks of one network read add, as one Delta per candidate."""
 
-    def __init__(self, request: ChatRequest) -> None:
+    def __init__(self, request: ChatRequest, backend: str) -> None:
         self.request = request
+        self.backend = backend
         self.calls: dict[int, int] = {}
         self.finished: set[int] = set()
         self.usage: Usage | None = None
@@ -202,6 +214,8 @@ class _Streamed:
                     )
                 )
         self._read = {}
+        if self.request.logprobs:
+            _require_logprobs(self.backend, [(d.text, d.logprobs) for d in out])
         return out
 
     def done(self) -> bool:

@@ -44,7 +44,13 @@ from standby.errors import (
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
 from standby.providers.gemini_controls import SERVICE_TIERS, litellm_thinking
-from standby.providers.openai_choices import StreamState, by_index, joined, logprobs_items
+from standby.providers.openai_choices import (
+    StreamState,
+    by_index,
+    joined,
+    logprobs_items,
+    require_logprobs,
+)
 from standby.providers.openai_compat import OPENAI_FINISH
 from standby.providers.openai_tools import (
     finish_with_calls,
@@ -264,7 +270,10 @@ class LiteLLMProvider:
         try:
             resp = await self._lm.acompletion(**self._kwargs(request, stream=False))
             picked = by_index(self.name, list(resp.choices), request.n)
-            first = joined([self._choice(c) for c in picked])
+            choices = [self._choice(c) for c in picked]
+            if request.logprobs:
+                require_logprobs(self.name, choices)
+            first = joined(choices)
             first.usage = _usage(getattr(resp, "usage", None)) or Usage()
             first.model_version = getattr(resp, "model", None)
             return first
@@ -290,7 +299,7 @@ class LiteLLMProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         assert self._lm is not None, "start() not called"
         chunks: Any = None
-        state = StreamState(self.name, request.n, _finish, _usage)
+        state = StreamState(self.name, request.n, _finish, _usage, request.logprobs)
         last: list[Delta] = []
         try:
             chunks = await self._lm.acompletion(**self._kwargs(request, stream=True))

@@ -3,7 +3,8 @@ speak it (``openai``-type servers, litellm): ``n`` and ``logprobs`` / ``top_logp
 under their own names (``ChatRequest.params``); what comes back is read here.
 
 A whole answer must have a choice for each of the ``n`` asked for (``index`` 0..n-1; a server
-that ignores ``n`` is a failure, not a silent single answer). A stream's chunks carry
+that ignores ``n`` is a failure, not a silent single answer; so is text without the logprobs
+asked for). A stream's chunks carry
 ``choices[].index``; the pieces of one network read become one Delta per choice. Logprobs
 items are checked and given OpenAI's full shape (``bytes`` computed where a server leaves it
 out, ``top_logprobs`` empty where it sends none).
@@ -54,6 +55,13 @@ def _token(backend: str, raw: Any) -> dict[str, Any]:
     if not (isinstance(data, list) and all(isinstance(b, int) for b in data)):
         data = list(token.encode())
     return {"token": token, "logprob": float(logprob), "bytes": data}
+
+
+def require_logprobs(backend: str, choices: list[Completion]) -> None:
+    """Text without the logprobs the request asked for: the server ignored ``logprobs``, a
+    failure of this backend (the next one is tried), never an answer without them."""
+    if any(c.text and c.logprobs is None for c in choices):
+        raise UpstreamProtocolError(backend, "the answer has no logprobs, which were asked for")
 
 
 def by_index(backend: str, choices: Any, n: int) -> list[Any]:
@@ -112,9 +120,11 @@ class StreamState:
         n: int,
         finish: Callable[[Any], FinishReason | None],
         usage: Callable[[Any], Usage | None],
+        logprobs: bool = False,
     ) -> None:
         self.backend = backend
         self.n = n
+        self.logprobs = logprobs  # asked for: every piece of text must carry them
         self._finish = finish
         self._usage = usage
         self.finishes: dict[int, FinishReason] = {}
@@ -166,6 +176,8 @@ class StreamState:
             if text or read.pieces or read.logprobs:
                 pieces = merge_pieces(read.pieces) if read.pieces else ()
                 out.append(Delta(text, tool_calls=pieces, logprobs=read.logprobs, index=index))
+        if self.logprobs:
+            require_logprobs(self.backend, [Completion(d.text, logprobs=d.logprobs) for d in out])
         self._read = {}
         return out
 

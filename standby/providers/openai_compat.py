@@ -37,7 +37,13 @@ from standby.errors import UpstreamConnectError, UpstreamProtocolError, Upstream
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http, tgi_grammar
 from standby.providers.hotswap import ServedModel
-from standby.providers.openai_choices import StreamState, by_index, joined, logprobs_items
+from standby.providers.openai_choices import (
+    StreamState,
+    by_index,
+    joined,
+    logprobs_items,
+    require_logprobs,
+)
 from standby.providers.openai_tools import (
     finish_with_calls,
     is_gemini_surface,
@@ -110,15 +116,19 @@ def _error_in_body(backend: str, payload: dict[str, Any]) -> UpstreamStatusError
     return UpstreamStatusError(backend, status, str(err.get("message") or "error")[:300])
 
 
-def parse_completion(backend: str, payload: Any, n: int = 1) -> Completion:
-    """A non-streaming ``chat.completion`` body with ``n`` choices; anything else is an
-    UpstreamProtocolError."""
+def parse_completion(
+    backend: str, payload: Any, n: int = 1, *, logprobs: bool = False
+) -> Completion:
+    """A non-streaming ``chat.completion`` body with ``n`` choices (and their ``logprobs`` when
+    asked for); anything else is an UpstreamProtocolError."""
     if not isinstance(payload, dict):
         raise UpstreamProtocolError(backend, "response is not a JSON object")
     if (err := _error_in_body(backend, payload)) is not None:
         raise err
     try:
         choices = [_choice(backend, c) for c in by_index(backend, payload.get("choices"), n)]
+        if logprobs:
+            require_logprobs(backend, choices)
         first = joined(choices)
         first.usage = _usage(payload.get("usage")) or Usage()
         first.model_version = payload.get("model")
@@ -244,12 +254,12 @@ class OpenAICompatProvider:
         payload = await http.post_json(
             self._session, self.name, self._url, data, self._headers, self.config.timeouts
         )
-        return parse_completion(self.name, payload, request.n)
+        return parse_completion(self.name, payload, request.n, logprobs=request.logprobs)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         assert self._session is not None, "start() not called"
         data = self._body(request, stream=True)
-        state = StreamState(self.name, request.n, _finish, _usage)
+        state = StreamState(self.name, request.n, _finish, _usage, request.logprobs)
         try:
             async with self._session.post(
                 self._url, data=http.body(data), headers=self._stream_headers

@@ -18,6 +18,7 @@ from standby.providers.litellm import LiteLLMProvider
 from standby.providers.openai_compat import OpenAICompatProvider
 from standby.sim.vllm import BASE_MODEL
 from tests.fixtures.providers import Start, chat_server
+from tests.fixtures.sim import RunningSim
 from tests.fixtures.vllm_sim import StartVLLM
 
 pytestmark = pytest.mark.filterwarnings(
@@ -125,3 +126,18 @@ async def test_logprobs_get_their_bytes(one_choice_server: str, started: Start) 
             "top_logprobs": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105]}],
         }
     ]
+
+
+async def test_a_server_that_ignores_logprobs_has_failed(
+    one_choice_server: str, sim: RunningSim, started: Start
+) -> None:
+    """Gemini's OpenAI surface (simulated) sends no logprobs; the small server here sends
+    them whole but not streamed: either way the answer is the backend's failure."""
+    surface = await _provider("openai", f"{sim.url}/v1beta/openai", started)
+    asked = ChatRequest(messages=ASK, logprobs=True)
+    with pytest.raises(UpstreamProtocolError, match="no logprobs"):
+        await surface.complete(asked)
+    p = await _provider("openai", one_choice_server, started)
+    with pytest.raises(UpstreamProtocolError, match="no logprobs"):
+        async for _ in p.stream(asked):
+            raise AssertionError("text without logprobs was passed on")
