@@ -9,10 +9,22 @@ No torch or huggingface_hub at import: each function imports what it needs.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from standby.errors import one_line
+
+
+@contextmanager
+def library_warnings_quiet() -> Iterator[None]:
+    """Around peft calls: peft 0.21 calls a transformers 5 property that is deprecated
+    (``is_gradient_checkpointing``), a FutureWarning the user can do nothing about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+        yield
 
 
 def looks_like_path(ref: str) -> bool:

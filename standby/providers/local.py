@@ -40,6 +40,7 @@ from standby.chat_format import (
 from standby.config import LocalBackend
 from standby.errors import UpstreamError, one_line
 from standby.hf_loading import (
+    library_warnings_quiet,
     load_reason,
     looks_like_path,
     model_path,
@@ -148,12 +149,13 @@ class LocalProvider:
                 from peft import PeftModel
 
                 what = f"adapter {cfg.adapter!r}"
-                model = PeftModel.from_pretrained(
-                    model,
-                    model_path(cfg.adapter),
-                    adapter_name=DEFAULT_ADAPTER,
-                    revision=cfg.adapter_revision,
-                )
+                with library_warnings_quiet():
+                    model = PeftModel.from_pretrained(
+                        model,
+                        model_path(cfg.adapter),
+                        adapter_name=DEFAULT_ADAPTER,
+                        revision=cfg.adapter_revision,
+                    )
             model.eval()
         except UpstreamError:
             raise

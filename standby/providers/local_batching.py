@@ -28,6 +28,7 @@ import torch
 from transformers import StoppingCriteriaList
 
 from standby.errors import BackendBusy, UpstreamError, one_line
+from standby.hf_loading import library_warnings_quiet
 from standby.protocol import ChatRequest, Delta, Usage
 from standby.providers.local_rows import Job, RowDecoder, Rows, WorkerStats
 
@@ -328,8 +329,10 @@ def load_adapter(model: Any, path: str, name: str, revision: str | None = None) 
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
-        model.load_adapter(path, adapter_name=name, revision=revision, is_trainable=False)
+        with library_warnings_quiet():
+            model.load_adapter(path, adapter_name=name, revision=revision, is_trainable=False)
         return model
-    wrapped = PeftModel.from_pretrained(model, path, adapter_name=name, revision=revision)
+    with library_warnings_quiet():
+        wrapped = PeftModel.from_pretrained(model, path, adapter_name=name, revision=revision)
     wrapped.eval()
     return wrapped

@@ -21,9 +21,6 @@ import math
 import os
 import shutil
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +29,7 @@ from typing import Any
 from standby.chat_format import renders_tools
 from standby.data.pairs import DataError
 from standby.errors import StandbyError
-from standby.hf_loading import model_path
+from standby.hf_loading import library_warnings_quiet, model_path
 from standby.store.card import (
     FORMAT,
     AdapterFiles,
@@ -63,14 +60,6 @@ class TrainResult:
 
     adapter_dir: Path
     card: ModelCard | None
-
-
-@contextmanager
-def known_warnings_quiet() -> Iterator[None]:
-    """peft 0.21 calls a transformers 5 property that is deprecated (harmless)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
-        yield
 
 
 def lora_config(cfg: TrainConfig) -> Any:
@@ -170,7 +159,7 @@ def build_trainer(
         train, evals = split_last_answer(train), split_last_answer(evals)
         cfg = cfg.model_copy(update={"assistant_only_loss": False})  # TRL: completion-only
     try:
-        with known_warnings_quiet():
+        with library_warnings_quiet():
             return SFTTrainer(
                 model=model,
                 args=sft_config(cfg, placement, has_eval=evals is not None),
@@ -344,7 +333,7 @@ def run_trainer(
     import torch
 
     try:
-        with known_warnings_quiet():
+        with library_warnings_quiet():
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             eval_loss = trainer.evaluate()["eval_loss"] if has_eval else None
     except torch.OutOfMemoryError:
@@ -442,7 +431,7 @@ def merge_adapter(cfg: TrainConfig, placement: Placement, revision: str | None) 
     dtype = torch.bfloat16 if placement.bf16 else torch.float32
     path = model_path(cfg.base_model_id)
     base = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype)
-    with known_warnings_quiet():
+    with library_warnings_quiet():
         merged = PeftModel.from_pretrained(base, str(cfg.output_dir)).merge_and_unload()
     merged.save_pretrained(str(cfg.merged_dir))
     AutoTokenizer.from_pretrained(str(cfg.output_dir)).save_pretrained(str(cfg.merged_dir))

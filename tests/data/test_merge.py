@@ -96,7 +96,6 @@ def test_a_missing_train_split_is_one_line(
     assert code == 2 and err.count("\n") == 1 and "no such file or folder" in err
 
 
-@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 def test_synth_merge_train_on_the_tiny_model(
     sim: RunningSim,
     reference: Path,

@@ -27,7 +27,6 @@ from tests.evaluator.conftest import no_robots_rows, write_split
 from tests.fixtures.hub_stub import HubStub, running_hub_stub
 from tests.fixtures.sim import RunningSim
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 REPO = Path(__file__).resolve().parents[2]
 
 

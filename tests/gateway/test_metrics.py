@@ -1,5 +1,5 @@
-"""/metrics over HTTP: the breaker gauge computed at scrape time, the time-to-first-token
-histogram and the serving model's info and scores (the metric names of docs/runbook.md). What each request
+"""/metrics over HTTP: the breaker gauge computed at scrape time, the time-to-first-token histogram
+and the serving model's info and scores (the metric names of docs/runbook.md). What each request
 adds (attribution to the backend that answered, fallbacks, outcomes) is checked in-process in
 test_accounting.py and test_failover_table.py."""
 
@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
@@ -19,7 +18,6 @@ from tests.fixtures.sim import RunningSim
 
 HELLO = [{"role": "user", "content": "count me"}]
 # peft 0.21 on transformers 5 warns while loading an adapter.
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 
 def scrape(gw: GatewayServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -11,13 +11,10 @@ from pathlib import Path
 
 import httpx
 import openai
-import pytest
 
 from standby.sim.tiny_model import build_tiny_lora_adapter
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.pipeline.helpers import standby_models
-
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 
 def serving(gw: GatewayServer) -> str | None:

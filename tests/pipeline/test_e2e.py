@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from standby.store import open_bus
 from tests.fixtures.gateway import ROUTE, StartGateway
@@ -35,9 +34,6 @@ async def stage_events(bus: str) -> dict[str, list[dict[str, object]]]:
             if got:
                 found[topic] = [dict(d.event.data) for d in got]  # type: ignore[union-attr]
     return found
-
-
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 
 def test_capture_train_judge_gate_promote_and_the_gateway_serves_it(

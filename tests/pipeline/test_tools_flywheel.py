@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from standby.config import DataConfig
 from standby.data.materializer import TOPIC, Materializer
@@ -30,8 +29,6 @@ from standby.trainer.train import train
 from tests.fixtures.sim import RunningSim
 from tests.fixtures.tiny_model import ANSWER, RESULT
 from tests.fixtures.tool_calls import PARIS, TOOLS
-
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 QUESTION = {"role": "user", "content": "What is the weather in Paris?"}
 CALL = {"id": PARIS.id, "name": PARIS.name, "arguments": PARIS.arguments}

@@ -29,8 +29,6 @@ from tests.pipeline.helpers import (
 )
 from tests.store.conftest import Backend, inference_event
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
-
 
 async def _capture(bus: str, n: int) -> None:
     """``n`` answered requests of the simulated primary, as the gateway captures them."""

@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from standby.trainer.config import TrainConfig
 from standby.trainer.train import train
 from tests.trainer.conftest import tiny_settings
-
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 
 def test_a_spent_time_budget_stops_training_and_saves(

@@ -20,8 +20,6 @@ from tests.data import candidate
 from tests.fixtures.hub_stub import running_hub_stub
 from tests.trainer.conftest import flags, tiny_settings, write_jsonl
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
-
 
 @pytest.fixture
 def settings(tiny_model_dir: Path, chat_dataset: Path, tmp_path: Path) -> dict[str, Any]:

@@ -18,8 +18,6 @@ from standby.trainer.model import load_base, place
 from standby.trainer.train import build_trainer
 from tests.trainer.conftest import chat_rows, tiny_settings, write_jsonl
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
-
 SYSTEM = {"role": "system", "content": "Be brief."}
 USER = {"role": "user", "content": "Hi?"}
 ANSWER = {"role": "assistant", "content": "Hello."}

@@ -11,13 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from standby.trainer.config import TrainConfig
 from standby.trainer.train import last_checkpoint
 from tests.trainer.conftest import flags, tiny_settings
-
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 STEPS = 60
 

@@ -8,17 +8,15 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from standby.chat_format import render_prompt
+from standby.hf_loading import library_warnings_quiet
 from standby.trainer.config import TrainConfig
 from standby.trainer.train import TrainResult
 from tests.fixtures.gateway import StartGateway
-
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 ROUTE = "gemma-standby"
 MAX_NEW = 12
@@ -71,7 +69,8 @@ def test_the_gateway_serves_the_trained_adapter(
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, str(adapter)).eval()
+    with library_warnings_quiet():  # peft's own deprecation, as in the gateway
+        model = PeftModel.from_pretrained(base, str(adapter)).eval()
     prompt = torch.tensor([render_prompt(tokenizer, messages)])
     with torch.no_grad():
         out = model.generate(input_ids=prompt, max_new_tokens=MAX_NEW, do_sample=False)

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from transformers import AutoTokenizer
 
 from standby.chat_format import render_prompt, template_tools, tool_chat
@@ -20,8 +19,6 @@ from standby.trainer.train import build_trainer
 from tests.fixtures.tiny_model import ANSWER, ASK, CALL, FOLLOW_UP, RESULT
 from tests.fixtures.tool_calls import PARIS, TOOLS
 from tests.trainer.conftest import tiny_settings, write_jsonl
-
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 QUESTION = {"role": "user", "content": "What is the weather in Paris?"}
 CALLED = {"role": "assistant", "content": "", "tool_calls": [PARIS.openai()]}

@@ -8,21 +8,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from standby.chat_format import render_prompt
+from standby.hf_loading import library_warnings_quiet
 from standby.store import open_bus
 from standby.trainer.config import TrainConfig
 from standby.trainer.data import prepare_split
 from standby.trainer.model import load_base, place
 from standby.trainer.train import TrainResult, build_trainer, train
 from tests.trainer.conftest import tiny_settings
-
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 
 def test_loss_falls_and_only_the_lora_weights_change(
@@ -71,7 +69,8 @@ def test_the_adapter_reloads_merges_and_generates(
     cfg, result = trained
     tokenizer = AutoTokenizer.from_pretrained(result.adapter_dir)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    tuned = PeftModel.from_pretrained(base, str(result.adapter_dir)).eval()
+    with library_warnings_quiet():  # peft's own deprecation, as in the gateway
+        tuned = PeftModel.from_pretrained(base, str(result.adapter_dir)).eval()
     prompt = torch.tensor(
         [render_prompt(tokenizer, [{"role": "user", "content": "What comes after 7?"}])]
     )
