@@ -120,6 +120,39 @@ class _Backend(Strict):
     breaker: BreakerConfig | None = None
 
 
+class EmbeddingConfig(Strict):
+    """Makes a backend an embedding model, served on ``POST /v1/embeddings`` by routes of
+    ``kind: embeddings``. ``space`` names the vector space its vectors live in: backends of
+    one route must share it (vectors of two models in one index corrupt it), so failover
+    only moves between backends that give interchangeable vectors."""
+
+    space: Annotated[str, Field(min_length=1)] = Field(
+        description="The embedding space: the same name only for backends whose vectors are "
+        "interchangeable (the same model, served twice)."
+    )
+    max_batch: Annotated[int, Field(ge=1)] = Field(
+        default=100,
+        description="Inputs per call to the backend; a request with more is sent in several "
+        "calls at once (Gemini's batchEmbedContents takes up to 100).",
+    )
+
+
+class GeminiEmbeddingConfig(EmbeddingConfig):
+    task_type: (
+        Literal[
+            "SEMANTIC_SIMILARITY",
+            "CLASSIFICATION",
+            "CLUSTERING",
+            "RETRIEVAL_DOCUMENT",
+            "RETRIEVAL_QUERY",
+            "CODE_RETRIEVAL_QUERY",
+            "QUESTION_ANSWERING",
+            "FACT_VERIFICATION",
+        ]
+        | None
+    ) = Field(default=None, description="Gemini's taskType for every input; None: the model's.")
+
+
 class SafetySetting(Strict):
     """One of Gemini's ``safetySettings``: block answers at ``threshold`` in ``category`` (the
     names of google-genai's ``HarmCategory`` and ``HarmBlockThreshold``)."""
@@ -150,6 +183,9 @@ class GeminiBackend(_Backend):
     base_url: str = "https://generativelanguage.googleapis.com"
     api_version: str = "v1beta"
     on_blocked: Literal["content_filter", "fallback"] = "content_filter"
+    embeddings: GeminiEmbeddingConfig | None = Field(
+        default=None, description="Set for an embedding model (gemini-embedding-001, say)."
+    )
     reasoning_effort: ReasoningEffort | None = Field(
         default=None,
         description="The effort for requests that send no reasoning_effort (mapped to the "
@@ -194,6 +230,9 @@ class OpenAIBackend(_Backend):
     model: str
     api_key: SecretStr | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    embeddings: EmbeddingConfig | None = Field(
+        default=None, description="Set for an embedding model (its /embeddings endpoint)."
+    )
     tools: bool = Field(
         default=True,
         description="The server can call tools; false (vLLM without --enable-auto-tool-choice, "
@@ -285,6 +324,18 @@ BACKEND_TYPES = frozenset(
 
 class RouteConfig(Strict):
     backends: Annotated[list[str], Field(min_length=1)]
+    kind: Literal["chat", "embeddings"] = Field(
+        default="chat",
+        description="chat: POST /v1/chat/completions; embeddings: POST /v1/embeddings, every "
+        "backend an embedding backend of one space.",
+    )
+    max_inputs: Annotated[int, Field(ge=1)] = Field(
+        default=2048, description="Embeddings: inputs per request; more is a 400."
+    )
+    max_input_chars: Annotated[int, Field(ge=1)] = Field(
+        default=1_000_000,
+        description="Embeddings: characters of all inputs together; more is a 400.",
+    )
     capture: bool = Field(default=True, description="Capture this route's answers.")
     max_concurrency: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="Requests in flight on this route; beyond it 503 at once."
@@ -468,6 +519,7 @@ class Settings(Strict):
                     )
             if len(set(route.backends)) != len(route.backends):
                 raise ValueError(f"routes.{alias}: lists a backend twice")
+            self._check_kind(alias, route)
         for name in self.registry.follow:
             if not isinstance(self.backends.get(name), LocalBackend | OpenAIBackend):
                 raise ValueError(
@@ -476,6 +528,35 @@ class Settings(Strict):
                     " a restart: see docs/deploy.md, Promotion)"
                 )
         return self
+
+    def _check_kind(self, alias: str, route: RouteConfig) -> None:
+        """Embedding backends serve embedding routes only, and one route one space."""
+        spaces = {n: self.embedding_space(n) for n in route.backends}
+        if route.kind == "chat":
+            for name, space in spaces.items():
+                if space is not None:
+                    raise ValueError(
+                        f"routes.{alias}: backend {name!r} is an embedding model (embeddings."
+                        "space is set): put it in a route with kind: embeddings"
+                    )
+            return
+        for name, space in spaces.items():
+            if space is None:
+                raise ValueError(
+                    f"routes.{alias}: kind embeddings needs embedding backends, but {name!r} "
+                    "has no embeddings.space (only gemini and openai backends can have one)"
+                )
+        if len(set(spaces.values())) > 1:
+            named = ", ".join(f"{n}: {s}" for n, s in spaces.items())
+            raise ValueError(
+                f"routes.{alias}: mixes embedding spaces ({named}); failover between them "
+                "would put vectors of two models in one index: give the route one space"
+            )
+
+    def embedding_space(self, backend: str) -> str | None:
+        """The embedding space of ``backend``; None for a chat backend."""
+        embeddings = getattr(self.backends[backend], "embeddings", None)
+        return embeddings.space if isinstance(embeddings, EmbeddingConfig) else None
 
     @property
     def registry_url(self) -> str:

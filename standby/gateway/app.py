@@ -21,10 +21,12 @@ from standby.gateway.admin import admin_api
 from standby.gateway.admission import Admission
 from standby.gateway.auth import ANONYMOUS, KeyRing, RateLimiter, server_digests
 from standby.gateway.capture import Capture
+from standby.gateway.embeddings import embeddings_api
 from standby.gateway.errors import error_response
 from standby.gateway.failover import Failover
 from standby.gateway.fetch import MediaFetcher
 from standby.gateway.metrics import Metrics
+from standby.gateway.models import models_api
 from standby.gateway.routes import CHAT_PATH, api, chat_asgi
 from standby.openai_models import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
@@ -148,10 +150,14 @@ def create_api(gw: Gateway) -> FastAPI:
     app = FastAPI(title="standby", summary="OpenAI-compatible failover gateway", version="0.1.0")
     app.state.gateway = gw
     app.include_router(api)
+    app.include_router(embeddings_api)
+    app.include_router(models_api)
     app.include_router(admin_api)
 
     async def handle(request: Request, exc: Exception) -> Response:
         # Every endpoint but chat (which has its own boundary, routes.serve_chat).
+        if isinstance(exc, HTTPException) and exc.status_code in _NO_ROUTE:
+            exc = _no_route(request, exc)
         return error_response(exc)
 
     app.add_exception_handler(StandbyError, handle)
@@ -159,6 +165,16 @@ def create_api(gw: Gateway) -> FastAPI:
     app.add_exception_handler(Exception, handle)
     _add_request_schema(app)
     return app
+
+
+_NO_ROUTE = {404: "Invalid URL", 405: "Invalid method for URL"}
+
+
+def _no_route(request: Request, exc: HTTPException) -> HTTPException:
+    """An unknown path (404) or method (405, its Allow header kept) said as OpenAI says it."""
+    what = f"{request.method} {request.url.path}"[:200]
+    detail = f"{_NO_ROUTE[exc.status_code]} ({what})"
+    return HTTPException(exc.status_code, detail, headers=exc.headers)
 
 
 def _add_request_schema(app: FastAPI) -> None:

@@ -140,7 +140,7 @@ class Failover:
         self,
         outcome: Outcome,
         names: list[str],
-        request: ChatRequest,
+        request: ChatRequest | None,
         attempt: Callable[[str], Awaitable[T]],
         *,
         mid_stream: bool = False,
@@ -185,11 +185,13 @@ class Failover:
             raise _cannot_serve(outcome.route, unsupported, request)
         raise AllBackendsFailed(outcome.route, outcome.errors)
 
-    def _claim(self, name: str, request: ChatRequest) -> UpstreamError | None:
+    def _claim(self, name: str, request: ChatRequest | None) -> UpstreamError | None:
         """Reserve ``name`` for one call, or say why it must be skipped (without touching its
         breaker when the request is what it cannot serve)."""
         provider = self.providers[name]
-        why = provider.unsupported(request)
+        # No request to check: embeddings (``gateway.embeddings``), which every backend of an
+        # embeddings route takes.
+        why = provider.unsupported(request) if request is not None else None
         if why is not None:
             return Unsupported(name, why)
         if not provider.ready():

@@ -59,16 +59,24 @@ PROVIDERS: dict[str, str] = {
 }
 
 
-def provider_class(kind: str) -> ProviderFactory:
+# Backends with an ``embeddings:`` section are embedding models (``providers.embedder``).
+EMBEDDERS: dict[str, str] = {
+    "gemini": "standby.providers.gemini_embed:GeminiEmbedder",
+    "openai": "standby.providers.openai_embed:OpenAIEmbedder",
+}
+
+
+def provider_class(kind: str, *, embeddings: bool = False) -> ProviderFactory:
     """The provider class for backend type ``kind`` (imported now)."""
-    module, _, cls = PROVIDERS[kind].partition(":")
+    module, _, cls = (EMBEDDERS if embeddings else PROVIDERS)[kind].partition(":")
     factory: ProviderFactory = getattr(importlib.import_module(module), cls)
     return factory
 
 
 def build_provider(name: str, config: BackendConfig) -> Provider:
     """Create the provider for one backend entry of the config."""
-    return provider_class(config.type)(name, config)
+    embeddings = getattr(config, "embeddings", None) is not None
+    return provider_class(config.type, embeddings=embeddings)(name, config)
 
 
 async def aclose(iterator: AsyncIterator[object]) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from standby.sim import gemini_openai
+from standby.sim import gemini_embed, gemini_openai
 from standby.sim.answers import Answer, SimRequest
 from standby.sim.faults import OK, Fault, parse_fault
 from standby.sim.gemini_config import config_error
@@ -141,6 +141,8 @@ class _Handlers:
 
     async def native(self, request: web.Request) -> web.StreamResponse:
         model, sep, method = request.match_info["call"].rpartition(":")
+        if sep and method in gemini_embed.METHODS:
+            return await self.embed(request, model, method)
         if not sep or method not in _METHODS:
             return NATIVE.error(
                 404,
@@ -167,6 +169,36 @@ class _Handlers:
             return await self.run(request, NATIVE, fault, turn, stream, extra)
         finally:
             self.sim.in_flight -= 1
+
+    async def embed(
+        self, request: web.Request, model: str | None, method: str = ""
+    ) -> web.StreamResponse:
+        """Embeddings on the native surface (``model`` from the URL) or, with ``model`` None,
+        the OpenAI one; faults apply as for chat, scripts do not."""
+        base: Surface = NATIVE if model is not None else gemini_openai.OPENAI
+        raw = await request.read()
+        try:
+            if model is None:
+                model, answer = gemini_embed.openai(base, raw)
+            else:
+                answer = gemini_embed.native(base, model, method, raw)
+        except BadRequest as e:
+            self.sim.admit("")
+            return base.error(400, e.message)
+        seq, fault = self.sim.admit(model)
+        self.sim.in_flight += 1
+        try:
+            auth = request.headers.get("Authorization", "")
+            bearer = auth[7:] if auth[:7].lower() == "bearer " else None
+            key = request.headers.get("x-goog-api-key") or request.query.get("key") or bearer
+            if denied := self.sim.key_error(key):
+                return base.error(*denied)
+            return await self.run(request, answer, fault, Turn(model, seq, answer.req), False, {})
+        finally:
+            self.sim.in_flight -= 1
+
+    async def openai_embed(self, request: web.Request) -> web.StreamResponse:
+        return await self.embed(request, None)
 
     async def openai(self, request: web.Request) -> web.StreamResponse:
         surface = gemini_openai.OPENAI
@@ -358,6 +390,7 @@ def build_app(sim: SimGemini) -> web.Application:
     app.on_shutdown.append(h.on_shutdown)
     app.router.add_post("/{version:v1beta|v1}/models/{call}", h.native)
     app.router.add_post("/{version:v1beta|v1}/openai/chat/completions", h.openai)
+    app.router.add_post("/{version:v1beta|v1}/openai/embeddings", h.openai_embed)
     app.router.add_post("/_sim/fault", h.set_fault)
     app.router.add_get("/_sim/fault", h.get_fault)
     app.router.add_post("/_sim/script", h.set_script)
