@@ -49,7 +49,9 @@ from standby.hf_loading import (
 )
 from standby.protocol import ChatRequest, Completion, Delta, Usage
 from standby.providers.hotswap import ServedModel
-from standby.providers.local_batching import GenerationWorker
+from standby.providers.local_batching import GenerationWorker, eos_tokens
+from standby.providers.local_choices import complete_choices, stream_choices
+from standby.providers.local_grammar import Grammars
 from standby.providers.local_rows import Job, WorkerStats
 from standby.providers.local_tools import RESULT_START, ToolStream, forced_prefix, tool_support
 from standby.tool_calls import ToolCallDelta, whole_calls
@@ -61,7 +63,9 @@ DEFAULT_ADAPTER = "default"  # peft's name for the adapter a model is loaded wit
 
 
 # Tools are decided by the model's chat template (``no_tools``) once it is loaded.
-LOCAL_SUPPORTS: frozenset[Need] = frozenset({"tools"})
+LOCAL_SUPPORTS: frozenset[Need] = frozenset(
+    {"tools", "structured_output", "logprobs", "choices", "logit_bias"}
+)
 
 
 class LocalProvider:
@@ -83,6 +87,8 @@ class LocalProvider:
         self.no_tools: str | None = None  # why this model cannot answer with tools (once loaded)
         self.supports: frozenset[Need] = LOCAL_SUPPORTS
         self._specials: tuple[str, ...] = ()
+        self.grammars: Grammars | None = None
+        self.vocab_size: int | None = None
 
     @property
     def stats(self) -> WorkerStats:
@@ -97,6 +103,10 @@ class LocalProvider:
     async def _start(self) -> None:
         began = time.perf_counter()
         model, tokenizer, tools = await asyncio.to_thread(self._load)
+        self.vocab_size = model.config.get_text_config().vocab_size
+        self.grammars = await asyncio.to_thread(self._grammars, model, tokenizer)
+        if self.grammars is None:
+            self.supports = LOCAL_SUPPORTS - {"structured_output"}
         cfg = self.config
         self.no_tools = tool_support(tokenizer, cfg.model, tools)
         self._specials = tuple(tokenizer.all_special_tokens)
@@ -111,6 +121,7 @@ class LocalProvider:
             max_new_tokens=cfg.max_new_tokens,
             adapter=DEFAULT_ADAPTER if cfg.adapter else None,
             tool_eos=frozenset(() if result is None else (result,)),
+            grammars=self.grammars,
         )
         self.worker.start()
         self.load_seconds = time.perf_counter() - began
@@ -163,6 +174,17 @@ class LocalProvider:
             raise UpstreamError(self.name, f"cannot load {what}: {load_reason(e)}") from e
         return model, tokenizer, tools
 
+    def _grammars(self, model: Any, tokenizer: Any) -> Grammars | None:
+        """The grammar compiler for ``response_format`` (None, with the reason logged, for a
+        tokenizer the library cannot read: structured output is then unsupported)."""
+        eos = eos_tokens(model, tokenizer)
+        end = tokenizer.eos_token_id if tokenizer.eos_token_id in eos else min(eos, default=0)
+        try:
+            return Grammars(tokenizer, model.config.get_text_config().vocab_size, end)
+        except Exception as e:  # llguidance's boundary: its tokenizer import fails
+            log.warning("%s: no structured output: %s", self.name, one_line(e))
+            return None
+
     def _render_with(self, tokenizer: Any) -> Callable[[ChatRequest], list[int]]:
         def render(request: ChatRequest) -> list[int]:
             final = request.continue_final
@@ -184,7 +206,25 @@ class LocalProvider:
     def unsupported(self, request: ChatRequest) -> str | None:
         if request.uses_tools and self.no_tools:
             return self.no_tools
-        return missing(request, self.supports | {"tools"}, f"backend {self.name!r}")
+        lacking = missing(request, self.supports | {"tools"}, f"backend {self.name!r}")
+        if lacking is not None:
+            return lacking
+        fmt = request.response_format
+        if fmt is not None and request.tools and request.tool_choice.mode != "none":
+            return (
+                f"backend {self.name!r} cannot hold an answer to response_format while it may "
+                "call tools (send tool_choice none, or no tools)"
+            )
+        if fmt is not None and self.grammars is not None:
+            return self.grammars.problem(fmt)
+        if request.logit_bias and self.vocab_size is not None:
+            bad = next((t for t in request.logit_bias if not 0 <= t < self.vocab_size), None)
+            if bad is not None:
+                return (
+                    f"logit_bias: token id {bad} is not in the vocabulary of backend "
+                    f"{self.name!r} (0..{self.vocab_size - 1})"
+                )
+        return None
 
     def served(self) -> ServedModel:
         """The version new requests are answered with (``hotswap.AdapterSwapping``)."""
@@ -216,15 +256,35 @@ class LocalProvider:
         worker.submit(job)
         return job
 
+    def _submit_all(self, request: ChatRequest) -> list[Job]:
+        """``request.n`` jobs, one per choice; none stays queued when one cannot be."""
+        jobs: list[Job] = []
+        try:
+            for _ in range(request.n):
+                jobs.append(self._submit(request))
+        except UpstreamError:
+            for job in jobs:
+                if self.worker is not None:
+                    self.worker.cancel(job)
+            raise
+        return jobs
+
     async def complete(self, request: ChatRequest) -> Completion:
+        if request.n > 1:  # n independent samples: n rows, batched together where they fit
+            return await complete_choices([self._one(job) for job in self._submit_all(request)])
+        return await self._one(self._submit(request))
+
+    async def _one(self, job: Job) -> Completion:
+        request = job.request
         parts: list[str] = []
         calls: list[ToolCallDelta] = []
+        logprobs: list[dict[str, Any]] = []
         finish: Delta | None = None
-        job = self._submit(request)
         async with contextlib.aclosing(self._deltas(job)) as deltas:
             async for delta in deltas:
                 parts.append(delta.text)
                 calls.extend(delta.tool_calls)
+                logprobs.extend(delta.logprobs or ())
                 finish = delta
         assert finish is not None and finish.finish_reason is not None
         return Completion(
@@ -233,9 +293,16 @@ class LocalProvider:
             usage=finish.usage or Usage(),
             model_version=finish.model_version,
             tool_calls=whole_calls(calls),
+            logprobs=logprobs if request.logprobs else None,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        if request.n > 1:
+            streams = [self._deltas(job) for job in self._submit_all(request)]
+            async with contextlib.aclosing(stream_choices(streams)) as deltas:
+                async for delta in deltas:
+                    yield delta
+            return
         async with contextlib.aclosing(self._deltas(self._submit(request))) as deltas:
             async for delta in deltas:
                 yield delta
@@ -295,6 +362,9 @@ def _through(tools: ToolStream, item: Delta) -> list[Delta]:
     """``item`` (raw output) read by ``tools``: text and call deltas; the last one carries
     ``item``'s finish (``tool_calls`` when calls were made), usage and version."""
     out = tools.feed(item.text)
+    if item.logprobs:  # the raw tokens' logprobs, with the first piece read from them
+        out = out or [Delta()]
+        out[0].logprobs = item.logprobs
     if item.finish_reason is None:
         return out
     tail, reason = tools.finish(item.finish_reason)

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from standby.errors import BackendBusy, UpstreamError, one_line
 from standby.hf_loading import library_warnings_quiet
 from standby.protocol import ChatRequest, Delta, Usage
+from standby.providers.local_controls import Controls, RowControls
+from standby.providers.local_grammar import Grammars
 from standby.providers.local_rows import Job, RowDecoder, Rows, WorkerStats
 
 log = logging.getLogger("standby.providers.local")
@@ -60,10 +62,12 @@ class GenerationWorker:
         max_new_tokens: int,
         adapter: str | None = None,
         tool_eos: frozenset[int] = frozenset(),
+        grammars: Grammars | None = None,
     ) -> None:
         """``adapter`` names the LoRA adapter ``model`` (a PeftModel) already serves, if any;
         ``tool_eos`` are the tokens that also end the answer to a request with tools (where
-        the model stops to wait for a tool's result)."""
+        the model stops to wait for a tool's result); ``grammars`` enforce ``response_format``
+        (``local_grammar``) and spell tokens for logprobs."""
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -72,15 +76,16 @@ class GenerationWorker:
         self.max_queue = max_queue
         self.max_new_tokens = max_new_tokens
         self.stats = WorkerStats()
+        self.grammars = grammars
         gen = model.generation_config
-        eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
-        self.eos = frozenset([eos] if isinstance(eos, int) else eos or [])
+        self.eos = eos_tokens(model, tokenizer)
         pad = gen.pad_token_id if gen.pad_token_id is not None else tokenizer.pad_token_id
         self.pad = int(pad if pad is not None else min(self.eos, default=0))
         self.tool_eos = self.eos | tool_eos
         # Gemma 4's config holds the text model's in text_config (get_text_config: either).
         text_config = model.config.get_text_config()
         self.max_positions: int | None = getattr(text_config, "max_position_embeddings", None)
+        self.vocab_size: int = text_config.vocab_size
         self.active = adapter  # the adapter new jobs get
         self._pending: collections.deque[Job] = collections.deque()
         self._swaps: collections.deque[Swap] = collections.deque()
@@ -250,6 +255,11 @@ class GenerationWorker:
                     )
                 )
                 continue
+            try:
+                job.controls = RowControls.of(job.request, self.grammars, _prefix(job.request))
+            except ValueError as e:
+                job.send(UpstreamError(self.name, str(e)))
+                continue
             job.prompt_len = len(ids)
             jobs.append(job)
             prompts.append(ids)
@@ -277,7 +287,13 @@ class GenerationWorker:
             )
             for job in jobs
         ]
-        rows = Rows(jobs, decoders, self.stats)
+        controls = Controls(
+            [job.controls or RowControls.of(job.request, None) for job in jobs],
+            self.vocab_size,
+            self.model.device,
+            self._token_bytes,
+        )
+        rows = Rows(jobs, decoders, self.stats, controls if controls.active else None)
         with self._cond:
             if self._stopping:
                 return
@@ -296,11 +312,20 @@ class GenerationWorker:
                 attention_mask=torch.tensor(mask, device=device),
                 generation_config=config,
                 stopping_criteria=StoppingCriteriaList([rows]),
+                logits_processor=LogitsProcessorList([controls] if controls.active else []),
             )
-        for job, dec, done in zip(jobs, decoders, rows.done, strict=True):
+        for i, (job, dec, done) in enumerate(zip(jobs, decoders, rows.done, strict=True)):
             if not done and not job.finished and not job.cancelled:  # generate() ended first
                 usage = Usage(prompt_tokens=job.prompt_len, completion_tokens=dec.tokens)
-                job.send(Delta(text=dec.flush(), finish_reason="length", usage=usage))
+                end = Delta(text=dec.flush(), finish_reason="length", usage=usage)
+                end.logprobs = rows.logprobs(i)
+                job.send(end)
+
+    def _token_bytes(self, token: int) -> bytes:
+        if self.grammars is not None:
+            return self.grammars.token_bytes(token)
+        text: str = self.tokenizer.decode([token], clean_up_tokenization_spaces=False)
+        return text.encode()
 
     def _generation_config(self, request: ChatRequest, max_new_tokens: int) -> Any:
         """The model's own generation config, with the request's sampling settings on top:
@@ -320,6 +345,18 @@ class GenerationWorker:
         elif request.top_p is not None:
             config.top_p = request.top_p
         return config
+
+
+def eos_tokens(model: Any, tokenizer: Any) -> frozenset[int]:
+    """The tokens that end the model's turn (its generation config's, else the tokenizer's)."""
+    gen = model.generation_config
+    eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
+    return frozenset([eos] if isinstance(eos, int) else eos or [])
+
+
+def _prefix(request: ChatRequest) -> str:
+    """The partial answer a continued request's output follows (a grammar must accept it)."""
+    return request.messages[-1].content if request.continue_final else ""
 
 
 def load_adapter(model: Any, path: str, name: str, revision: str | None = None) -> Any:

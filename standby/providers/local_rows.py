@@ -20,6 +20,7 @@ from transformers import StoppingCriteria
 
 from standby.errors import UpstreamError
 from standby.protocol import ChatRequest, Delta, FinishReason, Usage
+from standby.providers.local_controls import Controls, RowControls
 
 Item = Delta | UpstreamError
 
@@ -36,6 +37,7 @@ class Job:
         self.prompt_len = 0
         self.adapter: str | None = None  # set by GenerationWorker.submit
         self.tools = request.uses_tools  # decoded raw, for local_tools.ToolStream
+        self.controls: RowControls | None = None  # set when its batch is prepared
 
     def send(self, item: Item) -> None:
         if self.cancelled:
@@ -128,14 +130,32 @@ class RowDecoder:
 
 
 class Rows(StoppingCriteria):
-    """Called by ``generate()`` after every step: feeds each row its token, says which stop."""
+    """Called by ``generate()`` after every step: feeds each row its token, says which stop.
 
-    def __init__(self, jobs: list[Job], decoders: list[RowDecoder], stats: WorkerStats):
+    A row that asked for logprobs gets each token's (from ``controls``) with the delta that
+    carries the token's text, or with the last one."""
+
+    def __init__(
+        self,
+        jobs: list[Job],
+        decoders: list[RowDecoder],
+        stats: WorkerStats,
+        controls: Controls | None = None,
+    ):
         self.jobs = jobs
         self.decoders = decoders
         self.stats = stats
+        self.controls = controls
         self.done = [False] * len(jobs)
         self.closing = False
+        self.pending: list[list[dict[str, Any]]] = [[] for _ in jobs]
+
+    def logprobs(self, row: int) -> list[dict[str, Any]] | None:
+        """The logprobs of ``row``'s tokens not sent yet (None: it asked for none)."""
+        if self.controls is None or self.controls.rows[row].top_logprobs is None:
+            return None
+        items, self.pending[row] = self.pending[row], []
+        return items
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         last = input_ids[:, -1].tolist()
@@ -146,14 +166,21 @@ class Rows(StoppingCriteria):
                 self.done[i] = True
                 self.stats.cancelled += 1
                 continue
-            text = dec.push(last[i])
+            token = last[i]
+            text = dec.push(token)
             self.stats.generated_tokens += 1
+            if self.controls is not None and token not in dec.eos:
+                item = self.controls.item(i, token)
+                if item is not None:
+                    self.pending[i].append(item)
             if dec.finish is not None:
                 self.done[i] = True
                 usage = Usage(prompt_tokens=job.prompt_len, completion_tokens=dec.tokens)
-                job.send(Delta(text=text, finish_reason=dec.finish, usage=usage))
+                end = Delta(text=text, finish_reason=dec.finish, usage=usage)
+                end.logprobs = self.logprobs(i)
+                job.send(end)
             elif text:
-                job.send(Delta(text=text))
+                job.send(Delta(text=text, logprobs=self.logprobs(i)))
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
