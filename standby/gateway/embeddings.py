@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from standby.embeddings import (
     EmbeddingRequest,
+    EmbeddingRequestBody,
     Embeddings,
     check_limits,
     embedding_body,
@@ -34,7 +35,27 @@ embeddings_api = APIRouter()
 EMBEDDINGS_PATH = "/v1/embeddings"
 
 
-@embeddings_api.post(EMBEDDINGS_PATH)
+_TOKENS = {"type": "array", "items": {"type": "integer"}, "minItems": 1}
+# OpenAI's input forms (token arrays included, which get a 400 here): the handler parses the
+# raw body itself, for the size limit and OpenAI's error shape, so the document says it.
+_INPUT = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        _TOKENS,
+        {"type": "array", "items": _TOKENS, "minItems": 1},
+    ]
+}
+_SCHEMA = EmbeddingRequestBody.model_json_schema()
+_SCHEMA["properties"]["input"] = _INPUT
+
+
+@embeddings_api.post(
+    EMBEDDINGS_PATH,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _SCHEMA}}}
+    },
+)
 async def create_embeddings(request: Request) -> Response:
     """One embeddings request, start to end: the only place its errors become a response."""
     gw: Gateway = request.app.state.gateway

@@ -28,6 +28,13 @@ EXAMPLES = int(os.environ.get("STANDBY_FUZZ_EXAMPLES", "60"))
 def fuzzed_gateway(gemini_sim: RunningSim) -> Iterator[GatewayServer]:
     config = base_config(gemini_sim.url, None)
     config["server"]["max_body_bytes"] = 65_536
+    config["backends"]["embed"] = {
+        "type": "gemini",
+        "model": "gemini-embedding-001",
+        "base_url": gemini_sim.url,
+        "embeddings": {"space": "gemini-embedding-001"},
+    }
+    config["routes"]["embed"] = {"kind": "embeddings", "backends": ["embed"]}
     server = GatewayServer(parse_settings(config, "test"))
     server.start(timeout=60)
     yield server
@@ -77,7 +84,7 @@ def test_api_from_its_schema(
             fuzz()
         except hypothesis.errors.Unsatisfiable:
             assert mode == GenerationMode.NEGATIVE  # no input to get wrong (GET /healthz)
-    assert "POST /v1/chat/completions" in calls
+    assert "POST /v1/chat/completions" in calls and "POST /v1/embeddings" in calls
     assert sum(calls.values()) >= EXAMPLES
     drill_report(
         drill=f"schemathesis {mode.value} fuzz",
