@@ -4,7 +4,7 @@ every finished answer parses and validates against its schema (``jsonschema``).
     python -m venv /tmp/cmp && echo "$PWD/.venv/lib/python3.11/site-packages" \\
         > /tmp/cmp/lib/python3.11/site-packages/main.pth
     /tmp/cmp/bin/pip install xgrammar llguidance lm-format-enforcer
-    /tmp/cmp/bin/python benchmarks/constrained_libs.py [--runs 5] [--max-new 160]
+    PYTHONPATH=. /tmp/cmp/bin/python benchmarks/constrained_libs.py [--runs 5] [--max-new 160]
 
 Each library runs as a ``LogitsProcessor`` inside ``model.generate`` (one row, sampling at
 temperature 1, seeds 0..runs-1) for each schema in ``SCHEMAS`` and both tiny models; the same

@@ -10,6 +10,13 @@ Tools: a model whose chat template declares tools and whose output is Gemma 4's 
 this backend for such requests. Tools and the tool history are rendered by the model's own
 template; calls are read from the output and checked against the request (``local_tools``).
 
+Sampling asks: ``response_format`` is enforced by a grammar (``local_grammar``; a schema it
+cannot compile, or a format together with tools the model may call, is ``unsupported``);
+``logit_bias``, the penalties and logprobs apply per row (``local_controls``); ``n`` runs n
+rows (``local_choices``); ``seed`` seeds each batch, and requests batch only with the same
+temperature, top_p and seed (so ``n`` samples of a seeded request repeat when they fit in one
+batch, ``max_batch_size``).
+
 Errors raised here: ``UpstreamError`` for a model that cannot be loaded (one line naming the
 model and the cause), a prompt that cannot be rendered, or a failure inside generation;
 ``UpstreamProtocolError`` for a tool call that is unreadable, not allowed or does not match its
