@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from standby.config import LocalBackend
+from standby.errors import UpstreamError
 from standby.protocol import ChatRequest, Message
 from standby.providers.local import LocalProvider
 from standby.tool_calls import ToolChoice
@@ -206,3 +207,17 @@ def test_a_schema_no_backend_can_enforce_is_a_400_naming_why(
     )
     assert answer.choices[0].finish_reason == "stop"
     valid(answer.choices[0].message.content or "", SCHEMA)
+
+
+async def test_a_continued_partial_answer_is_finished_under_the_schema(
+    provider: LocalProvider,
+) -> None:
+    """Mid-stream failover: the grammar first reads the partial JSON the client already has."""
+    partial = '{"answer":"maybe","score":4'
+    request = ask("Go on.", response_format=JSON_SCHEMA).continued(partial)
+    c = await provider.complete(request)
+    assert c.finish_reason == "stop"
+    valid(partial + c.text, SCHEMA)
+    broken = ask("Go on.", response_format=JSON_SCHEMA).continued('{"colour":')
+    with pytest.raises(UpstreamError, match="does not match response_format"):
+        await provider.complete(broken)
