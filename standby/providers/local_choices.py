@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 
-from standby.errors import UpstreamError
 from standby.protocol import Completion, Delta, Usage
 
 
@@ -30,7 +29,7 @@ async def complete_choices(answers: list[Awaitable[Completion]]) -> Completion:
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(_awaited(a)) for a in answers]
-    except* UpstreamError as failed:
+    except* Exception as failed:  # the first failure as itself, not as a group
         raise failed.exceptions[0] from None
     first, *rest = (t.result() for t in tasks)
     first.usage = total_usage([first.usage, *(c.usage for c in rest)])

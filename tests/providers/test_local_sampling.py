@@ -16,6 +16,7 @@ import pytest_asyncio
 import torch
 
 from standby.config import LocalBackend
+from standby.errors import BackendBusy
 from standby.protocol import ChatRequest, Message
 from standby.providers.local import LocalProvider
 from tests.fixtures.openai_schema import problems
@@ -158,3 +159,21 @@ async def test_n_gives_that_many_choices_whole_and_streamed(provider: LocalProvi
         assert sum(d.finish_reason is not None for d in mine) == 1
     assert [d.usage for d in deltas[:-1]] == [None] * (len(deltas) - 1)
     assert deltas[-1].usage == c.usage
+
+
+async def test_choices_that_do_not_all_fit_in_the_queue_leave_none_behind(
+    tiny_model_dir: Path,
+) -> None:
+    p = LocalProvider(
+        "gemma",
+        LocalBackend(type="local", model=str(tiny_model_dir), device="cpu", max_queue=1),
+    )
+    await p.start()
+    try:
+        with pytest.raises(BackendBusy):
+            await p.complete(ask("Many, please.", n=3, max_tokens=32))
+        assert p.worker is not None and not p.worker.full()
+        c = await p.complete(ask("One more.", max_tokens=4))
+        assert c.usage.completion_tokens == 4
+    finally:
+        await p.close()
