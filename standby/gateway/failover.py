@@ -10,10 +10,11 @@ request's ``Outcome``; accounting reads it once the request is over.
 Whole and streamed answers walk the backends with the same loop (``walk``): a stream until
 its first content, a whole answer until it is complete. After text was sent, a broken stream
 walks the rest of the route again to continue the partial answer (stitching); after a tool-call
-piece was sent it is not continued (a call cannot be finished by another model): the client
-gets an error event. A backend that cannot serve the request (``Provider.unsupported``: tools,
-say) is skipped without being called; when every backend of the route was skipped so, the
-request is what cannot be served (a 400), not the backends (a 503).
+piece was sent it is not continued (a call cannot be finished by another model), nor is a
+stream of several choices (``n`` > 1): the client gets an error event. A backend that cannot
+serve the request (``Provider.unsupported``: tools, say) is skipped without being called; when
+every backend of the route was skipped so, the request is what cannot be served (a 400), not
+the backends (a 503).
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from standby.errors import (
     RequestError,
     Unsupported,
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
 from standby.gateway.breaker import CircuitBreaker, OnChange
 from standby.gateway.timed_stream import TimedStream
-from standby.protocol import ChatRequest, Completion, Delta
+from standby.protocol import ChatRequest, Completion, Delta, FinishReason
 from standby.providers.base import Provider, aclose
 from standby.tool_calls import ToolCallDelta
 
@@ -124,9 +126,14 @@ class Failover:
             limit = self.timeouts[name].total_s
             try:
                 async with asyncio.timeout(limit):
-                    return await self.providers[name].complete(request)
+                    completion = await self.providers[name].complete(request)
             except TimeoutError:
                 raise UpstreamTimeout(name, "total", limit) from None
+            if len(completion.alternatives) + 1 != request.n:
+                # The client asked for n choices: fewer is a failure, never a short answer.
+                got = len(completion.alternatives) + 1
+                raise UpstreamProtocolError(name, f"{got} choices for the {request.n} asked for")
+            return completion
 
         name, completion = await self.walk(outcome, self.resolve(outcome.route), request, attempt)
         self.settle(name, None)
@@ -232,8 +239,11 @@ class FailoverStream:
 
     Failure before the first content moves to the next backend invisibly. Failure after text
     continues on the next backend from the partial answer (``ChatRequest.continued``, which
-    keeps the request's tools); when nothing can continue it, or a tool-call piece was already
-    sent, a ``StreamFailure`` is yielded so the client sees an error event.
+    keeps the request's tools; logprobs of the continued part are the next backend's); when
+    nothing can continue it, a tool-call piece was already sent, or the request asked for
+    several choices (``n`` > 1: one partial answer per choice, which no backend continues
+    together), a ``StreamFailure`` is yielded so the client sees an error event. The stream
+    ends when each of the ``n`` choices has finished.
     """
 
     def __init__(
@@ -244,8 +254,9 @@ class FailoverStream:
         self.request = request
         self.outcome = outcome
         self.started = time.perf_counter()
-        self.sent: list[str] = []  # the text sent to the client
-        self.calls: list[ToolCallDelta] = []  # the tool-call pieces sent to the client
+        self.sent: list[str] = []  # the text of choice 0 sent to the client
+        self.calls: list[ToolCallDelta] = []  # the tool-call pieces of choice 0 sent
+        self.finishes: dict[int, FinishReason] = {}  # choice index -> its finish reason
         self._claimed: str | None = None
         self._gen = self._run()
 
@@ -300,11 +311,14 @@ class FailoverStream:
                     if delta.text or delta.tool_calls:
                         if outcome.ttft_s is None:
                             outcome.ttft_s = time.perf_counter() - self.started
-                        if delta.text:
+                        if delta.text and delta.index == 0:
                             self.sent.append(delta.text)
-                        self.calls.extend(delta.tool_calls)
+                        if delta.index == 0:
+                            self.calls.extend(delta.tool_calls)
                     yield delta
                     if delta.finish_reason is not None:
+                        self.finishes[delta.index] = delta.finish_reason
+                    if len(self.finishes) >= self.request.n:
                         self._claimed = None
                         failover.settle(name, None)
                         return
@@ -313,7 +327,7 @@ class FailoverStream:
                 self._claimed = None
                 failover.settle(name, error)
                 outcome.failed(error, mid_stream=True)
-                if not error.failover or self.calls:
+                if not error.failover or self.calls or self.request.n > 1:
                     yield StreamFailure(error)
                     return
             finally:

@@ -144,6 +144,7 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
         completion = await gw.failover.complete(chat, outcome)
     finally:
         leave()
+    # Choice 0 is the answer recorded (and captured); its usage counts every choice.
     record.answered(
         completion.text, completion.finish_reason, completion.usage, completion.tool_calls
     )
@@ -174,8 +175,10 @@ async def _stream(
     def on_end(status: str, last: Delta | None) -> None:
         leave()
         if last is not None and last.finish_reason is not None:
+            # Choice 0 is the answer recorded (and captured); usage covers every choice.
             calls = whole_calls(stream.calls) if stream.calls else ()
-            record.answered("".join(stream.sent), last.finish_reason, last.usage, calls)
+            finish = stream.finishes.get(0, last.finish_reason)
+            record.answered("".join(stream.sent), finish, last.usage, calls)
             record.model_version = last.model_version
         record.finish(200, status)
 
