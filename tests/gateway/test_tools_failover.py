@@ -158,7 +158,7 @@ async def test_no_backend_of_the_route_can_do_tools_is_a_400_naming_why(stream: 
             "fallback: the local model has no tool template"
         ),
         "type": "invalid_request_error",
-        "param": None,
+        "param": "tools",  # the one thing the request needs that nobody has
         "code": "unsupported",
     }
     assert primary.requests == fallback.requests == []
