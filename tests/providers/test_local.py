@@ -28,11 +28,7 @@ from standby.providers.hotswap import AdapterSwapping, ServedModel
 from standby.providers.local import LocalProvider
 from tests.fixtures.providers import Start
 
-# peft 0.21 touches a property transformers 5 deprecated; harmless, not ours to fix.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning"),
-    pytest.mark.usefixtures("one_torch_thread"),
-]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MAX_NEW = 48
 

@@ -16,10 +16,7 @@ from standby.protocol import ChatRequest, Completion, Message
 from standby.providers.local import LocalProvider
 from standby.sim.tiny_model import build_tiny_lora_adapter
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning"),
-    pytest.mark.usefixtures("one_torch_thread"),
-]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PROMPTS = [f"tell me about item {i}" for i in range(6)]
 
