@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from standby.errors import RequestError, first_problem
+from standby.errors import RequestError, parse_json
 
 
 class EmbeddingRequestBody(BaseModel):
@@ -57,11 +57,7 @@ class ParsedEmbeddingRequest:
 
 def parse_embedding_request(body: bytes) -> ParsedEmbeddingRequest:
     """The request, or a ``RequestError`` naming the field (``input.2``)."""
-    try:
-        parsed = EmbeddingRequestBody.model_validate_json(body)
-    except ValidationError as e:
-        problem = first_problem(e)
-        raise RequestError(problem.line(), param=problem.loc or None) from None
+    parsed = parse_json(EmbeddingRequestBody, body)
     texts = _texts(parsed.input)
     return ParsedEmbeddingRequest(
         parsed.model, EmbeddingRequest(texts, parsed.dimensions), parsed.encoding_format

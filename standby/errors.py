@@ -27,9 +27,9 @@ boundary per provider; everything after that classifies by type and status code 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 # Status codes a backend returns when the *client's* request is at fault: no failover.
 CLIENT_STATUSES = frozenset({400, 404, 413, 422})
@@ -117,6 +117,19 @@ class RequestError(StandbyError):
         self.message = message
         self.param = param
         self.code = code
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_json(model: type[M], body: bytes) -> M:
+    """A JSON request body as ``model``, or a ``RequestError`` (a 400) naming the first
+    problem's field: the one reader of the gateway's request bodies."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        problem = first_problem(e)
+        raise RequestError(problem.line(), param=problem.loc or None) from None
 
 
 class AuthenticationError(RequestError):

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from standby.config import load_settings
-from standby.errors import ConfigError, RequestError, StandbyError, first_problem
+from standby.errors import ConfigError, RequestError, StandbyError, parse_json
 from standby.gateway.auth import server_digests
 from standby.gateway.breaker import State
 from standby.gateway.errors import JSON
@@ -133,11 +133,7 @@ class _Rollback(BaseModel):
 
 
 def _parse(model: type[BaseModel], body: bytes) -> Any:
-    try:
-        return model.model_validate_json(body or b"{}")
-    except ValidationError as e:
-        problem = first_problem(e)
-        raise RequestError(problem.line(), param=problem.loc or None) from None
+    return parse_json(model, body or b"{}")
 
 
 async def _registry(gw: Gateway, work: Callable[[Registry, Any], Awaitable[Any]]) -> dict[str, Any]:

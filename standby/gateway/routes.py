@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING
 import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from standby.errors import BodyTimeoutError, BodyTooLargeError, RequestError, first_problem
+from standby.errors import BodyTimeoutError, BodyTooLargeError, parse_json
 from standby.gateway.access import RequestRecord, new_id, request_id
 from standby.gateway.errors import JSON, error_response
 from standby.gateway.failover import FailoverStream, Outcome
@@ -65,11 +64,7 @@ async def read_body(request: Request, limit: int, timeout_s: float | None = None
 
 
 def parse_request(body: bytes) -> ChatCompletionRequest:
-    try:
-        parsed = ChatCompletionRequest.model_validate_json(body)
-    except ValidationError as e:
-        problem = first_problem(e)
-        raise RequestError(problem.line(), param=problem.loc or None) from None
+    parsed = parse_json(ChatCompletionRequest, body)
     log_ignored_fields(parsed)
     return parsed
 
