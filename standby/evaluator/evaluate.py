@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from standby.evaluator.config import EvaluateConfig
-from standby.evaluator.judge import Judge, JudgeCache, Outcome, load_template
+from standby.evaluator.judge import Judge, JudgeCache, Outcome, is_simulated, load_template
 from standby.evaluator.report import build_report, write_report, write_rows
 from standby.evaluator.tool_use import tool_scores
 from standby.service_llm import CallStats, ServiceLLM
@@ -49,6 +49,7 @@ class Report:
             "report": d["report_path"],
             "rows": d["rows"],
             "means": {m: s["mean"] for m, s in d["scores"].items()},
+            "judge": judge_label(d["judge"]),
             "judgements": d["judgements"],
             "cost": d["cost"],
             "gate": None if self.gate is None else self.gate["summary"],
@@ -63,7 +64,8 @@ class Report:
         j, c = d["judgements"], d["cost"]
         gate = f"; {self.gate['summary']}" if self.gate else ""
         return (
-            f"{d['rows']} rows: {means or 'no scores'}; {j['failed']} judge failures; "
+            f"{d['rows']} rows: {means or 'no scores'} (judge: {judge_label(d['judge'])}); "
+            f"{j['failed']} judge failures; "
             f"{c['calls']} calls, {c['cache_hits']} cached; report {d['report_path']}{gate}"
         )
 
@@ -192,6 +194,13 @@ async def evaluate(cfg: EvaluateConfig) -> Report:
         judge={
             "model": _judge_id(cfg),
             "provider": model_id,
+            "simulated": is_simulated(
+                [
+                    r
+                    for row in evaluated
+                    for r in row["similarity_reasons"] + row["precision_reasons"]
+                ]
+            ),
             "template_hash": template_hash,
             "template": str(cfg.prompt_tmpl_path or "standby/evaluator/prompts/judge.txt"),
             "eval_repeat": cfg.eval_repeat,
@@ -214,6 +223,12 @@ async def evaluate(cfg: EvaluateConfig) -> Report:
     if cfg.bus:
         await _publish(cfg.bus, report)
     return Report(report)
+
+
+def judge_label(judge: dict[str, Any]) -> str:
+    """The judge as reports name it: ``simulated judge (...)`` when the simulator judged."""
+    model = str(judge.get("model"))
+    return f"simulated judge ({model} is standby's simulator)" if judge.get("simulated") else model
 
 
 def _tool_means(report: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +266,7 @@ async def _publish(url: str, report: dict[str, Any]) -> None:
         "rows": report["rows"],
         "means": {m: s["mean"] for m, s in report["scores"].items()},
         "judge": report["judge"]["model"],
+        "judge_simulated": bool(report["judge"].get("simulated")),
         "judge_failures": report["judgements"]["failed"],
         "gate_passed": gate.get("passed"),
         "gate_summary": gate.get("summary"),

@@ -29,6 +29,14 @@ from standby.service_llm import ServiceLLM
 from standby.store import sqlite
 
 PLACEHOLDERS = ("{instruction}", "{target_response}", "{candidate_response}")
+# A judge that is not a model (standby's simulated Gemini, ``standby.sim.judge``) begins every
+# reason with this; the evaluation's report and summary then say the judge was simulated.
+SIMULATED_JUDGE = "simulated judge"
+
+
+def is_simulated(reasons: list[str]) -> bool:
+    """True when judge ``reasons`` come from the simulated judge."""
+    return bool(reasons) and all(r.startswith(SIMULATED_JUDGE) for r in reasons)
 
 
 class Assessment(BaseModel):

@@ -132,6 +132,15 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"(content hash `{str(src.get('content_hash'))[:16]}`)",
         f"- judge: `{judge.get('model')}`, {judge.get('eval_repeat')} judgements per answer, "
         f"temperature 0, template `{str(judge.get('template_hash'))[:12]}`",
+        *(
+            [
+                "- **simulated judge**: the scores below come from standby's simulated Gemini, "
+                "which measures the candidate against the reference (similarity: chrF; "
+                "precision: chrF1, beta 1); no model judged these answers"
+            ]
+            if judge.get("simulated")
+            else []
+        ),
         "",
         "| metric | mean | median | min | max | n |",
         "|---|---|---|---|---|---|",

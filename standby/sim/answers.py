@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
+from standby.sim.judge import is_judge_schema, judgement
 from standby.sim.schema_instance import instance_of
 
 ANSWER_WORDS = 40
@@ -110,9 +111,26 @@ class Answer:
     thought: str | None = None
 
 
+_COUNTING = re.compile(r"\s*What comes (after|before) (-?\d{1,9})\?\s*")
+
+
+def counting_answer(prompt: str) -> str | None:
+    """The one small domain the simulator answers for real, so that the demo's tiny model has
+    something regular to learn: ``What comes after 41?`` -> ``After 41 comes 42.`` (and
+    ``before``); None for any other prompt."""
+    found = _COUNTING.fullmatch(prompt)
+    if found is None:
+        return None
+    where, n = found[1], int(found[2])
+    return f"{where.capitalize()} {n} comes {n + 1 if where == 'after' else n - 1}."
+
+
 @lru_cache(maxsize=4096)
 def base_answer(prompt: str) -> str:
-    """``Simulated Gemini answer to: <first 60 chars>.`` plus filler to about 40 words."""
+    """``Simulated Gemini answer to: <first 60 chars>.`` plus filler to about 40 words (a
+    counting question: its answer, :func:`counting_answer`)."""
+    if (known := counting_answer(prompt)) is not None:
+        return known
     head = " ".join(prompt.split())[:60].rstrip()
     text = f"Simulated Gemini answer to: {head}"
     if not text.endswith((".", "?", "!")):
@@ -134,6 +152,8 @@ def full_answer(req: SimRequest) -> str:
     """The whole answer before stop sequences and the token limit."""
     text = base_answer(req.prompt)
     if req.json_mode:
+        if is_judge_schema(req.schema):
+            return orjson.dumps(judgement(req.prompt)).decode()  # scored for real: sim.judge
         value = example_for_schema(req.schema, text) if req.schema else {"answer": text}
         text = orjson.dumps(value).decode()
     return text

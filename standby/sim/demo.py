@@ -1,13 +1,18 @@
 """``standby demo``: the whole system, offline, as a SIMULATION. The primary is the simulated
-Gemini (not Google's service), the fallback a tiny random-weight Gemma in-process (its answers
-are gibberish by design). No keys, no downloads.
+Gemini (not Google's service), the fallback a tiny random-weight Gemma in-process (gibberish
+until the demo trains it). No keys, no downloads.
 
 The story (:mod:`standby.sim.demo_story`): build the tiny Gemma, start the simulator and the
 gateway (capture on, SQLite bus, the fallback following the model registry), send traffic through
-the official OpenAI SDK, take Gemini down and back up, run the pipeline once (retrain on the
-captured pairs, judge, gate, promote), watch the gateway load the promoted version, print a
-summary and exit. ``--keep-running`` then leaves everything up until Ctrl-C; ``--serve-only``
-skips the story and just serves, as a playground for curl.
+the official OpenAI SDK (counting questions, a domain the simulated Gemini answers for real),
+take Gemini down and back up, run the pipeline (retrain on the captured pairs, judge, gate,
+promote; the base model's held-out score before, the candidate's after), watch the gateway load
+the promoted version, run it once more with a single training step to show the gate rejecting a
+candidate that did not learn, print a summary and exit. The judge is the simulated Gemini,
+scoring with chrF against its own answers (:mod:`standby.sim.judge`).
+
+``--keep-running`` then leaves everything up until Ctrl-C; ``--serve-only`` skips the story and
+just serves, as a playground for curl.
 
 Every run starts from a fresh ``.standby/demo/`` (bus, pairs, registry, pipeline runs); the
 tiny model is built once into ``.standby/tiny-gemma`` and reused."""
@@ -38,8 +43,9 @@ from standby.sim.demo_story import ROUTE, Story, bus_url
 STATE_DIR = Path(".standby/demo")
 BANNER = """\
 standby demo - a SIMULATION, offline: "Gemini" is a local simulator (not Google's service) and
-the fallback is a tiny random-weight Gemma (its answers are gibberish by design). The gateway,
-capture, metrics, training, judging and promotion around them are the real thing."""
+the fallback is a tiny random-weight Gemma (gibberish until trained), the judge is the simulator
+scoring with chrF. The gateway, capture, metrics, training, gate and promotion are the real
+thing."""
 
 
 def demo_settings(
@@ -84,7 +90,7 @@ def run_demo(
     sim_port = _free_or_fail(host, sim_port, "--sim-port")
     if not verbose and not serve_only:
         _quiet()
-    steps = Steps(total=1 if serve_only else 6)
+    steps = Steps(total=1 if serve_only else 7)
     steps.say(BANNER)
     steps.say()
     model_dir, state_dir = model_dir.resolve(), _fresh(STATE_DIR)
@@ -120,6 +126,7 @@ def _story(story: Story, keep_running: bool) -> None:
         story.outage(client)
         story.retrain()
         story.pickup()
+        story.reject()
     story.result["wall_s"] = steps.elapsed
     steps.heading("Summary (SIMULATION: simulated Gemini, tiny random-weight Gemma)")
     for line in summary(story.result):

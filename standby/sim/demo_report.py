@@ -89,14 +89,20 @@ def counts(values: dict[str, int]) -> str:
 
 def summary(result: dict[str, Any]) -> list[str]:
     """The closing lines; ``result`` is what the story gathered (see ``demo_story``)."""
-    scores = ", ".join(f"{k} {v:.1f}" for k, v in sorted(result["scores"].items()))
+
+    def scores(key: str) -> str:
+        return ", ".join(f"{k} {v:.1f}" for k, v in sorted(result[key].items())) or "none"
+
     return [
         f"  requests by backend:  {counts(result['by_backend'])}",
         f"  failover reasons:     {counts(result['reasons'])}",
         f"  fallback rate:        {result['rate_before']:.0%} before the outage, "
         f"{result['rate_outage']:.0%} during it",
         f"  pairs captured:       {result['pairs']} ({counts(result['splits'])})",
-        f"  judge scores:         {scores or 'none'} (gate {result['gate']})",
+        f"  before training:      {scores('before')} (base tiny Gemma, simulated judge)",
+        f"  after training:       {scores('scores')} (simulated judge; gate {result['gate']})",
+        f"  one-step candidate:   {scores('rejected_scores')} (simulated judge; gate failed, "
+        "not promoted)",
         f"  promoted version:     {result['version']} (gateway serves it: {result['serving']})",
         f"  wall time:            {result['wall_s']:.1f} s",
     ]

@@ -14,88 +14,30 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from standby.errors import ConfigError, StandbyError
-from standby.pipeline.config import PipelineConfig
+from standby.sim.demo_flywheel import (
+    THRESHOLD,
+    TRAINED_STEPS,
+    UNTRAINED_STEPS,
+    base_score,
+    first_answer,
+    pipeline_config,
+    run_pipeline,
+)
 from standby.sim.demo_report import Scrape, Steps, counts, scrape
 
 if TYPE_CHECKING:
     from openai import OpenAI
 
 ROUTE = "gemini-3.8-flash"
-TOPICS = (
-    "rivers",
-    "volcanoes",
-    "the moon",
-    "sourdough bread",
-    "octopuses",
-    "jazz",
-    "glaciers",
-    "honey bees",
-    "lighthouses",
-)
-ASKS = (
-    "Explain {} in one sentence.",
-    "Give me three facts about {}.",
-    "What is a common misconception about {}?",
-    "Write a haiku about {}.",
-)
-OUTAGE_ASKS = (
-    "How do I reset my password?",
-    "Summarise our refund policy.",
-    "Translate 'good morning' into French.",
-    "What is 17 times 23?",
-    "Suggest a name for a pet turtle.",
-    "Why is the sky blue?",
-    "Draft a one-line status update.",
-    "What does HTTP 503 mean?",
-)
+# The simulated Gemini answers counting questions for real ("After 41 comes 42."): a small,
+# regular domain the tiny Gemma can learn from the captured pairs in a few seconds.
+TRAFFIC = range(10, 70)
+OUTAGE = range(200, 208)
 
 
 def prompts() -> list[str]:
-    """A few dozen varied prompts: every ask about every topic."""
-    return [ask.format(topic) for ask in ASKS for topic in TOPICS]
-
-
-def pipeline_config(state_dir: Path, model_dir: Path, judge_url: str) -> PipelineConfig:
-    """A run that takes seconds on the tiny model: a few LoRA steps, short held-out answers,
-    one judgement per answer by the simulated Gemini."""
-    return PipelineConfig.model_validate(
-        {
-            "bus": bus_url(state_dir),
-            "store": f"sqlite:///{state_dir / 'pairs.db'}",
-            "backend": "gemma",
-            "base_model_id": str(model_dir),
-            "work_dir": str(state_dir / "pipeline"),
-            "min_new_pairs": 10,
-            "min_interval_s": 0,
-            "lease_ttl_s": 30,
-            "train": {
-                "max_steps": 8,
-                "per_device_train_batch_size": 4,
-                "gradient_accumulation_steps": 1,
-                "save_steps": 4,
-                "logging_steps": 4,
-                "threads": 1,
-                "device": "cpu",
-                "max_length": 256,
-            },
-            "batch_infer": {
-                "max_new_tokens": 8,
-                "inference_bs": 8,
-                "device": "cpu",
-                "threads": 1,
-                "temperature": 0,
-            },
-            "evaluate": {
-                "service_llm_base_url": judge_url,
-                "service_llm_api_key": "simulated-key",
-                "rate_limit_per_minute": 6000,
-                "eval_repeat": 1,
-                "avg_similarity_threshold": 90,
-                "avg_precision_threshold": 90,
-                "bootstrap_samples": 200,
-            },
-        }
-    )
+    """The demo's traffic: one counting question per number."""
+    return [f"What comes after {n}?" for n in TRAFFIC]
 
 
 def bus_url(state_dir: Path) -> str:
@@ -166,7 +108,7 @@ class Story:
         with self.steps.step("Simulated Gemini outage (error-503), then recovery"):
             before = self.metrics()
             self._fault("error-503")
-            for prompt in OUTAGE_ASKS:
+            for prompt in (f"What comes after {n}?" for n in OUTAGE):
                 backend, reason = self.ask(client, prompt)
                 self.steps.note(f"{prompt[:38]:<38} -> {backend:<6} ({reason or 'no failover'})")
             during = self.metrics()
@@ -200,36 +142,80 @@ class Story:
 
     # -- 4: retrain, judge, gate, promote -------------------------------------------------------
 
-    def retrain(self) -> dict[str, Any]:
+    def retrain(self) -> None:
         with self.steps.step("Retrain on the captured pairs, judge, gate, promote (pipeline)"):
             self._captured()
-            config = pipeline_config(self.state_dir, self.model_dir, self.sim)
-            run = asyncio.run(_run_pipeline(config, self.steps))
-            if run is None:
-                raise StandbyError("the pipeline did not start a run (its lease is held)")
-            if run["status"] != "done" or run.get("decision") != "promoted":
-                gate = run["stages"].get("gate", {}).get("result", {})
-                why = run.get("error") or "; ".join(gate.get("reasons", [])) or run.get("decision")
-                raise StandbyError(
-                    f"the pipeline run ended {run['status']} at {run['stage']}: {why}"
-                )
+            run = self._pipeline(TRAINED_STEPS)
+            if run.get("decision") != "promoted":
+                raise StandbyError(f"the trained candidate was not promoted: {_why(run)}")
             results = {k: v["result"] for k, v in run["stages"].items()}
             snap, trained, gate = results["snapshot"], results["train"], results["gate"]
+            before, base_answers = base_score(
+                self.model_dir,
+                Path(results["train"]["adapter"]).parent / "data",
+                self.state_dir / "base-model",
+                self.sim,
+            )
+            after_answers = Path(results["batch_infer"]["answers"])
             self.result.update(
                 splits=snap["exported"],
                 pairs=sum(snap["exported"].values()),
+                before=before,
                 scores=gate["scores"],
-                gate="passed" if gate["passed"] else "rejected",
+                gate="passed" if gate["passed"] else "failed",
                 version=results["promote"]["version"],
             )
             loss = trained.get("train_loss")
             self.steps.note(
-                f"{self.result['pairs']} pairs ({counts(snap['exported'])}); train loss "
-                f"{loss if loss is None else round(loss, 3)}; {results['batch_infer']['rows']} "
-                f"held-out answers judged: {counts_f(gate['scores'])}; gate "
+                f"{self.result['pairs']} pairs ({counts(snap['exported'])}); "
+                f"{TRAINED_STEPS} LoRA steps, train loss {loss if loss is None else round(loss, 3)}"
+            )
+            self.steps.note(
+                f"{results['batch_infer']['rows']} held-out questions, answers scored by the "
+                "simulated judge (chrF against Gemini's answers; precision: chrF1):"
+            )
+            for label, scores, answers in (
+                ("before training (base tiny Gemma)", before, base_answers),
+                ("after training (the candidate)   ", gate["scores"], after_answers),
+            ):
+                question, said = first_answer(answers)
+                self.steps.note(f"  {label}: {counts_f(scores)}")
+                self.steps.note(f"      e.g. {question} -> {said[:40]!r}")
+            self.steps.note(
+                f"gate: mean similarity and precision >= {THRESHOLD} (the demo's thresholds) -> "
                 f"{self.result['gate']}; promoted {self.result['version']}"
             )
-            return run
+
+    def reject(self) -> None:
+        title = f"A candidate that did not learn ({UNTRAINED_STEPS} training step): gate fails"
+        with self.steps.step(title):
+            run = self._pipeline(UNTRAINED_STEPS)
+            if run["status"] != "done" or run.get("decision") != "rejected":
+                raise StandbyError(f"the one-step candidate was not rejected: {_why(run)}")
+            gate = run["stages"]["gate"]["result"]
+            self.result.update(
+                rejected_scores=gate["scores"], rejected_reasons=gate.get("reasons", [])
+            )
+            m = self.metrics()
+            serving = [i.get("version") for i in m.labels("standby_fallback_model_info")]
+            self.result["still_serving"] = ", ".join(v for v in serving if v) or "none"
+            self.steps.note(f"simulated judge: {counts_f(gate['scores'])}; gate failed:")
+            for reason in gate.get("reasons", []):
+                self.steps.note(f"  {reason}")
+            self.steps.note(
+                f"not promoted: the gateway still serves {self.result['still_serving']}"
+            )
+
+    def _pipeline(self, train_steps: int) -> dict[str, Any]:
+        config = pipeline_config(self.state_dir, self.model_dir, self.sim, train_steps=train_steps)
+        run = asyncio.run(run_pipeline(config, self.steps))
+        if run is None:
+            raise StandbyError("the pipeline did not start a run (its lease is held)")
+        if run["status"] != "done":
+            raise StandbyError(
+                f"the pipeline run ended {run['status']} at {run['stage']}: {_why(run)}"
+            )
+        return run
 
     def _captured(self, limit_s: float = 30) -> None:
         """Wait until the gateway's capture writer has every answer on the bus."""
@@ -271,28 +257,9 @@ class Story:
             self.result["reasons"] = m.by("standby_fallbacks_total", "reason")
 
 
-async def _run_pipeline(config: PipelineConfig, steps: Steps) -> dict[str, Any] | None:
-    """``Controller.once(force=True)``, with a line per stage as the persisted run moves on
-    (stages quicker than the 0.2 s look are shown together when the run ends)."""
-    from standby.pipeline.controller import RUN_KEY, Controller
-    from standby.store import open_state
-
-    async with open_state(config.bus) as state:
-        work = asyncio.create_task(Controller(config).once(state, force=True))
-        shown: list[str] = []
-        since = time.monotonic()
-        while True:
-            finished = work.done()
-            run = await state.get(RUN_KEY) or {"stages": {}}
-            for stage, record in run["stages"].items():
-                if stage not in shown:
-                    took = f" ({time.monotonic() - since:.1f} s)" if not finished else ""
-                    steps.note(f"  {stage}: {record['outcome']}{took}")
-                    shown.append(stage)
-                    since = time.monotonic()
-            if finished:
-                return await work
-            await asyncio.wait({work}, timeout=0.2)
+def _why(run: dict[str, Any]) -> str:
+    gate = run["stages"].get("gate", {}).get("result", {})
+    return str(run.get("error") or "; ".join(gate.get("reasons", [])) or run.get("decision"))
 
 
 def counts_f(values: dict[str, float]) -> str:

@@ -85,25 +85,31 @@ def rows_of(path: Path) -> list[dict[str, Any]]:
 
 
 def test_well_formed_judgements_rows_and_report(sim: RunningSim, tmp_path: Path) -> None:
-    answers = write_answers(tmp_path / "a", ["Item 0 is a small blue box.", "A red ball."])
-    report = run_evaluation(config(sim, tmp_path, answers, eval_repeat=3)).data
+    answers = write_answers(tmp_path / "a", ["Item 0 is a small blue box with a lid.", "A red."])
+    result = run_evaluation(config(sim, tmp_path, answers, eval_repeat=3))
+    report = result.data
     rows = rows_of(tmp_path / "eval" / "eval.jsonl")
     assert len(rows) == 2 and sim.sim.stats()["requests"] == 6
     row = rows[0]
-    # The simulator answers the schema with its maximum: the schema reached the judge.
+    # The simulated judge scores with chrF: the reference itself scores 100, the other answer
+    # low; its reasons say it is the simulator, and so do the report and the summary.
     assert row["similarity_scores"] == [100.0] * 3 and row["precision"] == 100.0
-    assert row["similarity_reasons"] and all(row["similarity_reasons"])
+    assert rows[1]["similarity"] < 30 and rows[1]["precision"] < 60
+    assert all(r.startswith("simulated judge") for r in row["similarity_reasons"])
+    assert report["judge"]["simulated"] is True
+    assert result.summary()["judge"].startswith("simulated judge (gemini/gemini-3.8-flash")
+    assert "(judge: simulated judge" in result.one_line()
     assert row["evaluators"] == ["gemini/gemini-3.8-flash"] * 3 and len(row["dates"]) == 3
     assert row["judge_failures"] == 0 and row["judge_errors"] == []
     # The judge-free metrics: the closer answer scores higher on both.
     assert rows[0]["rouge_l"] > rows[1]["rouge_l"] and rows[0]["chrf"] > rows[1]["chrf"]
     assert set(COLUMNS) <= set(row)
-    assert report["scores"]["similarity"]["mean"] == 100.0
-    assert report["scores"]["similarity"]["histogram"]["91-100"] == 2
+    assert report["scores"]["similarity"]["mean"] == (100 + rows[1]["similarity"]) / 2
+    assert report["scores"]["similarity"]["histogram"]["91-100"] == 1
     assert report["cost"]["calls"] == 6 and report["cost"]["prompt_tokens"] > 0
     assert report["gate"]["passed"] and "thresholds only" in report["gate"]["summary"]
     md = (tmp_path / "eval" / "report.md").read_text()
-    assert "| similarity | 100.0 | 100.0 |" in md and "## Worst 2 rows" in md
+    assert "## Worst 2 rows" in md and "- **simulated judge**: the scores below" in md
 
 
 def test_every_kind_of_bad_judge_answer(sim: RunningSim, tmp_path: Path) -> None:
@@ -184,7 +190,9 @@ def test_a_replaced_prompt_template(sim: RunningSim, tmp_path: Path) -> None:
 
 
 def test_evaluation_completed_is_published(sim: RunningSim, tmp_path: Path) -> None:
-    answers = write_answers(tmp_path / "a", ["x", "y"])
+    answers = write_answers(
+        tmp_path / "a", [f"Item {i} is a small blue box with a lid." for i in (0, 1)]
+    )
     bus_url = f"sqlite:///{tmp_path / 'events.db'}"
     run_evaluation(config(sim, tmp_path, answers, bus=bus_url))
 
@@ -197,7 +205,7 @@ def test_evaluation_completed_is_published(sim: RunningSim, tmp_path: Path) -> N
     event = deliveries[0].event
     assert isinstance(event, PipelineEvent) and event.type == "evaluation.completed"
     assert event.data["rows"] == 2 and event.data["gate_passed"] is True
-    assert event.data["means"]["similarity"] == 100.0
+    assert event.data["means"]["similarity"] == 100.0 and event.data["judge_simulated"] is True
     assert event.data["report"] == str(tmp_path / "eval" / "report.json")
 
 

@@ -164,7 +164,10 @@ def test_paired_bootstrap_is_seeded_and_covers_the_mean() -> None:
 def test_cli_evaluate_and_gate_exit_codes(
     sim: RunningSim, tmp_path: Path, serving: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    answers = write_answers(tmp_path / "cli-answers", ["a", "b"])
+    # The reference answers themselves: the simulated judge (chrF) scores them 100.
+    answers = write_answers(
+        tmp_path / "cli-answers", [f"Item {i} is a small blue box with a lid." for i in (0, 1)]
+    )
     flags = [
         "--service-llm-base-url",
         sim.url,
@@ -181,7 +184,7 @@ def test_cli_evaluate_and_gate_exit_codes(
         "--cache-path",
         str(tmp_path / "c.db"),
     ]
-    assert main(["evaluate", *flags]) == 0  # the simulator scores 100: thresholds pass
+    assert main(["evaluate", *flags]) == 0  # thresholds pass
     out = capsys.readouterr().out
     assert "2 rows: similarity 100.0, precision 100.0" in out and "gate: PASS" in out
     gate = ["gate", "--baseline-eval-ds-id", str(serving)]

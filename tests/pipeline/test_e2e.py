@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from standby.store import open_bus
 from tests.fixtures.gateway import ROUTE, StartGateway
@@ -75,7 +77,10 @@ def test_capture_train_judge_gate_promote_and_the_gateway_serves_it(
         time.sleep(0.1)
     metrics = httpx.get(f"{gw.url}/metrics").text
     assert f'version="{version}"' in metrics
-    assert 'standby_fallback_model_score{criterion="similarity"} 100.0' in metrics
+    similarity = run["stages"]["gate"]["result"]["scores"]["similarity"]
+    assert 1 <= similarity < 100  # the simulated judge's chrF of the 8-step model's answers
+    served = re.search(r'standby_fallback_model_score\{criterion="similarity"\} (\S+)', metrics)
+    assert served is not None and float(served[1]) == pytest.approx(similarity, abs=0.01)
 
     # Every stage left its event on the bus.
     events = asyncio.run(stage_events(bus))

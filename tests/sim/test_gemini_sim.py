@@ -111,12 +111,14 @@ def test_genai_structured_output_parses(client: genai.Client) -> None:
     )
     r = client.models.generate_content(model=MODEL, contents=PROMPT, config=config)
     assert isinstance(r.parsed, Judgement)
-    assert r.parsed.similarity_assessment.reason == ANSWER
+    # The evaluator's judgement schema: the simulated judge answers (this prompt is not the
+    # judge's template, so it scores 1 and says why; tests/sim/test_judge.py scores for real).
+    assert r.parsed.similarity_assessment.reason.startswith("simulated judge: the prompt is not")
     config = types.GenerateContentConfig(
         response_mime_type="application/json", response_json_schema=Judgement.model_json_schema()
     )
     r = client.models.generate_content(model=MODEL, contents=PROMPT, config=config)
-    assert Judgement.model_validate_json(r.text or "").precision_assessment.score == 100
+    assert Judgement.model_validate_json(r.text or "").precision_assessment.score == 1
 
 
 def test_genai_prefill_is_continued_without_repeating(client: genai.Client) -> None:

@@ -28,6 +28,8 @@ def test_low_scores_and_unscored_pairs_are_judged_out(
     sim.sim.script([verdict(90, 35)], match=new_item(0)[0])
     sim.sim.script([verdict(95, 70)], match=new_item(1)[0])  # at the threshold: kept
     sim.sim.script(["no verdict", "still none"], match=new_item(2)[0])
+    for i in range(3, len(TRAIN)):  # the rest score well (unscripted, the simulated judge
+        sim.sim.script([verdict(100, 100)], match=new_item(i)[0])  # would use chrF)
     cfg = settings(sim, reference, tmp_path / "out", judge_filter=True, judge_threshold=70)
     summary = run_synth(cfg)
 
@@ -36,7 +38,6 @@ def test_low_scores_and_unscored_pairs_are_judged_out(
     d = summary.as_dict()
     assert (d["judged_out"], d["judge_failed"], d["kept"]) == (1, 1, 6)
     assert d["judge"] == "precision >= 70"
-    # The simulator scores a schema at its maximum: the five unscripted pairs got 100.
     assert d["judge_scores"] == {"30-39": 1, "70-79": 1, "90-100": 5}
     assert d["calls"] == 8 + 8 + 1  # generation, one judgement each, one re-ask
     assert sim.sim.stats()["script_pending"] == 0
