@@ -21,7 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from standby.evaluator.config import EvaluateConfig
-from standby.evaluator.judge import Judge, JudgeCache, Outcome, is_simulated, load_template
+from standby.evaluator.judge import (
+    Judge,
+    JudgeCache,
+    Outcome,
+    is_simulated,
+    judge_label,
+    load_template,
+)
 from standby.evaluator.report import build_report, write_report, write_rows
 from standby.evaluator.tool_use import tool_scores
 from standby.service_llm import CallStats, ServiceLLM
@@ -223,12 +230,6 @@ async def evaluate(cfg: EvaluateConfig) -> Report:
     if cfg.bus:
         await _publish(cfg.bus, report)
     return Report(report)
-
-
-def judge_label(judge: dict[str, Any]) -> str:
-    """The judge as reports name it: ``simulated judge (...)`` when the simulator judged."""
-    model = str(judge.get("model"))
-    return f"simulated judge ({model} is standby's simulator)" if judge.get("simulated") else model
 
 
 def _tool_means(report: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import numpy as np
 from standby.errors import ConfigError
 from standby.evaluator import tool_use
 from standby.evaluator.config import GateConfig, GateSettings
+from standby.evaluator.judge import judge_label
 from standby.store.card import merge_scores
 
 CRITERIA = ("similarity", "precision")
@@ -231,7 +232,7 @@ def run_gate(cfg: GateConfig) -> dict[str, Any]:
 def card_extra(report: Mapping[str, Any]) -> dict[str, Any]:
     """What the model card records about the evaluation beside the scores."""
     return {
-        "judge": report.get("judge", {}).get("model"),
+        "judge": judge_label(report["judge"]) if report.get("judge") else None,
         "rows": report.get("rows"),
         "source": report.get("source"),
         "report": report.get("report_path"),

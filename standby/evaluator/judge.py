@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -37,6 +38,13 @@ SIMULATED_JUDGE = "simulated judge"
 def is_simulated(reasons: list[str]) -> bool:
     """True when judge ``reasons`` come from the simulated judge."""
     return bool(reasons) and all(r.startswith(SIMULATED_JUDGE) for r in reasons)
+
+
+def judge_label(judge: Mapping[str, Any]) -> str:
+    """The judge of a report (its ``judge`` section) as people read it: ``simulated judge
+    (...)`` when the simulator judged, else the model."""
+    model = str(judge.get("model"))
+    return f"simulated judge ({model} is standby's simulator)" if judge.get("simulated") else model
 
 
 class Assessment(BaseModel):

@@ -10,6 +10,7 @@ the timeouts below are generous bounds, not speed assertions."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -126,3 +127,8 @@ def test_demo_tells_the_whole_story_and_keeps_running(tmp_path: Path) -> None:
     assert (tmp_path / ".standby" / "tiny-gemma" / "config.json").is_file()
     assert (tmp_path / ".standby" / "demo" / "events.db").is_file()
     assert (tmp_path / ".standby" / "demo" / "pipeline" / "runs").is_dir()
+    # The promoted version's model card and report say who judged it.
+    run = tmp_path / ".standby" / "demo" / "pipeline" / "runs" / version
+    card = json.loads((run / "adapter" / "standby-model.json").read_text())
+    assert card["evaluation"]["judge"].startswith("simulated judge (gemini/"), card["evaluation"]
+    assert "- **simulated judge**:" in (run / "evaluation" / "report.md").read_text()
