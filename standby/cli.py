@@ -117,7 +117,8 @@ def make_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="offline simulation of the whole loop: traffic, Gemini outage, failover to the "
-        "tiny local Gemma, retrain, judge, promote; then a summary",
+        "tiny local Gemma, retrain, judge (simulated: chrF), gate, promote; a one-step "
+        "candidate the gate rejects; then a summary",
     )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080, help="gateway port (0: any free one)")

@@ -116,7 +116,9 @@ def run_demo(
         if serve_only:
             _serve_only(settings, base, sim.url, state_dir, log_level)
         else:
-            _story(Story(base, sim.url, state_dir, model_dir, steps), keep_running)
+            _story(
+                Story(base, sim.url, state_dir, model_dir, steps, quiet=not verbose), keep_running
+            )
 
 
 def _story(story: Story, keep_running: bool) -> None:

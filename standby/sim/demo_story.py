@@ -6,7 +6,9 @@ batch inference, judge, gate, promote) and the gateway picking up the promoted v
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,9 @@ class Story:
     state_dir: Path
     model_dir: Path
     steps: Steps
+    # Not verbose: what the trainer and the libraries print while the pipeline runs goes to
+    # ``pipeline.log`` in the state folder, so that the step lines stay readable.
+    quiet: bool = True
     http: httpx.Client = field(default_factory=httpx.Client)
     sent: int = 0
     result: dict[str, Any] = field(default_factory=dict)
@@ -150,12 +155,13 @@ class Story:
                 raise StandbyError(f"the trained candidate was not promoted: {_why(run)}")
             results = {k: v["result"] for k, v in run["stages"].items()}
             snap, trained, gate = results["snapshot"], results["train"], results["gate"]
-            before, base_answers = base_score(
-                self.model_dir,
-                Path(results["train"]["adapter"]).parent / "data",
-                self.state_dir / "base-model",
-                self.sim,
-            )
+            with self._logged():
+                before, base_answers = base_score(
+                    self.model_dir,
+                    Path(results["train"]["adapter"]).parent / "data",
+                    self.state_dir / "base-model",
+                    self.sim,
+                )
             after_answers = Path(results["batch_infer"]["answers"])
             self.result.update(
                 splits=snap["exported"],
@@ -169,6 +175,7 @@ class Story:
             self.steps.note(
                 f"{self.result['pairs']} pairs ({counts(snap['exported'])}); "
                 f"{TRAINED_STEPS} LoRA steps, train loss {loss if loss is None else round(loss, 3)}"
+                + (f" (training log: {self.state_dir / 'pipeline.log'})" if self.quiet else "")
             )
             self.steps.note(
                 f"{results['batch_infer']['rows']} held-out questions, answers scored by the "
@@ -182,7 +189,8 @@ class Story:
                 self.steps.note(f"  {label}: {counts_f(scores)}")
                 self.steps.note(f"      e.g. {question} -> {said[:40]!r}")
             self.steps.note(
-                f"gate: mean similarity and precision >= {THRESHOLD} (the demo's thresholds) -> "
+                f"gate: mean similarity and precision >= {THRESHOLD} (the demo's thresholds; "
+                "90 by default, for a real judge) -> "
                 f"{self.result['gate']}; promoted {self.result['version']}"
             )
 
@@ -206,9 +214,21 @@ class Story:
                 f"not promoted: the gateway still serves {self.result['still_serving']}"
             )
 
+    @contextlib.contextmanager
+    def _logged(self) -> Iterator[None]:
+        if not self.quiet:
+            yield
+            return
+        with (
+            (self.state_dir / "pipeline.log").open("a", encoding="utf-8") as log,
+            contextlib.redirect_stderr(log),
+        ):
+            yield
+
     def _pipeline(self, train_steps: int) -> dict[str, Any]:
         config = pipeline_config(self.state_dir, self.model_dir, self.sim, train_steps=train_steps)
-        run = asyncio.run(run_pipeline(config, self.steps))
+        with self._logged():
+            run = asyncio.run(run_pipeline(config, self.steps))
         if run is None:
             raise StandbyError("the pipeline did not start a run (its lease is held)")
         if run["status"] != "done":

@@ -107,7 +107,7 @@ def test_demo_tells_the_whole_story_and_keeps_running(tmp_path: Path) -> None:
     # The fallback learned: its held-out score rose from below the demo's gate to above it.
     before, after = summary_value(out, "before training"), summary_value(out, "after training")
     rejected = summary_value(out, "one-step candidate")
-    gate = re.search(r"similarity and precision >= (\d+) \(the demo's thresholds\)", out)
+    gate = re.search(r"similarity and precision >= (\d+) \(the demo's thresholds", out)
     assert gate, out
     threshold = float(gate.group(1))
     assert score(before) < threshold <= score(after), (before, after)
