@@ -98,3 +98,19 @@ async def test_the_real_client_gets_real_scores_from_the_simulator(
     assert top.judgement.similarity_assessment.score == 100
     assert low.judgement == judged("58 music dark")
     assert low.judgement.similarity_assessment.score < 20
+
+
+def test_the_openai_compatible_surface_judges_the_same(sim: RunningSim) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{sim.url}/v1beta/openai", api_key="k", max_retries=0)
+    prompt = render(TEMPLATE, "What comes after 41?", REFERENCE, "After 41 comes 41.")
+    schema = {"name": "judgement", "schema": schema_of(Judgement)}
+    r = client.chat.completions.create(
+        model="gemini-3.8-flash",
+        messages=[{"role": "user", "content": prompt}],
+        response_format={"type": "json_schema", "json_schema": schema},
+    )
+    assert Judgement.model_validate_json(r.choices[0].message.content or "") == judged(
+        "After 41 comes 41."
+    )
