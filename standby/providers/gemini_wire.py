@@ -283,7 +283,8 @@ class Choice:
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 8:
             raise UpstreamProtocolError(backend, "a candidate's index is not 0..7")
         self.index: int = index
-        self.logprobs = openai_logprobs(cand.get("logprobsResult"), backend)
+        found = cand.get("logprobsResult")
+        self.logprobs = openai_logprobs(found, backend) if found is not None else None
         self.text = ""
         self.calls: tuple[ToolCall, ...] = ()
         self.finish: FinishReason | None = None
@@ -347,8 +348,13 @@ class Parsed:
             return
         if not isinstance(candidates, list):
             raise UpstreamProtocolError(backend, "candidates is not a list")
-        choices = [Choice(c, backend) for c in candidates]
-        self.choices = tuple(sorted(choices, key=lambda c: c.index))
-        first = self.choices[0]
+        if len(candidates) == 1:  # the usual answer: no sorting, no search (hot path)
+            first = Choice(candidates[0], backend)
+            self.choices = (first,)
+            self.blocked = first.blocked
+        else:
+            choices = [Choice(c, backend) for c in candidates]
+            self.choices = tuple(sorted(choices, key=lambda c: c.index))
+            first = self.choices[0]
+            self.blocked = next((c.blocked for c in self.choices if c.blocked), None)
         self.text, self.calls, self.finish = first.text, first.calls, first.finish
-        self.blocked = next((c.blocked for c in self.choices if c.blocked), None)
