@@ -36,9 +36,10 @@ from standby.errors import ConfigError
 from standby.gateway.app import Gateway
 from standby.gateway.server import serve
 from standby.sim.background import AiohttpServer, free_port
+from standby.sim.demo_flywheel import bus_url
 from standby.sim.demo_gateway import GatewayThread
 from standby.sim.demo_report import Steps, summary
-from standby.sim.demo_story import ROUTE, Story, bus_url
+from standby.sim.demo_story import ROUTE, Story
 
 STATE_DIR = Path(".standby/demo")
 BANNER = """\

@@ -35,7 +35,7 @@ def pipeline_config(
     learning rate, short greedy held-out answers, one judgement per answer by the simulator."""
     return PipelineConfig.model_validate(
         {
-            "bus": f"sqlite:///{state_dir / 'events.db'}",
+            "bus": bus_url(state_dir),
             "store": f"sqlite:///{state_dir / 'pairs.db'}",
             "backend": "gemma",
             "base_model_id": str(model_dir),
@@ -59,6 +59,10 @@ def pipeline_config(
             "evaluate": judge_settings(judge_url),
         }
     )
+
+
+def bus_url(state_dir: Path) -> str:
+    return f"sqlite:///{state_dir / 'events.db'}"
 
 
 def batch_settings() -> dict[str, Any]:

@@ -42,10 +42,6 @@ def prompts() -> list[str]:
     return [f"What comes after {n}?" for n in TRAFFIC]
 
 
-def bus_url(state_dir: Path) -> str:
-    return f"sqlite:///{state_dir / 'events.db'}"
-
-
 @dataclass
 class Story:
     """The demo's steps 2-5 against ``base`` (the gateway) and ``sim`` (the simulated Gemini)."""
