@@ -179,6 +179,9 @@ def _quiet() -> None:
     """The step lines are the display: the per-request access log, the stage logs and the
     libraries' notes are for ``--verbose``."""
     logging.getLogger().setLevel(logging.WARNING)
+    # The demo trains its tiny model for many epochs over a small domain on purpose; the
+    # trainer's warning about that is for real runs (it is in the log with --verbose).
+    logging.getLogger("standby.trainer").setLevel(logging.ERROR)
     for progress_bars_off in (
         "TQDM_DISABLE",
         "HF_DATASETS_DISABLE_PROGRESS_BARS",
