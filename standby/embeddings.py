@@ -27,7 +27,7 @@ class EmbeddingRequestBody(BaseModel):
     model: str
     input: Any
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=65536)  # vectors that size at most
     user: str | None = None
 
 

@@ -362,7 +362,9 @@ class ChatCompletionRequest(OpenModel):
     @field_validator("logit_bias")
     @classmethod
     def _token_ids(cls, bias: dict[str, int] | None) -> dict[str, int] | None:
-        bad = next((k for k in bias or () if not k.isascii() or not k.isdigit()), None)
+        bad = next(
+            (k for k in bias or () if not k.isascii() or not k.isdigit() or len(k) > 10), None
+        )
         if bad is not None:
             raise ValueError(f"keys are token ids (decimal integers); {bad[:40]!r} is not one")
         return bias

@@ -38,6 +38,7 @@ from standby.config import MediaConfig
 from standby.errors import RequestError
 from standby.media import MIME_TYPES, Media
 from standby.protocol import ChatRequest, Message
+from standby.providers.embedder import gather_all
 
 MAX_REDIRECTS = 3
 CONCURRENCY = 4
@@ -160,8 +161,11 @@ class MediaFetcher:
                         raise _part_error(i, j, why) from None
                     except (aiohttp.ClientError, OSError) as e:
                         raise _part_error(i, j, f"could not be fetched: {_said(e)}") from None
+                    except ValueError as e:  # a URL yarl cannot read (here or in a redirect)
+                        raise _part_error(i, j, f"is not a usable URL ({e})") from None
 
-            fetched = await asyncio.gather(*(one(i, j, m) for i, j, m in todo))
+            # The first refusal answers the request: the other fetches are cancelled.
+            fetched = await gather_all([one(i, j, m) for i, j, m in todo])
         return _with_media(request, {(i, j): m for (i, j, _), m in zip(todo, fetched, strict=True)})
 
     async def _get(

@@ -116,11 +116,8 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
     server = gw.settings.server
     parsed = parse_request(await read_body(request, server.max_body_bytes, server.body_timeout_s))
     alias = parsed.model
-    gw.failover.resolve(alias)
-    chat = ChatRequest.from_openai(parsed)
-    if any(m.parts for m in chat.messages):  # media: image URLs become bytes now
-        chat = await gw.fetcher.fetch(chat)
-    record.chat = chat
+    names = gw.failover.resolve(alias)
+    record.chat = chat = ChatRequest.from_openai(parsed)
     completion_id = f"chatcmpl-{new_id()}"
     admission = gw.admission
     admission.enter(alias)  # over max_concurrency: 503 overloaded now, no queueing
@@ -131,6 +128,16 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
     def leave() -> None:
         in_flight.dec()
         admission.leave(alias)
+
+    if any(m.parts for m in chat.messages):
+        # Image URLs become bytes now, inside admission (a fetch holds memory and time), and
+        # only when a backend of the route reads media at all (else failover's 400 says so).
+        try:
+            if any(gw.failover.providers[n].unsupported(chat) is None for n in names):
+                record.chat = chat = await gw.fetcher.fetch(chat)
+        except BaseException:
+            leave()
+            raise
 
     if parsed.stream:
         stream = gw.failover.stream(chat, outcome)

@@ -169,6 +169,7 @@ def test_every_backend_failing_is_503(sim: RunningSim, start_gateway: StartGatew
         ({"input": ["ok", 7.5]}, "input.1"),
         ({"input": {"text": "x"}}, "input"),
         ({"input": "x", "dimensions": 0}, "dimensions"),
+        ({"input": "x", "dimensions": 10**27}, "dimensions"),  # was a 500 in the encoder
         ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
         ({"input": ["a", "b", "c"]}, "input"),  # over max_inputs
         ({"input": "x" * 101}, "input"),  # over max_input_chars

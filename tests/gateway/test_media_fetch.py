@@ -18,7 +18,7 @@ from standby.config import parse_settings
 from standby.gateway.fetch import PinnedResolver, address_problem
 from standby.sim.background import AiohttpServer
 from tests.fixtures.gateway import ROUTE, GatewayServer, base_config
-from tests.fixtures.media import PNG
+from tests.fixtures.media import HITS, PNG
 from tests.fixtures.media import b64 as _b64
 from tests.fixtures.sim import RunningSim
 
@@ -155,6 +155,7 @@ def test_an_allowed_host_is_fetched(
         ("/to-metadata", "resolves to 169.254.169.254, a cloud metadata address"),
         ("/to-localhost", "a loopback address"),  # localhost is not the allowed 127.0.0.1
         ("/loop", "redirected more than 3 times"),
+        ("/to-bad-port", "is not a usable URL"),  # was a 500: yarl's ValueError
     ],
 )
 def test_what_an_allowed_host_answers_is_still_checked(
@@ -264,3 +265,33 @@ async def test_the_resolver_answers_only_what_was_checked() -> None:
     resolver = PinnedResolver()
     with pytest.raises(OSError, match="was not checked"):
         await resolver.resolve("example.com", 443)
+
+
+def test_an_unreadable_url_is_a_400_not_a_500(
+    allowing: GatewayServer, gemini_sim: RunningSim
+) -> None:
+    message = refused(allowing, gemini_sim, "http://[::1/cat.png")
+    assert "is not a usable URL" in message
+
+
+def test_nothing_is_fetched_for_a_route_that_reads_no_images(
+    gemini_sim: RunningSim, image_server: AiohttpServer
+) -> None:
+    """A route whose backends are text-only answers 400 ``unsupported`` without fetching."""
+    config = base_config(gemini_sim.url, None)
+    config["backends"]["gemini"] = {
+        "type": "openai",
+        "base_url": f"{gemini_sim.url}/v1beta/openai",
+        "model": "gemini-2.5-flash",
+        "api_key": "sim-key",
+    }
+    config["media"] = {"allow_hosts": ["127.0.0.1"]}
+    server = GatewayServer(parse_settings(config, "test"))
+    server.start(timeout=60)
+    try:
+        with pytest.raises(openai.BadRequestError) as e:
+            ask(server, f"{image_server.url}/counted.png")
+    finally:
+        server.stop()
+    assert e.value.code == "unsupported" and e.value.param == "messages"
+    assert image_server.app[HITS] == []

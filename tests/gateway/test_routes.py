@@ -115,6 +115,7 @@ def test_unknown_model_is_404_in_openai_shape(gateway: GatewayServer) -> None:
         ({"model": ROUTE, "messages": HELLO, "n": 9}, "n"),
         ({"model": ROUTE, "messages": HELLO, "temperature": -1}, "temperature"),
         ({"model": ROUTE, "messages": HELLO, "logit_bias": {"x": 1}}, "logit_bias"),
+        ({"model": ROUTE, "messages": HELLO, "logit_bias": {"9" * 5000: 1}}, "logit_bias"),
     ],
 )
 def test_invalid_requests_are_400(
