@@ -30,6 +30,13 @@ FAILOVER = "gemini-3-with-fallback"  # Gemini 3, then the simulated vLLM
 CALM = {"failures": 1000, "min_requests": 1000, "cooldown_s": 1}  # no breaker opens mid-suite
 
 
+@pytest.fixture
+def down(sim: RunningSim) -> RunningSim:
+    """The simulated Gemini answering every request with 503 (reset after the test)."""
+    sim.sim.set_fault("error-503")
+    return sim
+
+
 @pytest.fixture(scope="session")
 def vllm_url() -> Iterator[str]:
     server = AiohttpServer(VLLMSim().app())
@@ -38,11 +45,13 @@ def vllm_url() -> Iterator[str]:
     server.stop()
 
 
-def _gemini(model: str, url: str) -> dict[str, Any]:
+def gemini_backend(model: str, url: str) -> dict[str, Any]:
+    """A gemini backend on the simulator, with the short test time limits."""
     return {"type": "gemini", "model": model, "api_key": "k", "base_url": url, "timeouts": FAST}
 
 
-def _serve(backends: dict[str, Any], routes: dict[str, list[str]]) -> GatewayServer:
+def serve(backends: dict[str, Any], routes: dict[str, list[str]]) -> GatewayServer:
+    """A started gateway over ``backends`` and ``routes``, no capture, breakers that stay calm."""
     settings = parse_settings(
         {
             "server": {"host": "127.0.0.1", "port": 0, "api_keys": []},
@@ -65,10 +74,10 @@ def tools_gateway(
     """Routes: each named for what answers it. The Gemini backends' model names end
     ``-tool-chain``, so the simulated Gemini calls one declared function per step. TGI's native
     API has no tool calling (its Messages API is an ``openai`` backend)."""
-    server = _serve(
+    server = serve(
         {
-            "gemini3": _gemini(f"{GEMINI_3}-tool-chain", gemini_sim.url),
-            "gemini25": _gemini(f"{GEMINI_25}-tool-chain", gemini_sim.url),
+            "gemini3": gemini_backend(f"{GEMINI_3}-tool-chain", gemini_sim.url),
+            "gemini25": gemini_backend(f"{GEMINI_25}-tool-chain", gemini_sim.url),
             "vllm": {"type": "openai", "base_url": vllm_url, "model": BASE_MODEL},
             "litellm": {
                 "type": "litellm",
@@ -161,6 +170,6 @@ def local_gateway(loop_model_dir: Path) -> Iterator[GatewayServer]:
         "threads": 1,
         "timeouts": {"connect_s": 1, "first_token_s": 30, "idle_s": 30, "total_s": 60},
     }
-    server = _serve({"gemma": copy.deepcopy(gemma)}, {"local": ["gemma"]})
+    server = serve({"gemma": copy.deepcopy(gemma)}, {"local": ["gemma"]})
     yield server
     server.stop()

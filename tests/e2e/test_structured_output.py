@@ -18,11 +18,10 @@ import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from standby.config import parse_settings
 from standby.sim.background import AiohttpServer
 from standby.sim.vllm import BASE_MODEL, VLLMSim
-from tests.e2e.conftest import CALM
-from tests.fixtures.gateway import FAST, GatewayServer
+from tests.e2e.conftest import gemini_backend, serve
+from tests.fixtures.gateway import GatewayServer
 from tests.fixtures.sim import RunningSim
 from tests.fixtures.tgi_sim import RunningTGI
 
@@ -75,13 +74,7 @@ def gateway(
         return {"type": "openai", "base_url": url, "model": BASE_MODEL, **kw}
 
     backends: dict[str, Any] = {
-        "gemini": {
-            "type": "gemini",
-            "model": "gemini-3-flash-preview",
-            "api_key": "k",
-            "base_url": gemini_sim.url,
-            "timeouts": FAST,
-        },
+        "gemini": gemini_backend("gemini-3-flash-preview", gemini_sim.url),
         "vllm": openai_type(vllm_url),
         "tgi": {"type": "tgi", "base_url": tgi_sim_server.url},
         "tgi_messages": openai_type(f"{tgi_sim_server.url}/v1", structured_output="tgi"),
@@ -96,27 +89,9 @@ def gateway(
     routes = {route: ["gemini", name] for route, name in FALLBACKS.items()}
     routes["so-plain"] = ["gemini", "plain"]
     routes["plain-only"] = ["plain"]
-    settings = parse_settings(
-        {
-            "server": {"host": "127.0.0.1", "port": 0, "api_keys": []},
-            "backends": backends,
-            "routes": routes,
-            "breaker": CALM,
-            "capture": {"enabled": False},
-        },
-        "test",
-    )
-    server = GatewayServer(settings)
-    server.start(timeout=120)
+    server = serve(backends, routes)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def down(sim: RunningSim) -> RunningSim:
-    """The simulated Gemini answering every request with 503 (reset after the test)."""
-    sim.sim.set_fault("error-503")
-    return sim
 
 
 def _client(gateway: GatewayServer) -> openai.OpenAI:

@@ -17,9 +17,8 @@ import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
-from standby.config import parse_settings
-from tests.e2e.conftest import CALM
-from tests.fixtures.gateway import FAST, GatewayServer
+from tests.e2e.conftest import gemini_backend, serve
+from tests.fixtures.gateway import GatewayServer
 from tests.fixtures.sim import RunningSim
 
 ROUTE = "so-local"
@@ -44,33 +43,12 @@ def gateway(gemini_sim: RunningSim, tiny_gemma4_dir: Path) -> Iterator[GatewaySe
         "threads": 1,
         "timeouts": {"connect_s": 1, "first_token_s": 30, "idle_s": 30, "total_s": 60},
     }
-    gemini = {
-        "type": "gemini",
-        "model": "gemini-3-flash-preview",
-        "api_key": "k",
-        "base_url": gemini_sim.url,
-        "timeouts": FAST,
-    }
-    settings = parse_settings(
-        {
-            "server": {"host": "127.0.0.1", "port": 0, "api_keys": []},
-            "backends": {"gemini": gemini, "gemma": local},
-            "routes": {ROUTE: ["gemini", "gemma"]},
-            "breaker": CALM,
-            "capture": {"enabled": False},
-        },
-        "test",
+    server = serve(
+        {"gemini": gemini_backend("gemini-3-flash-preview", gemini_sim.url), "gemma": local},
+        {ROUTE: ["gemini", "gemma"]},
     )
-    server = GatewayServer(settings)
-    server.start(timeout=120)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def down(sim: RunningSim) -> RunningSim:
-    sim.sim.set_fault("error-503")
-    return sim
 
 
 def test_parse_succeeds_on_the_local_fallback(gateway: GatewayServer, down: RunningSim) -> None:
