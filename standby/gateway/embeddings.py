@@ -21,9 +21,9 @@ from standby.embeddings import (
 )
 from standby.errors import RequestError, UpstreamTimeout
 from standby.gateway.access import RequestRecord, request_id
-from standby.gateway.errors import JSON, error_response
+from standby.gateway.errors import JSON
 from standby.gateway.failover import Failover, Outcome
-from standby.gateway.routes import read_body
+from standby.gateway.routes import answered, read_body
 from standby.protocol import Usage
 from standby.providers.embedder import Embedder
 
@@ -61,15 +61,7 @@ async def create_embeddings(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     rid = request_id(request.headers.get("x-request-id"))
     record = RequestRecord(gw.accounting, rid, None)  # no capture: vectors are no pairs
-    try:
-        response = await _embeddings(gw, request, record)
-    except Exception as exc:
-        response = error_response(exc, rid)
-        record.finish(response.status_code)
-        return response
-    record.finish(200)
-    response.headers["x-request-id"] = rid
-    return response
+    return await answered(record, _embeddings(gw, request, record))
 
 
 async def _embeddings(gw: Gateway, request: Request, record: RequestRecord) -> Response:

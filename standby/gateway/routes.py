@@ -8,7 +8,7 @@ exception handlers (``app.create_api``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -99,15 +99,21 @@ async def serve_chat(request: Request) -> Response:
         capture.filtered()
         capture = None
     record = RequestRecord(gw.accounting, rid, capture)
+    return await answered(record, _chat(gw, request, record))
+
+
+async def answered(record: RequestRecord, work: Awaitable[Response]) -> Response:
+    """The response of ``work``, or its error as the response (the one error boundary of a
+    chat or embeddings request); the record finishes either way (a stream's when it ends)."""
     try:
-        response = await _chat(gw, request, record)
+        response = await work
     except Exception as exc:
-        response = error_response(exc, rid)
+        response = error_response(exc, record.request_id)
         record.finish(response.status_code)
         return response
     if not record.stream:
         record.finish(200)
-    response.headers["x-request-id"] = rid
+    response.headers["x-request-id"] = record.request_id
     return response
 
 
