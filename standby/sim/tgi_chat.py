@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from standby.sim import tgi_grammar
+from standby.sim.vllm_answers import content_text
 
 FINGERPRINT = "3.3.6-standby-sim"
 FIELD = "response_format"
@@ -32,14 +33,6 @@ FIELD = "response_format"
 def _error(status: int, message: str, error_type: str) -> web.Response:
     body = {"error": message, "error_type": error_type}
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
 
 
 def refused(body: Any) -> web.Response | None:
@@ -65,7 +58,8 @@ def refused(body: Any) -> web.Response | None:
 
 def generation_request(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The prompt and native parameters a chat request becomes (what ``tgi.generate`` takes)."""
-    inputs = "\n".join(_text(m.get("content")) for m in body["messages"] if isinstance(m, dict))
+    turns = [m for m in body["messages"] if isinstance(m, dict)]
+    inputs = "\n".join(content_text(m.get("content")) for m in turns)
     params = {
         "max_new_tokens": body.get("max_tokens") or body.get("max_completion_tokens"),
         "stop": body.get("stop"),

@@ -92,7 +92,8 @@ class Calls:
         return sum(len(c["function"]["arguments"]) // 4 + 1 for c in self.items)
 
 
-def _text(content: Any) -> str:
+def content_text(content: Any) -> str:
+    """An OpenAI message's content as text (its text parts joined), for the simulators."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -151,7 +152,7 @@ def _turn(messages: list[Any]) -> tuple[str, set[str]]:
                 called[call.get("id")] = call["function"].get("name")
         if m.get("role") == "tool" and m.get("tool_call_id") in called:
             answered.add(str(called[m["tool_call_id"]]))
-    return _text(turn[users[-1]].get("content")), answered
+    return content_text(turn[users[-1]].get("content")), answered
 
 
 def _choice(body: dict[str, Any], functions: dict[str, Any]) -> tuple[str, str | None]:
@@ -198,7 +199,7 @@ def plan(body: dict[str, Any], *, auto_tool_choice: bool = True) -> Calls | None
     elif (
         body.get("parallel_tool_calls") is not False
         and len(functions) > 1
-        and PARALLEL_TRIGGER in _text(last.get("content")).lower()
+        and PARALLEL_TRIGGER in content_text(last.get("content")).lower()
     ):
         chosen = list(functions)
     else:
@@ -223,7 +224,7 @@ def answer_after_tools(model: str, messages: list[Any]) -> str | None:
     for m in reversed(messages):
         if not isinstance(m, dict) or m.get("role") != "tool":
             break
-        results.insert(0, _text(m.get("content")))
+        results.insert(0, content_text(m.get("content")))
     if not results:
         return None
     quoted = "; ".join(results)
