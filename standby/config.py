@@ -115,9 +115,44 @@ class BreakerConfig(Strict):
     max_cooldown_s: PositiveSeconds = 300.0
 
 
+class UpstreamLimits(Strict):
+    """Caps on what a backend may send back. Going over one stops the read at once: the
+    backend failed (reason ``too_large``, the breaker counts it) and the next one answers, so
+    a broken or hostile server cannot fill the gateway's memory. The defaults are far above
+    any real answer; each cap is held per request, so the memory at stake is the cap times the
+    requests in flight to that backend."""
+
+    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=64 << 20,
+        description="A whole (non-streaming) answer, after decompression. 64 MiB is 7 times "
+        "an embeddings call of 100 vectors (embeddings.max_batch's default) of 4,096 floats "
+        "as JSON text (about 22 bytes a float), and holds answers with inline images; raise "
+        "it when raising embeddings.max_batch past 700 or so.",
+    )
+    max_event_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=32 << 20,
+        description="One line of a streamed answer (one server-sent event's data). Text "
+        "chunks are a few KiB; 32 MiB leaves room for an event carrying a whole generated "
+        "image inline (a 4K PNG in base64).",
+    )
+    max_stream_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=256 << 20,
+        description="All of one streamed answer. The longest answer Gemini or vLLM write, "
+        "65,536 tokens with top-20 logprobs on each (about 1.5 KiB a token), is about 96 MiB; "
+        "256 MiB holds that twice over, so only an endless stream stops here. Raise it for "
+        "several choices (n) with logprobs.",
+    )
+
+
 class _Backend(Strict):
     timeouts: Timeouts = Timeouts()
     breaker: BreakerConfig | None = None
+
+
+class _HTTPBackend(_Backend):
+    """A backend the gateway reads over HTTP itself, so it can cap what comes back."""
+
+    limits: UpstreamLimits = UpstreamLimits()
 
 
 class EmbeddingConfig(Strict):
@@ -174,7 +209,7 @@ class SafetySetting(Strict):
     ]
 
 
-class GeminiBackend(_Backend):
+class GeminiBackend(_HTTPBackend):
     """Google Gemini over its REST API (``generateContent`` / ``streamGenerateContent``)."""
 
     type: Literal["gemini"]
@@ -222,7 +257,7 @@ MODALITIES_HELP = (
 )
 
 
-class OpenAIBackend(_Backend):
+class OpenAIBackend(_HTTPBackend):
     """Any OpenAI-compatible server: vLLM, TGI's Messages API, ``transformers serve``, Ollama."""
 
     type: Literal["openai"]
@@ -248,7 +283,7 @@ class OpenAIBackend(_Backend):
     )
 
 
-class TGIBackend(_Backend):
+class TGIBackend(_HTTPBackend):
     """Text Generation Inference's native ``/generate_stream`` via huggingface_hub."""
 
     type: Literal["tgi"]

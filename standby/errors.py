@@ -13,6 +13,7 @@
      │    ├── UpstreamConnectError   refused, reset, DNS failure
      │    ├── UpstreamStatusError    the backend answered an HTTP error status
      │    ├── UpstreamProtocolError  the backend answered something we cannot parse
+     │    ├── UpstreamTooLarge       the answer went over one of backends.<name>.limits
      │    ├── UpstreamBlocked        the backend refused to answer (safety, recitation)
      │    ├── BackendBusy            a local backend's queue is full
      │    ├── Unsupported            skipped: the request needs what the backend cannot do
@@ -47,6 +48,7 @@ FALLBACK_REASONS = (
     "blocked",
     "busy",
     "unsupported",
+    "too_large",
 )
 
 
@@ -198,6 +200,21 @@ class UpstreamConnectError(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     reason = "server_error"
+
+
+class UpstreamTooLarge(UpstreamError):
+    """The backend's answer went over one of its caps (``backends.<name>.limits``): a whole
+    body, one stream line or a whole stream. The rest is not read; the next backend answers
+    and the breaker counts it (a backend that sends endless bodies is broken)."""
+
+    reason = "too_large"
+
+    def __init__(self, backend: str, what: str, limit: int, field: str) -> None:
+        super().__init__(
+            backend, f"{what} over the limit of {limit} bytes (backends.{backend}.limits.{field})"
+        )
+        self.limit = limit
+        self.field = field
 
 
 class UpstreamStatusError(UpstreamError):

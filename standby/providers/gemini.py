@@ -70,7 +70,13 @@ class GeminiProvider:
         assert self._session is not None, "start() not called"
         data = orjson.dumps(request_body(request, self._controls))
         payload = await http.post_json(
-            self._session, self.name, self._url, data, self._headers, self.config.timeouts
+            self._session,
+            self.name,
+            self._url,
+            data,
+            self._headers,
+            self.config.timeouts,
+            self.config.limits,
         )
         parsed = Parsed(payload, self.name)
         self._check_blocked(parsed)
@@ -96,7 +102,7 @@ class GeminiProvider:
                 self._stream_url, data=http.body(data), headers=self._headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
-                async for batch in http.sse_batches(resp):
+                async for batch in http.sse_batches(self.name, resp, self.config.limits):
                     for payload in batch:
                         parsed = Parsed(orjson.loads(payload), self.name)
                         self._check_blocked(parsed)

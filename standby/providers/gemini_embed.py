@@ -41,7 +41,13 @@ class GeminiEmbedder(Embedder):
     async def embed_batch(self, texts: Sequence[str], dimensions: int | None) -> Embeddings:
         data = orjson.dumps(self.request_body(texts, dimensions))
         payload = await http.post_json(
-            self.session, self.name, self._url, data, self._headers, self.timeouts
+            self.session,
+            self.name,
+            self._url,
+            data,
+            self._headers,
+            self.timeouts,
+            self.config.limits,
         )
         if not isinstance(payload, dict):
             raise UpstreamProtocolError(self.name, "response is not a JSON object")

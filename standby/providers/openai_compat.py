@@ -224,7 +224,7 @@ class OpenAICompatProvider:
 
     def _vllm(self) -> VLLMAdapters:
         if self._adapters is None:
-            self._adapters = VLLMAdapters(self.config)
+            self._adapters = VLLMAdapters(self.name, self.config)
         return self._adapters
 
     async def load_adapter(self, name: str, path: str) -> None:
@@ -252,7 +252,13 @@ class OpenAICompatProvider:
         assert self._session is not None, "start() not called"
         data = self._body(request, stream=False)
         payload = await http.post_json(
-            self._session, self.name, self._url, data, self._headers, self.config.timeouts
+            self._session,
+            self.name,
+            self._url,
+            data,
+            self._headers,
+            self.config.timeouts,
+            self.config.limits,
         )
         return parse_completion(self.name, payload, request.n, logprobs=request.logprobs)
 
@@ -265,7 +271,7 @@ class OpenAICompatProvider:
                 self._url, data=http.body(data), headers=self._stream_headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
-                async for batch in http.sse_batches(resp):
+                async for batch in http.sse_batches(self.name, resp, self.config.limits):
                     for payload in batch:
                         if payload == b"[DONE]":
                             state.done = True

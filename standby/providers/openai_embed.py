@@ -36,7 +36,13 @@ class OpenAIEmbedder(Embedder):
     async def embed_batch(self, texts: Sequence[str], dimensions: int | None) -> Embeddings:
         data = orjson.dumps(self.request_body(texts, dimensions))
         payload = await http.post_json(
-            self.session, self.name, self._url, data, self._headers, self.timeouts
+            self.session,
+            self.name,
+            self._url,
+            data,
+            self._headers,
+            self.timeouts,
+            self.config.limits,
         )
         items = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(items, list):

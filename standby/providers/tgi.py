@@ -11,7 +11,8 @@ shape this module (huggingface_hub 2.4):
   backend has none, so a user's Hub token never reaches a self-hosted server.
 - It keeps every streamed response open on the client's exit stack until ``close()``; a
   client per request on one pooled httpx2 client releases each connection when its request
-  ends, also when the router abandons a stream.
+  ends, also when the router abandons a stream. That client reads through ``CappedTransport``,
+  which holds answers to the backend's ``limits``.
 - Once a TGI stream has started (HTTP 200), TGI reports errors as SSE events, which the client
   raises as ``OverloadedError`` / ``ValidationError`` / ``GenerationError`` ... with no status
   code; they are mapped to TGI's own status for that error type.
@@ -50,6 +51,7 @@ from standby.errors import (
 )
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http, tgi_grammar
+from standby.providers.capped_transport import IDENTITY, CappedTransport
 
 # TGI answers these error types with these statuses (router/src/server.rs); inside a stream
 # the status is 200 and only the type is left.
@@ -179,9 +181,12 @@ class TGIProvider:
         if self.config.chat_template_model and self._tokenizer is None:
             self._tokenizer = await asyncio.to_thread(self._load_tokenizer)
         if self._pool is None:
+            pool = httpx2.Limits(max_connections=256, max_keepalive_connections=64)
+            inner = httpx2.AsyncHTTPTransport(limits=pool, trust_env=False)
             self._pool = httpx2.AsyncClient(
                 timeout=httpx2.Timeout(None, connect=self.config.timeouts.connect_s),
-                limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64),
+                transport=CappedTransport(self.name, self.config.limits, inner),
+                headers=IDENTITY,
                 event_hooks={"response": [_on_response]},
                 trust_env=False,
             )

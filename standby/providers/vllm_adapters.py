@@ -2,7 +2,9 @@
 ``/unload_lora_adapter`` and ``/models``, beside ``{base_url}/chat/completions``.
 
 Its own aiohttp session (a promotion is rare and may wait on a large adapter), opened on first
-use. aiohttp and vLLM's error bodies become ``AdapterLoadError`` here and nowhere else.
+use. aiohttp and vLLM's error bodies become ``AdapterLoadError`` here and nowhere else. Answers
+are read within the backend's ``limits.max_body_bytes``, error bodies within
+``http.MAX_ERROR_BODY``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import aiohttp
 import orjson
 
 from standby.config import OpenAIBackend
+from standby.errors import UpstreamTooLarge
+from standby.providers import http
 from standby.providers.hotswap import AdapterLoadError
 
 # Statuses after which loading may still succeed (the server is busy or failed on its side).
@@ -24,7 +28,9 @@ RETRY_STATUSES = frozenset({408, 429})
 class VLLMAdapters:
     """Loads and unloads LoRA adapters on the vLLM server of one openai backend."""
 
-    def __init__(self, config: OpenAIBackend) -> None:
+    def __init__(self, name: str, config: OpenAIBackend) -> None:
+        self.name = name
+        self.max_body = config.limits.max_body_bytes
         self.base = config.base_url.rstrip("/")
         self.headers = {"content-type": "application/json"}
         if config.api_key is not None:
@@ -48,7 +54,7 @@ class VLLMAdapters:
         async with _translated(url), self._client().get(url) as resp:
             if resp.status != 200:
                 raise AdapterLoadError(f"{url}: HTTP {resp.status}", retry=True)
-            body = orjson.loads(await resp.read())
+            body = orjson.loads(await http.read_capped(self.name, resp, self.max_body))
         return {str(card.get("id")) for card in body.get("data") or () if isinstance(card, dict)}
 
     async def load(self, name: str, path: str) -> None:
@@ -71,7 +77,7 @@ class VLLMAdapters:
     async def _post(self, endpoint: str, payload: dict[str, str]) -> tuple[int, str]:
         url = f"{self.base}/{endpoint}"
         async with _translated(url), self._client().post(url, data=orjson.dumps(payload)) as r:
-            return r.status, error_message(await r.read())
+            return r.status, error_message(await http.read_head(r, http.MAX_ERROR_BODY))
 
 
 @asynccontextmanager
@@ -80,11 +86,11 @@ async def _translated(url: str) -> AsyncIterator[None]:
     the next poll."""
     try:
         yield
-    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as e:
+    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, UpstreamTooLarge) as e:
         raise AdapterLoadError(f"{url}: {e!r}", retry=True) from e
 
 
-def error_message(body: bytes) -> str:
+def error_message(body: bytes | bytearray) -> str:
     """vLLM's error message (``{"error": {"message"}}``, or the older flat ``{"message"}``),
     or the body's text."""
     try:
