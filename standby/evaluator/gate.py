@@ -30,6 +30,7 @@ from standby.evaluator.judge import judge_label
 from standby.store.card import merge_scores
 
 CRITERIA = ("similarity", "precision")
+BIN_EDGES = tuple(range(0, 101, 5))  # judge scores are 1-100; 100 falls in the last bin
 
 
 def per_sample(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -149,6 +150,7 @@ def _compare(
         "margin": settings.non_inferiority_margin,
         "confidence": settings.confidence,
         "bootstrap_samples": settings.bootstrap_samples,
+        "bin_edges": list(BIN_EDGES),
     }
     if len(keys) < 2:
         reasons.append(f"only {len(keys)} rows scored for both candidate and serving model")
@@ -165,6 +167,8 @@ def _compare(
             "ci_low": round(lo, 3),
             "ci_high": round(hi, 3),
             "passed": ok,
+            # The per-row means compared, binned (the report draws them side by side).
+            "histogram": {"candidate": _binned(a), "serving": _binned(b)},
         }
         if not ok:
             reasons.append(
@@ -172,6 +176,10 @@ def _compare(
                 f"[{lo:+.1f}, {hi:+.1f}] reaches below -{settings.non_inferiority_margin:g}"
             )
     return out
+
+
+def _binned(values: np.ndarray[Any, Any]) -> list[int]:
+    return [int(n) for n in np.histogram(values, bins=BIN_EDGES)[0]]
 
 
 def _pass_detail(thresholds: dict[str, Any], comparison: dict[str, Any] | None) -> str:

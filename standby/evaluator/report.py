@@ -1,7 +1,8 @@
-"""The evaluation report: ``report.json`` (every number) and ``report.md`` (the same for people):
-means, medians and the distribution of each score, the worst 10 rows with the judge's reasons,
-judge failures, the cost in calls and tokens, and the gate's decision; with rows that offered
-tools, the tool-use scores (``tool_use.py``) in a table of their own."""
+"""The evaluation report: ``report.json`` (every number), ``report.md`` (the same for people) and
+``report.html`` (the same with its plots, ``report_html.py``): means, medians and the
+distribution of each score, the worst 10 rows with the judge's reasons, judge failures, the cost
+in calls and tokens, and the gate's decision; with rows that offered tools, the tool-use scores
+(``tool_use.py``) in a table of their own."""
 
 from __future__ import annotations
 
@@ -218,14 +219,18 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(folder: Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
+def write_report(folder: Path, report: Mapping[str, Any]) -> tuple[Path, Path, Path]:
+    """``report.json``, ``report.md`` and ``report.html`` (``report_html.py``) in ``folder``."""
+    from standby.evaluator.report_html import render_html
+
     folder.mkdir(parents=True, exist_ok=True)
-    out_json, out_md = folder / "report.json", folder / "report.md"
+    out_json, out_md, out_html = (folder / f"report.{ext}" for ext in ("json", "md", "html"))
     for path, text in (
         (out_json, json.dumps(report, indent=2) + "\n"),
         (out_md, render_markdown(report)),
+        (out_html, render_html(report)),
     ):
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
-    return out_json, out_md
+    return out_json, out_md, out_html
