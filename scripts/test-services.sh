@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the test suite needs besides .venv, made ready on a fresh machine: Prometheus, promtool,
-# Alertmanager and amtool (Debian packages; the rule and alert tests) and a Redis on
-# 127.0.0.1:6379 (the Redis bus tests). `make test` and .ci/run both call this; it does nothing
+# Alertmanager and amtool (Debian packages; the rule and alert tests), Chromium (Debian's
+# `chromium`; the evaluation report's browser test) and a Redis on 127.0.0.1:6379 (the Redis
+# bus tests). `make test` and .ci/run both call this; it does nothing
 # when all is there already.
 set -euo pipefail
 
@@ -18,6 +19,12 @@ if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/de
   $as apt-get update -q
   $as env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     prometheus prometheus-alertmanager
+fi
+
+if ! command -v chromium >/dev/null; then
+  as=$(need_root "chromium")
+  $as apt-get update -q
+  $as env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 fi
 
 if ! command -v redis-server >/dev/null; then
