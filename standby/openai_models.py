@@ -378,7 +378,7 @@ WARNED_NAME_CHARS = 64
 _warned_fields: set[str | None] = set()  # None: the cap was reached (and said so)
 
 
-def log_ignored_fields(req: ChatCompletionRequest) -> None:
+def log_ignored_fields(req: OpenModel) -> None:
     """Log each unknown request field once per process, so operators see what SDKs send."""
     for name in req.model_extra or ():
         key = name[:WARNED_NAME_CHARS]

@@ -169,15 +169,17 @@ def loss_curve(
     train: Sequence[tuple[int, float]], evals: Sequence[tuple[int, float]], *, title: str
 ) -> str:
     """The training loss per logged step, and the eval loss where it was measured: a whole
-    SVG file."""
+    SVG file (the curves are the groups ``train-loss`` and ``eval-loss``)."""
     with _figure(1, 3.6) as fig:
         ax = fig.subplots()
         if train:
             steps, losses = zip(*train, strict=True)
-            ax.plot(steps, losses, color=COLOURS[0], marker=".", label="training loss")
+            ax.plot(
+                steps, losses, color=COLOURS[0], marker=".", label="training loss", gid="train-loss"
+            )
         if evals:
             steps, losses = zip(*evals, strict=True)
-            ax.plot(steps, losses, color=COLOURS[2], marker="o", label="eval loss")
+            ax.plot(steps, losses, color=COLOURS[2], marker="o", label="eval loss", gid="eval-loss")
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.set_title(title)

@@ -27,6 +27,7 @@ from standby.gateway.failover import Failover
 from standby.gateway.fetch import MediaFetcher
 from standby.gateway.metrics import Metrics
 from standby.gateway.models import models_api
+from standby.gateway.responses import responses_api
 from standby.gateway.routes import CHAT_PATH, api, chat_asgi
 from standby.openai_models import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
@@ -151,6 +152,7 @@ def create_api(gw: Gateway) -> FastAPI:
     app.state.gateway = gw
     app.include_router(api)
     app.include_router(embeddings_api)
+    app.include_router(responses_api)
     app.include_router(models_api)
     app.include_router(admin_api)
 

@@ -20,10 +20,10 @@ from starlette.types import Receive, Scope, Send
 from standby.errors import BodyTimeoutError, BodyTooLargeError, parse_json
 from standby.gateway.access import RequestRecord, new_id, request_id
 from standby.gateway.errors import JSON, error_response
-from standby.gateway.failover import FailoverStream, Outcome
+from standby.gateway.failover import FailoverStream, Outcome, StreamFailure
 from standby.gateway.streaming import SSEResponse, sse_body
 from standby.openai_models import ChatCompletionRequest, log_ignored_fields
-from standby.protocol import ChatRequest, Delta, completion_body
+from standby.protocol import ChatRequest, Completion, Delta, completion_body
 from standby.tool_calls import whole_calls
 
 if TYPE_CHECKING:
@@ -93,13 +93,19 @@ async def chat_asgi(scope: Scope, receive: Receive, send: Send) -> None:
 async def serve_chat(request: Request) -> Response:
     """One chat request, start to end: the only place its errors become a response."""
     gw = _gateway(request)
+    record = open_record(gw, request)
+    return await answered(record, _chat(gw, request, record))
+
+
+def open_record(gw: Gateway, request: Request) -> RequestRecord:
+    """The record of a chat request (either surface): its id, and the capture it goes to
+    unless the client opted out with ``x-standby-capture: off``."""
     rid = request_id(request.headers.get("x-request-id"))
     capture = gw.capture
     if capture is not None and request.headers.get("x-standby-capture", "").lower() == "off":
         capture.filtered()
         capture = None
-    record = RequestRecord(gw.accounting, rid, capture)
-    return await answered(record, _chat(gw, request, record))
+    return RequestRecord(gw.accounting, rid, capture)
 
 
 async def answered(record: RequestRecord, work: Awaitable[Response]) -> Response:
@@ -123,8 +129,42 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
     parsed = parse_request(await read_body(request, server.max_body_bytes, server.body_timeout_s))
     alias = parsed.model
     names = gw.failover.resolve(alias)
-    record.chat = chat = ChatRequest.from_openai(parsed)
+    chat = ChatRequest.from_openai(parsed)
     completion_id = f"chatcmpl-{new_id()}"
+    outcome, leave = await admit(gw, record, alias, names, chat)
+    if parsed.stream:
+        stream, first, on_end = await open_stream(gw, record, leave)
+        include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+        chunks = sse_body(
+            stream,
+            first,
+            completion_id=completion_id,
+            model=parsed.model,
+            include_usage=include_usage,
+            on_end=on_end,
+        )
+        return SSEResponse(chunks, stream_headers(stream, record))
+    completion = await complete(gw, record, leave)
+    body = completion_body(
+        completion_id=completion_id,
+        model=alias,
+        completion=completion,
+        extra=outcome.extra(),
+    )
+    return Response(orjson.dumps(body), media_type=JSON, headers=outcome.headers())
+
+
+# -- what every chat surface (chat completions, Responses) shares once its request is read -----
+
+
+async def admit(
+    gw: Gateway, record: RequestRecord, alias: str, names: list[str], chat: ChatRequest
+) -> tuple[Outcome, Callable[[], None]]:
+    """Admit ``chat`` on the route ``alias`` (whose backends are ``names``): the record gets the
+    request and its one ``Outcome``; over ``max_concurrency`` it is a 503 now, no queueing; it
+    counts as in flight; its image URLs become bytes. Returns the outcome and ``leave``, to be
+    called once when the answer is over (``complete`` and ``open_stream`` see to it)."""
+    record.chat = chat
     admission = gw.admission
     admission.enter(alias)  # over max_concurrency: 503 overloaded now, no queueing
     record.outcome = outcome = Outcome(alias)  # the one Outcome, whole answer or stream
@@ -140,39 +180,39 @@ async def _chat(gw: Gateway, request: Request, record: RequestRecord) -> Respons
         # only when a backend of the route reads media at all (else failover's 400 says so).
         try:
             if any(gw.failover.providers[n].unsupported(chat) is None for n in names):
-                record.chat = chat = await gw.fetcher.fetch(chat)
+                record.chat = await gw.fetcher.fetch(chat)
         except BaseException:
             leave()
             raise
+    return outcome, leave
 
-    if parsed.stream:
-        stream = gw.failover.stream(chat, outcome)
-        return await _stream(stream, parsed, completion_id, record, leave)
+
+async def complete(gw: Gateway, record: RequestRecord, leave: Callable[[], None]) -> Completion:
+    """The admitted request's whole answer (``failover.complete``), recorded for accounting
+    and capture: choice 0 is the answer recorded; its usage counts every choice."""
+    assert record.chat is not None and record.outcome is not None
     try:
-        completion = await gw.failover.complete(chat, outcome)
+        completion = await gw.failover.complete(record.chat, record.outcome)
     finally:
         leave()
-    # Choice 0 is the answer recorded (and captured); its usage counts every choice.
     record.answered(
         completion.text, completion.finish_reason, completion.usage, completion.tool_calls
     )
     record.model_version = completion.model_version
-    body = completion_body(
-        completion_id=completion_id,
-        model=alias,
-        completion=completion,
-        extra=outcome.extra(),
-    )
-    return Response(orjson.dumps(body), media_type=JSON, headers=outcome.headers())
+    return completion
 
 
-async def _stream(
-    stream: FailoverStream,
-    parsed: ChatCompletionRequest,
-    completion_id: str,
-    record: RequestRecord,
-    leave: Callable[[], None],
-) -> Response:
+OnEnd = Callable[[str, Delta | None], None]
+
+
+async def open_stream(
+    gw: Gateway, record: RequestRecord, leave: Callable[[], None]
+) -> tuple[FailoverStream, Delta | StreamFailure, OnEnd]:
+    """The admitted request's stream, its first item (failover before it is invisible; an
+    error here is still a proper error response) and the ``on_end(status, last)`` that records
+    the answer and finishes the record once the stream is over, however it ends."""
+    assert record.chat is not None and record.outcome is not None
+    stream = gw.failover.stream(record.chat, record.outcome)
     try:
         first = await stream.first()
     except BaseException:
@@ -190,20 +230,16 @@ async def _stream(
             record.model_version = last.model_version
         record.finish(200, status)
 
-    include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-    body = sse_body(
-        stream,
-        first,
-        completion_id=completion_id,
-        model=parsed.model,
-        include_usage=include_usage,
-        on_end=on_end,
-    )
+    return stream, first, on_end
+
+
+def stream_headers(stream: FailoverStream, record: RequestRecord) -> dict[str, str]:
+    """An event stream's headers: who answered first, no caching or proxy buffering."""
     headers = stream.outcome.headers()
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
     headers["x-request-id"] = record.request_id
-    return SSEResponse(body, headers)
+    return headers
 
 
 @api.get("/v1/models")

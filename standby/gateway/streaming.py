@@ -165,6 +165,11 @@ def _delta(item: Delta, *, role: bool) -> dict[str, Any]:
 
 
 def _failure_body(error: Exception) -> dict[str, object]:
+    return error_body(failure_message(error), type="server_error", code="stream_interrupted")
+
+
+def failure_message(error: Exception) -> str:
+    """Why a stream that had sent content ended in an error (logged as a warning)."""
     if isinstance(error, AllBackendsFailed):
         message = f"stream interrupted: {error}"
     elif isinstance(error, UpstreamError):
@@ -172,4 +177,4 @@ def _failure_body(error: Exception) -> dict[str, object]:
     else:
         message = "stream interrupted"
     log.warning("%s", message)
-    return error_body(message, type="server_error", code="stream_interrupted")
+    return message

@@ -67,6 +67,7 @@ class Metrics(CardPart):
     final_loss: float | None = None
     eval_loss: float | None = None
     loss_curve: list[tuple[int, float]] = []
+    eval_loss_curve: list[tuple[int, float]] = []  # (step, eval loss) each time it was measured
 
 
 class Training(CardPart):

@@ -5,6 +5,7 @@ adapter folder.
       adapter_config.json, adapter_model.safetensors   the LoRA adapter (peft layout)
       tokenizer files, chat_template.jinja             the tokenizer it was trained with
       standby-model.json                               what it is (store/card.py)
+      loss.svg                                         its loss curves (loss_plot.py)
       checkpoints/checkpoint-N/                        while training; removed after success
       merged/                                          base + adapter, when asked
 
@@ -46,6 +47,7 @@ from standby.store.urls import safe_url
 from standby.trainer.completion import needs_completion_split, split_last_answer
 from standby.trainer.config import TrainConfig, TrainError
 from standby.trainer.data import Prepared, prepare_split, served_rows
+from standby.trainer.loss_plot import write_loss_plot
 from standby.trainer.metadata import default_version, hyperparameters, library_versions
 from standby.trainer.model import BaseModel, Placement, load_base, place
 from standby.trainer.publish import TOPIC, check_bus, publish_completed, push_adapter
@@ -376,6 +378,7 @@ def make_card(
             final_loss=next((h["loss"] for h in reversed(history) if "loss" in h), None),
             eval_loss=eval_loss,
             loss_curve=[(h["step"], h["loss"]) for h in history if "loss" in h],
+            eval_loss_curve=[(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h],
         ),
         training=Training(
             global_step=trainer.state.global_step,
@@ -402,7 +405,8 @@ def finish(cfg: TrainConfig, placement: Placement, card: ModelCard, began: float
         shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
     card.training.wall_time_s = round(time.perf_counter() - began, 3)
     write_card(cfg.output_dir, card)
-    log.info("adapter %s written to %s", version, cfg.output_dir)
+    plot = write_loss_plot(cfg.output_dir, card)
+    log.info("adapter %s written to %s (loss curve: %s)", version, cfg.output_dir, plot)
     # From here on the adapter is safe on disk: a failure says so, so nobody trains it again.
     saved = f"adapter {version} is saved in {cfg.output_dir}, but"
     if cfg.push_to_hub:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,7 @@ def test_the_card_says_how_the_adapter_was_made(
     assert metrics["train_loss"] > 0 and metrics["eval_loss"] > 0
     assert [s for s, _ in metrics["loss_curve"]] == [1, 5, 10, 15, 20, 25, 30]
     assert metrics["final_loss"] == metrics["loss_curve"][-1][1] < metrics["loss_curve"][0][1]
+    assert metrics["eval_loss_curve"] == [[30, metrics["eval_loss"]]]  # measured once, at the end
     training = card["training"]
     assert (training["global_step"], training["resumed_from_step"]) == (30, None)
     assert training["device"] == "cpu" and training["wall_time_s"] > 0
@@ -146,6 +149,28 @@ def test_the_card_says_how_the_adapter_was_made(
     assert (result.adapter_dir / "adapter_config.json").is_file()
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
     assert not cfg.checkpoint_dir.exists()
+
+
+def test_the_loss_curves_are_drawn_beside_the_adapter(
+    trained: tuple[TrainConfig, TrainResult],
+) -> None:
+    _, result = trained
+    assert result.card is not None and result.card.metrics is not None
+    svg = ET.parse(result.adapter_dir / "loss.svg").getroot()
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    assert svg.findtext("svg:title", namespaces=ns) == f"Loss of {result.card.version}"
+    texts = {"".join(t.itertext()).strip() for t in svg.iterfind(".//svg:text", ns)}
+    assert {"training loss", "eval loss", "step", "loss"} <= texts
+    # One drawn point per logged loss: the line's path has a vertex for each.
+    for gid, curve in (
+        ("train-loss", result.card.metrics.loss_curve),
+        ("eval-loss", result.card.metrics.eval_loss_curve),
+    ):
+        group = svg.find(f".//svg:g[@id='{gid}']", ns)
+        assert group is not None, gid
+        line = group.find(".//svg:path", ns)
+        assert line is not None
+        assert len(re.findall(r"[ML]", line.get("d", ""))) == len(curve), gid
 
 
 def test_training_completed_is_published(trained: tuple[TrainConfig, TrainResult]) -> None:

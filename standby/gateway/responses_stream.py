@@ -1,0 +1,245 @@
+"""A failover stream as the Responses API's server-sent events.
+
+The sequence: ``response.created``, ``response.in_progress``; for text, a ``message`` item
+(``response.output_item.added``, ``response.content_part.added``, ``response.output_text.delta``
+per piece, then ``.output_text.done``, ``.content_part.done``, ``.output_item.done``); for each
+call, a ``function_call`` item (``.output_item.added``, ``.function_call_arguments.delta`` per
+piece, ``.function_call_arguments.done``, ``.output_item.done``); then ``response.completed``, or
+``response.incomplete`` (the answer was cut by ``max_output_tokens`` or a content filter). Every
+event has its ``type`` on an ``event:`` line and a ``sequence_number`` counting from 0.
+
+Failover is the chat stream's (``FailoverStream``): a failure before the first piece fails over
+before any byte is sent, text is continued on the next backend (stitched), and a stream that
+broke where nothing could continue it ends in ``response.failed`` (status ``failed``, its
+``error`` saying why), never in a clean end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from standby.gateway.failover import FailoverStream, StreamFailure
+from standby.gateway.responses_body import (
+    INCOMPLETE,
+    ResponseShape,
+    call_item,
+    item_id,
+    message_item,
+    text_part,
+)
+from standby.gateway.routes import OnEnd
+from standby.gateway.streaming import failure_message
+from standby.protocol import Delta
+from standby.tool_calls import ToolCall, ToolCallDelta
+
+
+class _Events:
+    """Numbers the events and writes each as an SSE ``event:`` / ``data:`` pair."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def __call__(self, kind: str, **fields: Any) -> bytes:
+        payload = {"type": kind, **fields, "sequence_number": self.seq}
+        self.seq += 1
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+class _Call:
+    """One function call being streamed: its item id, place in the output, pieces so far."""
+
+    __slots__ = ("args", "call_id", "id", "index", "name", "signature")
+
+    def __init__(self, index: int, piece: ToolCallDelta) -> None:
+        self.id = item_id("fc")
+        self.index = index
+        self.call_id = piece.id or item_id("call")
+        self.name = piece.name or ""
+        self.signature = piece.signature
+        self.args: list[str] = []
+
+    def item(self, status: str) -> dict[str, Any]:
+        call = ToolCall(self.call_id, self.name, "".join(self.args), self.signature)
+        return call_item(self.id, call, status)
+
+
+class ResponseEvents:
+    """The output of one streamed response, item by item, as events."""
+
+    def __init__(self, shape: ResponseShape) -> None:
+        self.shape = shape
+        self.event = _Events()
+        self.output: list[dict[str, Any]] = []  # finished items, and open ones in their place
+        self.message: tuple[str, int, list[str]] | None = None  # id, output index, texts
+        self.calls: dict[int, _Call] = {}  # by the delta's call index
+        self.open_call: _Call | None = None
+
+    def start(self) -> bytes:
+        body = self.shape.body(status="in_progress", output=[])
+        return self.event("response.created", response=body) + self.event(
+            "response.in_progress", response=body
+        )
+
+    def piece(self, delta: Delta) -> list[bytes]:
+        out: list[bytes] = []
+        if delta.text:
+            out += self._close_call()
+            if self.message is None:
+                out += self._open_message()
+            assert self.message is not None
+            mid, index, texts = self.message
+            texts.append(delta.text)
+            out.append(
+                self.event(
+                    "response.output_text.delta",
+                    item_id=mid,
+                    output_index=index,
+                    content_index=0,
+                    delta=delta.text,
+                    logprobs=[],
+                )
+            )
+        for p in delta.tool_calls:
+            out += self._call_piece(p)
+        return out
+
+    def finish(self, delta: Delta, extra: dict[str, Any]) -> list[bytes]:
+        """The last events of a finished answer."""
+        assert delta.finish_reason is not None
+        status = "incomplete" if delta.finish_reason in INCOMPLETE else "completed"
+        out: list[bytes] = []
+        if not self.output:  # an empty answer is an empty message, as a whole answer has it
+            out += self._open_message()
+        out += self._close_message(status) + self._close_call()
+        body = self.shape.finished(self.output, delta.finish_reason, delta.usage, extra)
+        kind = "response.completed" if body["status"] == "completed" else "response.incomplete"
+        out.append(self.event(kind, response=body))
+        return out
+
+    def failed(self, error: Exception, extra: dict[str, Any]) -> bytes:
+        """``response.failed``: what was sent stays in the output, marked incomplete."""
+        if self.message is not None:
+            mid, index, texts = self.message
+            self.output[index] = message_item(mid, "".join(texts), "incomplete")
+        if self.open_call is not None:
+            self.output[self.open_call.index] = self.open_call.item("incomplete")
+        message = failure_message(error)
+        body = self.shape.body(
+            status="failed",
+            output=self.output,
+            error={"code": "server_error", "message": message},
+            extra=extra,
+        )
+        return self.event("response.failed", response=body)
+
+    def _open_message(self) -> list[bytes]:
+        mid, index = item_id("msg"), len(self.output)
+        self.message = (mid, index, [])
+        item = message_item(mid, None, "in_progress")
+        self.output.append(item)
+        return [
+            self.event("response.output_item.added", output_index=index, item=item),
+            self.event(
+                "response.content_part.added",
+                item_id=mid,
+                output_index=index,
+                content_index=0,
+                part=text_part(""),
+            ),
+        ]
+
+    def _close_message(self, status: str = "completed") -> list[bytes]:
+        if self.message is None:
+            return []
+        mid, index, texts = self.message
+        self.message = None
+        text = "".join(texts)
+        item = message_item(mid, text, status)
+        self.output[index] = item
+        where = {"item_id": mid, "output_index": index, "content_index": 0}
+        return [
+            self.event("response.output_text.done", **where, text=text, logprobs=[]),
+            self.event("response.content_part.done", **where, part=text_part(text)),
+            self.event("response.output_item.done", output_index=index, item=item),
+        ]
+
+    def _call_piece(self, p: ToolCallDelta) -> list[bytes]:
+        out: list[bytes] = []
+        call = self.calls.get(p.index)
+        if call is None:
+            out += self._close_message() + self._close_call()
+            call = self.calls[p.index] = self.open_call = _Call(len(self.output), p)
+            item = call.item("in_progress")
+            self.output.append(item)
+            out.append(self.event("response.output_item.added", output_index=call.index, item=item))
+        elif p.signature is not None:
+            call.signature = p.signature
+        if p.arguments:
+            call.args.append(p.arguments)
+            out.append(
+                self.event(
+                    "response.function_call_arguments.delta",
+                    item_id=call.id,
+                    output_index=call.index,
+                    delta=p.arguments,
+                )
+            )
+        return out
+
+    def _close_call(self) -> list[bytes]:
+        call = self.open_call
+        if call is None:
+            return []
+        self.open_call = None
+        item = call.item("completed")
+        self.output[call.index] = item
+        return [
+            self.event(
+                "response.function_call_arguments.done",
+                item_id=call.id,
+                output_index=call.index,
+                name=call.name,
+                arguments=item["arguments"],
+            ),
+            self.event("response.output_item.done", output_index=call.index, item=item),
+        ]
+
+
+async def response_events(
+    stream: FailoverStream,
+    first: Delta | StreamFailure,
+    shape: ResponseShape,
+    on_end: OnEnd,
+) -> AsyncIterator[bytes]:
+    """The stream's deltas as Responses events. ``on_end(outcome, final delta)`` runs exactly
+    once, with ``ok`` or ``error``, however the stream ends (client disconnects included)."""
+    events = ResponseEvents(shape)
+    status = "error"
+    final: Delta | None = None
+    try:
+        yield events.start()
+        item: Delta | StreamFailure | None = first
+        iterator = aiter(stream)
+        while item is not None:
+            if isinstance(item, StreamFailure):
+                yield events.failed(item.error, stream.outcome.extra())
+                return
+            out = events.piece(item)
+            if item.finish_reason is not None:
+                out += events.finish(item, stream.outcome.extra())
+                status, final = "ok", item
+            if out:
+                yield b"".join(out)
+            if final is not None:
+                return
+            item = await anext(iterator, None)
+    finally:
+        # Bookkeeping first: if the client went away this task may be cancelled at any await.
+        stream.abandon()
+        on_end(status, final)
+        await stream.aclose()
