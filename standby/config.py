@@ -78,6 +78,13 @@ class ServerConfig(Strict):
         description="The whole request body must arrive within this; a slower client (slow "
         "loris) gets 408 and its connection back.",
     )
+    send_timeout_s: PositiveSeconds = Field(
+        default=30.0,
+        description="While bytes of an answer wait for the client (its socket buffers full), "
+        "it must take at least 16 KiB of them (or all) in each such period; a client that "
+        "does not is disconnected, its stream ends and its slot and buffers are freed "
+        "(docs/reliability.md, a client that stops reading).",
+    )
     shutdown_grace_s: PositiveSeconds = Field(
         default=30.0,
         description="On SIGTERM, how long in-flight requests (streams too) may take to finish "

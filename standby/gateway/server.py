@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from standby.config import Settings
 from standby.errors import ConfigError
 from standby.gateway.admin import reload_keys
 from standby.gateway.app import Gateway, create_app
+from standby.gateway.http_protocol import with_send_timeout
 from standby.gctune import freeze_startup_objects
 
 log = logging.getLogger("standby.gateway")
@@ -51,7 +53,9 @@ def uvicorn_config(gw: Gateway, host: str, port: int, log_level: str = "info") -
         lifespan="off",
         log_level=log_level,
         access_log=False,
-        http="httptools",
+        # uvicorn's httptools protocol, plus a send timeout (a client that stops taking its
+        # answer is disconnected)
+        http=with_send_timeout(HttpToolsProtocol, gw.settings.server.send_timeout_s),
         proxy_headers=False,  # client addresses are not used; saves a layer per request
         server_header=False,
         # uvicorn waits this long for in-flight requests (streams too) after SIGTERM; it
