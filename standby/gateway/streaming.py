@@ -142,8 +142,10 @@ class SSEResponse(Response):
                 if disconnected.done():
                     break
                 last = piece.endswith(DONE)  # the end of a clean stream closes the body too
+                # A send waits while the client is behind; one that stopped reading is
+                # disconnected by the server (http_protocol: send timeout) and the send returns.
                 await send({"type": "http.response.body", "body": piece, "more_body": not last})
-                if last:
+                if last or disconnected.done():  # gone: no further pull from the backend
                     break
                 piece = await anext(self.body_iterator, None)
             else:
