@@ -12,9 +12,11 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from standby.config import CaptureConfig, RegistryConfig, load_section
+from standby.store.card import read_card
 from standby.store.registry import ModelVersion, Registry
 from standby.toolconfig import OneLineParser
 
@@ -27,7 +29,7 @@ def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         dest="models_command", required=True, metavar="MODELS_COMMAND", parser_class=OneLineParser
     )
 
-    ls = sub.add_parser("list", help="every registered version and its status")
+    ls = sub.add_parser("list", help="every registered version, its status and judge scores")
     _where(ls)
     ls.add_argument("--backend", help="only this backend's versions")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -36,7 +38,9 @@ def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     reg = sub.add_parser("register", help="add an adapter as a candidate version")
     _where(reg)
     reg.add_argument("--version", required=True, help="a new version id")
-    reg.add_argument("--adapter", required=True, help="adapter folder or Hub id")
+    reg.add_argument(
+        "--adapter", required=True, help="adapter folder (its card's scores come along) or Hub id"
+    )
     reg.add_argument("--adapter-revision", help="Hub revision of the adapter")
     reg.add_argument("--backend", default="gemma", help="gateway backend it is for (gemma)")
     reg.add_argument("--base-model", help="the base model it was trained on")
@@ -113,19 +117,26 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_register(args: argparse.Namespace) -> None:
+    # An adapter folder with a model card brings its judge scores and base model along.
+    card = read_card(Path(args.adapter))
+    scores = card.scores.criteria() if card is not None and card.scores is not None else {}
+    base = card.base_model.id if card is not None and card.base_model is not None else None
     model = ModelVersion(
         version=args.version,
         backend=args.backend,
         adapter=args.adapter,
         adapter_revision=args.adapter_revision,
-        base_model=args.base_model,
+        base_model=args.base_model or base,
+        scores=scores,
     )
 
     async def work(registry: Registry, bus: Any) -> ModelVersion:
         return await registry.register(model)
 
     done = _run(args, work)
-    print(f"registered {done.version} ({done.backend}, {done.adapter}) as a candidate")
+    said = ", ".join(f"{k} {v:.1f}" for k, v in done.scores.items())
+    scored = f"; scores from its card: {said}" if said else ""
+    print(f"registered {done.version} ({done.backend}, {done.adapter}) as a candidate{scored}")
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
