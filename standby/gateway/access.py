@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from standby.errors import Overloaded
 from standby.gateway.accounting import Accounting
 from standby.gateway.capture import Capture
 from standby.gateway.captured import Captured
@@ -23,6 +24,7 @@ from standby.tool_calls import ToolCall
 log = logging.getLogger("standby.access")
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+REJECTED = "rejected"  # the access log's outcome of a request refused by admission control
 
 
 def request_id(header: str | None) -> str:
@@ -93,13 +95,21 @@ class RequestRecord:
         self.usage = usage
         self.tool_calls = tool_calls
 
+    def failed(self, exc: BaseException, status: int) -> None:
+        """Finish a request that ended in the error response ``status`` for ``exc``. A request
+        shed by admission control (:class:`Overloaded`) reached no backend: it counts once, in
+        ``standby_rejected_requests_total`` under its route (``Admission.enter``), and is logged
+        with outcome ``rejected``; it is no answered request and no backend's error."""
+        self.finish(status, REJECTED if isinstance(exc, Overloaded) else None)
+
     def finish(self, status: int, label: str | None = None) -> None:
         if self.done:
             return
         self.done = True
         label = label or outcome_label(status)
         outcome = self.outcome or Outcome("none")
-        self.accounting.record(outcome, self.started, label, self.usage)
+        if label != REJECTED:
+            self.accounting.record(outcome, self.started, label, self.usage)
         if label == "ok" and self.chat is not None:
             self._capture(outcome)
         if log.isEnabledFor(logging.INFO):

@@ -84,8 +84,8 @@ async def _embeddings(gw: Gateway, request: Request, record: RequestRecord) -> R
             code="model_not_found",
         )
     check_limits(parsed.request, route.max_inputs, route.max_input_chars)
-    gw.admission.enter(alias)
     record.outcome = outcome = Outcome(alias)
+    gw.admission.enter(alias)
     in_flight = gw.metrics.c_in_flight(alias)
     in_flight.inc()
     try:

@@ -115,7 +115,7 @@ async def answered(record: RequestRecord, work: Awaitable[Response]) -> Response
         response = await work
     except Exception as exc:
         response = error_response(exc, record.request_id)
-        record.finish(response.status_code)
+        record.failed(exc, response.status_code)
         return response
     if not record.stream:
         record.finish(200)
@@ -166,8 +166,8 @@ async def admit(
     called once when the answer is over (``complete`` and ``open_stream`` see to it)."""
     record.chat = chat
     admission = gw.admission
-    admission.enter(alias)  # over max_concurrency: 503 overloaded now, no queueing
     record.outcome = outcome = Outcome(alias)  # the one Outcome, whole answer or stream
+    admission.enter(alias)  # over max_concurrency: 503 overloaded now, no queueing
     in_flight = gw.metrics.c_in_flight(alias)
     in_flight.inc()
 

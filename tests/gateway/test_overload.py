@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import time
 import tracemalloc
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.drill_report import Record, p99
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
@@ -150,3 +152,53 @@ async def test_streams_give_their_slot_back(sim: RunningSim, start_gateway: Star
     assert gw.gateway.admission.total == 0
     sim.sim.set_fault("ok")
     assert [r.status_code for r in await burst(gw, 2, stream_body)] == [200, 200]
+
+
+async def test_shed_requests_count_as_rejections_of_their_route(
+    sim: RunningSim, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Load shedding is no backend failure: the refused request shows on /metrics as
+    standby_rejected_requests_total of its route, not as standby_requests_total{outcome="error"}
+    (which StandbyAllBackendsFailing reads) nor under a route called "none"."""
+    config = base_config(sim.url, None)
+    config["routes"] = {ROUTE: {"backends": ["gemini"], "max_concurrency": 1}}
+    # Time to spare on a loaded machine: the slow answer must not become a backend error.
+    config["backends"]["gemini"]["timeouts"] = {"first_token_s": 20, "total_s": 30}
+    gw = start_gateway(config)
+    assert gw.gateway is not None
+    sim.sim.set_fault(f"slow-{HOLD_MS}")
+    caplog.set_level("INFO", "standby.access")
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+        holder = asyncio.create_task(client.post("/v1/chat/completions", json=BODY))
+        deadline = time.monotonic() + 10
+        while not gw.gateway.admission.total and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        assert gw.gateway.admission.total == 1, "the first request never took the slot"
+        refused = await client.post("/v1/chat/completions", json=BODY)
+        assert_overloaded(refused)
+        held = await holder
+        assert held.status_code == 200, held.text
+        text = (await client.get("/metrics")).text
+
+    samples = [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+    def total(name: str, **labels: str) -> float:
+        return sum(v for n, ls, v in samples if n == name and labels.items() <= ls.items())
+
+    assert total("standby_rejected_requests_total", route=ROUTE, scope="route") == 1
+    assert total("standby_rejected_requests_total") == 1
+    assert total("standby_requests_total", route=ROUTE, backend="gemini", outcome="ok") == 1
+    assert total("standby_requests_total") == 1  # the answered one only
+    assert total("standby_requests_total", outcome="error") == 0
+    assert total("standby_requests_total", route="none") == 0
+    assert total("standby_upstream_errors_total") == 0
+    assert total("standby_request_duration_seconds_count") == 1
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "standby.access"]
+    assert [(e["route"], e["status"], e["outcome"]) for e in lines] == [
+        (ROUTE, 503, "rejected"),
+        (ROUTE, 200, "ok"),
+    ]
