@@ -141,6 +141,12 @@ class Metrics:
         self.capture_queue_depth = Gauge(
             "standby_capture_queue_depth", "Captured answers waiting to be written.", registry=r
         )
+        self.backend_role = Gauge(
+            "standby_backend_role",
+            "1 per route and backend: role primary (first in the route) or fallback (later).",
+            ["route", "backend", "role"],
+            registry=r,
+        )
         self.fallback_model_info = Gauge(
             "standby_fallback_model_info",
             "The model serving the local fallback (value 1).",
@@ -156,8 +162,12 @@ class Metrics:
 
     def declare(self, routes: dict[str, list[str]], reasons: tuple[str, ...]) -> None:
         """Create every expected label combination at zero, so the first increment of a series
-        is visible to ``rate()`` (a series born at 1 shows no increase)."""
+        is visible to ``rate()`` (a series born at 1 shows no increase); and the role of each
+        backend in each route, from the route's order (the alert rules read it)."""
         for route, backends in routes.items():
+            for position, backend in enumerate(backends):
+                role = "fallback" if position else "primary"
+                self.backend_role.labels(route, backend, role).set(1)
             for backend in (*backends, "none"):
                 for outcome in ("ok", "client_error", "error"):
                     self.requests.labels(route, backend, outcome)

@@ -76,3 +76,27 @@ def test_serving_model_scores_come_from_its_model_card(
     m = scrape(gw)
     assert value(m, "standby_fallback_model_score", criterion="similarity") == 93.5
     assert value(m, "standby_fallback_model_score", criterion="precision") == 88.25
+
+
+def test_backend_roles_come_from_each_routes_order(
+    sim: RunningSim, start_gateway: StartGateway
+) -> None:
+    """standby_backend_role (what the alert rules' role table reads): the first backend of a
+    route is its primary, the later ones its fallbacks, whatever the backends are called."""
+    config = base_config(sim.url, None)
+    config["backends"]["backup"] = dict(config["backends"]["gemini"])
+    config["routes"] = {ROUTE: ["gemini", "backup"], "reversed": ["backup", "gemini"]}
+    gw = start_gateway(config)
+    text = httpx.get(f"{gw.url}/metrics").text
+    roles = {
+        (s.labels["route"], s.labels["backend"], s.labels["role"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "standby_backend_role"
+    }
+    assert roles == {
+        (ROUTE, "gemini", "primary"): 1,
+        (ROUTE, "backup", "fallback"): 1,
+        ("reversed", "backup", "primary"): 1,
+        ("reversed", "gemini", "fallback"): 1,
+    }
