@@ -31,7 +31,7 @@ PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
 DASHBOARD = DEPLOY / "grafana" / "standby.json"
 RUNBOOK = REPO / "docs" / "runbook.md"
-RUNBOOK_URL = "https://github.com/standby/standby/blob/main/docs/runbook.md"
+RUNBOOK_URL = "docs/runbook.md"  # relative to the repository root (docs/runbook.md says why)
 
 
 def documented_metrics() -> dict[str, str]:
@@ -51,8 +51,11 @@ REQUIRED_ALERTS = {
     "StandbyFallbackNotReady",
     "StandbyCaptureDropping",
     "StandbyFallbackModelScoreLow",
+    "StandbyGatewayDown",
+    "StandbyLoadShedding",
     "StandbyFallbackRolledBack",
     "StandbyPipelineFailing",
+    "StandbyPipelineWorkerDown",
 }
 
 
@@ -193,7 +196,7 @@ def test_runbook_urls_point_at_runbook_sections() -> None:
     for alert in alert_rules():
         url = alert["annotations"]["runbook_url"]
         base, _, anchor = url.partition("#")
-        assert base == RUNBOOK_URL, url
+        assert base == RUNBOOK_URL and (REPO / base).is_file(), url
         assert anchor == alert["alert"].lower(), url
         assert anchor in anchors, f"docs/runbook.md has no heading for #{anchor}"
 
@@ -232,6 +235,14 @@ def test_zero_traffic_is_guarded_in_fallback_ratio_alerts() -> None:
         assert "standby:requests:rate5m > 0" in expr, f"{name}: no zero-traffic guard"
         assert rules[name]["for"] == for_
     assert "standby_fallback_model_score < 90" in rules["StandbyFallbackModelScoreLow"]["expr"]
+
+
+def test_roles_come_from_the_gateway_not_from_backend_names() -> None:
+    """Primary and fallback are the routes' order (standby_backend_role), never a name pattern."""
+    rules = {r.get("alert") or r.get("record"): r for r in load_rules()}
+    assert "standby_backend_role" in rules["standby:backend_role:info"]["expr"]
+    for name, rule in rules.items():
+        assert "gemini" not in rule["expr"], f"{name} reads a backend name"
 
 
 def test_metrics_used_are_design_metrics() -> None:
