@@ -100,3 +100,65 @@ def test_each_endpoint_has_its_schema() -> None:
     assert schema_for("/v1/models/x/y", "GET", 200) == "Model"
     assert schema_for("/v1/nope", "GET", 404) == "ErrorResponse"
     assert schema_for("/healthz", "GET", 200) is None
+
+
+def events(*items: dict[str, Any]) -> bytes:
+    """A Responses stream: each event as ``event:`` and ``data:`` lines, numbered from 0."""
+    return b"".join(
+        b"event: "
+        + e["type"].encode()
+        + b"\ndata: "
+        + orjson.dumps({**e, "sequence_number": i})
+        + b"\n\n"
+        for i, e in enumerate(items)
+    )
+
+
+DELTA = {
+    "type": "response.output_text.delta",
+    "item_id": "msg_1",
+    "output_index": 0,
+    "content_index": 0,
+    "delta": "hi",
+    "logprobs": [],
+}
+RESPONSE = {
+    "id": "resp_1",
+    "object": "response",
+    "created_at": 1,
+    "status": "completed",
+    "error": None,
+    "incomplete_details": None,
+    "instructions": None,
+    "model": "m",
+    "output": [],
+    "parallel_tool_calls": True,
+    "metadata": {},
+    "tool_choice": "auto",
+    "tools": [],
+    "temperature": None,
+    "top_p": None,
+}
+DONE = {"type": "response.completed", "response": RESPONSE}
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (events(DELTA, DONE), None),
+        (events(DELTA), "not a final event"),
+        (events({**DELTA, "delta": 3}, DONE), "3 is not of type 'string'"),
+        (events({**DELTA, "type": "response.bogus"}, DONE), "is no ResponseStreamEvent"),
+        (events(DELTA, DONE).replace(b'"sequence_number":1', b'"sequence_number":5'), "1 expected"),
+        (events(DELTA, {**DONE, "response": {**RESPONSE, "status": "done"}}), "'done' is not one"),
+    ],
+    ids=["valid", "no-final-event", "bad-field", "unknown-type", "out-of-order", "bad-response"],
+)
+async def test_responses_streams_are_checked_event_by_event(
+    body: bytes, problem: str | None
+) -> None:
+    found = await problems_of("/v1/responses", 200, body, sse=True)
+    if problem is None:
+        assert found == []
+    else:
+        assert any(problem in p for p in found), found
