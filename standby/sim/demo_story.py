@@ -189,6 +189,7 @@ class Story:
                 "90 by default, for a real judge) -> "
                 f"{self.result['gate']}; promoted {self.result['version']}"
             )
+            self.steps.note(f"report with plots: {_html(results['evaluate'])}")
 
     def reject(self) -> None:
         title = f"A candidate that did not learn ({UNTRAINED_STEPS} training step): gate fails"
@@ -209,6 +210,8 @@ class Story:
             self.steps.note(
                 f"not promoted: the gateway still serves {self.result['still_serving']}"
             )
+            evaluated = run["stages"]["evaluate"]["result"]
+            self.steps.note(f"report with plots, against the serving version: {_html(evaluated)}")
 
     @contextlib.contextmanager
     def _logged(self) -> Iterator[None]:
@@ -276,6 +279,11 @@ class Story:
 def _why(run: dict[str, Any]) -> str:
     gate = run["stages"].get("gate", {}).get("result", {})
     return str(run.get("error") or "; ".join(gate.get("reasons", [])) or run.get("decision"))
+
+
+def _html(evaluated: dict[str, Any]) -> Path:
+    """The evaluate stage's report.html (beside the report.json its summary names)."""
+    return Path(evaluated["report"]).with_name("report.html")
 
 
 def counts_f(values: dict[str, float]) -> str:

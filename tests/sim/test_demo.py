@@ -132,3 +132,11 @@ def test_demo_tells_the_whole_story_and_keeps_running(tmp_path: Path) -> None:
     card = json.loads((run / "adapter" / "standby-model.json").read_text())
     assert card["evaluation"]["judge"].startswith("simulated judge (gemini/"), card["evaluation"]
     assert "- **simulated judge**:" in (run / "evaluation" / "report.md").read_text()
+    # Both runs' reports with their plots, named in the output; the rejected candidate's was
+    # compared with the version then serving (the interval against the margin).
+    pages = re.findall(r"report with plots(?:, against the serving version)?: (\S+)$", out, re.M)
+    assert len(pages) == 2, out
+    promoted, rejected_page = ((tmp_path / p).read_text() for p in pages)
+    assert pages[0].endswith(f"/runs/{version}/evaluation/report.html"), pages
+    assert '<figure id="fig-scores">' in promoted and 'id="fig-difference"' not in promoted
+    assert '<figure id="fig-difference">' in rejected_page and "FAIL" in rejected_page
