@@ -137,6 +137,13 @@ def test_fallback_rate_alert_fires_on_outage_and_resolves(
             detail=detail,
         )
         assert not set(FIRE) & set(_states(prometheus))
+        # The role table the breaker and readiness alerts join on: the route's order, as the
+        # gateway exports it (standby_backend_role).
+        roles = {
+            (r["metric"]["backend"], r["metric"]["role"])
+            for r in prometheus.query("standby:backend_role:info")
+        }
+        assert roles == {("gemini", "primary"), ("gemma", "fallback")}
 
         sim.sim.set_fault("error-503")  # Gemini goes down; the local Gemma answers instead
         outage = time.monotonic()
