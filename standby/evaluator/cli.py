@@ -31,7 +31,7 @@ def register_evaluator(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         cmd_evaluate,
         help="judge batch-inference answers with the service LLM; report and gate",
         description="Score each answer for similarity and precision (1-100) with the service "
-        "LLM as judge, add ROUGE-L and chrF, write report.json / report.md, apply the gate.",
+        "LLM as judge, add ROUGE-L and chrF, write report.json / .md / .html, apply the gate.",
         json_help="print the report summary as JSON",
     )
 

@@ -190,7 +190,7 @@ class EvaluateConfig(ServiceLLMSettings, GateSettings, HubPushSettings):
     )
     output_dir: Path = Field(
         default=Path(".standby/evaluation"),
-        description="Where the report (report.json, report.md) and the eval rows go",
+        description="Where the report (report.json, .md, .html) and the eval rows go",
     )
     push_eval_to_hf_hub: bool = Field(default=False, description="Push the eval rows")
     eval_ds_id: str | None = Field(default=None, description="Hub dataset repo to push them to")
