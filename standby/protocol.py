@@ -23,7 +23,7 @@ from standby.openai_models import (
     PartError,
     ReasoningEffort,
 )
-from standby.tool_calls import AUTO, Tool, ToolCall, ToolCallDelta, ToolChoice
+from standby.tool_calls import AUTO, Tool, ToolCall, ToolCallDelta, ToolChoice, whole_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +276,73 @@ class Delta:
     # Which choice this piece belongs to (n > 1); the stream ends when every choice has
     # finished, the last piece carrying the usage.
     index: int = 0
+
+
+class _Choice:
+    """What the deltas of one choice have said so far."""
+
+    __slots__ = ("calls", "finish", "logprobs", "texts")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.calls: list[ToolCallDelta] = []
+        self.logprobs: list[dict[str, Any]] = []
+        self.finish: FinishReason | None = None
+
+
+class Assembly:
+    """A stream's deltas added up into the whole answer they make (the one reader of deltas
+    into a ``Completion``): each choice's text, its tool-call pieces as whole calls
+    (``whole_calls``), its logprobs and finish reason; the request's usage and model version
+    from the deltas that carry them (the last one, by the stream contract). ``add`` says when
+    every one of the ``n`` choices has finished; a delta of a choice beyond ``n`` is the
+    caller's to refuse before ``add``. Logprobs are kept when ``logprobs`` (the request asked
+    for them): a choice's items, an empty list when it has none."""
+
+    __slots__ = ("_choices", "_finished", "logprobs", "model_version", "n", "usage")
+
+    def __init__(self, n: int = 1, *, logprobs: bool = False) -> None:
+        self.n = n
+        self.logprobs = logprobs
+        self.usage: Usage | None = None
+        self.model_version: str | None = None
+        self._choices = [_Choice() for _ in range(n)]
+        self._finished = 0
+
+    def add(self, delta: Delta) -> bool:
+        """Take one delta; True once every choice has its finish reason."""
+        choice = self._choices[delta.index]
+        if delta.text:
+            choice.texts.append(delta.text)
+        if delta.tool_calls:
+            choice.calls.extend(delta.tool_calls)
+        if delta.logprobs:
+            choice.logprobs.extend(delta.logprobs)
+        if delta.usage is not None:
+            self.usage = delta.usage
+        if delta.model_version is not None:
+            self.model_version = delta.model_version
+        if delta.finish_reason is not None and choice.finish is None:
+            choice.finish = delta.finish_reason
+            self._finished += 1
+        return self._finished >= self.n
+
+    def completion(self) -> Completion:
+        """The whole answer: choice 0, the others as its ``alternatives``. Call it once every
+        choice has finished (``add`` said so)."""
+        first, *rest = (
+            Completion(
+                text="".join(c.texts),
+                finish_reason=c.finish or "stop",
+                tool_calls=whole_calls(c.calls) if c.calls else (),
+                logprobs=c.logprobs if self.logprobs else None,
+            )
+            for c in self._choices
+        )
+        first.usage = self.usage or Usage()
+        first.model_version = self.model_version
+        first.alternatives = tuple(rest)
+        return first
 
 
 def completion_body(

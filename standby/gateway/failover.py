@@ -1,25 +1,31 @@
 """Ordered failover across a route's backends (the failover table in docs/architecture.md is the
 contract).
 
-Failover knows no vendor and no metrics: it calls ``Provider.complete()`` / ``stream()``,
-enforces the backend's time limits, consults and feeds each backend's circuit breaker (whose
-state changes go to a callback), and classifies failures by exception type
-(``UpstreamError.failover`` / ``counts`` / ``reason``). What happened is written into the
-request's ``Outcome``; accounting reads it once the request is over.
+Failover knows no vendor and no metrics: it reads ``Provider.stream()``, enforces the backend's
+time limits, consults and feeds each backend's circuit breaker (whose state changes go to a
+callback), and classifies failures by exception type (``UpstreamError.failover`` / ``counts``
+/ ``reason``). What happened is written into the request's ``Outcome``; accounting reads it
+once the request is over.
 
-Whole and streamed answers walk the backends with the same loop (``walk``): a stream until
-its first content, a whole answer until it is complete. After text was sent, a broken stream
-walks the rest of the route again to continue the partial answer (stitching); after a tool-call
-piece was sent it is not continued (a call cannot be finished by another model), nor is a
-stream of several choices (``n`` > 1): the client gets an error event. A backend that cannot
-serve the request (``Provider.unsupported``: tools, say) is skipped without being called; when
-every backend of the route was skipped so, the request is what cannot be served (a 400), not
-the backends (a 503).
+Whole and streamed answers walk the backends with the same loop (``walk``): a stream until its
+first content, a whole answer until it is complete. A whole answer is read from the backend's
+stream too, under the same limits (``TimedStream``), and added up (``protocol.Assembly``): a
+non-streamed HTTP answer says nothing until it is whole, so a hung backend would cost
+``total_s``; read so, it costs ``first_token_s``, and one that stalls mid-answer ``idle_s``.
+Every provider is read so: the HTTP ones (gemini, openai, tgi, litellm) stream what they answer
+whole, with the same capabilities (``unsupported`` does not depend on the mode), and the local
+one's ``complete()`` is its own stream added up, whose first piece waits for its queue as a
+stream's does. After text was sent, a broken stream walks the rest of the route again to
+continue the partial answer (stitching); after a tool-call piece was sent it is not continued
+(a call cannot be finished by another model), nor is a stream of several choices (``n`` > 1):
+the client gets an error event. A backend that cannot serve the request
+(``Provider.unsupported``: tools, say) is skipped without being called; when every backend of
+the route was skipped so, the request is what cannot be served (a 400), not the backends (a
+503).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,11 +44,10 @@ from standby.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
-    UpstreamTimeout,
 )
 from standby.gateway.breaker import CircuitBreaker, OnChange
 from standby.gateway.timed_stream import TimedStream
-from standby.protocol import ChatRequest, Completion, Delta, FinishReason
+from standby.protocol import Assembly, ChatRequest, Completion, Delta, FinishReason
 from standby.providers.base import Provider, aclose
 from standby.tool_calls import ToolCallDelta
 
@@ -123,17 +128,23 @@ class Failover:
         """Answer from the first backend that can; ``outcome`` records what happened."""
 
         async def attempt(name: str) -> Completion:
-            limit = self.timeouts[name].total_s
+            # Read as a stream under the same limits as one: a backend that says nothing within
+            # first_token_s (or stalls for idle_s) is left then, not after total_s. A stream
+            # that ends before each of the n choices finished is a failure (TimedStream), never
+            # a short answer.
+            timed = TimedStream(name, self.providers[name].stream(request), self.timeouts[name])
+            whole = Assembly(request.n, logprobs=request.logprobs)
             try:
-                async with asyncio.timeout(limit):
-                    completion = await self.providers[name].complete(request)
-            except TimeoutError:
-                raise UpstreamTimeout(name, "total", limit) from None
-            if len(completion.alternatives) + 1 != request.n:
-                # The client asked for n choices: fewer is a failure, never a short answer.
-                got = len(completion.alternatives) + 1
-                raise UpstreamProtocolError(name, f"{got} choices for the {request.n} asked for")
-            return completion
+                while True:
+                    delta = await timed.next()
+                    if delta.index >= request.n:
+                        raise UpstreamProtocolError(
+                            name, f"a piece of choice {delta.index}, {request.n} asked for"
+                        )
+                    if whole.add(delta):
+                        return whole.completion()
+            finally:
+                await timed.aclose()
 
         name, completion = await self.walk(outcome, self.resolve(outcome.route), request, attempt)
         self.settle(name, None)

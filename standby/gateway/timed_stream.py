@@ -1,6 +1,6 @@
 """One backend's stream under its time limits (``Timeouts``): the first piece within
 ``first_token_s``, each next one within ``idle_s``, all of it within ``total_s``. Failover
-reads every backend's stream through one."""
+reads every backend's stream through one, for streamed and whole answers alike."""
 
 from __future__ import annotations
 

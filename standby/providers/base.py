@@ -1,5 +1,7 @@
-"""The provider contract. The router knows nothing about any vendor: it calls ``complete()`` or
-``stream()`` and classifies the ``UpstreamError`` subclasses they raise.
+"""The provider contract. The router knows nothing about any vendor: it reads ``stream()``
+(a whole answer too, added up, so that its time limits apply to it) and classifies the
+``UpstreamError`` subclasses raised; ``complete()`` is what the evaluator's batch inference and
+the judge's client call.
 
 Each provider module translates its client's exceptions into ``standby.errors`` in one place,
 most specific first, and never by matching message text.

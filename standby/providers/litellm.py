@@ -76,6 +76,9 @@ def _import_litellm() -> ModuleType:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         module: Any = importlib.import_module("litellm")
         module.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on errors
+        # Its stream handling loads tiktoken's encoding on first use (0.5-1 s here): load it
+        # now, not on the first answer (failover reads every answer as a stream).
+        importlib.import_module("litellm.litellm_core_utils.default_encoding")
         _litellm = module
     return _litellm
 

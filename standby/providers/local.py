@@ -54,14 +54,13 @@ from standby.hf_loading import (
     resolve_device,
     resolve_dtype,
 )
-from standby.protocol import ChatRequest, Completion, Delta, Usage
+from standby.protocol import Assembly, ChatRequest, Completion, Delta
 from standby.providers.hotswap import ServedModel
 from standby.providers.local_batching import GenerationWorker, eos_tokens
-from standby.providers.local_choices import complete_choices, stream_choices
+from standby.providers.local_choices import stream_choices
 from standby.providers.local_grammar import Grammars
 from standby.providers.local_rows import Job, WorkerStats
 from standby.providers.local_tools import RESULT_START, ToolStream, forced_prefix, tool_support
-from standby.tool_calls import ToolCallDelta, whole_calls
 
 log = logging.getLogger("standby.providers.local")
 
@@ -277,31 +276,14 @@ class LocalProvider:
         return jobs
 
     async def complete(self, request: ChatRequest) -> Completion:
-        if request.n > 1:  # n independent samples: n rows, batched together where they fit
-            return await complete_choices([self._one(job) for job in self._submit_all(request)])
-        return await self._one(self._submit(request))
-
-    async def _one(self, job: Job) -> Completion:
-        request = job.request
-        parts: list[str] = []
-        calls: list[ToolCallDelta] = []
-        logprobs: list[dict[str, Any]] = []
-        finish: Delta | None = None
-        async with contextlib.aclosing(self._deltas(job)) as deltas:
+        """The stream's deltas, added up (``protocol.Assembly``): a whole answer is exactly
+        what the same request streams."""
+        whole = Assembly(request.n, logprobs=request.logprobs)
+        async with contextlib.aclosing(self.stream(request)) as deltas:
             async for delta in deltas:
-                parts.append(delta.text)
-                calls.extend(delta.tool_calls)
-                logprobs.extend(delta.logprobs or ())
-                finish = delta
-        assert finish is not None and finish.finish_reason is not None
-        return Completion(
-            text="".join(parts),
-            finish_reason=finish.finish_reason,
-            usage=finish.usage or Usage(),
-            model_version=finish.model_version,
-            tool_calls=whole_calls(calls),
-            logprobs=logprobs if request.logprobs else None,
-        )
+                if whole.add(delta):
+                    break
+        return whole.completion()
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         if request.n > 1:

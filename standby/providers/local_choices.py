@@ -1,19 +1,20 @@
 """``n`` > 1 on the local backend: each choice is its own job (a row of a batch; the worker
-batches rows of the same sampling settings together), and here the answers become one.
+batches rows of the same sampling settings together), and here their streams become one.
 
-A whole answer is choice 0 with choices 1..n-1 as ``Completion.alternatives``; its usage counts
-the prompt once and the tokens of every choice (as OpenAI's does). A stream interleaves the
-choices' deltas as they come, each with its ``Delta.index``; each choice's last delta has its
-``finish_reason``, and the last of them all carries the usage of the whole request.
+The stream interleaves the choices' deltas as they come, each with its ``Delta.index``; each
+choice's last delta has its ``finish_reason``, and the last of them all carries the usage of the
+whole request: the prompt once and the tokens of every choice (as OpenAI's does). A whole answer
+is that stream added up (``protocol.Assembly``): choice 0 with choices 1..n-1 as
+``Completion.alternatives``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
-from standby.protocol import Completion, Delta, Usage
+from standby.protocol import Delta, Usage
 
 
 def total_usage(usages: list[Usage]) -> Usage:
@@ -22,23 +23,6 @@ def total_usage(usages: list[Usage]) -> Usage:
         prompt_tokens=max((u.prompt_tokens for u in usages), default=0),
         completion_tokens=sum(u.completion_tokens for u in usages),
     )
-
-
-async def complete_choices(answers: list[Awaitable[Completion]]) -> Completion:
-    """The choices as one Completion; the first failure cancels the others and is raised."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_awaited(a)) for a in answers]
-    except* Exception as failed:  # the first failure as itself, not as a group
-        raise failed.exceptions[0] from None
-    first, *rest = (t.result() for t in tasks)
-    first.usage = total_usage([first.usage, *(c.usage for c in rest)])
-    first.alternatives = tuple(rest)
-    return first
-
-
-async def _awaited(answer: Awaitable[Completion]) -> Completion:
-    return await answer
 
 
 async def stream_choices(streams: Sequence[AsyncIterator[Delta]]) -> AsyncGenerator[Delta, None]:

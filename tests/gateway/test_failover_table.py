@@ -30,7 +30,7 @@ FAILOVER: list[tuple[str, Step, str]] = [
     ("connect-refused", UpstreamConnectError(P, "connection refused"), "connect"),
     ("reset", UpstreamConnectError(P, "connection reset by peer"), "connect"),
     ("connect-timeout", UpstreamTimeout(P, "connect", 0.2), "timeout"),
-    ("hang", Hang(), "timeout"),  # total_s for a whole answer, first_token_s for a stream
+    ("hang", Hang(), "timeout"),  # first_token_s, a whole answer's as a stream's
     ("429", UpstreamStatusError(P, 429, "RESOURCE_EXHAUSTED"), "rate_limited"),
     ("500", UpstreamStatusError(P, 500, "internal"), "server_error"),
     ("502", UpstreamStatusError(P, 502, "bad gateway"), "server_error"),
@@ -87,7 +87,16 @@ async def test_failure_fails_over_counts_and_opens_the_breaker(
 
 PHASES: list[tuple[str, bool, Step, dict[str, float], str]] = [
     ("connect", False, UpstreamTimeout(P, "connect", 0.2), {}, "connect timeout after 0.2s"),
-    ("whole-total", False, Hang(), {"total_s": 0.2}, "total timeout after 0.2s"),
+    # A whole answer is read as a stream, under the same three limits.
+    ("whole-first-token", False, Hang(), {"total_s": 5}, "first_token timeout after 0.2s"),
+    ("whole-idle", False, Hang("Hello "), {"total_s": 5}, "idle timeout after 0.2s"),
+    (
+        "whole-total",
+        False,
+        Hang(),
+        {"first_token_s": 5, "total_s": 0.2},
+        "total timeout after 0.2s",
+    ),
     ("stream-first-token", True, Hang(), {"total_s": 5}, "first_token timeout after 0.2s"),
     (
         "stream-total",
