@@ -18,4 +18,5 @@ pytest_plugins = [
     "tests.fixtures.vllm_sim",
     "tests.fixtures.ports",
     "tests.fixtures.media",
+    "tests.fixtures.hostile_upstream",
 ]

@@ -109,6 +109,7 @@ async def read_capped(backend: str, resp: aiohttp.ClientResponse, limit: int) ->
     while chunk := await resp.content.readany():
         data += chunk
         if len(data) > limit:
+            data.clear()  # the error's traceback keeps this frame, maybe until a gc cycle
             _over(backend, resp, "answer", limit, "max_body_bytes")
     return data
 
@@ -190,6 +191,7 @@ async def sse_batches(
             long.append(block)
             held += len(block)
             if len(pending) + held > max_line:
+                long.clear()  # the error's traceback keeps this frame, maybe until a gc cycle
                 _over(backend, resp, "stream line", max_line, "max_event_bytes")
             continue
         if long:
@@ -199,6 +201,7 @@ async def sse_batches(
         else:
             *lines, pending = (pending + block).split(b"\n")
         if len(pending) > max_line:
+            pending, lines = b"", []  # as above: the frame outlives the error
             _over(backend, resp, "stream line", max_line, "max_event_bytes")
         batch = [line[5:].strip() for line in lines if line.startswith(b"data:")]
         batch = [payload for payload in batch if payload]
