@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
-from standby.redaction import DEFAULT_PATTERNS, Redactor
+from standby.redaction import Redactor, default_rules
 
 CASES = [
     ("write to alice.smith+x@example.co.uk today", "write to [EMAIL] today"),
@@ -54,8 +53,8 @@ TRICKY = [
 def test_the_pre_check_never_skips_a_match(text: str) -> None:
     """The substring pre-check only saves time: the result equals every rule applied."""
     everything = text
-    for kind, pattern in DEFAULT_PATTERNS.items():
-        everything = re.sub(pattern, f"[{kind}]", everything)
+    for sub, _ in default_rules():
+        everything = sub(everything)
     assert Redactor()(text) == everything
 
 
