@@ -26,6 +26,7 @@ from pydantic import (
 
 from standby.errors import ConfigError, first_problem, validation_message
 from standby.openai_models import ReasoningEffort
+from standby.scrub import scrub_config, secret_inputs
 
 M = TypeVar("M", bound=BaseModel)
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -646,12 +647,15 @@ def parse_settings(data: Any, source: str = "<config>") -> Settings:
     """Validate an already-parsed mapping; errors name ``source``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    values: Any = None
     try:
-        return Settings.model_validate(interpolate(data, ""))
+        values = interpolate(data, "")
+        return Settings.model_validate(values)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
-    except ValidationError as e:
-        raise ConfigError(f"{source}: {_first_error(e)}") from None
+    except ValidationError as e:  # the line may quote a value: never one of its secrets
+        line = f"{source}: {_first_error(e)}"
+        raise ConfigError(scrub_config(line, secret_inputs(values))) from None
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -704,12 +708,15 @@ def load_section(path: str | Path, name: str, model: type[M]) -> M:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    values: Any = None
     try:
-        return model.model_validate(interpolate(raw.get(name) or {}, name))
+        values = interpolate(raw.get(name) or {}, name)
+        return model.model_validate(values)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     except ValidationError as e:
-        raise ConfigError(f"{path}: {validation_message(e, name)}") from None
+        line = f"{path}: {validation_message(e, name)}"
+        raise ConfigError(scrub_config(line, secret_inputs(values))) from None
 
 
 def load_settings(path: str | Path) -> Settings:

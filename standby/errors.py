@@ -32,6 +32,8 @@ from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from standby.scrub import scrub_config, scrub_cut
+
 # Status codes a backend returns when the *client's* request is at fault: no failover.
 CLIENT_STATUSES = frozenset({400, 404, 413, 422})
 
@@ -105,7 +107,12 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 class ConfigError(StandbyError):
-    """The configuration cannot be used; the message is one line naming file, field, problem."""
+    """The configuration cannot be used; the message is one line naming file, field, problem,
+    and never a secret: the process's configured secrets, key-shaped words (a key pasted as a
+    route name) and URL passwords are taken out of it (``scrub.scrub_config``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(scrub_config(message))
 
 
 class RequestError(StandbyError):
@@ -176,6 +183,9 @@ class UpstreamError(StandbyError):
     counts: bool = True
 
     def __init__(self, backend: str, message: str) -> None:
+        # An upstream may echo the key it was sent: the process's configured secrets never
+        # reach a client, a log line or a capture through this message, even cut short.
+        message = scrub_cut(message)
         super().__init__(f"{backend}: {message}")
         self.backend = backend
         self.message = message
@@ -229,6 +239,7 @@ class UpstreamStatusError(UpstreamError):
         *,
         retry_after: float | None = None,
     ) -> None:
+        message = scrub_cut(message)
         super().__init__(backend, f"HTTP {status}: {message}")
         self.status = status
         self.upstream_message = message

@@ -27,6 +27,8 @@ from standby.errors import ConfigError, RequestError, StandbyError, parse_json
 from standby.gateway.auth import server_digests
 from standby.gateway.breaker import State
 from standby.gateway.errors import JSON
+from standby.gateway.secrets import secret_values
+from standby.scrub import SECRETS, register
 
 if TYPE_CHECKING:
     from standby.gateway.app import Gateway
@@ -56,6 +58,9 @@ def reload_keys(gw: Gateway) -> dict[str, int]:
         gw.metrics.key_reloads.labels("error").inc()
         log.error("key reload failed, the old keys stay: %s", e)
         raise
+    register(secret_values(gw.settings.model_copy(update={"server": server})))
+    if gw.capture is not None:
+        gw.capture.add_secrets(SECRETS.secrets)
     gw.keys.replace(keys)
     gw.admin_keys.replace(admin)
     gw.metrics.key_reloads.labels("ok").inc()

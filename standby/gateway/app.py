@@ -29,9 +29,11 @@ from standby.gateway.metrics import Metrics
 from standby.gateway.models import models_api
 from standby.gateway.responses import responses_api
 from standby.gateway.routes import CHAT_PATH, api, chat_asgi
+from standby.gateway.secrets import secret_values
 from standby.openai_models import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
 from standby.providers.hotswap import HotSwappable
+from standby.scrub import SECRETS, register
 from standby.store.card import CardError, read_card
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ class Gateway:
 
     def __init__(self, settings: Settings, providers: dict[str, Provider] | None = None):
         self.settings = settings
+        # From here on, no configured secret reaches an error body, a log record or a capture.
+        register(secret_values(settings))
         self.created = int(time.time())
         self.metrics = Metrics()
         gateway_keys, admin_keys = server_digests(settings.server)
@@ -64,7 +68,12 @@ class Gateway:
             self.metrics,
         )
         self.capture = (
-            Capture(settings.capture, self.metrics, keep_media=settings.media.keep_in_capture)
+            Capture(
+                settings.capture,
+                self.metrics,
+                keep_media=settings.media.keep_in_capture,
+                secrets=SECRETS.secrets,
+            )
             if settings.capture.enabled
             else None
         )

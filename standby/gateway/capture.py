@@ -46,10 +46,12 @@ START_TIMEOUT_S = 60.0
 RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-def payload(answers: list[bytes]) -> bytes:
-    """A batch frame's JSON: the time it left the gateway and the answers (each already JSON)."""
+def payload(answers: list[bytes], secrets: list[str] | None = None) -> bytes:
+    """A batch frame's JSON: the time it left the gateway, the answers (each already JSON), and
+    secrets the writer does not know yet."""
+    learnt = b',"secrets":' + orjson.dumps(secrets) if secrets else b""
     return b"".join(
-        (b'{"at":', orjson.dumps(time.time()), b',"answers":[', b",".join(answers), b"]}")
+        (b'{"at":', orjson.dumps(time.time()), learnt, b',"answers":[', b",".join(answers), b"]}")
     )
 
 
@@ -66,9 +68,10 @@ class WriterProcess:
         self.alive = True
 
     @classmethod
-    async def spawn(cls, config: CaptureConfig) -> WriterProcess:
+    async def spawn(cls, config: CaptureConfig, secrets: list[str] | None = None) -> WriterProcess:
         """Start a writer and wait until its bus is open: a bad URL or an unusable bus is the
-        writer's one-line ConfigError / BusError, raised here."""
+        writer's one-line ConfigError / BusError, raised here. ``secrets``: the configured
+        secret values it takes out of every event."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -78,7 +81,9 @@ class WriterProcess:
         )
         writer = cls(proc)
         try:
-            writer.stdin.write(frame(config.model_dump(mode="json")))
+            writer.stdin.write(
+                frame({"config": config.model_dump(mode="json"), "secrets": secrets or []})
+            )
             reply = await asyncio.wait_for(read_frame(writer.stdout), START_TIMEOUT_S)
         except (TimeoutError, asyncio.IncompleteReadError, orjson.JSONDecodeError):
             reply = None
@@ -104,9 +109,16 @@ class WriterProcess:
 
 class Capture:
     def __init__(
-        self, config: CaptureConfig, metrics: Metrics, *, keep_media: bool = False
+        self,
+        config: CaptureConfig,
+        metrics: Metrics,
+        *,
+        keep_media: bool = False,
+        secrets: list[str] | None = None,
     ) -> None:
         self.config = config
+        self.secrets = list(secrets or [])  # configured secret values: the writer scrubs them
+        self._new_secrets: list[str] = []  # learnt since the last frame (a key reload)
         self.keep_media = keep_media  # media.keep_in_capture: bytes too, not only digests
         self.metrics = metrics
         self._buffer: list[bytes] = []  # encoded answers not sent to the writer yet
@@ -126,7 +138,7 @@ class Capture:
     async def start(self) -> None:
         """Start the writer process (a bad bus URL or unwritable path stops start-up), then the
         task that reads its reports."""
-        self._writer = await WriterProcess.spawn(self.config)
+        self._writer = await WriterProcess.spawn(self.config, self.secrets)
         self._reports_task = asyncio.create_task(self._reports(), name="capture-reports")
 
     def offer(self, item: Captured) -> None:
@@ -155,6 +167,13 @@ class Capture:
             self._send()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._window_s, self._send)
+
+    def add_secrets(self, secrets: list[str]) -> None:
+        """Secret values learnt after start-up (a key reload): the next frame carries them to
+        the writer, before the answers in it."""
+        new = [s for s in secrets if s not in self.secrets]
+        self.secrets += new
+        self._new_secrets += new
 
     def filtered(self) -> None:
         self._count["filtered"].inc()
@@ -218,8 +237,9 @@ class Capture:
             seq = next(self._seq)
             writer.pending[seq] = len(answers)
             writer.unreported += len(answers)
+            secrets, self._new_secrets = self._new_secrets, []
             with contextlib.suppress(ConnectionError):  # a dead writer: _reports counts it
-                writer.stdin.write(batch_frame(seq, payload(answers)))
+                writer.stdin.write(batch_frame(seq, payload(answers, secrets)))
 
     # -- the writer's reports ----------------------------------------------------------------
 
@@ -270,7 +290,7 @@ class Capture:
         for attempt in itertools.count():
             await asyncio.sleep(RESTART_DELAYS_S[min(attempt, len(RESTART_DELAYS_S) - 1)])
             try:
-                return await WriterProcess.spawn(self.config)
+                return await WriterProcess.spawn(self.config, self.secrets)
             except (ConfigError, BusError) as e:
                 log.error("capture: the writer did not restart: %s", e)
         raise AssertionError("unreachable")

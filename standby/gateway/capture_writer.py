@@ -11,9 +11,11 @@ the bus's large batches (``batch_size``, ``flush_interval_s``).
 
 Frames on stdin / stdout start with a 4-byte big-endian length.
 
-    gateway -> writer   the CaptureConfig (JSON), then batch frames (``batch_frame``: an 8-byte
-                        sequence number, then JSON ``{"at": unix time, "answers": [data, ...]}``,
-                        each ``data`` InferenceCompletedData's fields, not redacted yet);
+    gateway -> writer   ``{"config": the CaptureConfig, "secrets": [...]}`` (JSON: the
+                        configured secret values, taken out of every event), then batch frames
+                        (``batch_frame``: an 8-byte sequence number, then JSON ``{"at": unix
+                        time, "answers": [data, ...]}``, each ``data`` InferenceCompletedData's
+                        fields, not redacted yet, and ``"secrets"`` after a key reload);
                         EOF: stop
     writer -> gateway   JSON: ["ready"] or ["failed", kind, message, reason] once, then per
                         write ["done", [seq, ...], written, [[level, message], ...]]: the
@@ -46,6 +48,7 @@ from standby.config import CaptureConfig
 from standby.errors import ConfigError
 from standby.gctune import freeze_startup_objects
 from standby.redaction import Redactor
+from standby.scrub import Scrubber
 from standby.store import (
     Bus,
     BusError,
@@ -95,53 +98,67 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     return None if raw is None else orjson.loads(raw)
 
 
-def event_body(data: Any, at: datetime, redact: Redactor) -> bytes:
-    """One answer's ``inference.completed`` event as it is written: its texts redacted, the
-    data validated, the envelope encoded. MalformedEvent or EventTooLarge when it cannot be.
+def event_body(data: Any, at: datetime, redact: Redactor, scrub: Scrubber | None = None) -> bytes:
+    """One answer's ``inference.completed`` event as it is written: every text the client or a
+    backend wrote redacted, the data validated, the envelope encoded, and the configured
+    secrets (``scrub``) taken out of the encoded event. MalformedEvent or EventTooLarge when it
+    cannot be.
 
-    Every message content and the response that is a string is redacted before anything else
-    looks at it, and so is every tool call's ``arguments`` (JSON text, redacted value by value
-    so that it stays JSON; tool results are ``tool`` messages' content); a field that is not a
-    string fails validation, so nothing unredacted passes."""
+    Redacted before anything else looks at them: every message's text members (content, a
+    tool turn's result, names, call ids), the response, each tool call's ``arguments`` (JSON
+    text, redacted value by value so that it stays JSON) and id and name, the sampling
+    parameters (``stop``, ``response_format`` and its schema) and the offered tools (names,
+    descriptions, parameter schemas). A field that is not what the envelope expects fails
+    validation, so nothing unredacted passes."""
     if not isinstance(data, dict):
         raise MalformedEvent("invalid event: data: not a JSON object")
     messages = data.get("messages")
-    holders: list[dict[str, Any]] = []  # the messages whose content is text
-    if isinstance(messages, list):
-        holders = [m for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
-    texts = [m["content"] for m in holders]
-    response = data.get("response")
-    if isinstance(response, str):
-        texts.append(response)
+    messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+    calls = data.get("tool_calls")
+    calls = [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+    for message in messages:
+        inner = message.get("tool_calls")
+        if isinstance(inner, list):
+            calls += [c for c in inner if isinstance(c, dict)]
+    # Every text at once: the pre-checks run once over all of them.
+    slots = [(m, k) for m in messages for k in _MESSAGE_TEXTS if isinstance(m.get(k), str)]
+    slots += [(c, k) for c in calls for k in ("id", "name") if isinstance(c.get(k), str)]
+    if isinstance(data.get("response"), str):
+        slots.append((data, "response"))
+    texts = [holder[key] for holder, key in slots]
     if texts:
         redacted = redact.many(texts)
         if redacted is not texts:
-            for message, text in zip(holders, redacted, strict=False):
-                message["content"] = text
-            if isinstance(response, str):
-                data["response"] = redacted[-1]
-    calls = data.get("tool_calls")
-    calls = list(calls) if isinstance(calls, list) else []
-    for message in holders:
-        if "tool_calls" in message and isinstance(message["tool_calls"], list):
-            calls += message["tool_calls"]
+            for (holder, key), text in zip(slots, redacted, strict=True):
+                holder[key] = text
     for call in calls:
-        if isinstance(call, dict) and isinstance(call.get("arguments"), str):
+        if isinstance(call.get("arguments"), str):
             call["arguments"] = redact.json_text(call["arguments"])
-    return encode_inference_completed(data, source=SOURCE, at=at)
+    for key in ("params", "tools"):
+        if key in data:
+            data[key] = redact.json_value(data[key])
+    body = encode_inference_completed(data, source=SOURCE, at=at)
+    return scrub.json(body) if scrub else body
 
 
-def read_answers(payload: bytes) -> tuple[datetime, list[Any]]:
-    """A batch frame's time and answers; MalformedEvent when the payload is not that shape."""
+_MESSAGE_TEXTS = ("content", "name", "tool_call_id")
+
+
+def read_answers(payload: bytes) -> tuple[datetime, list[Any], list[str]]:
+    """A batch frame's time, answers and secrets learnt since the last frame (a key reload);
+    MalformedEvent when the payload is not that shape."""
     try:
         batch = orjson.loads(payload)
         at = datetime.fromtimestamp(batch["at"], UTC)
         answers = batch["answers"]
+        secrets = batch.get("secrets", [])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as e:
         raise MalformedEvent(f"unreadable capture frame ({type(e).__name__})") from None
     if not isinstance(answers, list):
         raise MalformedEvent("unreadable capture frame (answers is not a list)")
-    return at, answers
+    if not isinstance(secrets, list) or not all(isinstance(s, str) for s in secrets):
+        raise MalformedEvent("unreadable capture frame (secrets is not a list of strings)")
+    return at, answers, secrets
 
 
 class Writer:
@@ -149,11 +166,18 @@ class Writer:
     up to ``batch_size``, at the latest ``flush_interval_s`` after the first one arrived; each
     flush reports the frames it covered and how many of their answers were written."""
 
-    def __init__(self, config: CaptureConfig, bus: Bus, report: Callable[[Any], None]) -> None:
+    def __init__(
+        self,
+        config: CaptureConfig,
+        bus: Bus,
+        report: Callable[[Any], None],
+        secrets: list[str] | None = None,
+    ) -> None:
         self.bus = bus
         self.batch_size = config.batch_size
         self.flush_interval_s = config.flush_interval_s
         self.redact = Redactor(config.redact_patterns, defaults=config.redact_defaults)
+        self.scrub = Scrubber(secrets or ())  # the gateway's configured secret values
         self.report = report
         self.bodies: list[bytes] = []  # valid encoded events, not written yet
         self.seqs: list[int] = []  # the frames they came in
@@ -167,13 +191,14 @@ class Writer:
             self.first_at = time.monotonic()
         self.seqs.append(seq)
         try:
-            at, answers = read_answers(payload)
+            at, answers, secrets = read_answers(payload)
         except MalformedEvent as e:
             self.log(logging.ERROR, f"capture: frame {seq} dropped: {e}")
             return
+        self.scrub.add(secrets)
         for data in answers:
             try:
-                self.bodies.append(event_body(data, at, self.redact))
+                self.bodies.append(event_body(data, at, self.redact, self.scrub))
             except (MalformedEvent, EventTooLarge) as e:
                 rid = data.get("request_id") if isinstance(data, dict) else None
                 self.log(logging.WARNING, f"capture: event {rid} dropped: {e}")
@@ -226,7 +251,7 @@ async def serve(reader: asyncio.StreamReader, out: IO[bytes]) -> int:
     first = await read_frame(reader)
     if first is None:
         return 0
-    config = CaptureConfig.model_validate(first)
+    config = CaptureConfig.model_validate(first["config"])
     try:
         bus = open_bus(config.bus)
         await bus.check()
@@ -234,7 +259,7 @@ async def serve(reader: asyncio.StreamReader, out: IO[bytes]) -> int:
         kind = "config" if isinstance(e, ConfigError) else "bus"
         report(["failed", kind, str(e), getattr(e, "reason", "error")])
         return 1
-    writer = Writer(config, bus, report)
+    writer = Writer(config, bus, report, first.get("secrets"))
     frames: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
     reading = asyncio.create_task(_read_frames(reader, frames))
     freeze_startup_objects()
