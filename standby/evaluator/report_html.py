@@ -161,7 +161,10 @@ def _score_figure(report: Mapping[str, Any]) -> str:
         )
     else:
         edges = _row_edges()
-        caption = "The judge's scores of the candidate (no serving-model evaluation to compare)."
+        why = (
+            "too few rows paired with the serving model" if comp else "no serving-model evaluation"
+        )
+        caption = f"The judge's scores of the candidate ({why} to compare)."
     svg = plots.histograms(panels, edges, title="Judge scores")
     return "<h2>Score distributions</h2>" + _figure("fig-scores", caption, svg)
 
