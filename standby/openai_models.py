@@ -27,11 +27,22 @@ from standby.media import (
 log = logging.getLogger("standby.protocol")
 
 
-@lru_cache(maxsize=1024)
+SCHEMA_CACHE_BYTES = 8 << 10
+"""Schemas up to this size (as JSON) are cached; larger ones are checked every time. Clients
+choose the schemas: unbounded, each of the cache's 1024 entries could keep one as large as a
+request body (16 MiB)."""
+
+
 def schema_problem(schema_json: bytes) -> str | None:
-    """What is wrong with a tool's ``parameters`` schema (None: nothing). Cached by its JSON:
-    applications send the same tools with every request, and checking one costs far more
-    than encoding it."""
+    """What is wrong with a tool's ``parameters`` schema (None: nothing). Cached by its JSON
+    up to ``SCHEMA_CACHE_BYTES``: applications send the same tools with every request, and
+    checking one costs far more than encoding it."""
+    if len(schema_json) > SCHEMA_CACHE_BYTES:
+        return _schema_problem(schema_json)
+    return _cached_schema_problem(schema_json)
+
+
+def _schema_problem(schema_json: bytes) -> str | None:
     import jsonschema  # type: ignore[import-untyped]
 
     schema = orjson.loads(schema_json)
@@ -41,6 +52,9 @@ def schema_problem(schema_json: bytes) -> str | None:
         where = ".".join(str(p) for p in e.absolute_path)
         return f"{where}: {e.message}" if where else e.message
     return None
+
+
+_cached_schema_problem = lru_cache(maxsize=1024)(_schema_problem)
 
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
