@@ -530,6 +530,24 @@ class RegistryConfig(Strict):
         return adapter
 
 
+class ResponsesConfig(Strict):
+    """Stored responses of ``POST /v1/responses`` (``store``, ``previous_response_id``, ``GET`` /
+    ``DELETE /v1/responses/{id}``): kept beside the event bus (a table of its SQLite file, or
+    keys next to its Redis streams), under the gateway key that made them (docs/responses.md)."""
+
+    url: str | None = Field(
+        default=None, description="Where stored responses live; default: capture.bus."
+    )
+    retention_s: PositiveSeconds = Field(
+        default=30 * 86400,
+        description="A stored response is gone this long after it was made (404), and swept.",
+    )
+    max_stored: Annotated[int, Field(ge=1)] = Field(
+        default=10_000,
+        description="Stored responses per gateway key; beyond it the oldest are deleted.",
+    )
+
+
 class Settings(Strict):
     """The whole ``standby.yaml``."""
 
@@ -541,6 +559,7 @@ class Settings(Strict):
     media: MediaConfig = MediaConfig()
     data: DataConfig = DataConfig()
     registry: RegistryConfig = RegistryConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -604,6 +623,10 @@ class Settings(Strict):
     @property
     def registry_url(self) -> str:
         return self.registry.url or self.capture.bus
+
+    @property
+    def responses_url(self) -> str:
+        return self.responses.url or self.capture.bus
 
     def breaker_for(self, backend: str) -> BreakerConfig:
         return self.backends[backend].breaker or self.breaker

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from standby.config import CaptureConfig, DataConfig, load_section
+from standby.config import CaptureConfig, DataConfig, ResponsesConfig, load_section
 from standby.data.merge import register_merge
 from standby.data.pairs import SPLITS, DataError, PairStore, Stats, store_path
 from standby.errors import ConfigError, first_problem
@@ -65,7 +65,9 @@ def register(
     exp.add_argument("--hub-endpoint", metavar="URL", help="Hub API URL (default: HF_ENDPOINT)")
     exp.set_defaults(func=cmd_export)
     purge = sub.add_parser(
-        "purge", help="delete captured pairs and their bus events: before a date, by key id"
+        "purge",
+        help="delete captured pairs, their bus events and stored responses: before a date, "
+        "by key id",
     )
     _config_flags(purge, ("store", "bus"))
     purge.add_argument(
@@ -101,28 +103,38 @@ def _key_id(text: str) -> str:
 
 
 def cmd_purge(args: argparse.Namespace) -> None:
-    """Bus first (it names the events of a key id), then the pairs made from them."""
+    """Bus first (it names the events of a key id), then the pairs made from them, then the
+    Responses API's stored responses (``responses.url``, default the bus)."""
     from standby.data.materializer import TOPIC
-    from standby.store import open_bus
+    from standby.store import open_bus, open_responses
 
     if args.before is None and args.key_id is None:
         raise ConfigError("standby data purge: give --before DATE, --key-id ID or both")
     data, bus_url = resolve(args)
+    kept = ResponsesConfig()
+    if args.from_config:
+        kept = load_section(args.from_config, "responses", ResponsesConfig)
+    responses_url = kept.url or bus_url
 
-    async def run() -> list[str]:
+    async def run() -> tuple[list[str], int]:
         async with open_bus(bus_url) as bus:
-            return await bus.purge(TOPIC, before=args.before, key_id=args.key_id)
+            events = await bus.purge(TOPIC, before=args.before, key_id=args.key_id)
+        async with open_responses(
+            responses_url, retention_s=kept.retention_s, max_stored=kept.max_stored
+        ) as responses:
+            return events, await responses.purge(before=args.before, key_id=args.key_id)
 
-    events = asyncio.run(run())
+    events, responses = asyncio.run(run())
     with PairStore.from_config(data) as store:
         ids = events if args.key_id is not None else None
         pairs = store.purge(before=args.before, event_ids=ids)
     if args.json:
-        _print_json({"pairs": pairs, "events": len(events)})
+        _print_json({"pairs": pairs, "events": len(events), "responses": responses})
     else:
         print(
-            f"purged {pairs} pairs from {store.path} and {len(events)} captured events"
-            f" from {safe_url(bus_url)}"
+            f"purged {pairs} pairs from {store.path}, {len(events)} captured events"
+            f" from {safe_url(bus_url)} and {responses} stored responses from"
+            f" {safe_url(responses_url)}"
         )
 
 

@@ -28,6 +28,7 @@ from standby.gateway.fetch import MediaFetcher
 from standby.gateway.metrics import Metrics
 from standby.gateway.models import models_api
 from standby.gateway.responses import responses_api
+from standby.gateway.responses_state import ResponseKeeper
 from standby.gateway.routes import CHAT_PATH, api, chat_asgi
 from standby.gateway.secrets import secret_values
 from standby.openai_models import ChatCompletionRequest
@@ -78,6 +79,7 @@ class Gateway:
             else None
         )
         self.fetcher = MediaFetcher(settings.media)  # image URLs in requests
+        self.responses = ResponseKeeper(settings)  # stored responses (opened on first use)
         self.follower: ModelFollower | None = None  # set when registry.follow names backends
 
     async def start(self) -> None:
@@ -118,6 +120,7 @@ class Gateway:
             await self.follower.close()
         if self.capture is not None:
             await self.capture.close()
+        await self.responses.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()))
 
 

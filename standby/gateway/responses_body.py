@@ -45,9 +45,9 @@ class ResponseShape:
             "max_output_tokens": req.max_output_tokens,
             "metadata": req.metadata or {},
             "parallel_tool_calls": req.parallel_tool_calls is not False,
-            "previous_response_id": None,
+            "previous_response_id": req.previous_response_id,
             "reasoning": {"effort": reasoning.effort, "summary": None} if reasoning else None,
-            "store": False,  # nothing is kept (docs/responses.md)
+            "store": req.store is not False,  # kept unless the client says not to
             "temperature": req.temperature,
             "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True)}
             if fmt is not None

@@ -5,6 +5,8 @@ and redaction see no difference between the two surfaces.
 ``instructions`` becomes the first system message; ``input`` a user message (a string) or the
 conversation of its items: messages (``developer`` as ``system``), ``function_call`` items
 folded into the assistant turn they follow, ``function_call_output`` items as ``tool`` turns.
+With ``previous_response_id`` the stored conversation's items (``responses_state``) come before
+the request's own, read by the same rules.
 What the gateway cannot serve is a 400 naming the field (``tools.0.type``, ``input.3.type``,
 ``background``...), never dropped in silence.
 """
@@ -38,22 +40,29 @@ from standby.tool_calls import AUTO, Tool, ToolCall, ToolChoice
 # Request fields the gateway refuses when set, and why.
 _REFUSED = {
     "background": "background responses are not supported: send the request without it",
-    "conversation": "conversations are not kept by this gateway: send the whole conversation "
-    "as input",
-    "previous_response_id": "responses are not stored by this gateway: send the whole "
-    "conversation as input",
+    "conversation": "conversation objects are not kept by this gateway: continue with "
+    "previous_response_id, or send the whole conversation as input",
 }
 
 
-def chat_request(req: ResponsesRequest) -> ChatRequest:
-    """The ``ChatRequest`` for ``req``, or a ``RequestError`` naming what cannot be served."""
+def input_items(req: ResponsesRequest) -> list[dict[str, Any]]:
+    """The request's own input as items (a string is one user message), as the client sent
+    them: what a stored response keeps of its request."""
+    if isinstance(req.input, str):
+        return [{"type": "message", "role": "user", "content": req.input}]
+    return req.input
+
+
+def chat_request(req: ResponsesRequest, history: list[dict[str, Any]] | None = None) -> ChatRequest:
+    """The ``ChatRequest`` for ``req`` after the items of ``history`` (a stored conversation,
+    ``previous_response_id``), or a ``RequestError`` naming what cannot be served."""
     for field, why in _REFUSED.items():
         if getattr(req, field):
             raise RequestError(f"{field}: {why}", param=field, code="unsupported")
     tools = _tools(req.tools or [])
     fmt = req.text.format if req.text is not None else None
     return ChatRequest(
-        messages=_messages(req),
+        messages=_messages(req, history or []),
         temperature=req.temperature,
         top_p=req.top_p,
         max_tokens=req.max_output_tokens,
@@ -115,24 +124,25 @@ def _tool_choice(choice: str | NamedFunction | None, tools: tuple[Tool, ...]) ->
     return AUTO
 
 
-def _messages(req: ResponsesRequest) -> tuple[Message, ...]:
+def _messages(req: ResponsesRequest, history: list[dict[str, Any]]) -> tuple[Message, ...]:
     out: list[Message] = []
     if req.instructions:
         out.append(Message("system", req.instructions))
-    if isinstance(req.input, str):
+    if isinstance(req.input, str) and not history:
         out.append(Message("user", req.input))
         return tuple(out)
     called: dict[str, str] = {}  # call_id -> function name, of the calls so far
     joinable = False  # the last message is an assistant turn a function_call may join
-    for i, raw in enumerate(req.input):
+    first = len(history)  # the index of the request's own first item
+    for i, raw in enumerate([*history, *input_items(req)]):
         kind = raw.get("type", "message" if "role" in raw else None)
-        where = f"input.{i}"
+        where = f"input.{i - first}" if i >= first else "previous_response_id"
         if kind == "message":
-            m = _parsed(MessageItem, raw, "input", str(i))
+            m = _parsed(MessageItem, raw, *where.split("."))
             out.append(_message(m, where))
             joinable = m.role == "assistant"
         elif kind == "function_call":
-            c = _parsed(FunctionCallItem, raw, "input", str(i))
+            c = _parsed(FunctionCallItem, raw, *where.split("."))
             if c.call_id in called:
                 raise RequestError(
                     f"{where}.call_id: {c.call_id!r} is the id of an earlier call (each call "
@@ -148,7 +158,7 @@ def _messages(req: ResponsesRequest) -> tuple[Message, ...]:
                 out.append(Message("assistant", "", tool_calls=(call,)))
             joinable = True
         elif kind == "function_call_output":
-            r = _parsed(FunctionCallOutputItem, raw, "input", str(i))
+            r = _parsed(FunctionCallOutputItem, raw, *where.split("."))
             name = called.get(r.call_id)
             if name is None:
                 raise RequestError(

@@ -16,7 +16,7 @@ broke where nothing could continue it ends in ``response.failed`` (status ``fail
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -78,6 +78,7 @@ class ResponseEvents:
         self.message: tuple[str, int, list[str]] | None = None  # id, output index, texts
         self.calls: dict[int, _Call] = {}  # by the delta's call index
         self.open_call: _Call | None = None
+        self.final: dict[str, Any] | None = None  # the finished response object
 
     def start(self) -> bytes:
         body = self.shape.body(status="in_progress", output=[])
@@ -116,7 +117,9 @@ class ResponseEvents:
         if not self.output:  # an empty answer is an empty message, as a whole answer has it
             out += self._open_message()
         out += self._close_message(status) + self._close_call()
-        body = self.shape.finished(self.output, delta.finish_reason, delta.usage, extra)
+        body = self.final = self.shape.finished(
+            self.output, delta.finish_reason, delta.usage, extra
+        )
         kind = "response.completed" if body["status"] == "completed" else "response.incomplete"
         out.append(self.event(kind, response=body))
         return out
@@ -215,9 +218,12 @@ async def response_events(
     first: Delta | StreamFailure,
     shape: ResponseShape,
     on_end: OnEnd,
+    keep: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream's deltas as Responses events. ``on_end(outcome, final delta)`` runs exactly
-    once, with ``ok`` or ``error``, however the stream ends (client disconnects included)."""
+    once, with ``ok`` or ``error``, however the stream ends (client disconnects included).
+    ``keep(response)`` stores a finished response before its last event is sent, so a client
+    may continue it as soon as it sees ``response.completed``; a failed one is not kept."""
     events = ResponseEvents(shape)
     status = "error"
     final: Delta | None = None
@@ -233,6 +239,8 @@ async def response_events(
             if item.finish_reason is not None:
                 out += events.finish(item, stream.outcome.extra())
                 status, final = "ok", item
+                if keep is not None and events.final is not None:
+                    await keep(events.final)
             if out:
                 yield b"".join(out)
             if final is not None:

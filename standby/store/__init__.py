@@ -2,13 +2,13 @@
 that carries events (SQLite or Redis Streams), the pipeline state beside it, the model registry,
 and the model card.
 
-``open_bus(url)`` and ``open_state(url)`` (``connect.py``) pick the backend; the Redis one is
-imported only when a ``redis://`` URL asks for it, so the embedded default needs no Redis client
-installed.
+``open_bus(url)``, ``open_state(url)`` and ``open_responses(url)`` (``connect.py``) pick the
+backend; the Redis one is imported only when a ``redis://`` URL asks for it, so the embedded
+default needs no Redis client installed.
 """
 
 from standby.store.bus import Bus, Delivery
-from standby.store.connect import open_bus, open_state
+from standby.store.connect import open_bus, open_responses, open_state
 from standby.store.envelope import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -50,5 +50,6 @@ __all__ = [
     "encode_inference_completed",
     "new_event_id",
     "open_bus",
+    "open_responses",
     "open_state",
 ]

@@ -1,6 +1,6 @@
-"""Storage by URL: ``open_bus`` and ``open_state`` build the backend a URL names (``urls.py``
-reads the URL). This is the one module that knows every backend; ``bus.py`` and ``state.py``
-define the interfaces and know none of them.
+"""Storage by URL: ``open_bus``, ``open_state`` and ``open_responses`` build the backend a URL
+names (``urls.py`` reads the URL). This is the one module that knows every backend; ``bus.py``,
+``state.py`` and ``responses.py`` define the interfaces and know none of them.
 
 The Redis backends are imported only when a ``redis://`` URL asks for one, so the embedded
 default needs no Redis client installed.
@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING
 
 from standby.errors import ConfigError
 from standby.store.bus import DEFAULT_CLAIM_AFTER_S, Bus
+from standby.store.responses import (
+    DEFAULT_REDIS_PREFIX as RESPONSES_PREFIX,
+)
+from standby.store.responses import RedisResponses, ResponseStore, SQLiteResponses
 from standby.store.sqlite_bus import SQLiteBus
 from standby.store.state import DEFAULT_REDIS_PREFIX, RedisState, SQLiteState, StateStore
 from standby.store.urls import backend_of, redis_options, safe_url, sqlite_file, url_options
@@ -62,6 +66,25 @@ def open_state(url: str) -> StateStore:
     bus_prefix = opts.get("prefix")
     prefix = f"{bus_prefix}state:" if bus_prefix else DEFAULT_REDIS_PREFIX
     return RedisState(_redis_client(url, client_url, what), prefix=prefix, url=safe_url(url))
+
+
+def open_responses(url: str, *, retention_s: float, max_stored: int) -> ResponseStore:
+    """The stored responses beside the bus at ``url`` (the same URL: a table in the bus's
+    SQLite file, or keys next to the bus's Redis streams, under the bus ``prefix`` followed by
+    ``responses:`` when the URL sets one)."""
+    what = "responses URL"
+    if backend_of(url, what) == "sqlite":
+        path, _ = sqlite_file(url, what)
+        return SQLiteResponses(path, retention_s=retention_s, max_stored=max_stored)
+    opts, client_url = redis_options(url)
+    bus_prefix = opts.get("prefix")
+    return RedisResponses(
+        _redis_client(url, client_url, what),
+        prefix=f"{bus_prefix}responses:" if bus_prefix else RESPONSES_PREFIX,
+        url=safe_url(url),
+        retention_s=retention_s,
+        max_stored=max_stored,
+    )
 
 
 def _redis_client(url: str, client_url: str, what: str) -> Redis:

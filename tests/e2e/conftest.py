@@ -20,6 +20,7 @@ from standby.sim.vllm import BASE_MODEL, VLLMSim
 from standby.tool_calls import Tool, ToolCall
 from tests.e2e.loop import FORECAST_ASK, QUESTION, RESULTS, TOOLS, Forecast
 from tests.fixtures.gateway import FAST, GatewayServer
+from tests.fixtures.scratch import scratch_responses
 from tests.fixtures.sim import RunningSim
 from tests.fixtures.tgi_sim import RunningTGI
 from tests.fixtures.tiny_model import teach_answers
@@ -59,6 +60,7 @@ def serve(backends: dict[str, Any], routes: dict[str, list[str]]) -> GatewayServ
             "routes": routes,
             "breaker": CALM,
             "capture": {"enabled": False},
+            "responses": scratch_responses(),
         },
         "test",
     )

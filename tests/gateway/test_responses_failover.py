@@ -267,7 +267,7 @@ REFUSED = [
         "file_search",
     ),
     ({"background": True}, "background", "background responses are not supported"),
-    ({"previous_response_id": "resp_1"}, "previous_response_id", "not stored"),
+    ({"conversation": "conv_1"}, "conversation", "conversation objects are not kept"),
     (
         {"input": [{"role": "user", "content": "hi"}, {"type": "item_reference", "id": "x"}]},
         "input.1.type",

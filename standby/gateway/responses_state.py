@@ -1,0 +1,173 @@
+"""Stored responses: what ``store`` keeps, what ``previous_response_id`` continues, what
+``GET`` / ``DELETE /v1/responses/{id}`` and ``GET /v1/responses/{id}/input_items`` read.
+
+A stored response is one JSON document: the response object as the client got it, and the
+conversation's input up to it (the stored input of the response it continued, that response's
+output items, then this request's own input items, exactly as sent). Continuing it is one read,
+and deleting an earlier response of the chain does not break a later one. ``instructions`` are
+not carried over (as on OpenAI): they live in the response object, not in the input.
+
+Documents live where the operator's bus is (``responses.url``, default ``capture.bus``:
+``standby.store.responses``), under the gateway key id that made them; another key's id is
+the same 404 as an unknown one. A document is bounded by ``server.max_body_bytes`` (a
+conversation no request could carry is not kept), and by ``responses.retention_s`` and
+``max_stored``. The content is the client's own data, kept exact: not redacted, never logged,
+and not captured a second time (capture sees the request once, as any other).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from standby.config import Settings
+from standby.errors import BodyTooLargeError, RequestError
+from standby.store import open_responses
+from standby.store.errors import BusError
+from standby.store.responses import ResponseStore
+
+log = logging.getLogger("standby.gateway.responses")
+
+ANONYMOUS = ""  # the key id responses are filed under when gateway auth is off
+
+
+class ResponseNotFound(RequestError):
+    """No stored response of this id for this key: unknown, expired, deleted or another's."""
+
+    status = 404
+
+    def __init__(self, response_id: str, param: str | None = None) -> None:
+        shown = response_id[:128]
+        super().__init__(
+            f"Response with id '{shown}' not found.", param=param, code="response_not_found"
+        )
+
+
+class StoreUnavailable(RequestError):
+    """The store of responses cannot be read or written now (a 503, not the client's fault)."""
+
+    status = 503
+    type = "service_unavailable_error"
+
+
+class Stored:
+    """A stored response as read back: the response object, the conversation's input up to it
+    and where its own request's input starts in that."""
+
+    __slots__ = ("input", "own", "response", "size")
+
+    def __init__(self, raw: bytes) -> None:
+        doc = orjson.loads(raw)
+        self.response: dict[str, Any] = doc["response"]
+        self.input: list[dict[str, Any]] = doc["input"]
+        self.own: int = doc["own"]
+        self.size = len(raw)
+
+    def history(self) -> list[dict[str, Any]]:
+        """The conversation a continuation starts from: input items, then the output items."""
+        return [*self.input, *self.response["output"]]
+
+    def own_input(self) -> list[dict[str, Any]]:
+        """The items of this response's own request (``input_items``) in OpenAI's list shape:
+        each with an id (``msg_<response>_<n>`` when the client gave none), a message's text as
+        a part."""
+        rid = self.response["id"].removeprefix("resp_")
+        items = []
+        for i, item in enumerate(self.input[self.own :]):
+            kind = str(item.get("type", "message"))
+            if "id" not in item:
+                item = {"id": f"{_PREFIX.get(kind, 'msg')}_{rid}_{i}", **item}
+            if kind == "message" and isinstance(item.get("content"), str):
+                part = "output_text" if item.get("role") == "assistant" else "input_text"
+                item = {
+                    **item,
+                    "type": "message",
+                    "content": [{"type": part, "text": item["content"]}],
+                }
+            items.append(item)
+        return items
+
+
+_PREFIX = {"function_call": "fc", "function_call_output": "fco"}
+
+
+class ResponseKeeper:
+    """The gateway's stored responses; the store is opened on first use (a gateway that never
+    sees a Responses request touches no file)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.responses_url
+        self.retention_s = settings.responses.retention_s
+        self.max_stored = settings.responses.max_stored
+        self.max_bytes = settings.server.max_body_bytes
+        self._store: ResponseStore | None = None
+
+    def store(self) -> ResponseStore:
+        if self._store is None:
+            try:
+                self._store = open_responses(
+                    self.url, retention_s=self.retention_s, max_stored=self.max_stored
+                )
+            except BusError as e:
+                raise StoreUnavailable(f"stored responses cannot be read: {e}") from None
+        return self._store
+
+    async def load(self, response_id: str, key_id: str | None, param: str | None = None) -> Stored:
+        """The stored response ``response_id`` of ``key_id``, or a 404."""
+        try:
+            raw = await self.store().get(response_id, key_id or ANONYMOUS)
+        except BusError as e:
+            raise StoreUnavailable(f"stored responses cannot be read: {e}") from None
+        if raw is None:
+            raise ResponseNotFound(response_id, param)
+        return Stored(raw)
+
+    async def continued(self, response_id: str, key_id: str | None, body_bytes: int) -> Stored:
+        """The response ``previous_response_id`` names, if the conversation it carries and
+        this request's body together are within ``server.max_body_bytes`` (413 otherwise: no
+        request could carry that conversation either)."""
+        previous = await self.load(response_id, key_id, "previous_response_id")
+        if previous.size + body_bytes > self.max_bytes:
+            raise BodyTooLargeError(
+                f"previous_response_id: the conversation is over the limit of {self.max_bytes}"
+                " bytes (server.max_body_bytes); start a new one",
+                param="previous_response_id",
+            )
+        return previous
+
+    async def keep(
+        self,
+        key_id: str | None,
+        response: dict[str, Any],
+        conversation: list[dict[str, Any]],
+        own: int,
+    ) -> None:
+        """Store ``response`` after ``conversation`` (whose request input starts at ``own``).
+        A document over ``server.max_body_bytes``, or a store that fails, keeps nothing: the
+        answer was given, so it is logged (the id and why, never the content), not raised."""
+        doc = orjson.dumps({"response": response, "input": conversation, "own": own})
+        rid = response["id"]
+        if len(doc) > self.max_bytes:
+            log.warning(
+                "response %s not stored: %d bytes is over server.max_body_bytes", rid, len(doc)
+            )
+            return
+        try:
+            await self.store().put(rid, key_id or ANONYMOUS, doc)
+        except (BusError, StoreUnavailable) as e:
+            log.warning("response %s not stored: %s", rid, e)
+
+    async def delete(self, response_id: str, key_id: str | None) -> None:
+        try:
+            deleted = await self.store().delete(response_id, key_id or ANONYMOUS)
+        except BusError as e:
+            raise StoreUnavailable(f"stored responses cannot be written: {e}") from None
+        if not deleted:
+            raise ResponseNotFound(response_id)
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
