@@ -38,7 +38,6 @@ class ResponseShape:
         self.id = f"resp_{new_id()}"
         self.created_at = int(time.time())
         self.model = req.model
-        fmt = req.text.format if req.text is not None else None
         reasoning = req.reasoning
         self.echo: dict[str, Any] = {
             "instructions": req.instructions,
@@ -49,9 +48,7 @@ class ResponseShape:
             "reasoning": {"effort": reasoning.effort, "summary": None} if reasoning else None,
             "store": req.store is not False,  # kept unless the client says not to
             "temperature": req.temperature,
-            "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True)}
-            if fmt is not None
-            else {"format": {"type": "text"}},
+            "text": _text(req),
             "tool_choice": _tool_choice(req),
             "tools": [_tool(t) for t in req.tools or ()],
             "top_p": req.top_p,
@@ -166,6 +163,19 @@ def _tool(raw: dict[str, Any]) -> dict[str, Any]:
         "parameters": raw.get("parameters"),
         "strict": raw.get("strict"),
     }
+
+
+def _text(req: ResponsesRequest) -> dict[str, Any]:
+    """``text`` as echoed: the format, and the verbosity asked for (accepted, not applied: no
+    backend kind has such a control; docs/responses.md)."""
+    fmt = req.text.format if req.text is not None else None
+    text: dict[str, Any] = {
+        "format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt else {"type": "text"}
+    }
+    verbosity = req.text.verbosity if req.text is not None else None
+    if verbosity in ("low", "medium", "high"):
+        text["verbosity"] = verbosity
+    return text
 
 
 def _tool_choice(req: ResponsesRequest) -> str | dict[str, str]:

@@ -318,7 +318,10 @@ async def test_the_request_reaches_the_backend_with_its_settings() -> None:
             top_p=0.9,
             max_output_tokens=50,
             reasoning={"effort": "low"},
-            text={"format": {"type": "json_schema", "name": "place", "schema": schema}},
+            text={
+                "format": {"type": "json_schema", "name": "place", "schema": schema},
+                "verbosity": "low",
+            },
             metadata={"team": "search"},
             store=False,
             user="u-1",
@@ -341,6 +344,7 @@ async def test_the_request_reaches_the_backend_with_its_settings() -> None:
     assert echo["metadata"] == {"team": "search"}
     assert echo["tool_choice"] == {"type": "function", "name": "get_weather"}
     assert echo["text"]["format"]["name"] == "place"
+    assert echo["text"]["verbosity"] == "low"  # echoed, not applied
     assert echo["reasoning"]["effort"] == "low"
     assert echo["usage"]["total_tokens"] == (
         echo["usage"]["input_tokens"] + echo["usage"]["output_tokens"]
