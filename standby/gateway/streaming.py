@@ -29,7 +29,7 @@ def sse(payload: object) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-async def sse_body(
+def sse_body(
     stream: FailoverStream,
     first: Delta | StreamFailure,
     *,
@@ -40,29 +40,28 @@ async def sse_body(
 ) -> AsyncIterator[bytes]:
     """Turn the failover's deltas into SSE bytes. ``on_end(outcome, final delta)`` runs
     exactly once, with ``ok`` or ``error``, however the stream ends (client disconnects
-    included).
+    included), once the body has started.
 
     With ``n`` > 1 each piece goes out as a chunk of its choice (``Delta.index``); each choice
     gets its ``role`` on its first chunk and its own finish chunk, and the stream ends (usage
-    chunk, ``[DONE]``) once every choice has finished."""
+    chunk, ``[DONE]``) once every choice has finished. One choice (the usual request) takes a
+    path with no per-choice bookkeeping; its bytes are the same."""
+    body = _one_choice if stream.request.n == 1 else _choices
+    return body(stream, first, completion_id, model, include_usage, on_end)
+
+
+async def _one_choice(
+    stream: FailoverStream,
+    first: Delta | StreamFailure,
+    completion_id: str,
+    model: str,
+    include_usage: bool,
+    on_end: Callable[[str, Delta | None], None],
+) -> AsyncIterator[bytes]:
     created = int(time.time())
-    role_sent: set[int] = set()
-    finished: set[int] = set()
-    choices = stream.request.n
+    role = True  # the choice's first chunk carries its role
     status = "error"
     final: Delta | None = None
-
-    def chunk(item: Delta, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return chunk_body(
-            completion_id=completion_id,
-            created=created,
-            model=model,
-            delta=delta,
-            finish_reason=finish,
-            index=item.index,
-            logprobs=item.logprobs if finish is None else None,
-        )
-
     try:
         item: Delta | StreamFailure | None = first
         iterator = aiter(stream)
@@ -71,31 +70,17 @@ async def sse_body(
                 yield sse(_failure_body(item.error))
                 return
             out = []  # everything one item produces goes out in one write
-            index = item.index
             if item.text or item.tool_calls or item.logprobs:
-                out.append(sse(chunk(item, _delta(item, role=index not in role_sent))))
-                role_sent.add(index)
+                delta = _delta(item, role=role)
+                out.append(sse(_chunk(completion_id, created, model, item, delta, None)))
+                role = False
             if item.finish_reason is not None:
-                opening = {} if index in role_sent else {"role": "assistant", "content": ""}
-                last = chunk(item, opening, item.finish_reason)
-                finished.add(index)
-                if len(finished) >= choices:
-                    last["standby"] = stream.outcome.extra()
+                opening = {"role": "assistant", "content": ""} if role else {}
+                last = _chunk(completion_id, created, model, item, opening, item.finish_reason)
+                last["standby"] = stream.outcome.extra()
                 out.append(sse(last))
-            if len(finished) >= choices:
                 if include_usage and item.usage is not None:
-                    out.append(
-                        sse(
-                            chunk_body(
-                                completion_id=completion_id,
-                                created=created,
-                                model=model,
-                                delta={},
-                                usage=item.usage,
-                                with_choice=False,
-                            )
-                        )
-                    )
+                    out.append(sse(_usage_chunk(completion_id, created, model, item)))
                 out.append(DONE)
                 status = "ok"
                 final = item
@@ -107,6 +92,87 @@ async def sse_body(
         stream.abandon()
         on_end(status, final)
         await stream.aclose()
+
+
+async def _choices(
+    stream: FailoverStream,
+    first: Delta | StreamFailure,
+    completion_id: str,
+    model: str,
+    include_usage: bool,
+    on_end: Callable[[str, Delta | None], None],
+) -> AsyncIterator[bytes]:
+    created = int(time.time())
+    role_sent: set[int] = set()
+    finished: set[int] = set()
+    choices = stream.request.n
+    status = "error"
+    final: Delta | None = None
+    try:
+        item: Delta | StreamFailure | None = first
+        iterator = aiter(stream)
+        while item is not None:
+            if isinstance(item, StreamFailure):
+                yield sse(_failure_body(item.error))
+                return
+            out = []  # everything one item produces goes out in one write
+            index = item.index
+            if item.text or item.tool_calls or item.logprobs:
+                delta = _delta(item, role=index not in role_sent)
+                out.append(sse(_chunk(completion_id, created, model, item, delta, None)))
+                role_sent.add(index)
+            if item.finish_reason is not None:
+                opening = {} if index in role_sent else {"role": "assistant", "content": ""}
+                last = _chunk(completion_id, created, model, item, opening, item.finish_reason)
+                finished.add(index)
+                if len(finished) >= choices:
+                    last["standby"] = stream.outcome.extra()
+                out.append(sse(last))
+            if len(finished) >= choices:
+                if include_usage and item.usage is not None:
+                    out.append(sse(_usage_chunk(completion_id, created, model, item)))
+                out.append(DONE)
+                status = "ok"
+                final = item
+            if out:
+                yield b"".join(out)
+            item = await anext(iterator, None)
+    finally:
+        # Bookkeeping first: if the client went away this task may be cancelled at any await.
+        stream.abandon()
+        on_end(status, final)
+        await stream.aclose()
+
+
+def _chunk(
+    completion_id: str,
+    created: int,
+    model: str,
+    item: Delta,
+    delta: dict[str, Any],
+    finish: str | None,
+) -> dict[str, Any]:
+    """The chunk of ``item``'s choice with ``delta`` (its logprobs unless it is the finish)."""
+    return chunk_body(
+        completion_id=completion_id,
+        created=created,
+        model=model,
+        delta=delta,
+        finish_reason=finish,
+        index=item.index,
+        logprobs=item.logprobs if finish is None else None,
+    )
+
+
+def _usage_chunk(completion_id: str, created: int, model: str, item: Delta) -> dict[str, Any]:
+    return chunk_body(
+        completion_id=completion_id,
+        created=created,
+        model=model,
+        delta={},
+        usage=item.usage,
+        with_choice=False,
+    )
 
 
 class SSEResponse(Response):

@@ -95,7 +95,9 @@ class GeminiProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         assert self._session is not None, "start() not called"
         data = orjson.dumps(request_body(request, self._controls))
-        state = _Streamed(request, self.name)
+        state = (
+            _OneStreamed(request, self.name) if request.n == 1 else _Streamed(request, self.name)
+        )
         final: list[Delta] = []
         try:
             async with self._session.post(
@@ -124,6 +126,80 @@ class GeminiProvider:
         final[-1].model_version = state.version
         for delta in final:
             yield delta
+
+
+class _OneStreamed:
+    """``_Streamed`` for one candidate (``n`` = 1, the usual request): the same Deltas, without
+    the maps and the sorting that several candidates need."""
+
+    __slots__ = (
+        "_finish",
+        "_index",
+        "_logprobs",
+        "_pieces",
+        "_texts",
+        "backend",
+        "calls",
+        "finished",
+        "request",
+        "usage",
+        "version",
+    )
+
+    def __init__(self, request: ChatRequest, backend: str) -> None:
+        self.request = request
+        self.backend = backend
+        self.calls = 0
+        self.finished = False
+        self.usage: Usage | None = None
+        self.version: str | None = None
+        # What the read being fed said.
+        self._index = 0
+        self._texts: list[str] = []
+        self._pieces: list[ToolCallDelta] = []
+        self._logprobs: list[dict[str, Any]] | None = None
+        self._finish: FinishReason | None = None
+
+    def feed(self, parsed: Parsed) -> None:
+        self.usage = parsed.usage or self.usage
+        self.version = parsed.version or self.version
+        if not parsed.choices and parsed.finish is not None:
+            self._finish = self._finish or parsed.finish  # a refused prompt
+        for c in parsed.choices:
+            self._index = c.index
+            self._texts.append(c.text)
+            if c.logprobs is not None:
+                self._logprobs = (self._logprobs or []) + c.logprobs
+            for call in c.calls:
+                if self.calls and self.request.parallel_tool_calls is False:
+                    break  # Gemini has no such switch: the first call stands
+                self._pieces.append(
+                    ToolCallDelta(self.calls, call.id, call.name, call.arguments, call.signature)
+                )
+                self.calls += 1
+            self._finish = c.finish or self._finish
+
+    def deltas(self) -> list[Delta]:
+        """The Delta of the read just fed (none when it said nothing); the finish once."""
+        finish = None if self.finished else self._finish
+        if finish is not None:
+            self.finished = True
+            if self.calls and finish == "stop":
+                finish = "tool_calls"
+        texts, pieces, logprobs = self._texts, self._pieces, self._logprobs
+        text = texts[0] if len(texts) == 1 else "".join(texts)
+        out = []
+        if text or pieces or logprobs or finish is not None:
+            out.append(
+                Delta(text, finish, tool_calls=tuple(pieces), logprobs=logprobs, index=self._index)
+            )
+        self._texts, self._pieces, self._logprobs, self._finish = [], [], None, None
+        if self.request.logprobs:
+            _require_logprobs(self.backend, [(d.text, d.logprobs) for d in out])
+        return out
+
+    def done(self) -> bool:
+        return self.finished
 
 
 def _require_logprobs(backend: str, texts: list[tuple[str, list[dict[str, Any]] | None]]) -> None:
