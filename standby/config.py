@@ -101,8 +101,9 @@ class ServerConfig(Strict):
 
 
 class Timeouts(Strict):
-    """Per-backend limits. ``first_token_s`` and ``idle_s`` apply to streams; a non-streaming
-    call is bounded by ``total_s``."""
+    """Per-backend limits, for whole answers as for streams (failover reads both as a stream):
+    the first piece within ``first_token_s``, each next one within ``idle_s``, all of it within
+    ``total_s``; ``connect_s`` is the HTTP client's."""
 
     connect_s: PositiveSeconds = 2.0
     first_token_s: PositiveSeconds = 10.0

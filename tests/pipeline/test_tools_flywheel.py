@@ -158,3 +158,5 @@ def test_tool_traffic_is_captured_trained_answered_and_scored(
     }
     md = (tmp_path / "eval" / "report.md").read_text()
     assert "## Tool use" in md and "| name_match | 1.000 | 2 |" in md
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert '<figure id="fig-tools">' in html and "2 rows offered tools" in html
