@@ -24,6 +24,12 @@ in the cells as before.
 ``tool_choice: "required"``, so the simulated Gemini answers with a function call (whole
 answers; direct, floor and standby only), held to the same targets.
 
+``--responses`` adds two more, ``responses`` and ``responses-stream``: the same prompt sent to
+standby's ``POST /v1/responses`` (whole and streamed; ``store`` left at its default, true, so each
+answer is also kept in the bus's SQLite file). The upstream call is the chat one, so its cells
+are held to the chat targets against direct's and floor's chat cells of the same concurrency,
+and set beside standby's own chat cells.
+
 Needs ``wrk`` on PATH (Debian: ``apt-get install -y wrk``). Not a test: numbers depend on the
 machine and on whatever else runs on it, which the report records.
 """
@@ -70,6 +76,10 @@ PIN_LAYOUT = {"proxy": "0", "sim": "1", "wrk": "1", "writer": "1"}
 MODES = ("non-stream", "stream")
 TOOLS_MODE = "tools"  # --tools: a whole answer that calls one of the five tools declared
 TOOLS_TARGETS = ("direct", "floor", "standby")
+# --responses: POST /v1/responses whole and streamed (standby only), beside the chat mode whose
+# upstream call it makes.
+RESPONSES_MODES = {"responses": "non-stream", "responses-stream": "stream"}
+RESPONSES_PATH = "/v1/responses"
 # capture_ab's arms: the route each one calls on the ``standby`` gateway (the two off routes
 # are the A/A control).
 CAPTURE_ARMS = {"on": MODEL, "off": "nocapture", "off-again": "nocapture-2"}
@@ -324,6 +334,10 @@ def wait_ready(proc: Proc, url: str, deadline_s: float) -> str | None:
 
 
 def request_body(mode: str, model: str = MODEL) -> bytes:
+    if mode in RESPONSES_MODES:
+        stream = mode == "responses-stream"
+        ask = {"model": model, "input": PROMPT, "stream": stream}
+        return json.dumps(ask, separators=(",", ":")).encode()
     body: dict[str, object] = {
         "model": model,
         "messages": [{"role": "user", "content": PROMPT}],
@@ -336,7 +350,18 @@ def request_body(mode: str, model: str = MODEL) -> bytes:
 
 def answered(body: bytes, mode: str) -> bool:
     """A finished answer of the mode's kind: text, a stream ending ``[DONE]``, or a call of a
-    declared tool with JSON arguments."""
+    declared tool with JSON arguments; for the Responses modes a completed response with text,
+    or a stream ending in ``response.completed``."""
+    if mode == "responses-stream":
+        return b"event: response.completed" in body and b"response.output_text.delta" in body
+    if mode == "responses":
+        try:
+            answer = json.loads(body)
+            return answer["status"] == "completed" and bool(
+                answer["output"][0]["content"][0]["text"]
+            )
+        except (ValueError, KeyError, IndexError, TypeError):
+            return False
     if mode == "stream":
         return body.rstrip().endswith(b"data: [DONE]") and b'"content"' in body
     try:
@@ -353,8 +378,16 @@ def answered(body: bytes, mode: str) -> bool:
         return False
 
 
+def url_for(url: str, mode: str) -> str:
+    """The target's URL for ``mode``: its chat URL, or standby's Responses endpoint."""
+    if mode in RESPONSES_MODES:
+        return url.replace("/v1/chat/completions", RESPONSES_PATH)
+    return url
+
+
 def check_answer(url: str, mode: str) -> str | None:
     """One request by hand before the load: ``None`` when the answer is right, else why."""
+    url = url_for(url, mode)
     try:
         status, body = http("POST", url, request_body(mode), timeout=30)
     except (OSError, urllib.error.URLError) as e:
@@ -426,8 +459,14 @@ def executable(name: str) -> str | None:
 
 
 def modes_of(name: str, modes: Sequence[str]) -> list[str]:
-    """The modes a target is measured in (the tools case: direct, floor and standby)."""
-    return [m for m in modes if m != TOOLS_MODE or name in TOOLS_TARGETS]
+    """The modes a target is measured in (the tools case: direct, floor and standby; the
+    Responses modes: standby)."""
+    return [
+        m
+        for m in modes
+        if (m != TOOLS_MODE or name in TOOLS_TARGETS)
+        and (m not in RESPONSES_MODES or name == "standby")
+    ]
 
 
 def start_targets(
@@ -530,6 +569,8 @@ EXPECT = {
     "non-stream": ['"choices"'],
     "stream": ["data: [DONE]"],
     TOOLS_MODE: ['"tool_calls"', '"arguments"'],
+    "responses": ['"status":"completed"', '"output_text"'],
+    "responses-stream": ["event: response.completed"],
 }
 
 
@@ -567,12 +608,13 @@ def measure(
     if target.unavailable is not None:
         cell.error = target.unavailable
         return cell
+    url = url_for(target.url, mode)
     if warmup > 0:
-        run_wrk(target.url, script, conc, warmup, pin)
+        run_wrk(url, script, conc, warmup, pin)
     proxy = target.proc
     cpu0 = group_cpu_s(proxy.pgid) if proxy else 0.0
     sim0, wrk0, busy0 = group_cpu_s(sim.pgid), children_cpu_s(), machine_busy_s()
-    got = run_wrk(target.url, script, conc, duration, pin)
+    got = run_wrk(url, script, conc, duration, pin)
     cpu1 = group_cpu_s(proxy.pgid) if proxy else 0.0
     sim1, wrk1, busy1 = group_cpu_s(sim.pgid), children_cpu_s(), machine_busy_s()
     seconds = got["duration_us"] / 1e6
@@ -743,9 +785,11 @@ def derived(report: Report, concs: Sequence[int], modes: Sequence[str] = MODES) 
         met: Callable[[float], bool],
     ) -> None:
         """standby / ``peer`` req/s against the target (stated at c=16), and the two's CPU per
-        request the other way round, both written with ``fmt``."""
+        request the other way round, both written with ``fmt``. A Responses mode is compared
+        with the peer's chat cells of the same upstream call (``RESPONSES_MODES``)."""
         for conc in concs:
-            sb, other = report.get("standby", mode, conc), report.get(peer, mode, conc)
+            peer_mode = RESPONSES_MODES.get(mode, mode)
+            sb, other = report.get("standby", mode, conc), report.get(peer, peer_mode, conc)
             if sb is None or other is None or other.rps <= 0:
                 continue
             ratio = sb.rps / other.rps
@@ -761,8 +805,9 @@ def derived(report: Report, concs: Sequence[int], modes: Sequence[str] = MODES) 
                 row(mode, f"{peer} / standby CPU per request, c={conc}", fmt.format(cpu))
 
     for mode in modes:
-        direct1 = report.get("direct", mode, 1)
-        for name in ("floor", "standby", "litellm"):
+        chat_mode = RESPONSES_MODES.get(mode, mode)
+        direct1 = report.get("direct", chat_mode, 1)
+        for name in ("standby",) if mode in RESPONSES_MODES else ("floor", "standby", "litellm"):
             cell = report.get(name, mode, 1)
             if cell is not None and direct1 is not None:
                 added = cell.p50_ms - direct1.p50_ms
@@ -814,7 +859,26 @@ def derived(report: Report, concs: Sequence[int], modes: Sequence[str] = MODES) 
                     "separate gateways, capture enabled / disabled)",
                     f"{on.rps / off.rps:.2f}",
                 )
-        versus("litellm", mode, concs, "{:.1f}x", "> 10x", lambda r: r > 10)
+        if mode not in RESPONSES_MODES:  # the LiteLLM proxy is measured on chat only
+            versus("litellm", mode, concs, "{:.1f}x", "> 10x", lambda r: r > 10)
+        else:
+            for conc in concs:
+                resp, chat = (
+                    report.get("standby", mode, conc),
+                    report.get("standby", chat_mode, conc),
+                )
+                if resp is None or chat is None or chat.rps <= 0:
+                    continue
+                cpu = (
+                    f"; CPU per request {resp.proxy_cpu_ms:.3f} / {chat.proxy_cpu_ms:.3f} ms"
+                    if resp.proxy_cpu_ms and chat.proxy_cpu_ms
+                    else ""
+                )
+                row(
+                    mode,
+                    f"standby Responses / chat ({chat_mode}) req/s, c={conc}{cpu}",
+                    f"{resp.rps / chat.rps:.2f}",
+                )
         sb_cells = [c for c in report.cells if c.target == "standby" and c.mode == mode]
         if sb_cells and all(c.error is None for c in sb_cells):
             failures = sum(c.non2xx + c.bad + c.sock_errors for c in sb_cells)
@@ -900,7 +964,11 @@ def render(
         *results_table(report),
         "",
         "Derived (the issue's targets for standby; streaming"
-        + (" and the tools case are" if TOOLS_MODE in modes else " is")
+        + (
+            " and the tools and Responses cases are"
+            if TOOLS_MODE in modes or any(m in RESPONSES_MODES for m in modes)
+            else " is"
+        )
         + " held to the same ones):",
         "",
         *derived(report, concs, modes),
@@ -961,6 +1029,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tools",
         action="store_true",
         help="add the tools case: five tools declared, a call answered (direct, floor, standby)",
+    )
+    p.add_argument(
+        "--responses",
+        action="store_true",
+        help="add the Responses cases: POST /v1/responses whole and streamed (standby only)",
     )
     p.add_argument(
         "--pin", action="store_true", help="proxy on CPU 0; simulator, wrk, capture writer on CPU 1"
@@ -1025,6 +1098,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load0 = os.getloadavg()
     notes: list[str] = []
     modes = [*MODES, *([TOOLS_MODE] if args.tools else [])]
+    modes += list(RESPONSES_MODES) if args.responses else []
     report = Report()
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="standby-bench-") as tmp:
