@@ -48,14 +48,16 @@ DEFAULT_PATTERNS: dict[str, str] = {
     "SSN": r"[\d](?<![\w-].)\d{2}-\d{2}-\d{4}(?![\w-])",
     "CARD": r"[\d](?<!\w.)(?:[ \-\u3000\uff0d]?\d){12,18}\b",
     "PHONE": (
-        rf"[\d+\uff0b(](?<![\w+\uff0b(].)(?:(?<=\()\d{{2,4}}\)|(?<=[+\uff0b])\d{{1,3}}{_SEP}?\(?\d{{2,4}}\)?"
-        rf"|(?<=\d)\d{{0,2}}{_SEP}?\(?\d{{2,4}}\)?){_SEP}?\d{{3,4}}{_SEP}?\d{{3,4}}\b"
+        rf"[\d+\uff0b(](?<![\w+\uff0b-].)(?:(?<=\()\d{{2,4}}\)"
+        rf"|(?<=[+\uff0b])\d{{1,3}}{_SEP}?\(?\d{{2,4}}\)?|(?<=\d)\d{{0,2}}{_SEP}?\(?\d{{2,4}}\)?)"
+        rf"{_SEP}?\d{{3,4}}{_SEP}?\d{{3,4}}\b"
     ),
 }
 # Assignments, found by their name's keyword: ``AWS_SECRET_ACCESS_KEY = ...``, ``password:
-# ...``, ``"db_password": "..."`` (the whole name, from its first character, is replaced too).
+# ...``, ``"db_password": "..."`` (the whole name, from its first character, is replaced too);
+# a value followed by ``(`` or ``[`` is code (``key = headers.get(...)``), not a secret.
 ASSIGNMENTS: dict[str, tuple[str, str]] = {
-    "API_KEY": (r"(?i:key|token|secret)", r"\s*[\"']?[A-Za-z0-9._~+/=-]{12,}"),
+    "API_KEY": (r"(?i:key|token|secret)", r"\s*[\"']?[A-Za-z0-9._~+/=-]{12,}+(?![(\[])"),
     "PASSWORD": (
         r"(?i:passw(?:or)?d|passphrase|pwd)",
         r"[ \t]*(?:\"[^\"\n]{4,}\"|'[^'\n]{4,}'|[^\s\"',;(){}\[\]<>]{6,}+(?![(\[]))",

@@ -53,7 +53,8 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
         r"|(?<=g)h[pousr]_[A-Za-z0-9]{20,}|(?<=g)ithub_pat_[A-Za-z0-9_]{22,}"
         r"|(?<=g)lpat-[A-Za-z0-9_-]{20,}|(?<=x)ox[abposr]-[A-Za-z0-9-]{10,})"
     ),
-    "PASSWORD": r"://[^\s:/@]{0,64}:[^\s/@]{1,128}@",  # a URL's user:password
+    # a URL's user:password (not one already masked as ``***``, store.urls.safe_url's way)
+    "PASSWORD": r"://[^\s:/@]{0,64}:(?!\*\*\*@)[^\s/@]{1,128}@",
     "TOKEN": rf"[{_TOKEN_CHARS}](?<![{_TOKEN_CHARS}=].)[{_TOKEN_CHARS}]{{31,}}+={{0,2}}"
     rf"(?![{_TOKEN_CHARS}=])",
 }
@@ -71,7 +72,8 @@ def is_token(text: str) -> bool:
         return any(c.isalpha() for c in body)
     if not (any(c.isupper() for c in body) and any(c.islower() for c in body)):
         return False
-    wordy = sum(len(w) for w in _WORDS.findall(body)) / len(body)
+    alnum = sum(c.isalnum() for c in body)  # a path's or name's separators are not words
+    wordy = sum(len(w) for w in _WORDS.findall(body)) / alnum
     return wordy < 0.7 and _entropy(body) > 3.5
 
 
@@ -135,9 +137,9 @@ class Scrubber:
             # Longest first: a whole encoding wins over the middle part it contains.
             self._variants = tuple(sorted(variants, key=lambda v: (-len(v), v)))
             self._pattern = _alternation(self._variants)
-            # In JSON text a quote or backslash is always escaped: only the other variants
-            # (and the escaped ones) can occur inside a string there.
-            self._json = _alternation(v for v in self._variants if '"' not in v and "\\" not in v)
+            # Inside a JSON string only what is valid string content can occur (a quote is
+            # escaped there): replacing anything else could break the document.
+            self._json = _alternation(v for v in self._variants if _json_content(v))
         return True
 
     def __call__(self, text: str) -> str:
@@ -170,7 +172,8 @@ class Scrubber:
 
     def json(self, body: bytes) -> bytes:
         """A JSON document (an encoded event) with the secrets in its strings replaced; it
-        stays valid JSON (no variant that holds a quote or a backslash is replaced raw)."""
+        stays valid JSON (only forms that are valid string content are replaced: a secret with
+        a quote is found in its escaped form)."""
         pattern = self._json
         if pattern is None:
             return body
@@ -178,6 +181,14 @@ class Scrubber:
         if pattern.search(text) is None:
             return body
         return pattern.sub(LABEL, text).encode()
+
+
+def _json_content(text: str) -> bool:
+    try:
+        json.loads(f'"{text}"')
+    except ValueError:
+        return False
+    return True
 
 
 def _alternation(variants: Iterable[str]) -> re.Pattern[str] | None:
