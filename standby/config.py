@@ -133,7 +133,8 @@ class UpstreamLimits(Strict):
 
     max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=64 << 20,
-        description="A whole (non-streaming) answer, after decompression. 64 MiB is 7 times "
+        description="An answer read whole (embeddings; a chat answer, whole or not, is read "
+        "as a stream), after decompression. 64 MiB is 7 times "
         "an embeddings call of 100 vectors (embeddings.max_batch's default) of 4,096 floats "
         "as JSON text (about 22 bytes a float), and holds answers with inline images; raise "
         "it when raising embeddings.max_batch past 700 or so.",
