@@ -5,6 +5,10 @@ what the capture writer runs per answer.
     git show <commit>:standby/redaction.py > /tmp/old.py          # a version to compare with
     .venv/bin/python benchmarks/redaction.py --against /tmp/old.py
 
+Then the configured-secret scrubber (``standby.scrub.Scrubber``) with ``--secrets`` keys of
+40 characters: its cost on an access-log line (what the log record factory adds to a request)
+and on an encoded captured event of 2.8 KB (what the capture writer adds to an answer).
+
 The answers are generated (seeded): 60 % prose without digits, 20 % prose with years, prices
 and counts, 15 % code, 5 % with an e-mail address or a phone number. It prints microseconds per
 answer and MB/s per mix: the best of ``--rounds`` rounds, the versions taking turns in each
@@ -19,9 +23,12 @@ import importlib.util
 import platform
 import random
 import time
+import timeit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 PROSE = (
     "the model answers a question about how a request is routed when the primary backend "
@@ -99,6 +106,7 @@ def main() -> None:
     )
     parser.add_argument("--answers", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--secrets", type=int, default=4, help="configured secrets to scrub")
     args = parser.parse_args()
     versions = {"standby/redaction.py": load(None).Redactor()}
     if args.against is not None:
@@ -122,6 +130,31 @@ def main() -> None:
                 f"  {name:8} {chars:5.0f} chars/answer {us:7.2f} us/answer {chars / us:6.1f} MB/s"
             )
         print(f"  weighted mix (60/20/15/5): {weighted:.2f} us/answer")
+    scrubber_cost(args.secrets, args.rounds)
+
+
+ACCESS_LINE = (
+    '{"ts":"2026-01-01T00:00:00.000+00:00","request_id":"5f0c2b7e9d3a41c6b8e2f1a0d9c8b7a6",'
+    '"route":"gemini-3.8-flash","backend":"gemini","provenance":"primary","fallback_reason":null,'
+    '"errors":null,"status":200,"outcome":"ok","stream":false,"latency_ms":123.4,"ttft_ms":50.1,'
+    '"tokens_in":12,"tokens_out":40,"key_id":"1f2e3d4c5b6a7980"}'
+)
+
+
+def scrubber_cost(count: int, rounds: int) -> None:
+    from standby.scrub import Scrubber
+
+    rng = random.Random(1)
+    keys = ["".join(rng.choices("abcdef0123456789", k=40)) for _ in range(count)]
+    scrub = Scrubber(keys)
+    pair = answers(1)["prose"][0]
+    event = orjson.dumps({"messages": [{"role": "user", "content": pair[0]}], "response": pair[1]})
+    event = (event * (2800 // len(event) + 1))[:2800]
+    line_us = min(timeit.repeat(lambda: scrub(ACCESS_LINE), number=2000, repeat=rounds)) / 2000
+    event_us = min(timeit.repeat(lambda: scrub.json(event), number=500, repeat=rounds)) / 500
+    print(f"scrubber, {count} configured secrets ({len(scrub.needles)} encodings searched):")
+    print(f"  access-log line ({len(ACCESS_LINE)} chars): {line_us * 1e6:.2f} us")
+    print(f"  encoded event ({len(event)} bytes): {event_us * 1e6:.2f} us")
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def _present(text: str) -> set[str]:
     if "=" in text or ":" in text:
         if "key" in low or "token" in low or "secret" in low:
             found.add("key")
-        if "passw" in low or "pwd" in low or "passphrase" in low:
+        if "pass" in low or "pwd" in low:  # passw(or)d, passphrase
             found.add("password")
     return found
 

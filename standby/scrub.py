@@ -112,6 +112,7 @@ class Scrubber:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         self._variants: tuple[str, ...] = ()
+        self._needles: tuple[str, ...] = ()  # the variants that hold no other one
         self._pattern: re.Pattern[str] | None = None
         self._json: re.Pattern[str] | None = None
         self.add(secrets)
@@ -122,6 +123,11 @@ class Scrubber:
     @property
     def secrets(self) -> list[str]:
         return sorted(self._secrets)
+
+    @property
+    def needles(self) -> tuple[str, ...]:
+        """What ``found`` searches for: each encoding of each secret that holds no other."""
+        return self._needles
 
     def add(self, secrets: Iterable[str]) -> bool:
         """Know ``secrets`` from now on (blank and short values are ignored); True when one
@@ -136,6 +142,11 @@ class Scrubber:
                 variants |= encodings(secret)
             # Longest first: a whole encoding wins over the middle part it contains.
             self._variants = tuple(sorted(variants, key=lambda v: (-len(v), v)))
+            # Finding is a substring test per needle (C-fast, about 0.1 us each on a log
+            # line), far cheaper than the alternation below on text that holds none.
+            self._needles = tuple(
+                v for v in self._variants if not any(o != v and o in v for o in self._variants)
+            )
             self._pattern = _alternation(self._variants)
             # Inside a JSON string only what is valid string content can occur (a quote is
             # escaped there): replacing anything else could break the document.
@@ -144,13 +155,13 @@ class Scrubber:
 
     def __call__(self, text: str) -> str:
         pattern = self._pattern
-        if pattern is None or not text:
+        if pattern is None or not self.found(text):
             return text
         return pattern.sub(LABEL, text)
 
     def found(self, text: str) -> bool:
-        pattern = self._pattern
-        return pattern is not None and pattern.search(text) is not None
+        """Whether ``text`` holds a secret in any of its encodings."""
+        return any(needle in text for needle in self._needles)
 
     def cut(self, text: str) -> str:
         """``text`` scrubbed, and without the start of a secret it may end with (a message
@@ -178,7 +189,7 @@ class Scrubber:
         if pattern is None:
             return body
         text = body.decode()
-        if pattern.search(text) is None:
+        if not self.found(text):
             return body
         return pattern.sub(LABEL, text).encode()
 
