@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import yaml
@@ -199,3 +200,40 @@ def test_scrubber_removes_every_encoding_and_a_cut_off_start() -> None:
     # In JSON text, a quote is escaped: only escaped forms are replaced, the JSON stays valid.
     doc = json.dumps({"a": f"x {secret} y", "b": secret}).encode()
     assert json.loads(scrub.json(doc)) == {"a": "x [SECRET] y", "b": "[SECRET]"}
+
+
+def test_a_key_added_by_a_reload_is_scrubbed_from_captures(
+    known_secret: KnownSecret, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """A key with no telltale shape (redaction's rules keep it) reaches the scrubber's list
+    when ``POST /admin/keys/reload`` adds it: a client pasting it into a prompt after the
+    reload finds it nowhere in the capture database."""
+    admin = known_secret("admin key", "adm-")
+    first = known_secret("first gateway key", "sk-gw-")
+    added = "Lorem-ipsum-dolor-" + known_secret("a key made of words")[:12]
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"{first}\n")
+    bus = tmp_path / "events.db"
+    sim = AiohttpServer(build_app(SimGemini()))
+    sim.start()
+    config = _config(sim.url, sim.url, "sim-key-unused", bus)
+    config["server"].update(api_keys_file=str(keys), admin_keys=[admin])
+    config["routes"] = {ROUTE: ["cut"]}
+    try:
+        gw = start_gateway(config)
+        keys.write_text(f"{first}\n{added}\n")
+        reload = httpx.post(
+            f"{gw.url}/admin/keys/reload", headers={"authorization": f"Bearer {admin}"}
+        )
+        assert reload.json() == {"api_keys": 2, "admin_keys": 1}
+        client = gw.client(api_key=added)
+        answer = client.chat.completions.create(
+            model=ROUTE, messages=[{"role": "user", "content": f"my new key is {added}, keep it"}]
+        )
+        assert answer.choices[0].message.content
+        gw.stop()  # drains capture
+    finally:
+        sim.stop()
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("events"))
+    assert b"my new key is [SECRET], keep it" in stored
+    assert not find_secrets(stored.decode("latin-1"))
