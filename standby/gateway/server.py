@@ -103,7 +103,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` (uvicorn listens on it); an ``OSError`` naming the
     address when it cannot be had (taken, or not an address of this machine)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
