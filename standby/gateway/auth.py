@@ -53,14 +53,18 @@ def read_key_file(path: Path) -> list[bytes]:
         raise ConfigError(f"{path}: key file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read key file: {type(e).__name__}") from None
-    digests = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            digests.append(digest_of(line, f"{path}:{number}"))
+    digests = [digest_of(line, f"{path}:{number}") for number, line in key_file_lines(text)]
     if not digests:
         raise ConfigError(f"{path}: the key file holds no key")
     return digests
+
+
+def key_file_lines(text: str) -> list[tuple[int, str]]:
+    """The entries of a key file's text, with their line numbers: one key or ``sha256:<hex>``
+    per line; ``#`` comment lines and blank lines are not entries (the one grammar of a key
+    file, also read by ``gateway.secrets``)."""
+    lines = ((number, line.strip()) for number, line in enumerate(text.splitlines(), 1))
+    return [(number, line) for number, line in lines if line and not line.startswith("#")]
 
 
 def server_digests(server: ServerConfig) -> tuple[list[bytes], list[bytes]]:

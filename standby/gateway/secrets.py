@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from standby.config import Settings
+from standby.gateway.auth import key_file_lines
 from standby.scrub import named_secrets, url_secrets
 
 # Environment variables that hold secrets whether or not the config names them.
@@ -39,12 +40,10 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 def key_file_keys(path: Path) -> list[str]:
-    """The keys of a gateway key file (the lines that are neither blank, nor ``#`` comments,
-    nor ``sha256:`` digests: the grammar ``gateway.auth.read_key_file`` reads). A file that
-    cannot be read gives none: reading the keys reports that."""
+    """The raw keys of a gateway key file (its entries that are not ``sha256:`` digests). A
+    file that cannot be read gives none: reading the keys reports that."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return []
-    keys = (line.strip() for line in lines)
-    return [k for k in keys if k and not k.startswith("#") and not k.startswith("sha256:")]
+    return [key for _, key in key_file_lines(text) if not key.startswith("sha256:")]
