@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel
 
+from standby import scrub
 from standby.config import GeminiBackend, LiteLLMBackend, Timeouts
 from standby.errors import (
     CLIENT_STATUSES,
@@ -114,6 +115,8 @@ def build_backend(settings: ServiceLLMSettings) -> GeminiBackend | LiteLLMBacken
     timeout = settings.service_llm_timeout_s
     timeouts = Timeouts(connect_s=min(10.0, timeout), total_s=timeout)
     key = settings.api_key()
+    if key:  # the judge's and synth's errors and logs must not hold it either
+        scrub.register([key])
     if settings.service_llm_provider == "gemini":
         data: dict[str, Any] = {
             "type": "gemini",

@@ -237,3 +237,33 @@ def test_a_key_added_by_a_reload_is_scrubbed_from_captures(
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("events"))
     assert b"my new key is [SECRET], keep it" in stored
     assert not find_secrets(stored.decode("latin-1"))
+
+
+async def test_the_judges_client_never_repeats_its_key(
+    known_secret: KnownSecret, echo: tuple[str, Echo], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service LLM (judge, synth) is a process of its own: building its client registers
+    its key, so an upstream that echoes it in a 400 or a retried 500 leaves it in no error or
+    log record (the report hook above also searches everything pytest captured)."""
+    from standby.service_llm import ServiceLLM, ServiceLLMError, ServiceLLMSettings
+
+    key = known_secret("judge key echoed back", "AIza")
+    url, upstream = echo
+    caplog.set_level("DEBUG")
+    settings = ServiceLLMSettings(
+        service_llm_base_url=url,
+        service_llm_api_key=key,
+        service_llm_backoff_s=0.01,
+        service_llm_max_backoff_s=0.02,
+        service_llm_max_retries=1,
+    )
+    messages = []
+    for status in (400, 500):
+        upstream.status = status
+        async with ServiceLLM(settings) as llm:
+            with pytest.raises(ServiceLLMError) as raised:
+                await llm.complete("Rate this.")
+        messages.append(str(raised.value))
+    assert upstream.calls >= 3  # the 400 once, the 500 retried
+    assert all("API key not valid" in m and "[SECRET]" in m for m in messages), messages
+    assert find_secrets("\n".join(messages) + caplog.text) == []
