@@ -79,6 +79,25 @@ class ServerConfig(Strict):
         description="The whole request body must arrive within this; a slower client (slow "
         "loris) gets 408 and its connection back.",
     )
+    max_header_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=64 << 10,
+        description="Largest request head (request line and headers); beyond it 431 and the "
+        "connection is closed, before any key check. The openai SDK sends about 600 bytes; 64 KiB "
+        "leaves room for proxies' and tracing headers (Envoy's default is 60 KiB, h11's 16 KiB) "
+        "and bounds the memory one connection can hold before its request is read.",
+    )
+    max_headers: Annotated[int, Field(ge=1)] = Field(
+        default=100,
+        description="Most header lines in a request; beyond it 431 and the connection is "
+        "closed, before any key check. The openai SDK sends 17; 100 is Apache's default.",
+    )
+    header_timeout_s: PositiveSeconds = Field(
+        default=10.0,
+        description="The request line and headers must arrive within this of the connection "
+        "opening (or, kept alive, of the previous response); a slower client (slow loris) gets "
+        "408, or is closed if it sent nothing. A client sends its head in one write: 10 s only "
+        "cuts clients that stall.",
+    )
     send_timeout_s: PositiveSeconds = Field(
         default=30.0,
         description="While bytes of an answer wait for the client (its socket buffers full), "

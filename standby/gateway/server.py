@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from standby.config import Settings
 from standby.errors import ConfigError
 from standby.gateway.admin import reload_keys
 from standby.gateway.app import Gateway, create_app
+from standby.gateway.http_limits import protocol_class
 from standby.gateway.http_protocol import with_send_timeout
 from standby.gctune import freeze_startup_objects
 
@@ -53,9 +53,11 @@ def uvicorn_config(gw: Gateway, host: str, port: int, log_level: str = "info") -
         lifespan="off",
         log_level=log_level,
         access_log=False,
-        # uvicorn's httptools protocol, plus a send timeout (a client that stops taking its
-        # answer is disconnected)
-        http=with_send_timeout(HttpToolsProtocol, gw.settings.server.send_timeout_s),
+        # uvicorn's httptools protocol, plus limits on each request's head (size, count, time)
+        # and a send timeout (a client that stops taking its answer is disconnected)
+        http=with_send_timeout(
+            protocol_class(gw.settings.server), gw.settings.server.send_timeout_s
+        ),
         proxy_headers=False,  # client addresses are not used; saves a layer per request
         server_header=False,
         # uvicorn waits this long for in-flight requests (streams too) after SIGTERM; it
