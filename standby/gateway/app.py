@@ -26,6 +26,8 @@ from standby.gateway.errors import error_response
 from standby.gateway.failover import Failover
 from standby.gateway.fetch import MediaFetcher
 from standby.gateway.metrics import Metrics
+from standby.gateway.metrics_page import MetricsPage
+from standby.gateway.metrics_page import render as render_metrics
 from standby.gateway.models import models_api
 from standby.gateway.responses import responses_api
 from standby.gateway.responses_state import ResponseKeeper
@@ -79,6 +81,7 @@ class Gateway:
             else None
         )
         self.fetcher = MediaFetcher(settings.media)  # image URLs in requests
+        self.metrics_page = MetricsPage(lambda: render_metrics(self))  # GET /metrics
         self.responses = ResponseKeeper(settings)  # stored responses (opened on first use)
         self.follower: ModelFollower | None = None  # set when registry.follow names backends
 

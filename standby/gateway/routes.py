@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -282,12 +282,10 @@ async def readyz(request: Request) -> Response:
 
 @api.get("/metrics")
 async def metrics(request: Request) -> Response:
-    gw = _gateway(request)
-    ready = {name: p.ready() for name, p in gw.failover.providers.items()}
-    gw.metrics.refresh(gw.failover.breakers, ready)
-    if gw.capture is not None:
-        gw.metrics.capture_queue_depth.set(gw.capture.depth())
-    return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Public; rendered at most a few times a second (``metrics_page``), so a flood of scrapes
+    costs little more than a 404."""
+    page = _gateway(request).metrics_page.get()
+    return Response(page, media_type=CONTENT_TYPE_LATEST)
 
 
 __all__ = ["api", "chat_asgi", "serve_chat"]

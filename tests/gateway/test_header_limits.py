@@ -1,6 +1,6 @@
 """Limits on the request head (``server.max_header_bytes``, ``max_headers``,
 ``header_timeout_s``), enforced before the application (so before the key check), against a
-real gateway on 127.0.0.1 over raw sockets."""
+real gateway on 127.0.0.1 over raw sockets; and ``/metrics`` under a flood of scrapes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from standby.gateway.metrics_page import BURST, RENDERS_PER_S
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim
 
@@ -300,3 +301,37 @@ def test_a_long_answer_is_not_cut_by_the_header_timeout(
     sim.sim.set_fault("ok")
     again = client.chat.completions.create(model=ROUTE, messages=HELLO)  # type: ignore[arg-type]
     assert again.choices[0].message.content
+
+
+def answered(page: str) -> float:
+    """``standby_requests_total`` of the route's answers from gemini, read off a page."""
+    series = f'standby_requests_total{{backend="gemini",outcome="ok",route="{ROUTE}"}} '
+    (line,) = [line for line in page.splitlines() if line.startswith(series)]
+    return float(line.removeprefix(series))
+
+
+def test_metrics_under_a_flood_renders_a_few_times_a_second(
+    sim: RunningSim, start_gateway: StartGateway
+) -> None:
+    """500 scrapes back to back render the page at most 10 (the burst) + 5 a second times; a
+    scrape just after a request shows it, and one 1 / RENDERS_PER_S later during a flood."""
+    gw = start_gateway(config_for(sim))
+    assert gw.gateway is not None
+    page = gw.gateway.metrics_page
+    client = gw.client()
+    with httpx.Client(base_url=gw.url) as http:
+        assert answered(http.get("/metrics").text) == 0
+        client.chat.completions.create(model=ROUTE, messages=HELLO)  # type: ignore[arg-type]
+        assert answered(http.get("/metrics").text) == 1  # fresh, not the page of a moment ago
+        before = page.renders
+        t0 = time.monotonic()
+        for _ in range(500):
+            r = http.get("/metrics")
+            assert r.status_code == 200
+            assert answered(r.text) == 1
+        elapsed = time.monotonic() - t0
+        renders = page.renders - before
+        assert renders <= BURST + RENDERS_PER_S * elapsed + 1, (renders, elapsed)
+        client.chat.completions.create(model=ROUTE, messages=HELLO)  # type: ignore[arg-type]
+        time.sleep(1 / RENDERS_PER_S)  # the bucket is empty: one render is due by now
+        assert answered(http.get("/metrics").text) == 2
