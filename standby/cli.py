@@ -27,13 +27,25 @@ DEFAULT_CONFIG = "standby.yaml"
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from standby.config import load_settings
-    from standby.gateway.server import serve
 
     settings = load_settings(args.config)
-    server = settings.server.model_copy(
-        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    )
+    overrides = (("host", args.host), ("port", args.port), ("workers", args.workers))
+    server = settings.server.model_copy(update={k: v for k, v in overrides if v is not None})
     settings = settings.model_copy(update={"server": server})
+    if server.workers > 1:
+        from standby.gateway.workers import serve_workers
+
+        code = serve_workers(
+            settings,
+            setup_logging=setup_logging,
+            log_level=args.log_level,
+            config_path=args.config,
+        )
+        if code:
+            raise SystemExit(code)  # the worker said why on stderr
+        return
+    from standby.gateway.server import serve
+
     serve(settings, log_level=args.log_level, config_path=args.config)
 
 
@@ -90,6 +102,13 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="standby",
@@ -112,6 +131,11 @@ def make_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        help="override server.workers: processes serving the port (default 1)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser(

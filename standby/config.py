@@ -46,6 +46,13 @@ class RateLimit(Strict):
 class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=1,
+        description="Worker processes serving the port (`standby serve --workers`); 1 is one "
+        "process, as before. More: a supervising process binds the port once and each worker "
+        "accepts on it; breakers are shared between them and /metrics sums them "
+        "(docs/architecture.md, Worker processes). A `local` backend needs workers: 1.",
+    )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="Bearer keys clients must send; empty = no gateway auth (local use only).",

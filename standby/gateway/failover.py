@@ -46,6 +46,7 @@ from standby.errors import (
     UpstreamStatusError,
 )
 from standby.gateway.breaker import CircuitBreaker, OnChange
+from standby.gateway.shared_breakers import BreakerTable
 from standby.gateway.timed_stream import TimedStream
 from standby.protocol import Assembly, ChatRequest, Completion, Delta, FinishReason
 from standby.providers.base import Provider, aclose
@@ -108,8 +109,12 @@ class Failover:
         self.routes = {alias: list(r.backends) for alias, r in settings.routes.items()}
         self.providers = providers
         self.timeouts: dict[str, Timeouts] = {n: b.timeouts for n, b in settings.backends.items()}
-        self.breakers = {
+        # A worker of several (`standby serve --workers N`) shares its breakers with the others.
+        table = BreakerTable.for_worker(settings)
+        self.breakers: dict[str, CircuitBreaker] = {
             name: CircuitBreaker(name, settings.breaker_for(name), on_breaker_change)
+            if table is None
+            else table.breaker(name, settings.breaker_for(name), on_breaker_change)
             for name in settings.backends
         }
 

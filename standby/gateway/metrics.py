@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from standby.gateway.breaker import CircuitBreaker, State
+from standby.gateway.worker_env import metrics_dir, run_dir
 
 
 class Children:
@@ -39,11 +41,24 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 class Metrics:
     """All gateway series, on their own registry (one per app, so tests and several apps in
-    one process never share counters)."""
+    one process never share counters).
+
+    In a worker of several (``standby serve --workers N``) the values live in prometheus-client's
+    multiprocess files (it saw ``PROMETHEUS_MULTIPROC_DIR`` when imported) and ``registry`` is
+    a collector of every worker's files: counters and histograms summed, each gauge by its
+    ``multiprocess_mode`` (ignored in one process): live workers only, summed for in-flight
+    requests and queue depths, the most recent value for states set at scrape time, the
+    maximum for the constant ones."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+        run = run_dir() if registry is None else None
+        r: CollectorRegistry | None
+        if run is None:
+            self.registry = r = registry or CollectorRegistry()
+        else:
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry, path=str(metrics_dir(run)))  # type: ignore[no-untyped-call]
+            r = None  # the series are read back from the files, not from this process
         self.requests = Counter(
             "standby_requests",
             "Requests answered, by the backend that answered.",
@@ -87,9 +102,14 @@ class Metrics:
             "Circuit breaker: 0 closed, 1 half-open, 2 open.",
             ["backend"],
             registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.in_flight = Gauge(
-            "standby_in_flight_requests", "Requests being served now.", ["route"], registry=r
+            "standby_in_flight_requests",
+            "Requests being served now.",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.rejected = Counter(
             "standby_rejected_requests",
@@ -124,6 +144,7 @@ class Metrics:
             "1 when the backend can take requests now.",
             ["backend"],
             registry=r,
+            multiprocess_mode="livemostrecent",
         )
 
         self.fallback_model_score = Gauge(
@@ -131,6 +152,7 @@ class Metrics:
             "Judge score (1-100) of the serving fallback model, from its standby-model.json.",
             ["criterion"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.capture_events = Counter(
             "standby_capture_events",
@@ -139,19 +161,24 @@ class Metrics:
             registry=r,
         )
         self.capture_queue_depth = Gauge(
-            "standby_capture_queue_depth", "Captured answers waiting to be written.", registry=r
+            "standby_capture_queue_depth",
+            "Captured answers waiting to be written.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.backend_role = Gauge(
             "standby_backend_role",
             "1 per route and backend: role primary (first in the route) or fallback (later).",
             ["route", "backend", "role"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.fallback_model_info = Gauge(
             "standby_fallback_model_info",
             "The model serving the local fallback (value 1).",
             ["version", "base_model"],
             registry=r,
+            multiprocess_mode="livemax",
         )
 
         self.c_requests = Children(self.requests)

@@ -72,13 +72,15 @@ async def run_gateway(
     log_level: str = "info",
     on_started: Callable[[uvicorn.Server, Gateway], None] | None = None,
     config_path: str | Path | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Start every backend (errors propagate: the caller prints one line), then serve until
     SIGINT/SIGTERM, then close the backends. SIGHUP reloads the keys (``config_path``'s
-    ``server`` section and the key file), keeping the old ones if that fails."""
+    ``server`` section and the key file), keeping the old ones if that fails. ``sock``: a bound
+    socket to serve (a worker's, from ``standby.gateway.workers``) instead of binding one."""
     host, port = settings.server.host, settings.server.port
     # The port first: a port that is taken is said at once, not after minutes of loading a model.
-    sock = listening_socket(host, port)
+    sock = sock if sock is not None else listening_socket(host, port)
     gw = Gateway(settings)
     gw.config_path = Path(config_path) if config_path is not None else None
     try:
@@ -143,6 +145,7 @@ def serve(
     log_level: str = "info",
     on_started: Callable[[uvicorn.Server, Gateway], None] | None = None,
     config_path: str | Path | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Blocking entry point for the CLI (uvloop when installed)."""
 
@@ -151,7 +154,9 @@ def serve(
         if on_started is not None:
             on_started(server, gw)
 
-    main = run_gateway(settings, log_level=log_level, on_started=started, config_path=config_path)
+    main = run_gateway(
+        settings, log_level=log_level, on_started=started, config_path=config_path, sock=sock
+    )
     try:
         import uvloop
     except ImportError:  # pragma: no cover - platforms without uvloop

@@ -99,15 +99,17 @@ async def group_gone(pgid: int, timeout_s: float = 30) -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("workers", [1, 2], ids=["1 worker", "2 workers"])
 @pytest.mark.parametrize("to", ["gateway", "process group"])
 async def test_sigterm_during_load_loses_no_answered_request(
-    sim: RunningSim, tmp_path: Path, to: str
+    sim: RunningSim, tmp_path: Path, to: str, workers: int
 ) -> None:
     """SIGTERM to the gateway (Kubernetes) or to its whole process group (Ctrl-C, ``docker
     stop`` of a shell, systemd): the capture writer ignores the signal and writes everything the
-    gateway hands it while draining."""
+    gateway hands it while draining. With 2 workers the supervisor passes SIGTERM on to both,
+    each drains its own writer, and they all write to the one bus."""
     db = tmp_path / "events.db"
-    proc, url = serve(sim.url, db, tmp_path)
+    proc, url = serve(sim.url, db, tmp_path, workers=workers)
     traffic = asyncio.create_task(load(url, seconds=30))
     await asyncio.sleep(2)
     if to == "gateway":

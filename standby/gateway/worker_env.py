@@ -1,0 +1,31 @@
+"""How a worker process finds what it shares with the other workers of its port.
+
+``standby serve --workers N`` (N > 1) makes a fresh run directory, names it in the environment
+of the worker processes it starts (``standby.gateway.workers``), and deletes it when they have
+all ended. It holds the breaker table (``standby.gateway.shared_breakers``) and prometheus-client's
+multiprocess files (``metrics/``, also named by ``PROMETHEUS_MULTIPROC_DIR``, which
+prometheus-client reads when it is imported). A gateway outside such a supervisor (one process,
+``--workers 1``, or a test's in-process server) finds no run directory and shares nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RUN_DIR_ENV = "STANDBY_WORKERS_DIR"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
+
+
+def run_dir() -> Path | None:
+    """The run directory of this worker's supervisor; None in a gateway of one process."""
+    value = os.environ.get(RUN_DIR_ENV)
+    return Path(value) if value else None
+
+
+def metrics_dir(run: Path) -> Path:
+    return run / "metrics"
+
+
+def breaker_table_path(run: Path) -> Path:
+    return run / "breakers"

@@ -1,0 +1,309 @@
+"""``standby serve --workers N`` (N > 1): N worker processes behind one port, supervised.
+
+The supervising process binds the port once (``listening_socket``: a port that is taken is
+said at once) and starts each worker with a fresh interpreter (multiprocessing's ``spawn``),
+handing it the bound socket as an inherited file descriptor. Every worker listens on that one
+socket, so they share one accept queue and the kernel gives each new connection to one worker
+that is waiting in ``accept``. (``SO_REUSEPORT`` would give each worker its own queue, filled by
+a hash of the client's address: a busy worker's queue waits while another idles, and the
+connections queued to a worker that dies are reset.) Spawn, not fork: a worker starts as a new
+process, not as a copy of one that may hold threads or locks, and a restarted worker starts
+exactly as the first did.
+
+The supervisor serves no request. It restarts a worker that dies (after 0.5 s, then longer
+while it keeps dying; ``standby_worker_restarts_total``), forwards SIGHUP (key reload) to every
+worker, and on SIGTERM or SIGINT sends SIGTERM to every worker, each of which drains as one
+gateway does (in-flight requests, then its captured answers), and waits for them. A worker
+that fails while the port is first starting (a backend that cannot start, a bad key file)
+stops them all: its one-line error is on stderr and the supervisor exits with its code.
+
+Shared between the workers, through a run directory the supervisor makes and deletes
+(``worker_env``): the breakers (``shared_breakers``) and the metrics (prometheus-client's
+multiprocess mode). Per worker: admission caps and rate limits (each worker applies the
+configured figure to what it serves), the capture writer, stored responses' connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, values
+from prometheus_client.multiprocess import mark_process_dead
+
+from standby.config import LocalBackend, Settings
+from standby.errors import ConfigError, StandbyError
+from standby.gateway.shared_breakers import BreakerTable
+from standby.gateway.worker_env import (
+    METRICS_DIR_ENV,
+    RUN_DIR_ENV,
+    breaker_table_path,
+    metrics_dir,
+)
+
+log = logging.getLogger("standby.workers")
+
+RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+STEADY_S = 60.0  # a worker that served this long starts the delays over when it dies
+POLL_S = 0.5
+
+SetupLogging = Callable[[str], None]
+
+
+def check_workers(settings: Settings) -> None:
+    """What several workers cannot do yet: one line naming the field."""
+    local = [n for n, b in settings.backends.items() if isinstance(b, LocalBackend)]
+    if settings.server.workers > 1 and local:
+        raise ConfigError(
+            f"server.workers: {settings.server.workers} workers cannot serve the local backend "
+            f"{local[0]!r} (each would load its own copy of the model; a model process shared "
+            "by the workers is not built yet): set server.workers to 1 (or --workers 1)"
+        )
+
+
+def serve_workers(
+    settings: Settings,
+    *,
+    setup_logging: SetupLogging,
+    log_level: str = "info",
+    config_path: str | Path | None = None,
+) -> int:
+    """Serve the port with ``settings.server.workers`` processes until SIGTERM/SIGINT; the exit
+    code (0 after a clean drain). ``setup_logging`` sets up each worker's logging (the CLI's)."""
+    from standby.gateway.server import listening_socket
+
+    check_workers(settings)
+    sock = listening_socket(settings.server.host, settings.server.port)
+    run = Path(tempfile.mkdtemp(prefix="standby-workers-"))
+    saved = {name: os.environ.get(name) for name in (RUN_DIR_ENV, METRICS_DIR_ENV)}
+    try:
+        metrics_dir(run).mkdir()
+        BreakerTable.create(breaker_table_path(run), settings)
+        # Read by the workers (spawned with this environment) and by prometheus-client there.
+        os.environ[RUN_DIR_ENV] = str(run)
+        os.environ[METRICS_DIR_ENV] = str(metrics_dir(run))
+        supervisor = Supervisor(settings, sock, run, setup_logging, log_level, config_path)
+        return supervisor.run()
+    finally:
+        sock.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(run, ignore_errors=True)
+
+
+class Worker:
+    """One worker slot: its process now, and whether that process said it was serving."""
+
+    def __init__(self, index: int, process: BaseProcess, ready: Connection) -> None:
+        self.index = index
+        self.process = process
+        self.ready = ready
+        self.serving = False
+        self.started = time.monotonic()
+        self.failures = 0  # deaths in a row, for the restart delay
+        self.restart_at: float | None = None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        sock: socket.socket,
+        run: Path,
+        setup_logging: SetupLogging,
+        log_level: str,
+        config_path: str | Path | None,
+    ) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.run_dir = run
+        self.args = (setup_logging, settings, log_level, config_path)
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: list[Worker] = []
+        self.stopping = False
+        self.port_served = False  # some worker served: later deaths are restarted
+        self.restarts = _restart_counter()
+
+    def run(self) -> int:
+        previous = {
+            sig: signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+        try:
+            self.workers = [self._start(i) for i in range(self.settings.server.workers)]
+            return self._supervise()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._stop_all()
+
+    def _start(self, index: int, failures: int = 0) -> Worker:
+        receive, send = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=_worker_main,
+            args=(*self.args, self.sock, send),
+            name=f"standby-worker-{index}",
+        )
+        process.start()
+        send.close()
+        worker = Worker(index, process, receive)
+        worker.failures = failures
+        return worker
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGHUP:
+            log.info("SIGHUP: reloading the keys of %d workers", len(self.workers))
+            self._signal_all(signal.SIGHUP)
+            return
+        if not self.stopping:
+            log.info("%s: draining %d workers", signal.Signals(sig).name, len(self.workers))
+        self.stopping = True
+        self._signal_all(signal.SIGTERM)
+
+    def _signal_all(self, sig: int) -> None:
+        for worker in self.workers:
+            if worker.restart_at is None and worker.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):  # ended, not yet reaped
+                    os.kill(worker.process.pid, sig)
+
+    def _supervise(self) -> int:
+        code = 0
+        while True:
+            alive = [w for w in self.workers if w.restart_at is None]
+            if self.stopping and not any(w.process.exitcode is None for w in alive):
+                return code
+            waits: list[Any] = [w.process.sentinel for w in alive]
+            waits += [w.ready for w in alive if not w.ready.closed]
+            wait(waits, timeout=self._next_timeout())
+            for worker in alive:
+                if not worker.ready.closed and worker.ready.poll():
+                    worker.serving = self.port_served = _said_ready(worker.ready)
+                if worker.process.exitcode is not None:
+                    failed = self._ended(worker)
+                    if failed is not None:
+                        code = failed
+            if code and not self.stopping:  # a worker failed to start the port: stop all
+                self.stopping = True
+                self._signal_all(signal.SIGTERM)
+            now = time.monotonic()
+            for i, worker in enumerate(self.workers):
+                if worker.restart_at is not None and now >= worker.restart_at and not self.stopping:
+                    self.workers[i] = self._start(worker.index, worker.failures)
+
+    def _ended(self, worker: Worker) -> int | None:
+        """A worker's process ended: forget its live gauges; restart it later, or return the
+        exit code that stops the supervisor (a failure before the port was ever served)."""
+        pid, exitcode = worker.process.pid, worker.process.exitcode
+        assert pid is not None and exitcode is not None
+        mark_process_dead(pid, str(metrics_dir(self.run_dir)))  # type: ignore[no-untyped-call]
+        worker.process.close()
+        worker.ready.close()
+        if self.stopping:
+            worker.restart_at = math.inf
+            return None
+        if not self.port_served:
+            worker.restart_at = math.inf
+            return exitcode or 1
+        if time.monotonic() - worker.started >= STEADY_S:
+            worker.failures = 0
+        delay = RESTART_DELAYS_S[min(worker.failures, len(RESTART_DELAYS_S) - 1)]
+        worker.failures += 1
+        worker.restart_at = time.monotonic() + delay
+        self.restarts.inc()
+        log.error(
+            "worker %d (pid %d) exited with code %d; restarting it in %.1f s",
+            worker.index,
+            pid,
+            exitcode,
+            delay,
+        )
+        return None
+
+    def _next_timeout(self) -> float:
+        pending = [w.restart_at for w in self.workers if w.restart_at is not None]
+        if not pending or self.stopping:
+            return POLL_S
+        return max(0.0, min(POLL_S, min(pending) - time.monotonic()))
+
+    def _stop_all(self) -> None:
+        """On the way out: every worker gets SIGTERM and is waited for (its drain included)."""
+        self._signal_all(signal.SIGTERM)
+        for worker in self.workers:
+            if worker.restart_at is None:
+                worker.process.join()
+
+
+def _said_ready(ready: Connection) -> bool:
+    """The worker's one message (it serves), or False when it ended before sending it."""
+    try:
+        return bool(ready.recv())
+    except EOFError:
+        return False
+    finally:
+        ready.close()
+
+
+def _restart_counter() -> Counter:
+    """``standby_worker_restarts_total``, kept in the multiprocess files (so every worker's
+    ``/metrics`` shows it): prometheus-client picks its value store when first imported, and
+    the supervisor imported it before the run directory existed, so it is picked again here."""
+    previous = values.ValueClass
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    try:
+        counter = Counter(
+            "standby_worker_restarts",
+            "Worker processes restarted after they died (standby serve --workers N > 1).",
+            registry=CollectorRegistry(),
+        )
+    finally:
+        values.ValueClass = previous
+    counter.inc(0)  # written at zero, so the first restart shows in rate()
+    return counter
+
+
+def _worker_main(
+    setup_logging: SetupLogging,
+    settings: Settings,
+    log_level: str,
+    config_path: str | Path | None,
+    sock: socket.socket,
+    ready: Connection,
+) -> None:
+    """A worker process: one gateway serving the inherited socket; errors as the CLI says them."""
+    from standby.gateway.server import serve
+
+    setup_logging(log_level)
+
+    def started(server: object, gw: object) -> None:
+        ready.send(True)
+        ready.close()
+
+    try:
+        serve(settings, log_level=log_level, config_path=config_path, sock=sock, on_started=started)
+    except (ConfigError, StandbyError) as e:
+        print(f"standby: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        print(f"standby: error: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

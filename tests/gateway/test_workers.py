@@ -1,0 +1,273 @@
+"""``standby serve --workers 2``: real processes behind one port, against the simulated Gemini.
+
+Which worker takes a connection is the kernel's choice; a test that needs a given worker to
+serve stops the others (SIGSTOP): a stopped worker cannot accept, so the one left takes every
+new connection from the shared queue."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import psutil
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from standby.sim.background import free_port
+from tests.fixtures.gateway import ROUTE, base_config
+from tests.fixtures.sim import RunningSim
+
+BODY = {"model": ROUTE, "messages": [{"role": "user", "content": "which worker?"}]}
+
+
+class Served:
+    """A running ``standby serve --workers N`` process and its workers."""
+
+    def __init__(self, config: dict[str, Any], tmp_path: Path, workers: int = 2) -> None:
+        port = free_port()
+        config["server"]["port"] = port
+        self.config_path = tmp_path / f"standby-{port}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.url = f"http://127.0.0.1:{port}"
+        self.stderr = tmp_path / f"standby-{port}.log"
+        with self.stderr.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "standby.cli", "--log-level", "info", "serve"),
+                    *("--config", str(self.config_path), "--workers", str(workers)),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+        self.wait_workers(workers)
+
+    def workers(self) -> list[psutil.Process]:
+        """The serving children (not multiprocessing's resource tracker)."""
+        children = psutil.Process(self.proc.pid).children()
+        return [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+
+    def wait_workers(self, n: int, timeout_s: float = 60) -> list[psutil.Process]:
+        """Until ``n`` workers run and each answers (each is checked alone)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            workers = self.workers()
+            if len(workers) == n and all(self.answers_alone(w) for w in workers):
+                return workers
+            time.sleep(0.2)
+        raise AssertionError(f"{n} workers did not start:\n{self.log()}")
+
+    def answers_alone(self, worker: psutil.Process) -> bool:
+        with self.only(worker):
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+    @contextlib.contextmanager
+    def only(self, worker: psutil.Process) -> Iterator[None]:
+        """Every other worker stopped: new connections go to ``worker``."""
+        others = [w for w in self.workers() if w.pid != worker.pid]
+        for w in others:
+            w.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for w in others:
+                w.send_signal(signal.SIGCONT)
+
+    def chat(self, key: str = "unused") -> int:
+        """One request on a new connection: its status."""
+        with httpx.Client(timeout=30) as client:
+            r = client.post(
+                f"{self.url}/v1/chat/completions",
+                json=BODY,
+                headers={"authorization": f"Bearer {key}"},
+            )
+            return r.status_code
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def total(self, name: str, **labels: str) -> float:
+        return sum(
+            value
+            for (sample, have), value in self.metrics().items()
+            if sample == name and set(labels.items()) <= set(have)
+        )
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture
+def serve_workers(tmp_path: Path) -> Iterator[Any]:
+    started: list[Served] = []
+
+    def start(config: dict[str, Any], workers: int = 2) -> Served:
+        served = Served(config, tmp_path, workers)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        if served.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(served.proc.pid, signal.SIGKILL)
+            served.proc.wait(30)
+
+
+@pytest.mark.timeout(180)
+def test_metrics_sum_every_workers_requests(sim: RunningSim, serve_workers: Any) -> None:
+    served = serve_workers(base_config(sim.url, None))
+    a, b = served.workers()
+    sent = 0
+    for worker, n in ((a, 7), (b, 5)):  # each worker serves some of them
+        with served.only(worker):
+            client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
+            with client:
+                for _ in range(n):
+                    answer = client.chat.completions.create(**BODY)
+                    assert answer.choices[0].message.content
+                    sent += 1
+    for _ in range(8):  # and the kernel's choice
+        assert served.chat() == 200
+        sent += 1
+    assert served.total("standby_requests_total", backend="gemini", outcome="ok") == sent
+    assert served.total("standby_requests_total") == sent
+    assert served.total("standby_request_duration_seconds_count") == sent
+    assert served.total("standby_in_flight_requests") == 0
+    assert served.total("standby_worker_restarts_total") == 0
+    assert sim.sim.requests == sent
+    assert served.stop() == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_dead_worker_is_restarted_and_counted(sim: RunningSim, serve_workers: Any) -> None:
+    served = serve_workers(base_config(sim.url, None))
+    a, b = served.workers()
+    assert served.chat() == 200
+    a.kill()
+    assert served.chat() == 200  # the other one serves meanwhile
+    workers = served.wait_workers(2)
+    assert b.pid in {w.pid for w in workers} and a.pid not in {w.pid for w in workers}
+    assert served.total("standby_worker_restarts_total") == 1
+    assert "exited with code -9; restarting it" in served.log()
+    assert served.stop() == 0
+
+
+@pytest.mark.timeout(180)
+def test_sighup_reloads_the_keys_of_every_worker(
+    sim: RunningSim, serve_workers: Any, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("sk-old-key-000000000000\n")
+    config = base_config(sim.url, None)
+    config["server"]["api_keys_file"] = str(keys)
+    served = serve_workers(config)
+    assert served.chat("sk-old-key-000000000000") == 200
+    keys.write_text("sk-new-key-111111111111\n")
+    served.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while served.log().count("keys reloaded") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for worker in served.workers():
+        with served.only(worker):
+            assert served.chat("sk-new-key-111111111111") == 200
+            assert served.chat("sk-old-key-000000000000") == 401
+    assert served.stop() == 0
+
+
+@pytest.mark.timeout(180)
+def test_one_breaker_for_the_host(sim: RunningSim, serve_workers: Any) -> None:
+    """The primary fails: after ``failures`` calls in total (not per worker) no worker calls it;
+    after the cool-down the host sends one probe; once it answers, both workers use it."""
+    config = base_config(sim.url, None)
+    # A backup on the same simulator whose model name is the fault spec "ok": it always answers.
+    config["backends"]["backup"] = {**config["backends"]["gemini"], "model": "ok"}
+    config["routes"][ROUTE] = ["gemini", "backup"]
+    config["breaker"] = {"failures": 3, "cooldown_s": 2, "window_s": 30}
+    served = serve_workers(config)
+    a, b = served.workers()
+    sim.sim.reset()
+    sim.sim.set_fault("error-503")
+    for i in range(12):  # the workers take turns
+        with served.only((a, b)[i % 2]):
+            assert served.chat() == 200
+    assert sim.sim.by_model.get(ROUTE) == 3
+
+    time.sleep(2.3)  # the cool-down is over: half-open, the fault still there
+    for i in range(8):
+        with served.only((a, b)[i % 2]):
+            assert served.chat() == 200
+    assert sim.sim.by_model.get(ROUTE) == 4  # one probe for the host, which failed
+
+    sim.sim.set_fault("ok")
+    time.sleep(2.3)
+    for i in range(6):
+        with served.only((a, b)[i % 2]):
+            assert served.chat() == 200
+    assert sim.sim.by_model.get(ROUTE) == 4 + 6  # the probe closed it for both
+    states = {k: v for k, v in served.metrics().items() if k[0] == "standby_breaker_state"}
+    assert set(states.values()) == {0.0}
+    assert served.stop() == 0
+
+
+def test_a_local_backend_needs_one_worker(tmp_path: Path) -> None:
+    config = base_config("http://127.0.0.1:9", tmp_path / "no-model")
+    path = tmp_path / "standby.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "standby.cli", "serve", "--config", str(path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "standby: error: server.workers: 2 workers cannot serve the local backend 'gemma' "
+        "(each would load its own copy of the model; a model process shared by the workers is "
+        "not built yet): set server.workers to 1 (or --workers 1)"
+    ]
+
+
+def test_a_worker_that_cannot_start_stops_the_port(tmp_path: Path) -> None:
+    """A start-up error (here the key file is missing) is the worker's one line, and the
+    supervisor exits with its code instead of restarting it for ever."""
+    config = base_config("http://127.0.0.1:9", None)
+    config["server"]["api_keys_file"] = str(tmp_path / "missing-keys.txt")
+    config["server"]["port"] = free_port()
+    path = tmp_path / "standby.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "standby.cli", "serve", "--config", str(path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("standby: error:")]
+    assert errors and all("missing-keys.txt" in line for line in errors), done.stderr
