@@ -7,6 +7,8 @@ prints a table and writes it into ``docs/benchmarks.md``:
     direct    the simulated Gemini's OpenAI surface (``standby sim gemini``), no proxy at all
     floor     benchmarks/floor_proxy.py: aiohttp server + one shared ClientSession on uvloop
     standby   ``standby serve`` (one worker), route ``gemini-3.8-flash: [gemini, gemini_backup]``
+    standby-2w  the same config under ``standby serve --workers 2`` (two worker processes behind
+              one port, breakers and metrics shared); its CPU is the whole process group's
     litellm   the LiteLLM proxy (one worker), same route with a configured fallback
 
 Capture on / off is measured inside the ``standby`` gateway (``capture_ab``): its route
@@ -68,7 +70,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 NPROC = os.cpu_count() or 1
 BEGIN = "<!-- BEGIN gateway_overhead results (generated: edit the script, not this block) -->"
 END = "<!-- END gateway_overhead results -->"
-TARGETS = ("direct", "floor", "standby", "standby-nocapture", "litellm")
+TARGETS = ("direct", "floor", "standby", "standby-nocapture", "standby-2w", "litellm")
 # --pin: the proxy under test gets CPU 0 to itself; the simulator and wrk share CPU 1, and so
 # does standby's capture writer (a child of the gateway, which would inherit CPU 0; in
 # production it runs on another core than the gateway's event loop, when there is one).
@@ -495,7 +497,7 @@ def start_targets(
             argv += ["--port", str(port), "--upstream", upstream]
             proc = procs.start("floor", argv)
             waits.append((target, proc, f"http://127.0.0.1:{port}/healthz", 30))
-        elif name in ("standby", "standby-nocapture"):
+        elif name in ("standby", "standby-nocapture", "standby-2w"):
             capture = (
                 "{enabled: false}"
                 if name == "standby-nocapture"
@@ -503,7 +505,8 @@ def start_targets(
             )
             config = f"{name}.yaml"
             (work / config).write_text(standby_yaml(port, sim_port, capture))
-            proc = procs.start(name, [standby, "serve", "--config", config])
+            workers = ["--workers", "2"] if name == "standby-2w" else []
+            proc = procs.start(name, [standby, "serve", "--config", config, *workers])
             waits.append((target, proc, f"http://127.0.0.1:{port}/readyz", 90))
         elif name == "litellm":
             exe = executable("litellm")
@@ -859,6 +862,19 @@ def derived(report: Report, concs: Sequence[int], modes: Sequence[str] = MODES) 
                     "separate gateways, capture enabled / disabled)",
                     f"{on.rps / off.rps:.2f}",
                 )
+        for conc in concs:  # standby --workers 2 against --workers 1, capture on in both
+            one, two = report.get("standby", mode, conc), report.get("standby-2w", mode, conc)
+            if one is None or two is None or one.rps <= 0 or not one.proxy_cpu_ms:
+                continue
+            faster, cpu = two.rps / one.rps, (two.proxy_cpu_ms or 0.0) / one.proxy_cpu_ms
+            row(
+                mode,
+                f"standby --workers 2 / --workers 1, c={conc}: req/s; CPU per request (the "
+                "standby-2w and standby cells)",
+                f"{faster:.2f}x; {cpu:.2f}x",
+                "req/s > 1x, CPU <= 1.10x" if conc >= 64 else "",
+                faster > 1 and cpu <= 1.10,
+            )
         if mode not in RESPONSES_MODES:  # the LiteLLM proxy is measured on chat only
             versus("litellm", mode, concs, "{:.1f}x", "> 10x", lambda r: r > 10)
         else:
@@ -1109,7 +1125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sim, targets = start_targets(procs, names, modes)
             if args.pin:  # standby's capture writer joins the simulator and wrk
                 for target in targets.values():
-                    if target.proc is not None and target.name.startswith("standby"):
+                    if target.proc is not None and target.name in ("standby", "standby-nocapture"):
                         for pid in child_pids(target.proc.pgid):
                             pin_process(pid, PIN_LAYOUT["writer"])
                             print(
