@@ -29,7 +29,7 @@ from standby.gateway.metrics import Metrics
 from standby.gateway.metrics_page import MetricsPage
 from standby.gateway.metrics_page import render as render_metrics
 from standby.gateway.models import models_api
-from standby.gateway.responses import responses_api
+from standby.gateway.responses import RESPONSES_PATH, responses_api, responses_asgi
 from standby.gateway.responses_state import ResponseKeeper
 from standby.gateway.routes import CHAT_PATH, api, chat_asgi
 from standby.gateway.secrets import secret_values
@@ -128,18 +128,25 @@ class Gateway:
 
 
 class GatewayApp:
-    """The ASGI entry point: chat completions go straight to their handler, everything else
-    (models, health, metrics, OpenAPI, 404s) through FastAPI."""
+    """The ASGI entry point: chat completions and Responses requests (``POST``) go straight to
+    their handlers, everything else (models, health, metrics, OpenAPI, stored responses, 404s)
+    through FastAPI."""
 
     def __init__(self, api: FastAPI) -> None:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
-            scope["app"] = self.api  # handlers find the gateway on app.state
-            await chat_asgi(scope, receive, send)
-        else:
-            await self.api(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST":
+            direct = _DIRECT.get(scope["path"])
+            if direct is not None:
+                scope["app"] = self.api  # handlers find the gateway on app.state
+                await direct(scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+
+# The hot paths, served without FastAPI (each with its own error boundary).
+_DIRECT = {CHAT_PATH: chat_asgi, RESPONSES_PATH: responses_asgi}
 
 
 def model_scores(adapter: str | None) -> dict[str, float]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from standby.errors import RequestError, parse_json
 from standby.gateway.access import RequestRecord
@@ -55,6 +56,19 @@ _SCHEMA = ResponsesRequest.model_json_schema()
     },
 )
 async def create_response(request: Request) -> Response:
+    return await serve_response(request)
+
+
+async def responses_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /v1/responses`` as a bare ASGI call, as chat's ``routes.chat_asgi``: FastAPI's
+    routing and middleware layers are skipped (they cost as much CPU per request as the rest of
+    the gateway's own work here), with the same handler and error boundary as the routed
+    endpoint."""
+    response = await serve_response(Request(scope, receive))
+    await response(scope, receive, send)
+
+
+async def serve_response(request: Request) -> Response:
     """One Responses request, start to end: the only place its errors become a response."""
     gw: Gateway = request.app.state.gateway
     record = open_record(gw, request)
