@@ -5,15 +5,19 @@ gone and swept), the per-key cap, and ``purge`` by date and key id."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis.asyncio
 
 from standby.store import open_responses
-from standby.store.responses import ResponseStore
+from standby.store.errors import BusError
+from standby.store.responses import ResponseStore, SQLiteResponses
 from tests.store.conftest import REDIS_URL, Backend
 
 KEY_A = "aaaaaaaaaaaaaaaa"
@@ -96,3 +100,96 @@ async def test_purge_by_key_id_then_by_date(opened: Open, backend: Backend) -> N
     assert await store.purge(before=datetime.now(UTC) - timedelta(days=1)) == 0
     assert await store.purge(before=datetime.now(UTC) + timedelta(seconds=1)) == 1
     assert await stored_ids(backend) == []
+
+
+async def test_each_of_many_concurrent_puts_is_readable_when_it_returns(opened: Open) -> None:
+    """Puts that arrive together are written together (SQLite: one transaction); each still
+    returns only once its own document can be read (a client may continue a response as soon
+    as it has it). 64 at once: redis-py's pool refuses a 101st connection."""
+    store = opened(max_stored=1000)
+
+    async def put_then_get(n: int) -> bytes | None:
+        await store.put(f"resp_{n}", KEY_A, b'{"n": %d}' % n)
+        return await store.get(f"resp_{n}", KEY_A)
+
+    got = await asyncio.gather(*(put_then_get(n) for n in range(64)))
+    assert got == [b'{"n": %d}' % n for n in range(64)]
+
+
+OLD_SCHEMA = """
+CREATE TABLE standby_responses (id TEXT PRIMARY KEY, key_id TEXT NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL NOT NULL, doc BLOB NOT NULL);
+CREATE INDEX standby_responses_key ON standby_responses (key_id, created_at);
+CREATE INDEX standby_responses_expiry ON standby_responses (expires_at);
+"""
+
+
+async def test_the_cap_counts_rows_of_an_older_file_and_every_delete(tmp_path: Path) -> None:
+    """SQLite keeps each key's count beside its rows (the cap is one lookup, not a COUNT): a
+    file written before the count existed is counted when opened, and every way a row goes
+    (a delete, a purge, the cap itself, expiry, a put over the same id) keeps it exact."""
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as the store's first version left it
+        db.executescript(OLD_SCHEMA)
+        far = time.time() + 3600
+        db.executemany(
+            "INSERT INTO standby_responses VALUES (?, ?, ?, ?, ?)",
+            [(f"resp_old{n}", KEY_A, n, far, b"{}") for n in range(4)],
+        )
+        db.commit()
+    store = open_responses(f"sqlite:///{path}", retention_s=3600, max_stored=4)
+    try:
+        await store.put("resp_new0", KEY_A, b"{}")  # the fifth: the oldest goes
+        assert await store.get("resp_old0", KEY_A) is None
+        assert await store.delete("resp_old1", KEY_A) is True
+        assert await store.purge(before=datetime.fromtimestamp(3, UTC)) == 1  # resp_old2
+        await store.put("resp_new0", KEY_A, b'{"again": 1}')  # the same id: still one row
+        await store.put("resp_new1", KEY_A, b"{}")
+        await store.put("resp_new2", KEY_A, b"{}")  # four: resp_old3 and three new ones
+        assert sorted(rows_of(path)) == ["resp_new0", "resp_new1", "resp_new2", "resp_old3"]
+        await store.put("resp_new3", KEY_A, b"{}")  # five: resp_old3 goes
+        assert sorted(rows_of(path)) == ["resp_new0", "resp_new1", "resp_new2", "resp_new3"]
+        assert counts_of(path) == {KEY_A: 4}
+    finally:
+        await store.close()
+    expiring = open_responses(f"sqlite:///{path}", retention_s=0.2, max_stored=4)
+    try:
+        await expiring.put("resp_b", KEY_B, b"{}")
+        await asyncio.sleep(0.3)
+        await expiring.put("resp_b2", KEY_B, b"{}")  # sweeps resp_b
+        assert counts_of(path) == {KEY_A: 4, KEY_B: 1}
+    finally:
+        await expiring.close()
+
+
+def rows_of(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [r[0] for r in db.execute("SELECT id FROM standby_responses")]
+
+
+def counts_of(path: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return dict(db.execute("SELECT key_id, n FROM standby_responses_count WHERE n > 0"))
+
+
+async def test_puts_to_a_locked_file_fail_each_with_a_bus_error_then_work_again(
+    tmp_path: Path,
+) -> None:
+    """A batch that cannot be written (another process holds the file's write lock past the
+    busy timeout) fails every put in it with the store's error; none is left waiting."""
+    path = tmp_path / "r.db"
+    store = SQLiteResponses(path, retention_s=3600, max_stored=10, busy_timeout_s=0.1)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        results = await asyncio.gather(
+            *(store.put(f"resp_{n}", KEY_A, b"{}") for n in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, BusError) and "locked" in str(r) for r in results), results
+        holder.execute("ROLLBACK")
+        await store.put("resp_ok", KEY_A, b"{}")
+        assert await store.get("resp_ok", KEY_A) == b"{}"
+        assert rows_of(path) == ["resp_ok"]
+    finally:
+        holder.close()
+        await store.close()
