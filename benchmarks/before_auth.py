@@ -1,11 +1,12 @@
-"""Attacks on the request head against ``standby serve`` in its own process (issue #19 item 1):
-connections sending header lines without end (the blank line never comes), and slow-loris
-connections sending a header byte a second. Prints the gateway's RSS before and at its peak
-during the flood, and how many slow connections are still open after a while; docs/reliability.md
-keeps the figures.
+"""Attacks that need no key, against ``standby serve`` in its own process (issue #19 items 1
+and 9): connections sending header lines without end (the blank line never comes), slow-loris
+connections sending a header byte a second, and floods of cheap requests (a 401, ``/metrics``,
+``/healthz``). Prints the gateway's RSS before and at its peak during the header flood, how many
+slow connections are still open after a while, and the gateway's CPU per request of each flood
+(from /proc); docs/reliability.md keeps the figures.
 
-    .venv/bin/python benchmarks/head_attacks.py                 # the default limits
-    .venv/bin/python benchmarks/head_attacks.py --no-limits     # limits set out of reach
+    .venv/bin/python benchmarks/before_auth.py                 # the default limits
+    .venv/bin/python benchmarks/before_auth.py --no-limits     # head limits set out of reach
 
 ``--no-limits`` sets ``server.max_header_bytes``, ``max_headers`` and ``header_timeout_s`` far
 beyond the attack (the gateway as it was before the limits). The gateway's only backend is an
@@ -143,6 +144,52 @@ def slow_loris(port: int, connections: int, seconds: float) -> dict[str, Any]:
     }
 
 
+FLOODS = {
+    "401": b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    b"content-length: 2\r\n\r\n{}",
+    "/metrics": b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n",
+    "/healthz": b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n",
+}
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def requests_back_to_back(port: int, request: bytes, n: int) -> None:
+    """``n`` requests on one kept-alive connection, each answer read whole."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        for _ in range(n):
+            s.sendall(request)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = head.lower().split(b"\r\n")
+            length = int(next(x for x in lines if x.startswith(b"content-length")).split(b":")[1])
+            while len(body) < length:
+                body += s.recv(65536)
+
+
+def flood_cpu(port: int, pid: int, connections: int, per_connection: int) -> dict[str, int]:
+    """The gateway's CPU microseconds per request of each flood in ``FLOODS``."""
+    figures = {}
+    for name, request in FLOODS.items():
+        requests_back_to_back(port, request, 50)  # warm
+        before = cpu_s(pid)
+        threads = [
+            threading.Thread(target=requests_back_to_back, args=(port, request, per_connection))
+            for _ in range(connections)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        figures[name] = round((cpu_s(pid) - before) / (connections * per_connection) * 1e6)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--no-limits", action="store_true", help="limits set out of reach")
@@ -150,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mib", type=int, default=128, help="MiB of header lines per connection")
     p.add_argument("--loris", type=int, default=300, help="slow-loris connections")
     p.add_argument("--loris-s", type=float, default=20, help="how long they send")
+    p.add_argument("--floods", type=int, default=2000, help="requests per flood (4 connections)")
     args = p.parse_args(argv)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
             flood = header_flood(port, gateway.pid, args.connections, args.mib)
             loris = slow_loris(port, args.loris, args.loris_s)
+            cpu = flood_cpu(port, gateway.pid, 4, args.floods // 4)
         finally:
             gateway.terminate()
             gateway.wait(30)
@@ -171,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         f"limits {limits}: slow loris: {loris['open']} of {loris['connections']} connections "
         f"open after {loris['after_s']:g} s ({loris['got_408']} got 408)"
     )
+    for name, us in cpu.items():
+        print(f"flood of {name}: {us} us of gateway CPU per request")
     return 0
 
 
