@@ -140,7 +140,7 @@ class Supervisor:
         self.workers: list[Worker] = []
         self.stopping = False
         self.port_served = False  # some worker served: later deaths are restarted
-        self.restarts = _restart_counter()
+        self.restarts = restart_counter(CollectorRegistry())
 
     def run(self) -> int:
         previous = {
@@ -261,17 +261,18 @@ def _said_ready(ready: Connection) -> bool:
         ready.close()
 
 
-def _restart_counter() -> Counter:
-    """``standby_worker_restarts_total``, kept in the multiprocess files (so every worker's
-    ``/metrics`` shows it): prometheus-client picks its value store when first imported, and
-    the supervisor imported it before the run directory existed, so it is picked again here."""
+def restart_counter(registry: CollectorRegistry) -> Counter:
+    """``standby_worker_restarts_total`` on ``registry``; in the supervisor, kept in the
+    multiprocess files (so every worker's ``/metrics`` shows it): prometheus-client picks its
+    value store when first imported, and the supervisor imported it before the run directory
+    existed, so it is picked again here."""
     previous = values.ValueClass
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     try:
         counter = Counter(
             "standby_worker_restarts",
             "Worker processes restarted after they died (standby serve --workers N > 1).",
-            registry=CollectorRegistry(),
+            registry=registry,
         )
     finally:
         values.ValueClass = previous

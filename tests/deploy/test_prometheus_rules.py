@@ -304,11 +304,16 @@ def pipeline_worker_metrics(tmp_path: Path) -> dict[str, str]:
 
 def test_the_runbook_documents_every_registered_metric() -> None:
     """The runbook's table and the code's registries hold the same names with the same types."""
+    from prometheus_client import CollectorRegistry
+
     from standby.gateway.metrics import Metrics
+    from standby.gateway.workers import restart_counter
     from standby.pipeline.controller import PipelineMetrics
 
+    supervisor = CollectorRegistry()  # standby serve --workers N's own series
+    restart_counter(supervisor)
     registered = {}
-    for registry in (Metrics().registry, PipelineMetrics().registry):
+    for registry in (Metrics().registry, PipelineMetrics().registry, supervisor):
         for family in registry.collect():
             suffix = "_total" if family.type == "counter" else ""
             registered[family.name + suffix] = family.type
