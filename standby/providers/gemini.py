@@ -9,6 +9,7 @@ answers (tools, function calls, thought signatures) is in :mod:`standby.provider
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -104,19 +105,23 @@ class GeminiProvider:
                 self._stream_url, data=http.body(data), headers=self._headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
-                async for batch in http.sse_batches(self.name, resp, self.config.limits):
-                    for payload in batch:
-                        parsed = Parsed(orjson.loads(payload), self.name)
-                        self._check_blocked(parsed)
-                        state.feed(parsed)
-                    deltas = state.deltas()
-                    if state.done():
-                        # Gemini said every candidate is complete: the last pieces, the
-                        # finishes and the usage go out together (one write to the client).
-                        final = deltas
-                        break
-                    for delta in deltas:
-                        yield delta
+                # Closed here, not by the garbage collector: a generator left after a `break`
+                # is finalized through the loop's thread-safe wake-up (~0.1 ms a request).
+                batches = http.sse_batches(self.name, resp, self.config.limits)
+                async with contextlib.aclosing(batches):
+                    async for batch in batches:
+                        for payload in batch:
+                            parsed = Parsed(orjson.loads(payload), self.name)
+                            self._check_blocked(parsed)
+                            state.feed(parsed)
+                        deltas = state.deltas()
+                        if state.done():
+                            # Gemini said every candidate is complete: the last pieces, the
+                            # finishes and the usage go out together (one write to the client).
+                            final = deltas
+                            break
+                        for delta in deltas:
+                            yield delta
         except Exception as e:
             raise http.translate(self.name, e, self.config.timeouts.connect_s) from e
         if not final:

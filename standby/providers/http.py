@@ -16,7 +16,7 @@ import asyncio
 import email.utils
 import io
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, NoReturn
 
 import aiohttp
@@ -170,7 +170,7 @@ async def raise_for_status(backend: str, resp: aiohttp.ClientResponse) -> None:
 
 async def sse_batches(
     backend: str, resp: aiohttp.ClientResponse, limits: UpstreamLimits
-) -> AsyncIterator[list[bytes]]:
+) -> AsyncGenerator[list[bytes], None]:
     """The ``data:`` payloads of a server-sent-event stream, grouped by network read: every
     event that has already arrived comes out at once, so the gateway forwards it in one piece
     instead of paying a write (and a timer) per event.

@@ -24,6 +24,7 @@ a TGI without grammar support): then a request that uses tools is ``unsupported`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -271,16 +272,20 @@ class OpenAICompatProvider:
                 self._url, data=http.body(data), headers=self._stream_headers
             ) as resp:
                 await http.raise_for_status(self.name, resp)
-                async for batch in http.sse_batches(self.name, resp, self.config.limits):
-                    for payload in batch:
-                        if payload == b"[DONE]":
-                            state.done = True
+                # Closed here, not by the garbage collector: a generator left after a `break`
+                # is finalized through the loop's thread-safe wake-up (~0.1 ms a request).
+                batches = http.sse_batches(self.name, resp, self.config.limits)
+                async with contextlib.aclosing(batches):
+                    async for batch in batches:
+                        for payload in batch:
+                            if payload == b"[DONE]":
+                                state.done = True
+                                break
+                            state.feed(self._chunk(orjson.loads(payload)))
+                        for delta in state.deltas():
+                            yield delta
+                        if state.done:
                             break
-                        state.feed(self._chunk(orjson.loads(payload)))
-                    for delta in state.deltas():
-                        yield delta
-                    if state.done:
-                        break
         except Exception as e:
             raise http.translate(self.name, e, self.config.timeouts.connect_s) from e
         if not state.finished():
