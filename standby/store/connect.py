@@ -87,11 +87,21 @@ def open_responses(url: str, *, retention_s: float, max_stored: int) -> Response
     )
 
 
+REDIS_CONNECTIONS = 100
+REDIS_WAIT_S = 10.0
+
+
 def _redis_client(url: str, client_url: str, what: str) -> Redis:
-    """A redis-py asyncio client for ``client_url`` (``url`` without our options)."""
-    from redis.asyncio import Redis
+    """A redis-py asyncio client for ``client_url`` (``url`` without our options). Its pool
+    holds up to ``REDIS_CONNECTIONS`` connections and a caller beyond them waits (up to
+    ``REDIS_WAIT_S``) for one to come back: redis-py's default pool refuses the 101st at once
+    ("Too many connections"), which under a burst of requests lost stored responses."""
+    from redis.asyncio import BlockingConnectionPool, Redis
 
     try:
-        return Redis.from_url(client_url)
+        pool = BlockingConnectionPool.from_url(
+            client_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S
+        )
+        return Redis.from_pool(pool)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{what} {safe_url(url)!r}: {e}") from None

@@ -105,15 +105,17 @@ async def test_purge_by_key_id_then_by_date(opened: Open, backend: Backend) -> N
 async def test_each_of_many_concurrent_puts_is_readable_when_it_returns(opened: Open) -> None:
     """Puts that arrive together are written together (SQLite: one transaction); each still
     returns only once its own document can be read (a client may continue a response as soon
-    as it has it). 64 at once: redis-py's pool refuses a 101st connection."""
+    as it has it). 300 at once, three times the Redis pool's connections: a caller beyond them
+    waits for one (redis-py's default pool refused the 101st)."""
     store = opened(max_stored=1000)
+    count = 300
 
     async def put_then_get(n: int) -> bytes | None:
         await store.put(f"resp_{n}", KEY_A, b'{"n": %d}' % n)
         return await store.get(f"resp_{n}", KEY_A)
 
-    got = await asyncio.gather(*(put_then_get(n) for n in range(64)))
-    assert got == [b'{"n": %d}' % n for n in range(64)]
+    got = await asyncio.gather(*(put_then_get(n) for n in range(count)))
+    assert got == [b'{"n": %d}' % n for n in range(count)]
 
 
 OLD_SCHEMA = """
