@@ -50,7 +50,8 @@ class ServerConfig(Strict):
         default=1,
         description="Worker processes serving the port (`standby serve --workers`); 1 is one "
         "process, as before. More: a supervising process binds the port once and each worker "
-        "accepts on it; breakers are shared between them and /metrics sums them "
+        "accepts on it; breakers, max_concurrency and rate limits hold for all of them and "
+        "/metrics sums them "
         "(docs/architecture.md, Worker processes). A `local` backend needs workers: 1.",
     )
     api_keys: list[SecretStr] = Field(

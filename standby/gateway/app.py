@@ -18,8 +18,7 @@ from standby.config import Settings
 from standby.errors import RateLimited, StandbyError
 from standby.gateway.accounting import Accounting
 from standby.gateway.admin import admin_api
-from standby.gateway.admission import Admission
-from standby.gateway.auth import ANONYMOUS, KeyRing, RateLimiter, server_digests
+from standby.gateway.auth import ANONYMOUS, KeyRing, server_digests
 from standby.gateway.capture import Capture
 from standby.gateway.embeddings import embeddings_api
 from standby.gateway.errors import error_response
@@ -33,6 +32,7 @@ from standby.gateway.responses import RESPONSES_PATH, responses_api, responses_a
 from standby.gateway.responses_state import ResponseKeeper
 from standby.gateway.routes import CHAT_PATH, api, chat_asgi
 from standby.gateway.secrets import secret_values
+from standby.gateway.shared_limits import admission_for, limiter_for
 from standby.openai_models import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
 from standby.providers.hotswap import HotSwappable
@@ -57,19 +57,15 @@ class Gateway:
         gateway_keys, admin_keys = server_digests(settings.server)
         self.keys = KeyRing(gateway_keys)
         self.admin_keys = KeyRing(admin_keys, kind="admin key")
-        limit = settings.server.rate_limit_per_key
-        self.limiter = RateLimiter(limit) if limit is not None else None
+        # Under `standby serve --workers N`, rate limits and admission caps hold for the host.
+        self.limiter = limiter_for(settings)
         self.config_path: Path | None = None  # `standby serve`: keys reload from this file too
         self.providers = providers or {
             name: build_provider(name, cfg) for name, cfg in settings.backends.items()
         }
         self.failover = Failover(settings, self.providers, self.metrics.breaker_changed)
         self.accounting = Accounting(settings, self.metrics)
-        self.admission = Admission(
-            settings.server.max_concurrency,
-            {alias: route.max_concurrency for alias, route in settings.routes.items()},
-            self.metrics,
-        )
+        self.admission = admission_for(settings, self.metrics)
         self.capture = (
             Capture(
                 settings.capture,

@@ -2,11 +2,12 @@
 
 Each backend's breaker state (state, consecutive failures, the probe flag, the cool-down's end,
 a drill's hold, the per-second outcome buckets of the window) lives in one record of a small
-file in the supervisor's run directory, mapped into every worker. Each breaker call locks the
-backend's record (an ``fcntl`` byte-range lock: one per record, released by the kernel if a
-worker dies holding it), reads the record, runs :class:`CircuitBreaker`'s own logic on it and
-writes it back. So the workers act as one breaker: ``failures`` consecutive failures in total
-open it for all of them, and in half-open exactly one request of the host probes.
+file in the supervisor's run directory, mapped into every worker (a ``shared_table``). Each
+breaker call locks the backend's record (an ``fcntl`` byte-range lock: one per record, released
+by the kernel if a worker dies holding it), reads the record, runs :class:`CircuitBreaker`'s
+own logic on it and writes it back. So the workers act as one breaker: ``failures``
+consecutive failures in total open it for all of them, and in half-open exactly one request of
+the host probes.
 
 The clock is ``time.monotonic`` (``CLOCK_MONOTONIC``), one clock for every process of the host,
 so a cool-down's end written by one worker means the same instant to the others. A worker that
@@ -16,10 +17,7 @@ did not make a transition does not log it or call ``on_change``; ``/metrics`` re
 
 from __future__ import annotations
 
-import fcntl
 import math
-import mmap
-import os
 import struct
 import time
 from collections import deque
@@ -29,6 +27,7 @@ from typing import TypeVar
 
 from standby.config import BreakerConfig, Settings
 from standby.gateway.breaker import CircuitBreaker, OnChange, State
+from standby.gateway.shared_table import SharedTable
 from standby.gateway.worker_env import breaker_table_path, run_dir
 
 T = TypeVar("T")
@@ -61,20 +60,14 @@ class BreakerTable:
 
     def __init__(self, path: Path, settings: Settings) -> None:
         self.slots = layout(settings)
-        self.fd = os.open(path, os.O_RDWR)
-        try:
-            self.map = mmap.mmap(self.fd, os.fstat(self.fd).st_size)
-        except BaseException:
-            os.close(self.fd)
-            raise
+        self.table = SharedTable(path)
 
     @staticmethod
     def create(path: Path, settings: Settings) -> None:
         """The supervisor's part: a file of closed breakers (all zero bytes), before any worker."""
         slots = layout(settings)
         size = max(offset + _HEAD.size + cap * _BUCKET.size for offset, cap in slots.values())
-        with path.open("wb") as f:
-            f.truncate(size)
+        SharedTable.create(path, size)
 
     @classmethod
     def for_worker(cls, settings: Settings) -> BreakerTable | None:
@@ -100,21 +93,21 @@ class SharedBreaker(CircuitBreaker):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(backend, config, on_change, clock)
-        self._fd = table.fd
-        self._map = table.map
+        self._table = table.table
+        self._map = table.table.map
         self._offset, self._capacity = table.slots[backend]
         self._size = _HEAD.size + self._capacity * _BUCKET.size
 
     def _shared(self, op: Callable[[], T]) -> T:
         """Run ``op`` on the record, locked: read it, run, write it back."""
-        fcntl.lockf(self._fd, fcntl.LOCK_EX, self._size, self._offset)
-        try:
+
+        def run() -> T:
             self._load()
             result = op()
             self._store()
             return result
-        finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, self._size, self._offset)
+
+        return self._table.locked(self._offset, self._size, run)
 
     def _load(self) -> None:
         state, held, probe, consecutive, open_until, n = _HEAD.unpack_from(self._map, self._offset)

@@ -2,7 +2,8 @@
 
 ``standby serve --workers N`` (N > 1) makes a fresh run directory, names it in the environment
 of the worker processes it starts (``standby.gateway.workers``), and deletes it when they have
-all ended. It holds the breaker table (``standby.gateway.shared_breakers``) and prometheus-client's
+all ended. It holds the breaker table (``standby.gateway.shared_breakers``), the admission
+counts and rate-limit buckets (``standby.gateway.shared_limits``) and prometheus-client's
 multiprocess files (``metrics/``, also named by ``PROMETHEUS_MULTIPROC_DIR``, which
 prometheus-client reads when it is imported). A gateway outside such a supervisor (one process,
 ``--workers 1``, or a test's in-process server) finds no run directory and shares nothing.
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 
 RUN_DIR_ENV = "STANDBY_WORKERS_DIR"
+WORKER_INDEX_ENV = "STANDBY_WORKER_INDEX"  # set by each worker for itself: 0 .. N-1
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 
 
@@ -23,9 +25,26 @@ def run_dir() -> Path | None:
     return Path(value) if value else None
 
 
+def worker_index() -> int:
+    """This worker's slot, 0 .. N-1 (a restarted worker takes the slot of the one it replaces)."""
+    return int(os.environ.get(WORKER_INDEX_ENV, "0"))
+
+
 def metrics_dir(run: Path) -> Path:
     return run / "metrics"
 
 
 def breaker_table_path(run: Path) -> Path:
     return run / "breakers"
+
+
+def admission_path(run: Path) -> Path:
+    return run / "admission"
+
+
+def rate_buckets_path(run: Path) -> Path:
+    return run / "rate-buckets"
+
+
+def capture_socket_path(run: Path) -> Path:
+    return run / "capture.sock"

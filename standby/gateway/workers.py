@@ -18,9 +18,10 @@ that fails while the port is first starting (a backend that cannot start, a bad 
 stops them all: its one-line error is on stderr and the supervisor exits with its code.
 
 Shared between the workers, through a run directory the supervisor makes and deletes
-(``worker_env``): the breakers (``shared_breakers``) and the metrics (prometheus-client's
-multiprocess mode). Per worker: admission caps and rate limits (each worker applies the
-configured figure to what it serves), the capture writer, stored responses' connections.
+(``worker_env``): the breakers (``shared_breakers``), admission caps and per-key rate limits
+(``shared_limits``: a dead worker's slot of requests in flight is zeroed before it is
+restarted) and the metrics (prometheus-client's multiprocess mode). Per worker: the capture
+writer, stored responses' connections.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ from prometheus_client.multiprocess import mark_process_dead
 from standby.config import LocalBackend, Settings
 from standby.errors import ConfigError, StandbyError
 from standby.gateway.shared_breakers import BreakerTable
+from standby.gateway.shared_limits import clear_worker, create_tables
 from standby.gateway.worker_env import (
     METRICS_DIR_ENV,
     RUN_DIR_ENV,
+    WORKER_INDEX_ENV,
     breaker_table_path,
     metrics_dir,
 )
@@ -94,6 +97,7 @@ def serve_workers(
     try:
         metrics_dir(run).mkdir()
         BreakerTable.create(breaker_table_path(run), settings)
+        create_tables(run, settings)
         # Read by the workers (spawned with this environment) and by prometheus-client there.
         os.environ[RUN_DIR_ENV] = str(run)
         os.environ[METRICS_DIR_ENV] = str(metrics_dir(run))
@@ -159,7 +163,7 @@ class Supervisor:
         receive, send = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=_worker_main,
-            args=(*self.args, self.sock, send),
+            args=(*self.args, self.sock, send, index),
             name=f"standby-worker-{index}",
         )
         process.start()
@@ -214,6 +218,7 @@ class Supervisor:
         pid, exitcode = worker.process.pid, worker.process.exitcode
         assert pid is not None and exitcode is not None
         mark_process_dead(pid, str(metrics_dir(self.run_dir)))  # type: ignore[no-untyped-call]
+        clear_worker(self.run_dir, self.settings, worker.index)  # its requests are not in flight
         worker.process.close()
         worker.ready.close()
         if self.stopping:
@@ -287,10 +292,12 @@ def _worker_main(
     config_path: str | Path | None,
     sock: socket.socket,
     ready: Connection,
+    index: int,
 ) -> None:
     """A worker process: one gateway serving the inherited socket; errors as the CLI says them."""
     from standby.gateway.server import serve
 
+    os.environ[WORKER_INDEX_ENV] = str(index)  # its slot in the shared admission counts
     setup_logging(log_level)
 
     def started(server: object, gw: object) -> None:

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,3 +272,74 @@ def test_a_worker_that_cannot_start_stops_the_port(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("standby: error:")]
     assert errors and all("missing-keys.txt" in line for line in errors), done.stderr
+
+
+def hang_on(served: Served, worker: psutil.Process, sim: RunningSim, in_flight: int) -> None:
+    """A request that hangs at the backend, served by ``worker`` (in a thread, for ever)."""
+
+    def send() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            served.chat()
+
+    with served.only(worker):
+        threading.Thread(target=send, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while sim.sim.requests < in_flight:  # it reached the backend: it was admitted
+            assert time.monotonic() < deadline, "the hanging request did not reach the backend"
+            time.sleep(0.02)
+
+
+@pytest.mark.timeout(180)
+def test_max_concurrency_holds_for_the_host(sim: RunningSim, serve_workers: Any) -> None:
+    """max_concurrency 2 with 2 workers: one request hanging in each is the host's 2, so a
+    third gets 503 overloaded from either worker; a worker killed with its request in flight
+    leaves no count behind (the supervisor clears its slot)."""
+    config = base_config(sim.url, None)
+    config["server"]["max_concurrency"] = 2
+    config["backends"]["gemini"]["timeouts"] = {"first_token_s": 120, "total_s": 120}
+    served = serve_workers(config)
+    a, b = served.workers()
+    sim.sim.reset()
+    sim.sim.set_fault("hang")
+    hang_on(served, a, sim, 1)
+    hang_on(served, b, sim, 2)
+    for worker in (a, b):
+        with served.only(worker):
+            with httpx.Client(timeout=30) as client:
+                r = client.post(f"{served.url}/v1/chat/completions", json=BODY)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "overloaded"
+            assert r.headers["retry-after"]
+    assert served.total("standby_rejected_requests_total", scope="global") == 2
+
+    sim.sim.set_fault("ok")
+    a.kill()  # with its hanging request: the host has 1 in flight now, b's
+    (restarted,) = (w for w in served.wait_workers(2) if w.pid != b.pid)
+    for worker in (restarted, b):
+        with served.only(worker):
+            assert served.chat() == 200
+    assert served.stop() == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_keys_rate_limit_holds_for_the_host(sim: RunningSim, serve_workers: Any) -> None:
+    """One key's bucket (burst 4, 0.2/s) for the host: the workers taking turns grant it 4
+    requests (and what refilled meanwhile), not 4 each."""
+    key = "sk-rate-limited-key-0000"
+    config = base_config(sim.url, None)
+    config["server"]["api_keys"] = [key]
+    config["server"]["rate_limit_per_key"] = {"requests_per_s": 0.2, "burst": 4}
+    served = serve_workers(config)
+    a, b = served.workers()
+    t0 = time.monotonic()
+    statuses = []
+    for i in range(12):
+        with served.only((a, b)[i % 2]):
+            statuses.append(served.chat(key))
+    elapsed = time.monotonic() - t0
+    ok, limited = statuses.count(200), statuses.count(429)
+    assert ok + limited == 12, statuses
+    assert 4 <= ok <= 4 + int(elapsed * 0.2), (statuses, elapsed)
+    assert statuses[:4] == [200] * 4
+    assert served.total("standby_rate_limited_total") == limited
+    assert served.stop() == 0
