@@ -16,16 +16,26 @@ bounded (``2 * batch_size + SEND_BATCH``): a slow bus keeps answers in the buffe
 that dies is restarted; the answers it had not reported are counted as dropped. On shutdown the
 buffer is sent and the writer's stdin closed; the writer writes it all and exits
 (``drain_timeout_s`` bounds the wait).
+
+Under ``standby serve --workers N`` (N > 1) the host has one writer, started by the supervisor
+(``standby.gateway.workers``), and each worker's buffer goes to it over a unix socket in the run
+directory instead of a child's stdin (:class:`HostWriter`): the same frames and reports, and
+the same bounds, per worker. On shutdown a worker half-closes its connection and waits for the
+reports of all it sent; the writer stops once the supervisor, after every worker, closes its
+stdin. A writer that dies is restarted by the supervisor; the workers count what it had not
+reported as dropped and connect to the new one.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import itertools
 import logging
 import sys
 import time
+from pathlib import Path
 
 import orjson
 
@@ -34,6 +44,7 @@ from standby.errors import ConfigError
 from standby.gateway.capture_writer import batch_frame, frame, read_frame
 from standby.gateway.captured import Captured, data_of
 from standby.gateway.metrics import Metrics
+from standby.gateway.worker_env import capture_socket_path, run_dir
 from standby.store import MAX_EVENT_BYTES, BusError
 
 log = logging.getLogger("standby.capture")
@@ -55,17 +66,89 @@ def payload(answers: list[bytes], secrets: list[str] | None = None) -> bytes:
     )
 
 
-class WriterProcess:
-    """One capture writer process and the frames it has not reported yet."""
+class WriterLink(abc.ABC):
+    """A capture writer as one gateway sees it: frames go out on ``stdin``, reports come back on
+    ``stdout``; and the frames it has not reported yet."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
-        self.proc = proc
-        self.stdin = proc.stdin
-        self.stdout = proc.stdout
+    def __init__(self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
         self.pending: dict[int, int] = {}  # frame seq -> answers in it, until reported
         self.unreported = 0  # answers sent and not reported yet: the sum of pending
         self.alive = True
+
+    @abc.abstractmethod
+    def end_input(self) -> None:
+        """No more frames: the writer writes what it has, reports it, and ends ``stdout``."""
+
+    @abc.abstractmethod
+    async def ended(self) -> int | None:
+        """Once ``stdout`` ended: the writer process's exit code (None: not this one's)."""
+
+    @abc.abstractmethod
+    async def kill(self) -> None:
+        """Stop now: what the writer had not reported is lost (the caller counts it)."""
+
+
+class HostWriter(WriterLink):
+    """The host's writer (``standby serve --workers N``), over this worker's connection."""
+
+    @classmethod
+    async def connect(cls, path: Path, secrets: list[str]) -> HostWriter:
+        """Connect and hand over the secrets this worker knows; BusError when the writer is
+        not there (not started yet, or being restarted)."""
+        try:
+            reader, writer = await asyncio.open_unix_connection(path, limit=1 << 20)
+        except OSError as e:
+            raise BusError(
+                f"the host's capture writer is not running ({e.strerror or e})",
+                reason="unavailable",
+            ) from None
+        link = cls(writer, reader)
+        try:
+            writer.write(frame({"secrets": secrets}))
+            reply = await asyncio.wait_for(read_frame(reader), START_TIMEOUT_S)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, orjson.JSONDecodeError):
+            reply = None
+        except BaseException:
+            await link.kill()
+            raise
+        if reply != ["ready"]:
+            await link.kill()
+            raise BusError("the host's capture writer did not answer", reason="unavailable")
+        return link
+
+    def end_input(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError):  # already gone: its reports end
+            self.stdin.write_eof()
+
+    async def ended(self) -> int | None:
+        self.alive = False
+        self.stdin.close()
+        with contextlib.suppress(OSError):
+            await self.stdin.wait_closed()
+        return None
+
+    async def kill(self) -> None:
+        self.alive = False
+        self.stdin.transport.abort()
+
+
+class WriterProcess(WriterLink):
+    """One gateway's own capture writer process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        super().__init__(proc.stdin, proc.stdout)
+        self.proc = proc
+
+    def end_input(self) -> None:
+        self.stdin.close()
+
+    async def ended(self) -> int | None:
+        code = await self.proc.wait()
+        self.alive = False
+        return code
 
     @classmethod
     async def spawn(cls, config: CaptureConfig, secrets: list[str] | None = None) -> WriterProcess:
@@ -123,7 +206,7 @@ class Capture:
         self.metrics = metrics
         self._buffer: list[bytes] = []  # encoded answers not sent to the writer yet
         self._timer: asyncio.TimerHandle | None = None  # sends the buffer at the window's end
-        self._writer: WriterProcess | None = None
+        self._writer: WriterLink | None = None
         self._reports_task: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()  # the writer reported, or was replaced
         self._seq = itertools.count()
@@ -134,11 +217,18 @@ class Capture:
             outcome: metrics.capture_events.labels(outcome)
             for outcome in ("written", "filtered", "dropped")
         }
+        run = run_dir()  # a worker of several: the host's writer, else its own
+        self._host_writer = capture_socket_path(run) if run is not None else None
+
+    async def _open(self) -> WriterLink:
+        if self._host_writer is not None:
+            return await HostWriter.connect(self._host_writer, self.secrets)
+        return await WriterProcess.spawn(self.config, self.secrets)
 
     async def start(self) -> None:
-        """Start the writer process (a bad bus URL or unwritable path stops start-up), then the
-        task that reads its reports."""
-        self._writer = await WriterProcess.spawn(self.config, self.secrets)
+        """Start the writer process, or connect to the host's (a bad bus URL or unwritable path
+        stops start-up), then the task that reads its reports."""
+        self._writer = await self._open()
         self._reports_task = asyncio.create_task(self._reports(), name="capture-reports")
 
     def offer(self, item: Captured) -> None:
@@ -196,7 +286,7 @@ class Capture:
                     await self._progress.wait()
             self._all_sent = True
             if self._writer is not None and self._writer.alive:
-                self._writer.stdin.close()  # the writer writes what it has, reports, and exits
+                self._writer.end_input()  # the writer writes what it has, reports, and ends
             await reports
 
         try:
@@ -248,23 +338,21 @@ class Capture:
             writer = self._writer
             assert writer is not None
             await self._read_reports(writer)
-            code = await writer.proc.wait()
-            writer.alive = False
+            code = await writer.ended()
             lost, writer.unreported = writer.unreported, 0
             writer.pending.clear()
             self._count["dropped"].inc(lost)
+            ended = "went away" if code is None else f"exited with code {code}"
             if self._all_sent:
                 if code or lost:
-                    log.error("capture: the writer exited with code %s, %d events lost", code, lost)
+                    log.error("capture: the writer %s, %d events lost", ended, lost)
                 return
-            log.error(
-                "capture: the writer exited with code %s, %d events lost; restarting", code, lost
-            )
+            log.error("capture: the writer %s, %d events lost; restarting", ended, lost)
             self._writer = await self._restart()
             self._progress.set()
             self._send()
 
-    async def _read_reports(self, writer: WriterProcess) -> None:
+    async def _read_reports(self, writer: WriterLink) -> None:
         """Account for each report until the writer's stdout ends."""
         while True:
             try:
@@ -286,11 +374,12 @@ class Capture:
             if self._buffer:
                 self._send()
 
-    async def _restart(self) -> WriterProcess:
+    async def _restart(self) -> WriterLink:
+        """A new writer process; a worker's: a connection to the one its supervisor restarts."""
         for attempt in itertools.count():
             await asyncio.sleep(RESTART_DELAYS_S[min(attempt, len(RESTART_DELAYS_S) - 1)])
             try:
-                return await WriterProcess.spawn(self.config, self.secrets)
+                return await self._open()
             except (ConfigError, BusError) as e:
                 log.error("capture: the writer did not restart: %s", e)
         raise AssertionError("unreachable")

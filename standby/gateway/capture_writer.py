@@ -11,6 +11,14 @@ the bus's large batches (``batch_size``, ``flush_interval_s``).
 
 Frames on stdin / stdout start with a 4-byte big-endian length.
 
+One writer per gateway process (``standby serve``), or one per host (``standby serve --workers
+N``): then the supervisor starts it with a ``"socket"`` path in its first frame, and each worker
+speaks the protocol below over its own connection to that unix socket (a ``{"secrets": [...]}``
+frame first, answered ``["ready"]``); the reports of a worker's frames go back on its
+connection. A worker ends its input with a half-close, and the writer closes the connection once
+that worker's frames are written and reported. The supervisor's stdin stays open while the
+workers serve; its EOF stops the writer.
+
     gateway -> writer   ``{"config": the CaptureConfig, "secrets": [...]}`` (JSON: the
                         configured secret values, taken out of every event), then batch frames
                         (``batch_frame``: an 8-byte sequence number, then JSON ``{"at": unix
@@ -33,6 +41,7 @@ that exits cleanly or dies loses nothing it had already handed over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -61,6 +70,10 @@ from standby.store import (
 SOURCE = "standby/gateway"  # the events' source: they describe the gateway's answers
 RETRIES = 3
 Log = list[list[Any]]  # [[logging level, message], ...], logged by the gateway
+Report = Callable[[Any], None]  # sends a report to the gateway (worker) that sent the frames
+# What the write loop is given: a batch (seq, payload, its gateway's Report), a connection whose
+# input ended (closed once what it sent is written and reported), or None: stop.
+Item = tuple[int, bytes, Report] | asyncio.StreamWriter | None
 
 
 def frame(message: Any) -> bytes:
@@ -164,13 +177,14 @@ def read_answers(payload: bytes) -> tuple[datetime, list[Any], list[str]]:
 class Writer:
     """Turns the answers of the frames it is given into events and publishes them in batches of
     up to ``batch_size``, at the latest ``flush_interval_s`` after the first one arrived; each
-    flush reports the frames it covered and how many of their answers were written."""
+    flush reports, to each gateway that sent some of them, the frames it covered and how many
+    of their answers were written."""
 
     def __init__(
         self,
         config: CaptureConfig,
         bus: Bus,
-        report: Callable[[Any], None],
+        report: Report,
         secrets: list[str] | None = None,
     ) -> None:
         self.bus = bus
@@ -178,18 +192,21 @@ class Writer:
         self.flush_interval_s = config.flush_interval_s
         self.redact = Redactor(config.redact_patterns, defaults=config.redact_defaults)
         self.scrub = Scrubber(secrets or ())  # the gateway's configured secret values
-        self.report = report
+        self.report = report  # where reports go when a frame does not say (one gateway)
         self.bodies: list[bytes] = []  # valid encoded events, not written yet
-        self.seqs: list[int] = []  # the frames they came in
+        self.seqs: dict[Report, list[int]] = {}  # the frames they came in, by gateway
+        self.counts: dict[Report, int] = {}  # each gateway's answers among the bodies
         self.logs: Log = []
         self.first_at = 0.0
 
-    def add(self, seq: int, payload: bytes) -> None:
-        """Keep the event of each answer in the frame; an answer that makes no valid event is
-        dropped alone (and logged; the gateway counts it), an unreadable frame whole."""
+    def add(self, seq: int, payload: bytes, source: Report | None = None) -> None:
+        """Keep the event of each answer in the frame (sent by ``source``'s gateway); an answer
+        that makes no valid event is dropped alone (and logged; the gateway counts it), an
+        unreadable frame whole."""
         if not self.seqs:
             self.first_at = time.monotonic()
-        self.seqs.append(seq)
+        source = source or self.report
+        self.seqs.setdefault(source, []).append(seq)
         try:
             at, answers, secrets = read_answers(payload)
         except MalformedEvent as e:
@@ -199,6 +216,7 @@ class Writer:
         for data in answers:
             try:
                 self.bodies.append(event_body(data, at, self.redact, self.scrub))
+                self.counts[source] = self.counts.get(source, 0) + 1
             except (MalformedEvent, EventTooLarge) as e:
                 rid = data.get("request_id") if isinstance(data, dict) else None
                 self.log(logging.WARNING, f"capture: event {rid} dropped: {e}")
@@ -216,9 +234,9 @@ class Writer:
         counted as dropped, never raised."""
         if not self.seqs:
             return
-        bodies, seqs = self.bodies, self.seqs
-        self.bodies, self.seqs = [], []
-        written = 0
+        bodies, seqs, counts = self.bodies, self.seqs, self.counts
+        self.bodies, self.seqs, self.counts = [], {}, {}
+        published = False
         for attempt in range(1, RETRIES + 1):
             try:
                 if bodies:
@@ -231,10 +249,12 @@ class Writer:
                 if attempt < RETRIES:
                     await asyncio.sleep(0.1 * 2**attempt)
             else:
-                written = len(bodies)
+                published = True
                 break
         logs, self.logs = self.logs, []
-        self.report(["done", seqs, written, logs])
+        for source, covered in seqs.items():  # the logs go with the first report
+            source(["done", covered, counts.get(source, 0) if published else 0, logs])
+            logs = []
 
     def log(self, level: int, message: str) -> None:
         self.logs.append([level, message])
@@ -260,41 +280,102 @@ async def serve(reader: asyncio.StreamReader, out: IO[bytes]) -> int:
         report(["failed", kind, str(e), getattr(e, "reason", "error")])
         return 1
     writer = Writer(config, bus, report, first.get("secrets"))
-    frames: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
-    reading = asyncio.create_task(_read_frames(reader, frames))
+    frames: asyncio.Queue[Item] = asyncio.Queue()
+    server: asyncio.Server | None = None
+    if first.get("socket"):  # the host's writer: workers connect; stdin's end stops it
+        server = await asyncio.start_unix_server(
+            lambda r, w: _connection(r, w, writer, frames), path=first["socket"], limit=1 << 20
+        )
+        reading = asyncio.create_task(_read_control(reader, frames))
+    else:  # one gateway's: its frames on stdin, their end stops it
+        reading = asyncio.create_task(_read_frames(reader, frames, report, None))
     freeze_startup_objects()
     report(["ready"])
     try:
-        while True:
-            try:
-                message = await asyncio.wait_for(frames.get(), writer.due_in())
-            except TimeoutError:
-                await writer.flush()
-                continue
-            if message is None:
-                break
-            writer.add(*message)
-            if len(writer.bodies) >= writer.batch_size:
-                await writer.flush()
-        await writer.flush()
+        await _write(writer, frames)
     finally:
         reading.cancel()
+        if server is not None:
+            server.close()
         await bus.close()
     return 0
 
 
+async def _write(writer: Writer, frames: asyncio.Queue[Item]) -> None:
+    """Write what arrives until told to stop; then what is held."""
+    while True:
+        try:
+            message = await asyncio.wait_for(frames.get(), writer.due_in())
+        except TimeoutError:
+            await writer.flush()
+            continue
+        if message is None:
+            break
+        if isinstance(message, asyncio.StreamWriter):  # a worker's input ended
+            await writer.flush()  # its frames, reported on its connection
+            await _close(message)
+            continue
+        writer.add(*message)
+        if len(writer.bodies) >= writer.batch_size:
+            await writer.flush()
+    await writer.flush()
+
+
+async def _close(conn: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        await conn.drain()
+    conn.close()
+    with contextlib.suppress(OSError):
+        await conn.wait_closed()
+
+
 async def _read_frames(
-    reader: asyncio.StreamReader, frames: asyncio.Queue[tuple[int, bytes] | None]
+    reader: asyncio.StreamReader, frames: asyncio.Queue[Item], source: Report, end: Item
 ) -> None:
-    """Batches into ``frames`` (read while the writer writes), then None at the end of input;
-    a frame cut off by the gateway's death ends the input too."""
+    """Batches into ``frames`` (read while the writer writes), then ``end`` at the end of
+    input; a frame cut off by the gateway's death ends the input too."""
     try:
         while (batch := await read_batch(reader)) is not None:
-            frames.put_nowait(batch)
-    except asyncio.IncompleteReadError:
+            frames.put_nowait((*batch, source))
+    except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
-        frames.put_nowait(None)
+        frames.put_nowait(end)
+
+
+async def _read_control(reader: asyncio.StreamReader, frames: asyncio.Queue[Item]) -> None:
+    """The host's writer: the supervisor sends nothing more; the end of its stdin is the end."""
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while await reader.read(4096):
+            pass
+    frames.put_nowait(None)
+
+
+async def _connection(
+    reader: asyncio.StreamReader,
+    conn: asyncio.StreamWriter,
+    writer: Writer,
+    frames: asyncio.Queue[Item],
+) -> None:
+    """One worker's connection: its secrets, ``["ready"]``, then its batches."""
+
+    def report(message: Any) -> None:
+        if not conn.is_closing():  # a worker that died: what it sent is still written
+            conn.write(frame(message))
+
+    try:
+        hello = await read_frame(reader)
+    except (asyncio.IncompleteReadError, ConnectionError, orjson.JSONDecodeError):
+        hello = None
+    if not isinstance(hello, dict):
+        await _close(conn)
+        return
+    secrets = hello.get("secrets")
+    writer.scrub.add(
+        [s for s in secrets if isinstance(s, str)] if isinstance(secrets, list) else []
+    )
+    report(["ready"])
+    await _read_frames(reader, frames, report, conn)
 
 
 async def _main() -> int:

@@ -3,9 +3,10 @@
 ``standby serve --workers N`` (N > 1) makes a fresh run directory, names it in the environment
 of the worker processes it starts (``standby.gateway.workers``), and deletes it when they have
 all ended. It holds the breaker table (``standby.gateway.shared_breakers``), the admission
-counts and rate-limit buckets (``standby.gateway.shared_limits``) and prometheus-client's
-multiprocess files (``metrics/``, also named by ``PROMETHEUS_MULTIPROC_DIR``, which
-prometheus-client reads when it is imported). A gateway outside such a supervisor (one process,
+counts and rate-limit buckets (``standby.gateway.shared_limits``), the host's capture writer's
+socket (``standby.gateway.capture_host``) and prometheus-client's multiprocess files
+(``metrics/``, also named by ``PROMETHEUS_MULTIPROC_DIR``, which prometheus-client reads when it
+is imported). A gateway outside such a supervisor (one process,
 ``--workers 1``, or a test's in-process server) finds no run directory and shares nothing.
 """
 

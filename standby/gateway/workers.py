@@ -20,8 +20,9 @@ stops them all: its one-line error is on stderr and the supervisor exits with it
 Shared between the workers, through a run directory the supervisor makes and deletes
 (``worker_env``): the breakers (``shared_breakers``), admission caps and per-key rate limits
 (``shared_limits``: a dead worker's slot of requests in flight is zeroed before it is
-restarted) and the metrics (prometheus-client's multiprocess mode). Per worker: the capture
-writer, stored responses' connections.
+restarted), the capture writer (``capture_host``: one process for the host, which the workers
+feed over a unix socket; started before them, restarted when it dies, stopped after them) and
+the metrics (prometheus-client's multiprocess mode). Per worker: stored responses' connections.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from standby.config import LocalBackend, Settings
 from standby.errors import ConfigError, StandbyError
+from standby.gateway.capture_host import HostCaptureWriter
 from standby.gateway.shared_breakers import BreakerTable
 from standby.gateway.shared_limits import clear_worker, create_tables
 from standby.gateway.worker_env import (
@@ -94,16 +96,21 @@ def serve_workers(
     sock = listening_socket(settings.server.host, settings.server.port)
     run = Path(tempfile.mkdtemp(prefix="standby-workers-"))
     saved = {name: os.environ.get(name) for name in (RUN_DIR_ENV, METRICS_DIR_ENV)}
+    capture = HostCaptureWriter(settings, run) if settings.capture.enabled else None
     try:
         metrics_dir(run).mkdir()
         BreakerTable.create(breaker_table_path(run), settings)
         create_tables(run, settings)
+        if capture is not None:
+            capture.start()  # before the workers, which connect to it as they start
         # Read by the workers (spawned with this environment) and by prometheus-client there.
         os.environ[RUN_DIR_ENV] = str(run)
         os.environ[METRICS_DIR_ENV] = str(metrics_dir(run))
-        supervisor = Supervisor(settings, sock, run, setup_logging, log_level, config_path)
-        return supervisor.run()
+        supervisor = Supervisor(settings, sock, run, setup_logging, log_level, config_path, capture)
+        return supervisor.run()  # every worker has ended (drained) when it returns
     finally:
+        if capture is not None:
+            capture.stop()  # it writes what the workers handed it, then exits
         sock.close()
         for name, value in saved.items():
             if value is None:
@@ -135,8 +142,10 @@ class Supervisor:
         setup_logging: SetupLogging,
         log_level: str,
         config_path: str | Path | None,
+        capture: HostCaptureWriter | None = None,
     ) -> None:
         self.settings = settings
+        self.capture = capture
         self.sock = sock
         self.run_dir = run
         self.args = (setup_logging, settings, log_level, config_path)
@@ -196,7 +205,11 @@ class Supervisor:
                 return code
             waits: list[Any] = [w.process.sentinel for w in alive]
             waits += [w.ready for w in alive if not w.ready.closed]
+            if self.capture is not None:
+                waits += self.capture.waitable()
             wait(waits, timeout=self._next_timeout())
+            if self.capture is not None:
+                self.capture.check(self.stopping)
             for worker in alive:
                 if not worker.ready.closed and worker.ready.poll():
                     worker.serving = self.port_served = _said_ready(worker.ready)
@@ -243,10 +256,13 @@ class Supervisor:
         return None
 
     def _next_timeout(self) -> float:
-        pending = [w.restart_at for w in self.workers if w.restart_at is not None]
-        if not pending or self.stopping:
+        if self.stopping:
             return POLL_S
-        return max(0.0, min(POLL_S, min(pending) - time.monotonic()))
+        now = time.monotonic()
+        pending = [w.restart_at - now for w in self.workers if w.restart_at is not None]
+        if self.capture is not None and (writer := self.capture.next_timeout()) is not None:
+            pending.append(writer)
+        return max(0.0, min([POLL_S, *pending]))
 
     def _stop_all(self) -> None:
         """On the way out: every worker gets SIGTERM and is waited for (its drain included)."""

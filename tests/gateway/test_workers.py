@@ -6,6 +6,7 @@ new connection from the shared queue."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from standby.sim.background import free_port
+from standby.store import open_bus
 from tests.fixtures.gateway import ROUTE, base_config
 from tests.fixtures.sim import RunningSim
 
@@ -343,3 +345,82 @@ def test_a_keys_rate_limit_holds_for_the_host(sim: RunningSim, serve_workers: An
     assert statuses[:4] == [200] * 4
     assert served.total("standby_rate_limited_total") == limited
     assert served.stop() == 0
+
+
+def capture_writers(served: Served) -> list[psutil.Process]:
+    """The capture writer processes under the supervisor (a dead one not yet reaped: not)."""
+    found = []
+    for p in psutil.Process(served.proc.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # ended (a zombie too)
+            if "standby.gateway.capture_writer" in " ".join(p.cmdline()):
+                found.append(p)
+    return found
+
+
+def events_in(db: Path) -> int:
+    """Every event on the bus (a new consumer group each time reads them all)."""
+
+    async def count() -> int:
+        async with open_bus(f"sqlite:///{db}") as bus:
+            group = f"audit-{time.monotonic_ns()}"
+            return len(await bus.consume("inference.completed", group, "a", count=100_000))
+
+    return asyncio.run(count())
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(180)
+def test_one_capture_writer_for_the_host(
+    sim: RunningSim, serve_workers: Any, tmp_path: Path
+) -> None:
+    """Both workers feed the supervisor's one writer process; killed, it is restarted, the
+    workers connect to the new one, and every answer is written once."""
+    db = tmp_path / "events.db"
+    config = base_config(sim.url, None)
+    config["capture"] = {"enabled": True, "bus": f"sqlite:///{db}", "flush_interval_s": 0.2}
+    served = serve_workers(config)
+    a, b = served.workers()
+    (writer,) = capture_writers(served)
+    assert writer.ppid() == served.proc.pid  # the supervisor's child, not a worker's
+    for i in range(6):
+        with served.only((a, b)[i % 2]):
+            assert served.chat() == 200
+    wait_for(lambda: events_in(db) == 6, "the first 6 answers were not written")
+
+    writer.kill()
+    wait_for(lambda: [w.pid for w in capture_writers(served)] not in ([], [writer.pid]), "restart")
+    for i in range(6):
+        with served.only((a, b)[i % 2]):
+            assert served.chat() == 200
+    assert len(capture_writers(served)) == 1
+    wait_for(lambda: served.total("standby_capture_events_total", outcome="written") == 12, "12")
+    assert served.total("standby_capture_events_total", outcome="dropped") == 0
+    assert served.stop() == 0
+    assert events_in(db) == 12
+    assert "the host's writer exited with code -9; restarting it" in served.log()
+
+
+def test_an_unusable_capture_bus_stops_the_port(tmp_path: Path) -> None:
+    """The host's writer cannot open the bus: the same one line and exit code as one process."""
+    config = base_config("http://127.0.0.1:9", None)
+    config["server"]["port"] = free_port()
+    config["capture"] = {"enabled": True, "bus": f"sqlite:///{tmp_path}/not-a-dir/e.db"}
+    (tmp_path / "not-a-dir").write_text("a file")
+    path = tmp_path / "standby.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "standby.cli", "serve", "--config", str(path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("standby: error: sqlite bus ") and "not-a-dir" in line
