@@ -28,6 +28,7 @@ from standby.gateway.auth import server_digests
 from standby.gateway.breaker import State
 from standby.gateway.errors import JSON
 from standby.gateway.secrets import secret_values
+from standby.gateway.worker_env import reload_every_worker
 from standby.scrub import SECRETS, register
 
 if TYPE_CHECKING:
@@ -117,11 +118,15 @@ async def force_breaker(request: Request, backend: str, action: str) -> Response
 async def keys_reload(request: Request) -> Response:
     async def work(gw: Gateway) -> Response:
         try:
-            return _json(reload_keys(gw))
+            counts: dict[str, Any] = dict(reload_keys(gw))
         except ConfigError as e:
             raise RequestError(
                 f"Keys not reloaded, the old keys stay: {e}", code="reload_failed"
             ) from None
+        # Under --workers N this worker has checked and loaded the keys; the supervisor's
+        # SIGHUP brings every worker (this one again) to them.
+        counts["every_worker"] = reload_every_worker()
+        return _json(counts)
 
     return await _admin(request, "keys_reload", ["-"], work)
 

@@ -13,17 +13,29 @@ is imported). A gateway outside such a supervisor (one process,
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 RUN_DIR_ENV = "STANDBY_WORKERS_DIR"
 WORKER_INDEX_ENV = "STANDBY_WORKER_INDEX"  # set by each worker for itself: 0 .. N-1
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
+SUPERVISOR_PID_ENV = "STANDBY_SUPERVISOR_PID"  # the process that started the workers
 
 
 def run_dir() -> Path | None:
     """The run directory of this worker's supervisor; None in a gateway of one process."""
     value = os.environ.get(RUN_DIR_ENV)
     return Path(value) if value else None
+
+
+def reload_every_worker() -> bool:
+    """Ask the supervisor to reload the keys of every worker (it forwards SIGHUP to each, this
+    one included); False in a gateway of one process, which has nobody to ask."""
+    pid = os.environ.get(SUPERVISOR_PID_ENV)
+    if run_dir() is None or not pid:
+        return False
+    os.kill(int(pid), signal.SIGHUP)
+    return True
 
 
 def worker_index() -> int:

@@ -56,6 +56,7 @@ from standby.gateway.shared_limits import clear_worker, create_tables
 from standby.gateway.worker_env import (
     METRICS_DIR_ENV,
     RUN_DIR_ENV,
+    SUPERVISOR_PID_ENV,
     WORKER_INDEX_ENV,
     breaker_table_path,
     metrics_dir,
@@ -95,7 +96,9 @@ def serve_workers(
     check_workers(settings)
     sock = listening_socket(settings.server.host, settings.server.port)
     run = Path(tempfile.mkdtemp(prefix="standby-workers-"))
-    saved = {name: os.environ.get(name) for name in (RUN_DIR_ENV, METRICS_DIR_ENV)}
+    saved = {
+        name: os.environ.get(name) for name in (RUN_DIR_ENV, METRICS_DIR_ENV, SUPERVISOR_PID_ENV)
+    }
     capture = HostCaptureWriter(settings, run) if settings.capture.enabled else None
     try:
         metrics_dir(run).mkdir()
@@ -106,6 +109,7 @@ def serve_workers(
         # Read by the workers (spawned with this environment) and by prometheus-client there.
         os.environ[RUN_DIR_ENV] = str(run)
         os.environ[METRICS_DIR_ENV] = str(metrics_dir(run))
+        os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())  # POST /admin/keys/reload asks it
         supervisor = Supervisor(settings, sock, run, setup_logging, log_level, config_path, capture)
         return supervisor.run()  # every worker has ended (drained) when it returns
     finally:

@@ -58,7 +58,11 @@ def test_admin_and_gateway_keys_do_not_cross(admin_gateway: GatewayServer) -> No
         admin_gateway.client(api_key="admin-key").chat.completions.create(
             model=ROUTE, messages=HELLO
         )
-    assert _post(admin_gateway, "/admin/keys/reload").json() == {"api_keys": 1, "admin_keys": 1}
+    assert _post(admin_gateway, "/admin/keys/reload").json() == {
+        "api_keys": 1,
+        "admin_keys": 1,
+        "every_worker": False,
+    }
 
 
 def test_breaker_drill_force_open_close_reset(

@@ -225,7 +225,7 @@ def test_a_key_added_by_a_reload_is_scrubbed_from_captures(
         reload = httpx.post(
             f"{gw.url}/admin/keys/reload", headers={"authorization": f"Bearer {admin}"}
         )
-        assert reload.json() == {"api_keys": 2, "admin_keys": 1}
+        assert reload.json() == {"api_keys": 2, "admin_keys": 1, "every_worker": False}
         client = gw.client(api_key=added)
         answer = client.chat.completions.create(
             model=ROUTE, messages=[{"role": "user", "content": f"my new key is {added}, keep it"}]

@@ -203,6 +203,36 @@ def test_sighup_reloads_the_keys_of_every_worker(
 
 
 @pytest.mark.timeout(180)
+def test_an_admin_key_reload_reaches_every_worker(
+    sim: RunningSim, serve_workers: Any, tmp_path: Path
+) -> None:
+    """POST /admin/keys/reload lands on one worker; that worker loads the keys and asks the
+    supervisor, whose SIGHUP brings the others to them too."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("sk-old-key-000000000000\n")
+    config = base_config(sim.url, None)
+    config["server"]["api_keys_file"] = str(keys)
+    config["server"]["admin_keys"] = ["admin-key-222222222222"]
+    served = serve_workers(config)
+    keys.write_text("sk-new-key-111111111111\n")
+    a, b = served.workers()
+    with served.only(a), httpx.Client(timeout=30) as client:
+        r = client.post(
+            f"{served.url}/admin/keys/reload",
+            headers={"authorization": "Bearer admin-key-222222222222"},
+        )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"api_keys": 1, "admin_keys": 1, "every_worker": True}
+    deadline = time.monotonic() + 10
+    while served.log().count("keys reloaded") < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)  # a once, then a and b by the supervisor's SIGHUP
+    with served.only(b):
+        assert served.chat("sk-new-key-111111111111") == 200
+        assert served.chat("sk-old-key-000000000000") == 401
+    assert served.stop() == 0
+
+
+@pytest.mark.timeout(180)
 def test_one_breaker_for_the_host(sim: RunningSim, serve_workers: Any) -> None:
     """The primary fails: after ``failures`` calls in total (not per worker) no worker calls it;
     after the cool-down the host sends one probe; once it answers, both workers use it."""
