@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import logging
 import re
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Self
 
 import orjson
 
+from standby.store.closing import Closable
 from standby.store.envelope import Event, decode_event, encode_event
 from standby.store.errors import MalformedEvent
 
@@ -63,7 +62,7 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-class Bus(ABC):
+class Bus(Closable):
     """A durable, partitionless log of events per topic with consumer groups."""
 
     url: str  # without password
@@ -136,17 +135,6 @@ class Bus(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release connections and threads; the stored events stay."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def purge_match(body: bytes, before: datetime | None, key_id: str | None) -> str | None:

@@ -18,21 +18,21 @@ import asyncio
 import sqlite3
 import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from standby.store import sqlite
+from standby.store.closing import Closable
 from standby.store.errors import BusError
 
 DEFAULT_REDIS_PREFIX = "standby:responses:"
 
 
-class ResponseStore(ABC):
+class ResponseStore(Closable):
     """Documents by (id, key id), each for ``retention_s`` seconds, ``max_stored`` per key."""
 
     def __init__(self, *, retention_s: float, max_stored: int) -> None:
@@ -58,14 +58,6 @@ class ResponseStore(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
 
 _SCHEMA = """

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 
 from standby.store import sqlite
+from standby.store.closing import Closable
 from standby.store.errors import BusError
 
 Doc = Any  # a JSON value: dict, list, str, number, bool or None
@@ -32,7 +32,7 @@ Update = Callable[[Any], Any]  # the stored document (None when absent) -> the n
 DEFAULT_REDIS_PREFIX = "standby:state:"
 
 
-class StateStore(ABC):
+class StateStore(Closable):
     """JSON documents by key, each updated atomically."""
 
     @abstractmethod
@@ -48,14 +48,6 @@ class StateStore(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
 
 _SCHEMA = """
