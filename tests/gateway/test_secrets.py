@@ -30,6 +30,7 @@ from standby.store import open_state
 from standby.store.registry import ModelVersion, Registry
 from tests.fixtures.gateway import FAST, ROUTE, StartGateway
 from tests.fixtures.secrets import KnownSecret, find_secrets, leaks
+from tests.fixtures.serve_process import wait_healthy
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 
@@ -263,7 +264,7 @@ def test_no_secret_leaks_from_standby_serve(
     out = Outputs()
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc)
+        wait_healthy(url, proc)
         _traffic(url, secrets, out, keyed_sim[1])
         # Rotation without restart: a new key file, SIGHUP; the old key stops working.
         keys_file.write_text(f"{secrets['rotated']}\n")
@@ -308,19 +309,6 @@ def _status(url: str, key: str) -> int:
 def _admin_status(url: str, key: str) -> int:
     r = httpx.post(f"{url}/admin/keys/reload", headers={"authorization": f"Bearer {key}"})
     return r.status_code
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("standby serve did not start")
 
 
 def _wait_for(check: Any, timeout: float = 10) -> None:

@@ -26,10 +26,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from standby.gateway.metrics_page import RENDERS_PER_S
 from standby.sim.background import free_port
 from tests.fixtures.drill_report import Record
 from tests.fixtures.gateway import ROUTE
 from tests.fixtures.hostile_upstream import Hostile
+from tests.fixtures.serve_process import wait_healthy
 from tests.fixtures.sim import RunningSim
 
 MiB = 1 << 20
@@ -66,6 +68,10 @@ class Serve:
         Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
     def metric(self, name: str, **labels: str) -> float:
+        # /metrics renders at most RENDERS_PER_S times a second once its burst is spent (this
+        # module's tests scrape one gateway dozens of times): a pause of one refill before each
+        # scrape makes every page a fresh one.
+        time.sleep(1.1 / RENDERS_PER_S)
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
         return sum(
             s.value
@@ -131,18 +137,6 @@ def gateway(
     finally:
         proc.terminate()
         proc.wait(30)
-
-
-def wait_healthy(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("standby serve did not start")
 
 
 def ask(client: openai.OpenAI, route: str, how: str) -> tuple[bool, str, str]:
