@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 
-from standby.config import Timeouts
+from standby.config import Timeouts, UpstreamLimits
 from standby.embeddings import EmbeddingRequest, Embeddings
 from standby.errors import Unsupported, UpstreamProtocolError
 from standby.protocol import ChatRequest, Completion, Delta
@@ -24,10 +25,22 @@ class Embedder:
     """Base of the embedding backends: one pooled HTTP session, and ``embed()`` split into
     calls of at most ``max_batch`` texts, sent at once."""
 
-    def __init__(self, name: str, timeouts: Timeouts, max_batch: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        timeouts: Timeouts,
+        max_batch: int,
+        *,
+        url: str,
+        headers: dict[str, str],
+        limits: UpstreamLimits,
+    ) -> None:
         self.name = name
         self.timeouts = timeouts
         self.max_batch = max_batch
+        self.url = url
+        self.headers = headers
+        self.limits = limits
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -69,6 +82,14 @@ class Embedder:
     async def embed_batch(self, texts: Sequence[str], dimensions: int | None) -> Embeddings:
         """One call to the backend for ``texts``."""
         raise NotImplementedError
+
+    async def post(self, body: dict[str, Any]) -> Any:
+        """POST ``body`` to the backend's embeddings URL; its JSON answer (caps and errors as
+        every HTTP provider's: ``http.post_json``)."""
+        data = orjson.dumps(body)
+        return await http.post_json(
+            self.session, self.name, self.url, data, self.headers, self.timeouts, self.limits
+        )
 
 
 async def gather_all(calls: list[Awaitable[T]]) -> list[T]:

@@ -8,27 +8,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from standby.config import GeminiBackend
 from standby.embeddings import Embeddings
 from standby.errors import UpstreamProtocolError
-from standby.providers import http
 from standby.providers.embedder import Embedder, vectors_of
 
 
 class GeminiEmbedder(Embedder):
     def __init__(self, name: str, config: GeminiBackend) -> None:
         assert config.embeddings is not None
-        super().__init__(name, config.timeouts, config.embeddings.max_batch)
+        model = f"models/{config.model.removeprefix('models/')}"
+        headers = {"content-type": "application/json"}
+        if config.api_key is not None:
+            headers["x-goog-api-key"] = config.api_key.get_secret_value()
+        super().__init__(
+            name,
+            config.timeouts,
+            config.embeddings.max_batch,
+            url=f"{config.base_url.rstrip('/')}/{config.api_version}/{model}:batchEmbedContents",
+            headers=headers,
+            limits=config.limits,
+        )
         self.config = config
         self.task_type = config.embeddings.task_type
-        self._model = f"models/{config.model.removeprefix('models/')}"
-        base = config.base_url.rstrip("/")
-        self._url = f"{base}/{config.api_version}/{self._model}:batchEmbedContents"
-        self._headers = {"content-type": "application/json"}
-        if config.api_key is not None:
-            self._headers["x-goog-api-key"] = config.api_key.get_secret_value()
+        self._model = model
 
     def request_body(self, texts: Sequence[str], dimensions: int | None) -> dict[str, Any]:
         common: dict[str, Any] = {"model": self._model}
@@ -39,16 +42,7 @@ class GeminiEmbedder(Embedder):
         return {"requests": [{**common, "content": {"parts": [{"text": t}]}} for t in texts]}
 
     async def embed_batch(self, texts: Sequence[str], dimensions: int | None) -> Embeddings:
-        data = orjson.dumps(self.request_body(texts, dimensions))
-        payload = await http.post_json(
-            self.session,
-            self.name,
-            self._url,
-            data,
-            self._headers,
-            self.timeouts,
-            self.config.limits,
-        )
+        payload = await self.post(self.request_body(texts, dimensions))
         if not isinstance(payload, dict):
             raise UpstreamProtocolError(self.name, "response is not a JSON object")
         usage = payload.get("usageMetadata")

@@ -7,24 +7,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from standby.config import OpenAIBackend
 from standby.embeddings import Embeddings
 from standby.errors import UpstreamProtocolError
-from standby.providers import http
 from standby.providers.embedder import Embedder, vectors_of
 
 
 class OpenAIEmbedder(Embedder):
     def __init__(self, name: str, config: OpenAIBackend) -> None:
         assert config.embeddings is not None
-        super().__init__(name, config.timeouts, config.embeddings.max_batch)
-        self.config = config
-        self._url = f"{config.base_url.rstrip('/')}/embeddings"
-        self._headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json"}
         if config.api_key is not None:
-            self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+            headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        super().__init__(
+            name,
+            config.timeouts,
+            config.embeddings.max_batch,
+            url=f"{config.base_url.rstrip('/')}/embeddings",
+            headers=headers,
+            limits=config.limits,
+        )
+        self.config = config
 
     def request_body(self, texts: Sequence[str], dimensions: int | None) -> dict[str, Any]:
         body: dict[str, Any] = dict(self.config.extra_body)
@@ -34,16 +37,7 @@ class OpenAIEmbedder(Embedder):
         return body
 
     async def embed_batch(self, texts: Sequence[str], dimensions: int | None) -> Embeddings:
-        data = orjson.dumps(self.request_body(texts, dimensions))
-        payload = await http.post_json(
-            self.session,
-            self.name,
-            self._url,
-            data,
-            self._headers,
-            self.timeouts,
-            self.config.limits,
-        )
+        payload = await self.post(self.request_body(texts, dimensions))
         items = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(items, list):
             raise UpstreamProtocolError(self.name, "no data list in the embeddings answer")
