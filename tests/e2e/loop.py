@@ -74,6 +74,7 @@ TIME = {
     },
 }
 TOOLS: list[Any] = [WEATHER, TIME]
+FUNCTIONS = [{"type": "function", **tool["function"]} for tool in TOOLS]  # Responses' shape
 
 
 @function_tool
@@ -168,6 +169,22 @@ class Loop:
 
     calls: list[str]
     text: str
+
+
+def responses_outputs(response: Any, calls: list[str]) -> list[dict[str, Any]]:
+    """A Responses answer's output items as input items for the next step, each function call
+    followed by its output (its name added to ``calls``); empty when it called nothing."""
+    called = [item for item in response.output if item.type == "function_call"]
+    if not called:
+        return []
+    items = [item.model_dump(exclude_none=True) for item in response.output]
+    for call in called:
+        json.loads(call.arguments)  # whole JSON, as the client would read it
+        calls.append(call.name)
+        items.append(
+            {"type": "function_call_output", "call_id": call.call_id, "output": RESULTS[call.name]}
+        )
+    return items
 
 
 def _tool_messages(message: dict[str, Any], calls: list[str]) -> list[dict[str, Any]]:

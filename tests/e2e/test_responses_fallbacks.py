@@ -11,14 +11,13 @@ so the tiny Gemma sees the very prompt it was trained on.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import openai
 import pytest
 
 from tests.e2e.conftest import LOCAL_ANSWER
-from tests.e2e.loop import CALLED, QUESTION, RESULTS, TOOLS
+from tests.e2e.loop import CALLED, FUNCTIONS, QUESTION, responses_outputs
 from tests.fixtures.gateway import GatewayServer
 
 pytestmark = pytest.mark.filterwarnings(
@@ -26,7 +25,6 @@ pytestmark = pytest.mark.filterwarnings(
     r"ignore:Items? .* on TypedDict class .* using the `ReadOnly` qualifier:UserWarning"
 )
 
-FUNCTIONS = [{"type": "function", **tool["function"]} for tool in TOOLS]
 MODES = pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
 
 
@@ -55,20 +53,10 @@ def tool_loop(client: openai.OpenAI, route: str, stream: bool) -> tuple[list[str
             client, stream, model=route, input=items, tools=FUNCTIONS, temperature=0, store=False
         )
         backends.add(backend)
-        calls = [item for item in response.output if item.type == "function_call"]
-        if not calls:
+        step = responses_outputs(response, called)
+        if not step:
             return called, response.output_text, backends
-        items += [item.model_dump(exclude_none=True) for item in response.output]
-        for call in calls:
-            json.loads(call.arguments)
-            called.append(call.name)
-            items.append(
-                {
-                    "type": "function_call_output",
-                    "call_id": call.call_id,
-                    "output": RESULTS[call.name],
-                }
-            )
+        items += step
     raise AssertionError("no final answer in 5 steps")
 
 

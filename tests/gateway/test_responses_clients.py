@@ -25,7 +25,14 @@ from pydantic import BaseModel
 from standby.sim.background import AiohttpServer
 from standby.sim.vllm import BASE_MODEL, VLLMSim
 from tests.e2e.conftest import GEMINI_3, gemini_backend, serve
-from tests.e2e.loop import AGENT_TOOLS, CALLED, QUESTION, RESULTS, TOOLS, Session
+from tests.e2e.loop import (
+    AGENT_TOOLS,
+    CALLED,
+    FUNCTIONS,
+    QUESTION,
+    Session,
+    responses_outputs,
+)
 from tests.fixtures.captured import stored
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim
@@ -42,7 +49,6 @@ def gemini(model: str, url: str) -> dict[str, Any]:
 
 
 # The chat tools, flat as the Responses API has them.
-FUNCTIONS = [{"type": "function", **tool["function"]} for tool in TOOLS]
 
 
 class Forecast(BaseModel):
@@ -171,20 +177,10 @@ def responses_loop(session: Session, down: tuple[int, ...], sim: RunningSim, str
                 response = next(e.response for e in raw.parse() if e.type == "response.completed")
             else:
                 response = raw.parse()
-            calls = [item for item in response.output if item.type == "function_call"]
-            if not calls:
+            step = responses_outputs(response, called)
+            if not step:
                 return called, response.output_text, items
-            items += [item.model_dump(exclude_none=True) for item in response.output]
-            for call in calls:
-                json.loads(call.arguments)
-                called.append(call.name)
-                items.append(
-                    {
-                        "type": "function_call_output",
-                        "call_id": call.call_id,
-                        "output": RESULTS[call.name],
-                    }
-                )
+            items += step
     raise AssertionError("no final answer in 5 steps")
 
 
