@@ -269,15 +269,7 @@ def test_one_breaker_for_the_host(sim: RunningSim, serve_workers: Any) -> None:
 
 def test_a_local_backend_needs_one_worker(tmp_path: Path) -> None:
     config = base_config("http://127.0.0.1:9", tmp_path / "no-model")
-    path = tmp_path / "standby.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "standby.cli", "serve", "--config", str(path), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = failed_start(config, tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "standby: error: server.workers: 2 workers cannot serve the local backend 'gemma' "
@@ -292,15 +284,7 @@ def test_a_worker_that_cannot_start_stops_the_port(tmp_path: Path) -> None:
     config = base_config("http://127.0.0.1:9", None)
     config["server"]["api_keys_file"] = str(tmp_path / "missing-keys.txt")
     config["server"]["port"] = free_port()
-    path = tmp_path / "standby.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "standby.cli", "serve", "--config", str(path), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    done = failed_start(config, tmp_path)
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("standby: error:")]
     assert errors and all("missing-keys.txt" in line for line in errors), done.stderr
@@ -442,15 +426,20 @@ def test_an_unusable_capture_bus_stops_the_port(tmp_path: Path) -> None:
     config["server"]["port"] = free_port()
     config["capture"] = {"enabled": True, "bus": f"sqlite:///{tmp_path}/not-a-dir/e.db"}
     (tmp_path / "not-a-dir").write_text("a file")
-    path = tmp_path / "standby.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "standby.cli", "serve", "--config", str(path), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = failed_start(config, tmp_path)
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("standby: error: sqlite bus ") and "not-a-dir" in line
+
+
+def failed_start(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``standby serve --workers 2`` with ``config``, which is expected not to start."""
+    path = tmp_path / "standby.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [sys.executable, "-m", "standby.cli", "serve", "--config", str(path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
