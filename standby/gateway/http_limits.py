@@ -16,7 +16,9 @@ protocol here is uvicorn's with three checks added:
   came, else the connection is just closed. An idle kept-alive connection is closed earlier,
   by uvicorn's keep-alive timeout (5 s).
 
-Each refusal closes the connection. On the hot path the cost is an addition and two
+Each refusal closes the connection and is counted in
+``standby_refused_request_heads_total{reason}`` (the refusal's code, or ``no_head`` for a
+connection closed because nothing came). On the hot path the cost is an addition and two
 comparisons per read and a clock read per request: the deadline is a number, checked by one
 timer per connection (due at the deadline, or every ``header_timeout_s`` while a request is
 being served), not a timer armed and cancelled per request."""
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httptools
 import orjson
@@ -49,6 +51,12 @@ class HeadLimits:
         return cls(server.max_header_bytes, server.max_headers, server.header_timeout_s)
 
 
+class RefusalCounter(Protocol):
+    """Counts refusals by reason (the gateway's ``Metrics``)."""
+
+    def refused_head(self, reason: str) -> None: ...
+
+
 class _HeadRefused(Exception):
     """Raised inside the parser's callback to stop parsing a head that is refused."""
 
@@ -59,6 +67,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     itself, from its config, and passes nothing else)."""
 
     limits: ClassVar[HeadLimits]
+    counter: ClassVar[RefusalCounter]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -153,6 +162,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(408, message, "header_timeout")
         else:  # nothing of a head came (or only the rest of a body nobody reads): just close
             log.debug("closed a connection that sent no request head within %gs", timeout)
+            self.counter.refused_head("no_head")
             self.transport.close()
 
     def _too_many_headers(self) -> None:
@@ -168,6 +178,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         refused head behind it), the connection is closed without an answer: a status line
         cannot go in the middle of another response."""
         log.debug("refused a request head with %d: %s", status, message)
+        self.counter.refused_head(code)
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.close()
             return
@@ -184,10 +195,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_class(server: ServerConfig) -> type[LimitedHttpToolsProtocol]:
-    """The protocol class for uvicorn's ``http=``, with ``server``'s head limits."""
+def protocol_class(server: ServerConfig, counter: RefusalCounter) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class for uvicorn's ``http=``, with ``server``'s head limits; each
+    refusal is counted by ``counter``."""
 
     class Limited(LimitedHttpToolsProtocol):
         limits = HeadLimits.of(server)
 
+    Limited.counter = counter
     return Limited

@@ -36,6 +36,8 @@ ADMIN_ACTIONS = (
     "model_promote",
     "model_rollback",
 )
+# Why a connection's request head was refused (``gateway/http_limits.py``).
+REFUSED_HEAD_REASONS = ("headers_too_large", "too_many_headers", "header_timeout", "no_head")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -117,6 +119,14 @@ class Metrics:
             ["route", "scope"],
             registry=r,
         )
+        self.refused_heads = Counter(
+            "standby_refused_request_heads",
+            "Connections closed before a request reached the gateway, by reason: "
+            "headers_too_large / too_many_headers (431), header_timeout (408), no_head "
+            "(nothing sent within server.header_timeout_s).",
+            ["reason"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "standby_rate_limited",
             "Requests refused with 429: over server.rate_limit_per_key.",
@@ -186,6 +196,7 @@ class Metrics:
         self.c_ttft = Children(self.ttft)
         self.c_tokens = Children(self.tokens)
         self.c_in_flight = Children(self.in_flight)
+        self.c_refused_heads = Children(self.refused_heads)
 
     def declare(self, routes: dict[str, list[str]], reasons: tuple[str, ...]) -> None:
         """Create every expected label combination at zero, so the first increment of a series
@@ -206,6 +217,8 @@ class Metrics:
                     self.fallbacks.labels(route, backends[0], to_backend, reason)
         for outcome in ("client_error",):
             self.requests.labels("none", "none", outcome)
+        for reason in REFUSED_HEAD_REASONS:
+            self.refused_heads.labels(reason)
 
     def refresh(self, breakers: dict[str, CircuitBreaker], ready: dict[str, bool]) -> None:
         """Gauges computed at scrape time (a breaker's cool-down ends without any request)."""
@@ -213,6 +226,10 @@ class Metrics:
             self.breaker_state.labels(name).set(int(breaker.current_state()))
         for name, ok in ready.items():
             self.backend_ready.labels(name).set(1 if ok else 0)
+
+    def refused_head(self, reason: str) -> None:
+        """A connection closed by the request-head limits (``http_limits``)."""
+        self.c_refused_heads(reason).inc()
 
     def breaker_changed(self, backend: str, old: State, new: State) -> None:
         self.breaker_state.labels(backend).set(int(new))

@@ -56,7 +56,8 @@ def uvicorn_config(gw: Gateway, host: str, port: int, log_level: str = "info") -
         # uvicorn's httptools protocol, plus limits on each request's head (size, count, time)
         # and a send timeout (a client that stops taking its answer is disconnected)
         http=with_send_timeout(
-            protocol_class(gw.settings.server), gw.settings.server.send_timeout_s
+            protocol_class(gw.settings.server, gw.metrics),
+            gw.settings.server.send_timeout_s,
         ),
         proxy_headers=False,  # client addresses are not used; saves a layer per request
         server_header=False,

@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from standby.gateway.metrics import REFUSED_HEAD_REASONS
 from standby.gateway.metrics_page import BURST, RENDERS_PER_S
 from tests.fixtures.gateway import ROUTE, GatewayServer, StartGateway, base_config
 from tests.fixtures.sim import RunningSim
@@ -83,6 +85,24 @@ def assert_refused(data: bytes, status: int, code: str) -> None:
     assert error["type"] == "invalid_request_error"
 
 
+def refused_heads(gw: GatewayServer) -> dict[str, float]:
+    """``standby_refused_request_heads_total`` by reason, from ``/metrics`` (a fresh page: a
+    test scrapes it once, well within the page's burst)."""
+    text = httpx.get(f"{gw.url}/metrics").text
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "standby_refused_request_heads"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def counted(**reasons: int) -> dict[str, float]:
+    """Every reason at zero but those given."""
+    return {reason: float(reasons.get(reason, 0)) for reason in REFUSED_HEAD_REASONS}
+
+
 def config_for(sim: RunningSim) -> dict[str, Any]:
     """The simulated Gemini as the only backend, with time for the process's first request
     (0.6 to 1.2 s on a loaded 2-core machine, near the fixtures' 1.5 s first-token limit)."""
@@ -143,6 +163,7 @@ def test_oversized_head_is_refused_with_431_and_closed(gateway: GatewayServer) -
     with connect(gateway) as sock:
         sock.sendall(head(host, f"x-long: {'c' * 9000}"))
         assert_refused(read_until_closed(sock), 431, "headers_too_large")
+    assert refused_heads(gateway) == counted(headers_too_large=2)
 
 
 def test_too_many_headers_are_refused_with_431(gateway: GatewayServer) -> None:
@@ -157,6 +178,7 @@ def test_too_many_headers_are_refused_with_431(gateway: GatewayServer) -> None:
     with connect(gateway) as sock:
         sock.sendall(head(host, *[f"x-h{i}: 1" for i in range(40)]))
         assert_refused(read_until_closed(sock), 431, "too_many_headers")
+    assert refused_heads(gateway) == counted(too_many_headers=2)
 
 
 def test_a_request_after_a_refusal_is_served(gateway: GatewayServer) -> None:
@@ -263,6 +285,7 @@ async def test_slow_headers_are_cut_at_the_header_timeout(gateway: GatewayServer
         assert 0.9 <= elapsed < 3.0, elapsed
         assert_refused(received, 408, "header_timeout")
     assert idle_closed_after < 3.5
+    assert refused_heads(gateway) == counted(header_timeout=50, no_head=1)
 
 
 def test_the_next_request_on_a_kept_alive_connection_is_timed_too(
