@@ -331,13 +331,16 @@ class FailoverStream:
                             self.sent.append(delta.text)
                         if delta.index == 0:
                             self.calls.extend(delta.tool_calls)
-                    yield delta
                     if delta.finish_reason is not None:
                         self.finishes[delta.index] = delta.finish_reason
                     if len(self.finishes) >= self.request.n:
+                        # The backend's verdict before the last piece is handed on: the client
+                        # ends the body on that piece and closes this generator at the yield.
                         self._claimed = None
                         failover.settle(name, None)
+                        yield delta
                         return
+                    yield delta
                     delta = await timed.next()
             except UpstreamError as error:
                 self._claimed = None

@@ -6,6 +6,7 @@ continuation continued) are in-process in test_failover_table.py."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,26 @@ def test_stitched_stream_equals_the_unbroken_answer(
         'standby_fallbacks_total{from_backend="gemini",reason="mid_stream",route="gemini-2.5-flash",'
         'to_backend="backup"} 1.0' in metrics
     )
+
+
+def test_a_finished_stream_is_the_backends_success(
+    sim: RunningSim, start_gateway: StartGateway
+) -> None:
+    """A stream that ended cleanly is a success of its backend's breaker: it closes a half-open
+    breaker (it was the probe) and resets the count of consecutive failures. (The client's
+    last piece ends the body, so the failover's own generator is closed before it reads past
+    that piece: the verdict must not wait for that read.)"""
+    gw = start_gateway(base_config(sim.url, None), breaker={"failures": 2, "cooldown_s": 0.5})
+    sim.sim.set_fault("error-503")
+    for _ in range(2):
+        r = httpx.post(f"{gw.url}/v1/chat/completions", json=BODY, timeout=30)
+        assert r.status_code == 503
+    assert gw.breaker("gemini") == "OPEN"
+    sim.sim.set_fault("ok")
+    time.sleep(0.6)  # the cool-down: the next request is the probe
+    assert content(sse_events(gw)[1])
+    assert gw.breaker("gemini") == "CLOSED"
+    sim.sim.set_fault("error-503")  # one failure after a streamed success: not 2 in a row
+    r = httpx.post(f"{gw.url}/v1/chat/completions", json=BODY, timeout=30)
+    assert r.status_code == 503
+    assert gw.breaker("gemini") == "CLOSED"
