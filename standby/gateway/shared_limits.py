@@ -2,14 +2,17 @@
 
 With ``standby serve --workers N`` (N > 1) ``server.max_concurrency``, each route's
 ``max_concurrency`` and ``server.rate_limit_per_key`` hold for the host, not per worker. Both
-live in ``shared_table`` files of the supervisor's run directory; each call locks its record,
+live in ``shared_table`` files of the supervisor's run directory; a call locks its record,
 runs the one-process logic (:class:`Admission`, :class:`RateLimiter`) on what the record holds,
 and writes it back.
 
 Admission: one record of N slots, one per worker, each the worker's own count of requests in
 flight (in all, and per route). A request is admitted when the slots' sums are under the caps,
-and is counted in its worker's slot only. A worker that dies cannot leave its requests counted:
-the supervisor zeroes its slot before starting the worker that replaces it.
+and is counted in its worker's slot only (``enter`` takes the record's lock; ``leave`` writes
+its own slot without it: a count going down can only make another worker refuse). A worker
+that dies cannot leave its requests counted: the supervisor zeroes its slot before starting
+the worker that replaces it. With no cap set at all nothing is refused, and each worker keeps
+the one-process :class:`Admission` (no lock, nothing shared).
 
 Rate limits: a hash table of token buckets, ``BUCKETS`` records of ``WAYS`` entries (a key id,
 its tokens, the time they were counted). A key's bucket is in the record its id hashes to;
@@ -67,10 +70,11 @@ def clear_worker(run: Path, settings: Settings, index: int) -> None:
 
 
 def admission_for(settings: Settings, metrics: Metrics) -> Admission:
-    """This process's admission: the host's under a supervisor, else its own."""
+    """This process's admission: the host's under a supervisor, else its own (also under a
+    supervisor when no cap is set: nothing is refused, so there is nothing to share)."""
     limits = {alias: route.max_concurrency for alias, route in settings.routes.items()}
     run = run_dir()
-    if run is None:
+    if run is None or not (settings.server.max_concurrency or any(limits.values())):
         return Admission(settings.server.max_concurrency, limits, metrics)
     return SharedAdmission(settings, limits, metrics, SharedTable(admission_path(run)))
 
@@ -124,11 +128,11 @@ class SharedAdmission(Admission):
         self._slot.pack_into(self._table.map, self._own, *self._mine)
 
     def leave(self, route: str) -> None:
+        """No lock: only this worker writes its slot, and a count that goes down while
+        another worker reads the sums can only make that worker refuse a request it could
+        have admitted at that instant, never admit one over a cap."""
         self._mine[0] -= 1
         self._mine[self._col[route]] -= 1
-        self._table.locked(0, self._record, self._write_mine)
-
-    def _write_mine(self) -> None:
         self._slot.pack_into(self._table.map, self._own, *self._mine)
 
 

@@ -119,26 +119,67 @@ def test_backends_have_their_own_records(tmp_path: Path) -> None:
     assert other.current_state() == State.CLOSED
 
 
-def _hammer(path: str, s: Settings, n: int) -> None:
-    breaker = SharedBreaker("gemini", s.breaker_for("gemini"), BreakerTable(Path(path), s))
-    for _ in range(n):
-        breaker.record_success()
+def _hammer(path: str, s: Settings, worker: int, n: int) -> None:
+    table = BreakerTable(Path(path), s)
+    breaker = SharedBreaker("gemini", s.breaker_for("gemini"), table, worker=worker)
+    for i in range(n):
+        if worker == 0 and i % 100 == 50:
+            breaker.record_failure()  # now and then a success takes the lock to reset it
+        else:
+            breaker.record_success()
 
 
 def test_concurrent_processes_lose_no_count(tmp_path: Path) -> None:
-    s = settings(window_s=300)
+    """Three workers at once: the successes each counts without the lock (its own ring) and
+    those counted under it (after a failure), and the failures, all add up."""
+    s = settings(window_s=300, failures=1000, min_requests=100_000)
+    s = s.model_copy(update={"server": s.server.model_copy(update={"workers": 3})})
     path = tmp_path / "breakers"
     BreakerTable.create(path, s)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_hammer, args=(str(path), s, 3000)) for _ in range(3)]
+    procs = [ctx.Process(target=_hammer, args=(str(path), s, w, 3000)) for w in range(3)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    mine = SharedBreaker("gemini", s.breaker_for("gemini"), BreakerTable(path, s))
-    mine.current_state()  # loads the record
-    assert sum(ok for _, ok, _ in mine._buckets) == 9000
+    mine = SharedBreaker("gemini", s.breaker_for("gemini"), BreakerTable(path, s), worker=0)
+    assert mine.outcomes() == (9000 - 30, 30)
+    assert mine.current_state() == State.CLOSED
+
+
+def test_lock_free_successes_count_in_the_window(tmp_path: Path) -> None:
+    """Successes counted in two workers' rings weigh against failures as the one-process
+    breaker's do, leave the window as its buckets do, and start over when a probe closes it."""
+    s = settings(failures=100, min_requests=10, failure_ratio=0.5, window_s=10)
+    s = s.model_copy(update={"server": s.server.model_copy(update={"workers": 2})})
+    path = tmp_path / "breakers"
+    BreakerTable.create(path, s)
+    clock = Clock()
+    cfg = s.breaker_for("gemini")
+    a, b = (SharedBreaker("gemini", cfg, BreakerTable(path, s), None, clock, w) for w in (0, 1))
+    for _ in range(3):
+        a.record_success()
+        b.record_success()
+    assert a.outcomes() == (6, 0)
+    for _ in range(5):
+        a.record_failure()
+    assert b.current_state() == State.CLOSED  # 5 of 11 calls failed
+    b.record_failure()  # 6 of 12: the successes count toward min_requests and the ratio
+    assert a.current_state() == State.OPEN
+    clock.now += cfg.cooldown_s
+    assert a.allow() and not b.allow()  # a's probe
+    a.record_success()
+    assert b.current_state() == State.CLOSED and b.outcomes() == (0, 0)  # it starts over
+    for _ in range(3):
+        a.record_success()
+        b.record_success()
+    clock.now += 11  # they leave the window
+    for _ in range(9):
+        b.record_failure()
+    assert a.outcomes() == (0, 9) and a.current_state() == State.CLOSED  # 9 calls < 10
+    b.record_failure()
+    assert a.current_state() == State.OPEN
 
 
 def test_a_backends_own_window_sizes_its_record(tmp_path: Path) -> None:

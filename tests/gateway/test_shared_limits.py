@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from standby.config import Settings, parse_settings
 from standby.errors import Overloaded, RateLimited
+from standby.gateway.admission import Admission
 from standby.gateway.metrics import Metrics
 from standby.gateway.shared_limits import (
     BUCKETS,
@@ -46,13 +47,15 @@ def settings(**server: Any) -> Settings:
 
 def worker(
     run: Path, s: Settings, index: int, monkeypatch: pytest.MonkeyPatch
-) -> tuple[SharedAdmission, SharedRateLimiter | None]:
-    """What the gateway of worker ``index`` builds (the factories, as app.Gateway calls them)."""
+) -> tuple[Admission, SharedRateLimiter | None]:
+    """What the gateway of worker ``index`` builds (the factories, as app.Gateway calls them):
+    the host's admission when a cap is set, else the worker's own (nothing to share)."""
     monkeypatch.setenv(RUN_DIR_ENV, str(run))
     monkeypatch.setenv(WORKER_INDEX_ENV, str(index))
     admission = admission_for(s, Metrics(CollectorRegistry()))
     limiter = limiter_for(s)
-    assert isinstance(admission, SharedAdmission)
+    capped = s.server.max_concurrency or any(r.max_concurrency for r in s.routes.values())
+    assert isinstance(admission, SharedAdmission) == bool(capped)
     assert limiter is None or isinstance(limiter, SharedRateLimiter)
     return admission, limiter
 
@@ -62,6 +65,16 @@ def test_one_process_gets_the_plain_classes(monkeypatch: pytest.MonkeyPatch) -> 
     s = settings(max_concurrency=2, rate_limit_per_key={"requests_per_s": 1})
     assert type(admission_for(s, Metrics())).__name__ == "Admission"
     assert type(limiter_for(s)).__name__ == "RateLimiter"
+
+
+def test_no_cap_shares_no_admission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a supervisor with no max_concurrency anywhere nothing is refused, so a worker
+    counts its requests in flight on its own (no lock per request); with a cap, the host's."""
+    monkeypatch.setenv(RUN_DIR_ENV, str(tmp_path))
+    create_tables(tmp_path, settings(max_concurrency=2))
+    assert type(admission_for(settings(), Metrics(CollectorRegistry()))) is Admission
+    capped = admission_for(settings(max_concurrency=2), Metrics(CollectorRegistry()))
+    assert type(capped) is SharedAdmission
 
 
 def test_the_global_cap_counts_every_worker(
