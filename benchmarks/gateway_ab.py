@@ -9,6 +9,11 @@ A difference smaller than the A/A control's distance from 1 is noise.
 
     git worktree add /tmp/old 0dba004
     .venv/bin/python benchmarks/gateway_ab.py --old /tmp/old --rounds 12
+    .venv/bin/python benchmarks/gateway_ab.py --old /tmp/old --modes responses,responses-stream
+
+The modes are ``gateway_overhead.py``'s: ``non-stream``, ``stream``, ``tools`` on chat, and
+``responses``, ``responses-stream`` on ``POST /v1/responses`` (``store`` at its default, true:
+each answer is also kept in the gateway's bus file).
 """
 
 from __future__ import annotations
@@ -46,8 +51,18 @@ def start(procs: g.Procs, old: Path, sim_port: int) -> dict[str, tuple[g.Proc, s
     return arms
 
 
+def url(base: str, mode: str) -> str:
+    """The mode's endpoint: chat completions, or ``POST /v1/responses``."""
+    return g.url_for(f"{base}/v1/chat/completions", mode)
+
+
 def compare(
-    arms: dict[str, tuple[g.Proc, str]], script: Path, conc: int, rounds: int, seconds: int
+    arms: dict[str, tuple[g.Proc, str]],
+    mode: str,
+    script: Path,
+    conc: int,
+    rounds: int,
+    seconds: int,
 ) -> str:
     """``rounds`` runs of each gateway, the order rotating through every permutation."""
     rps: dict[str, list[float]] = {n: [] for n in ARMS}
@@ -57,7 +72,7 @@ def compare(
         for name in orders[r % len(orders)]:
             proc, base = arms[name]
             before = g.group_cpu_s(proc.pgid)
-            got = g.run_wrk(f"{base}/v1/chat/completions", script, conc, seconds, False)
+            got = g.run_wrk(url(base, mode), script, conc, seconds, False)
             used = g.group_cpu_s(proc.pgid) - before
             if got["non2xx"] or got["bad"]:
                 raise SystemExit(f"error: {name} answered badly: {got}")
@@ -80,8 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=12, help="runs per gateway and cell")
     parser.add_argument("--seconds", type=int, default=2, help="seconds per run")
     parser.add_argument("--concurrency", default="1,16", help="comma list")
-    parser.add_argument("--modes", default="non-stream,stream", help="non-stream, stream, tools")
+    parser.add_argument(
+        "--modes",
+        default="non-stream,stream",
+        help="comma list of non-stream, stream, tools, responses, responses-stream",
+    )
     args = parser.parse_args(argv)
+    modes = args.modes.split(",")
+    known = [*g.MODES, g.TOOLS_MODE, *g.RESPONSES_MODES]
+    if unknown := [m for m in modes if m not in known]:
+        raise SystemExit(f"error: --modes: unknown {', '.join(unknown)}; known: {', '.join(known)}")
     if not (args.old / "standby" / "cli.py").is_file():
         raise SystemExit(f"error: --old {args.old}: no standby/cli.py there")
     with TemporaryDirectory(prefix="standby-ab-") as tmp:
@@ -93,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             if g.wait_ready(sim, f"http://127.0.0.1:{sim_port}/healthz", 30) is not None:
                 raise SystemExit("error: the simulated Gemini did not start")
             arms = start(procs, args.old.resolve(), sim_port)
-            for mode in args.modes.split(","):
+            for mode in modes:
                 script = g.wrk_script(procs.workdir, mode)
                 for _, base in arms.values():  # warm-up
-                    g.run_wrk(f"{base}/v1/chat/completions", script, 16, 2, False)
+                    g.run_wrk(url(base, mode), script, 16, 2, False)
                 for conc in (int(c) for c in args.concurrency.split(",")):
-                    line = compare(arms, script, conc, args.rounds, args.seconds)
+                    line = compare(arms, mode, script, conc, args.rounds, args.seconds)
                     print(f"{mode} {line}", flush=True)
         finally:
             procs.stop_all()

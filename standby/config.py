@@ -575,6 +575,11 @@ class ResponsesConfig(Strict):
         default=10_000,
         description="Stored responses per gateway key; beyond it the oldest are deleted.",
     )
+    write_interval_s: Annotated[float, Field(gt=0, le=5, allow_inf_nan=False)] = Field(
+        default=0.02,
+        description="Finished responses are answered at once and written together this often "
+        "(one transaction); until then this process serves them from memory, another waits.",
+    )
 
 
 class Settings(Strict):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from standby.gateway.access import new_id
+from standby.gateway.responses_ids import ResponseIds
 from standby.protocol import Completion, FinishReason, Usage
 from standby.responses_models import ResponsesRequest
 from standby.tool_calls import ToolCall
@@ -24,18 +24,14 @@ INCOMPLETE: dict[FinishReason, str] = {
 }
 
 
-def item_id(prefix: str) -> str:
-    """A new output item id: ``msg_...`` for a message, ``fc_...`` for a function call."""
-    return f"{prefix}_{new_id()}"
-
-
 class ResponseShape:
     """What every body of one response carries besides its output and status."""
 
-    __slots__ = ("created_at", "echo", "id", "model")
+    __slots__ = ("created_at", "echo", "id", "ids", "model")
 
     def __init__(self, req: ResponsesRequest) -> None:
-        self.id = f"resp_{new_id()}"
+        self.ids = ResponseIds(kept=req.store is not False)
+        self.id = self.ids.id
         self.created_at = int(time.time())
         self.model = req.model
         reasoning = req.reasoning
@@ -109,8 +105,10 @@ def whole_body(
     done = "incomplete" if completion.finish_reason in INCOMPLETE else "completed"
     output: list[dict[str, Any]] = []
     if completion.text or not completion.tool_calls:
-        output.append(message_item(item_id("msg"), completion.text, done))
-    output.extend(call_item(item_id("fc"), call, "completed") for call in completion.tool_calls)
+        output.append(message_item(shape.ids.item("msg"), completion.text, done))
+    output.extend(
+        call_item(shape.ids.item("fc"), call, "completed") for call in completion.tool_calls
+    )
     return shape.finished(output, completion.finish_reason, completion.usage, extra)
 
 

@@ -17,20 +17,30 @@ and not captured a second time (capture sees the request once, as any other).
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
+import time
 from typing import Any
 
 import orjson
 
 from standby.config import Settings
 from standby.errors import BodyTooLargeError, RequestError
+from standby.gateway.responses_ids import made_at
 from standby.store import open_responses
 from standby.store.errors import BusError
-from standby.store.responses import ResponseStore
+from standby.store.responses import Put, ResponseStore
 
 log = logging.getLogger("standby.gateway.responses")
 
 ANONYMOUS = ""  # the key id responses are filed under when gateway auth is off
+
+WRITE_MARGIN_S = 2.0  # beyond write_interval_s: how long a write may wait for the file's lock
+POLL_S = 0.01  # how often a miss on a response made moments ago reads again
+MAX_PENDING = 10_000  # unwritten responses held in memory, at most...
+MAX_PENDING_BYTES = 64 * 1024 * 1024  # ...and their bytes
+DELETED_KEPT = 1024  # ids this process deleted lately: a miss on one is not waited on
 
 
 class ResponseNotFound(RequestError):
@@ -102,7 +112,14 @@ class ResponseKeeper:
         self.retention_s = settings.responses.retention_s
         self.max_stored = settings.responses.max_stored
         self.max_bytes = settings.server.max_body_bytes
+        self.interval_s = settings.responses.write_interval_s
         self._store: ResponseStore | None = None
+        self._pending: dict[str, Put] = {}  # answered, not yet written: by id
+        self._pending_bytes = 0
+        self._queue: list[Put] = []  # of those, the ones no write has taken yet
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing: asyncio.Task[None] | None = None
+        self._deleted: collections.deque[str] = collections.deque(maxlen=DELETED_KEPT)
 
     def store(self) -> ResponseStore:
         if self._store is None:
@@ -116,13 +133,38 @@ class ResponseKeeper:
 
     async def load(self, response_id: str, key_id: str | None, param: str | None = None) -> Stored:
         """The stored response ``response_id`` of ``key_id``, or a 404."""
+        key = key_id or ANONYMOUS
+        pending = self._pending.get(response_id)
+        if pending is not None:
+            if pending[1] != key:
+                raise ResponseNotFound(response_id, param)
+            return Stored(pending[2])
         try:
-            raw = await self.store().get(response_id, key_id or ANONYMOUS)
+            raw = await self.store().get(response_id, key)
+            if raw is None:
+                raw = await self._written_soon(response_id, key)
         except BusError as e:
             raise StoreUnavailable(f"stored responses cannot be read: {e}") from None
         if raw is None:
             raise ResponseNotFound(response_id, param)
         return Stored(raw)
+
+    async def _written_soon(self, response_id: str, key: str) -> bytes | None:
+        """A missed response that another process may have answered moments ago and not yet
+        written: read again until its writer's time is up (None: it is not there)."""
+        made = made_at(response_id)
+        if made is None or response_id in self._deleted:
+            return None
+        deadline = min(made, time.time()) + self.interval_s + WRITE_MARGIN_S
+        while time.time() < deadline:
+            await asyncio.sleep(POLL_S)
+            pending = self._pending.get(response_id)  # this process's own, if it came since
+            if pending is not None:
+                return pending[2] if pending[1] == key else None
+            raw = await self.store().get(response_id, key)
+            if raw is not None:
+                return raw
+        return None
 
     async def continued(self, response_id: str, key_id: str | None, body_bytes: int) -> Stored:
         """The response ``previous_response_id`` names, if the conversation it carries and
@@ -144,9 +186,10 @@ class ResponseKeeper:
         conversation: list[dict[str, Any]],
         own: int,
     ) -> None:
-        """Store ``response`` after ``conversation`` (whose request input starts at ``own``).
-        A document over ``server.max_body_bytes``, or a store that fails, keeps nothing: the
-        answer was given, so it is logged (the id and why, never the content), not raised."""
+        """Store ``response`` after ``conversation`` (whose request input starts at ``own``):
+        readable by this process at once, written with the next batch. A document over
+        ``server.max_body_bytes``, or a store that fails, keeps nothing: the answer was given,
+        so it is logged (the id and why, never the content), not raised."""
         doc = orjson.dumps({"response": response, "input": conversation, "own": own})
         rid = response["id"]
         if len(doc) > self.max_bytes:
@@ -154,20 +197,67 @@ class ResponseKeeper:
                 "response %s not stored: %d bytes is over server.max_body_bytes", rid, len(doc)
             )
             return
+        put = (rid, key_id or ANONYMOUS, doc)
+        old = self._pending.get(rid)
+        self._pending[rid] = put
+        self._pending_bytes += len(doc) - (len(old[2]) if old is not None else 0)
+        self._queue.append(put)
+        if len(self._pending) > MAX_PENDING or self._pending_bytes > MAX_PENDING_BYTES:
+            await self.flush()  # the writer is behind: this answer waits for it
+        elif self._timer is None and self._writing is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._write)
+
+    def _write(self) -> None:
+        """Start writing the queue (the timer's callback)."""
+        self._timer = None
+        if self._writing is None and self._queue:
+            self._writing = asyncio.ensure_future(self._write_queue())
+
+    async def _write_queue(self) -> None:
+        """Write batches until the queue is empty; then the next keep starts the timer."""
         try:
-            await self.store().put(rid, key_id or ANONYMOUS, doc)
-        except (BusError, StoreUnavailable) as e:
-            log.warning("response %s not stored: %s", rid, e)
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await self.store().put_many(batch)
+                except (BusError, StoreUnavailable) as e:
+                    for rid, _, _ in batch:
+                        log.warning("response %s not stored: %s", rid, e)
+                finally:
+                    for put in batch:
+                        if self._pending.get(put[0]) is put:
+                            del self._pending[put[0]]
+                            self._pending_bytes -= len(put[2])
+        finally:
+            self._writing = None
+
+    async def flush(self) -> None:
+        """Write everything answered so far; returns once it is written (or failed)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._queue or self._writing is not None:
+            if self._writing is None:
+                self._writing = asyncio.ensure_future(self._write_queue())
+            await asyncio.shield(self._writing)
 
     async def delete(self, response_id: str, key_id: str | None) -> None:
+        if response_id in self._pending:
+            await self.flush()  # then it is deleted where it is written
+        key = key_id or ANONYMOUS
         try:
-            deleted = await self.store().delete(response_id, key_id or ANONYMOUS)
+            deleted = await self.store().delete(response_id, key)
+            if not deleted and await self._written_soon(response_id, key) is not None:
+                deleted = await self.store().delete(response_id, key)  # another process's
         except BusError as e:
             raise StoreUnavailable(f"stored responses cannot be written: {e}") from None
         if not deleted:
             raise ResponseNotFound(response_id)
+        self._deleted.append(response_id)
 
     async def close(self) -> None:
+        """Write what is pending, then close the store (the gateway is stopping)."""
+        await self.flush()
         if self._store is not None:
             await self._store.close()
             self._store = None

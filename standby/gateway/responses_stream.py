@@ -26,12 +26,12 @@ from standby.gateway.responses_body import (
     INCOMPLETE,
     ResponseShape,
     call_item,
-    item_id,
     message_item,
     text_part,
 )
+from standby.gateway.responses_ids import ResponseIds
 from standby.gateway.routes import OnEnd
-from standby.gateway.streaming import failure_message
+from standby.gateway.streaming import Last, failure_message
 from standby.protocol import Delta
 from standby.tool_calls import ToolCall, ToolCallDelta
 
@@ -55,10 +55,10 @@ class _Call:
 
     __slots__ = ("args", "call_id", "id", "index", "name", "signature")
 
-    def __init__(self, index: int, piece: ToolCallDelta) -> None:
-        self.id = item_id("fc")
+    def __init__(self, index: int, piece: ToolCallDelta, ids: ResponseIds) -> None:
+        self.id = ids.item("fc")
         self.index = index
-        self.call_id = piece.id or item_id("call")
+        self.call_id = piece.id or ids.item("call")
         self.name = piece.name or ""
         self.signature = piece.signature
         self.args: list[str] = []
@@ -141,7 +141,7 @@ class ResponseEvents:
         return self.event("response.failed", response=body)
 
     def _open_message(self) -> list[bytes]:
-        mid, index = item_id("msg"), len(self.output)
+        mid, index = self.shape.ids.item("msg"), len(self.output)
         self.message = (mid, index, [])
         item = message_item(mid, None, "in_progress")
         self.output.append(item)
@@ -176,7 +176,7 @@ class ResponseEvents:
         call = self.calls.get(p.index)
         if call is None:
             out += self._close_message() + self._close_call()
-            call = self.calls[p.index] = self.open_call = _Call(len(self.output), p)
+            call = self.calls[p.index] = self.open_call = _Call(len(self.output), p, self.shape.ids)
             item = call.item("in_progress")
             self.output.append(item)
             out.append(self.event("response.output_item.added", output_index=call.index, item=item))
@@ -233,7 +233,7 @@ async def response_events(
         iterator = aiter(stream)
         while item is not None:
             if isinstance(item, StreamFailure):
-                yield events.failed(item.error, stream.outcome.extra())
+                yield Last(events.failed(item.error, stream.outcome.extra()))
                 return
             out = events.piece(item)
             if item.finish_reason is not None:
@@ -241,10 +241,11 @@ async def response_events(
                 status, final = "ok", item
                 if keep is not None and events.final is not None:
                     await keep(events.final)
+            if final is not None:
+                yield Last(b"".join(out))
+                return
             if out:
                 yield b"".join(out)
-            if final is not None:
-                return
             item = await anext(iterator, None)
     finally:
         # Bookkeeping first: if the client went away this task may be cancelled at any await.

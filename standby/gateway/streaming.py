@@ -25,6 +25,11 @@ log = logging.getLogger("standby.gateway")
 DONE = b"data: [DONE]\n\n"
 
 
+class Last(bytes):
+    """A stream's last piece when it does not end in ``[DONE]`` (the Responses events): it
+    goes out with the end of the body, in one send."""
+
+
 def sse(payload: object) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
@@ -207,7 +212,8 @@ class SSEResponse(Response):
             while piece is not None:
                 if disconnected.done():
                     break
-                last = piece.endswith(DONE)  # the end of a clean stream closes the body too
+                # the end of a clean stream closes the body too
+                last = type(piece) is Last or piece.endswith(DONE)
                 # A send waits while the client is behind; one that stopped reading is
                 # disconnected by the server (http_protocol: send timeout) and the send returns.
                 await send({"type": "http.response.body", "body": piece, "more_body": not last})

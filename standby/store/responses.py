@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable
@@ -31,6 +30,8 @@ from standby.store.errors import BusError
 
 DEFAULT_REDIS_PREFIX = "standby:responses:"
 
+Put = tuple[str, str, bytes]  # a document to store: its id, its key id, the document
+
 
 class ResponseStore(Closable):
     """Documents by (id, key id), each for ``retention_s`` seconds, ``max_stored`` per key."""
@@ -39,9 +40,14 @@ class ResponseStore(Closable):
         self.retention_s = retention_s
         self.max_stored = max_stored
 
-    @abstractmethod
     async def put(self, response_id: str, key_id: str, doc: bytes) -> None:
         """Store ``doc`` as ``response_id`` of ``key_id`` (replacing one of the same id)."""
+        await self.put_many([(response_id, key_id, doc)])
+
+    @abstractmethod
+    async def put_many(self, batch: list[Put]) -> None:
+        """Store each ``(id, key id, document)`` of ``batch`` together (SQLite: in one
+        transaction); returns once every one is readable, raises ``BusError`` if none is."""
 
     @abstractmethod
     async def get(self, response_id: str, key_id: str) -> bytes | None:
@@ -92,13 +98,12 @@ COMMIT;
 # ``max_stored`` index entries: ~0.2 ms per write at 5,000). The INSERT OR IGNORE counts the
 # rows of a file written before the table existed (a no-op on a file that has it).
 
-_Put = tuple[str, str, bytes, "asyncio.Future[None]"]  # id, key id, document, its caller's
-
 
 class SQLiteResponses(ResponseStore):
     """A table of a SQLite file (WAL; several gateways on one machine may share it), used from
-    one thread so the event loop never waits on the file. Writes are batched: the puts that
-    arrive while the thread is busy are written together, in one transaction."""
+    one thread so the event loop never waits on the file. ``put_many`` writes its batch in one
+    transaction (the gateway's ``ResponseKeeper`` gathers the responses finished within
+    ``responses.write_interval_s`` into one)."""
 
     def __init__(
         self,
@@ -116,8 +121,6 @@ class SQLiteResponses(ResponseStore):
         except (OSError, sqlite3.Error) as e:
             raise BusError(f"responses {self.path}: cannot open: {e}", reason="error") from None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="standby-responses")
-        self._lock = threading.Lock()
-        self._pending: list[_Put] = []  # puts the thread has not taken yet
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -125,39 +128,15 @@ class SQLiteResponses(ResponseStore):
         except sqlite3.Error as e:
             raise BusError(f"responses {self.path}: {e}", reason="error") from None
 
-    async def put(self, response_id: str, key_id: str, doc: bytes) -> None:
-        """Returns once the document is committed (a response is readable before its client
-        has it). The puts waiting for the thread are written by one call, in one transaction,
-        and their callers woken together: one hand-off per batch, not per put."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        with self._lock:
-            self._pending.append((response_id, key_id, doc, done))
-            first = len(self._pending) == 1
-        if first:  # else the call already queued takes this one too
-            self._thread.submit(self._write_pending, done.get_loop())
-        await done
+    async def put_many(self, batch: list[Put]) -> None:
+        await self._run(self._write, batch)
 
-    def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
-        """(The store's thread.) Write the puts waiting, then settle their futures on ``loop``."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
-            return
-        error: BaseException | None = None
-        try:
-            self._write(batch)
-        except sqlite3.Error as e:  # the file's: every put of the batch fails with it
-            error = BusError(f"responses {self.path}: {e}", reason="error")
-        except Exception as e:  # raised in each caller, never left waiting
-            error = e
-        loop.call_soon_threadsafe(_settle, [put[3] for put in batch], error)
-
-    def _write(self, batch: list[_Put]) -> None:
+    def _write(self, batch: list[Put]) -> None:
         now = time.time()
         expires = now + self.retention_s
         with sqlite.transaction(self._conn) as db:
             db.execute("DELETE FROM standby_responses WHERE expires_at <= ?", (now,))
-            for response_id, key_id, doc, _ in batch:
+            for response_id, key_id, doc in batch:
                 # a delete, then an insert (not INSERT OR REPLACE, whose delete fires no trigger)
                 db.execute("DELETE FROM standby_responses WHERE id = ?", (response_id,))
                 db.execute(
@@ -219,16 +198,6 @@ class SQLiteResponses(ResponseStore):
         self._thread.shutdown(wait=True)
 
 
-def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for done in futures:
-        if done.done():  # its caller was cancelled (the client went away)
-            continue
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
-
-
 class RedisResponses(ResponseStore):
     """Keys next to the bus's streams: ``{prefix}r:{id}``, a hash of the key id, making time
     and document that expires with the retention; ``{prefix}k:{key id}``, a sorted set of that
@@ -252,27 +221,31 @@ class RedisResponses(ResponseStore):
     def _error(self, e: Exception) -> BusError:
         return BusError(f"responses {self.url}: {type(e).__name__}: {e}", reason="error")
 
-    async def put(self, response_id: str, key_id: str, doc: bytes) -> None:
+    async def put_many(self, batch: list[Put]) -> None:
         from redis import RedisError
 
         now = time.time()
         ttl_ms = max(1, int(self.retention_s * 1000))
-        index = self._index(key_id)
+        keys = sorted({key_id for _, key_id, _ in batch})
         try:
             async with self.client.pipeline(transaction=True) as pipe:
-                name = self._doc(response_id)
-                pipe.hset(name, mapping={"k": key_id, "t": repr(now), "d": doc})
-                pipe.pexpire(name, ttl_ms)
-                pipe.zadd(index, {response_id: now})
-                pipe.zremrangebyscore(index, "-inf", now - self.retention_s)
-                pipe.pexpire(index, ttl_ms)
-                pipe.sadd(f"{self.prefix}keys", key_id)
-                pipe.zcard(index)
-                count = (await pipe.execute())[-1]
-            if count > self.max_stored:
-                oldest = await self.client.zpopmin(index, count - self.max_stored)
-                if oldest:
-                    await self.client.delete(*(self._doc(m.decode()) for m, _ in oldest))
+                for response_id, key_id, doc in batch:
+                    name = self._doc(response_id)
+                    pipe.hset(name, mapping={"k": key_id, "t": repr(now), "d": doc})
+                    pipe.pexpire(name, ttl_ms)
+                    pipe.zadd(self._index(key_id), {response_id: now})
+                for key_id in keys:
+                    index = self._index(key_id)
+                    pipe.zremrangebyscore(index, "-inf", now - self.retention_s)
+                    pipe.pexpire(index, ttl_ms)
+                    pipe.sadd(f"{self.prefix}keys", key_id)
+                    pipe.zcard(index)
+                counts = (await pipe.execute())[-4 * len(keys) + 3 :: 4]
+            for key_id, count in zip(keys, counts, strict=True):
+                if count > self.max_stored:
+                    oldest = await self.client.zpopmin(self._index(key_id), count - self.max_stored)
+                    if oldest:
+                        await self.client.delete(*(self._doc(m.decode()) for m, _ in oldest))
         except RedisError as e:
             raise self._error(e) from None
 

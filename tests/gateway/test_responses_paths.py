@@ -38,7 +38,7 @@ CASES: list[tuple[str, dict[str, str], bytes, int]] = [
 ]
 # What is new in each response: ids (resp_, msg_, the request id) and times.
 NEW = [
-    (re.compile(rb"\b(resp|msg)_[0-9a-f]{32}"), rb"\1_ID"),
+    (re.compile(rb"\b(resp|msg)_[0-9a-f]{32,48}\b"), rb"\1_ID"),
     (re.compile(rb'"(created_at|completed_at)":\d+'), rb'"\1":0'),
 ]
 

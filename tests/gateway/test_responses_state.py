@@ -26,6 +26,7 @@ import pytest
 import redis
 from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
 
+from standby.config import ResponsesConfig
 from standby.gateway.auth import digest_of, key_id
 from tests.data.test_cli import ok
 from tests.e2e.conftest import GEMINI_3, gemini_backend
@@ -40,6 +41,7 @@ set_tracing_disabled(True)
 KEY_A, KEY_B = "key-a-for-responses", "key-b-for-responses"
 PATIENT = {"connect_s": 5, "first_token_s": 20, "idle_s": 20, "total_s": 60}
 FUNCTIONS = [{"type": "function", **tool["function"]} for tool in TOOLS]
+WRITE_INTERVAL_S = ResponsesConfig().write_interval_s
 
 
 class Store:
@@ -53,8 +55,18 @@ class Store:
             f"sqlite:///{self.path}" if kind == "sqlite" else f"{REDIS_URL}?prefix={self.prefix}"
         )
 
-    def ids(self) -> list[str]:
-        """The stored response ids, read from the storage itself."""
+    def ids(self, count: int) -> list[str]:
+        """The stored response ids, read from the storage itself, once ``count`` are there or
+        10 s have passed (the gateway writes its answered responses every write_interval_s);
+        for a count of 0, after ten of its write intervals."""
+        if count == 0:
+            time.sleep(10 * WRITE_INTERVAL_S)
+        deadline = time.monotonic() + 10
+        while len(ids := self._ids()) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return ids
+
+    def _ids(self) -> list[str]:
         if self.kind == "sqlite":
             if not self.path.exists():
                 return []
@@ -128,7 +140,7 @@ def test_a_conversation_continues_by_previous_response_id(
     ) as stream:
         third = stream.get_final_response()
     assert third.previous_response_id == second.id
-    assert store.ids() == sorted([first.id, second.id, third.id])
+    assert store.ids(3) == sorted([first.id, second.id, third.id])
 
     again = client.responses.retrieve(second.id)
     assert again.model_dump() == second.model_dump()
@@ -164,7 +176,7 @@ def test_another_key_gets_404_for_a_response_on_every_path(
     )
     assert unknown["param"] == "previous_response_id"
     assert a.responses.retrieve(mine.id).output_text == mine.output_text  # B deleted nothing
-    assert store.ids() == [mine.id]
+    assert store.ids(1) == [mine.id]
 
 
 def test_store_false_keeps_nothing(gateway: GatewayServer, store: Store) -> None:
@@ -173,7 +185,7 @@ def test_store_false_keeps_nothing(gateway: GatewayServer, store: Store) -> None
     with client.responses.stream(model=ROUTE, input="And this.", store=False) as stream:
         streamed = stream.get_final_response()
     assert whole.store is False and streamed.store is False
-    assert store.ids() == []
+    assert store.ids(0) == []
     for rid in (whole.id, streamed.id):
         not_found(client.responses.retrieve, rid)
 
@@ -208,7 +220,7 @@ def test_a_gemini_3_tool_loop_continues_from_the_store(
         ]
     assert called == CALLED
     assert response.output_text.strip()
-    assert len(store.ids()) == len(CALLED) + 1
+    assert len(store.ids(len(CALLED) + 1)) == len(CALLED) + 1
 
 
 async def test_an_agents_sdk_agent_chains_by_previous_response_id(
@@ -240,6 +252,33 @@ async def test_an_agents_sdk_agent_chains_by_previous_response_id(
         assert {item["type"] for item in body["input"]} == {"function_call_output"}
 
 
+def test_an_answer_is_read_back_at_once_and_written_by_the_stop(
+    sim: RunningSim, store: Store, start_gateway: StartGateway
+) -> None:
+    """Responses are answered before they are written (in batches, every write_interval_s):
+    until then the gateway reads them from memory, so a client continues, retrieves and
+    deletes a response it has just been given; stopping the gateway writes what is left."""
+    gw = start_gateway(config(sim.url, store, write_interval_s=5))
+    client = gw.client(api_key=KEY_A)
+    first = client.responses.create(model=ROUTE, input="My name is Ada.")
+    with client.responses.stream(
+        model=ROUTE, input="What is my name?", previous_response_id=first.id
+    ) as stream:
+        second = stream.get_final_response()
+    gone = client.responses.create(model=ROUTE, input="Forget me.")
+    assert store._ids() == []  # none written yet: 5 s have not passed
+    assert client.responses.retrieve(second.id).output_text == second.output_text
+    assert not_found(gw.client(api_key=KEY_B).responses.retrieve, first.id)
+    items = client.responses.input_items.list(second.id)
+    assert [i.model_dump()["content"][0]["text"] for i in items.data] == ["What is my name?"]
+    client.responses.delete(gone.id)  # written first, then deleted where it is written
+    not_found(client.responses.retrieve, gone.id)
+    third = client.responses.create(model=ROUTE, input="Bye.", previous_response_id=second.id)
+    assert store._ids() == sorted([first.id, second.id])
+    gw.stop()
+    assert store._ids() == sorted([first.id, second.id, third.id])
+
+
 def test_a_stored_response_expires_after_retention_s(
     sim: RunningSim, store: Store, start_gateway: StartGateway
 ) -> None:
@@ -258,11 +297,12 @@ def test_standby_data_purge_deletes_a_keys_stored_responses(
     a, b = gateway.client(api_key=KEY_A), gateway.client(api_key=KEY_B)
     ours = [a.responses.create(model=ROUTE, input=f"A {n}").id for n in range(2)]
     theirs = b.responses.create(model=ROUTE, input="B").id
+    assert len(store.ids(3)) == 3  # written: the purge below reads the storage
     pairs = f"sqlite:///{tmp_path / 'pairs.db'}"
     key = key_id(digest_of(KEY_A, "test"))
     run = ok("data", "purge", "--key-id", key, "--bus", store.url, "--store", pairs, "--json")
     assert json.loads(run.stdout)["responses"] == 2
-    assert store.ids() == [theirs]
+    assert store.ids(1) == [theirs]
     for rid in ours:
         not_found(a.responses.retrieve, rid)
 

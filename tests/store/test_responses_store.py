@@ -102,20 +102,34 @@ async def test_purge_by_key_id_then_by_date(opened: Open, backend: Backend) -> N
     assert await stored_ids(backend) == []
 
 
-async def test_each_of_many_concurrent_puts_is_readable_when_it_returns(opened: Open) -> None:
-    """Puts that arrive together are written together (SQLite: one transaction); each still
-    returns only once its own document can be read (a client may continue a response as soon
-    as it has it). 300 at once, three times the Redis pool's connections: a caller beyond them
-    waits for one (redis-py's default pool refused the 101st)."""
+async def test_a_batch_is_written_together_and_each_is_readable_when_it_returns(
+    opened: Open, backend: Backend
+) -> None:
+    """``put_many`` (what the gateway writes every ``write_interval_s``) stores documents of
+    several keys at once, each readable by its own key only once it returns, and applies each
+    key's cap to the whole batch: 300 documents, three times the Redis pool's connections."""
+    store = opened(max_stored=250)
+    batch = [(f"resp_{n}", KEY_A if n % 3 else KEY_B, b'{"n": %d}' % n) for n in range(300)]
+    await store.put_many(batch)
+    assert await store.get("resp_299", KEY_A) == b'{"n": 299}'
+    assert await store.get("resp_299", KEY_B) is None
+    assert await store.get("resp_0", KEY_B) == b'{"n": 0}'
+    assert len(await stored_ids(backend)) == 300  # A has 200, B 100: both within the cap
+    await store.put_many([(f"resp_more{n}", KEY_A, b"{}") for n in range(60)])
+    ids = await stored_ids(backend)
+    assert len(ids) == 350  # A's oldest 10 went (260 over a cap of 250), none of B's
+    assert sum(1 for n in range(300) if n % 3 and f"resp_{n}" not in ids) == 10
+
+
+async def test_concurrent_puts_each_return_once_readable(opened: Open) -> None:
     store = opened(max_stored=1000)
-    count = 300
 
     async def put_then_get(n: int) -> bytes | None:
         await store.put(f"resp_{n}", KEY_A, b'{"n": %d}' % n)
         return await store.get(f"resp_{n}", KEY_A)
 
-    got = await asyncio.gather(*(put_then_get(n) for n in range(count)))
-    assert got == [b'{"n": %d}' % n for n in range(count)]
+    got = await asyncio.gather(*(put_then_get(n) for n in range(50)))
+    assert got == [b'{"n": %d}' % n for n in range(50)]
 
 
 OLD_SCHEMA = """
@@ -177,15 +191,17 @@ def counts_of(path: Path) -> dict[str, int]:
 async def test_puts_to_a_locked_file_fail_each_with_a_bus_error_then_work_again(
     tmp_path: Path,
 ) -> None:
-    """A batch that cannot be written (another process holds the file's write lock past the
-    busy timeout) fails every put in it with the store's error; none is left waiting."""
+    """A write that cannot be made (another process holds the file's write lock past the
+    busy timeout) fails with the store's error, a batch as a whole; none is left waiting."""
     path = tmp_path / "r.db"
     store = SQLiteResponses(path, retention_s=3600, max_stored=10, busy_timeout_s=0.1)
     holder = sqlite3.connect(path, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")
         results = await asyncio.gather(
-            *(store.put(f"resp_{n}", KEY_A, b"{}") for n in range(5)), return_exceptions=True
+            *(store.put(f"resp_{n}", KEY_A, b"{}") for n in range(3)),
+            store.put_many([(f"resp_b{n}", KEY_A, b"{}") for n in range(3)]),
+            return_exceptions=True,
         )
         assert all(isinstance(r, BusError) and "locked" in str(r) for r in results), results
         holder.execute("ROLLBACK")
