@@ -110,6 +110,11 @@ class ChatRequest:
     frequency_penalty: float | None = None
     logit_bias: dict[int, int] | None = None
     service_tier: str | None = None
+    # Whether the answer should carry the model's thought summaries (``Completion.reasoning``):
+    # asked by the Responses API's ``reasoning.summary``, never by chat (whose schema has no
+    # field for them). Not a sampling parameter: neither sent to OpenAI-style backends nor
+    # captured (``params``).
+    thought_summaries: bool = False
 
     @classmethod
     def from_openai(cls, req: ChatCompletionRequest) -> ChatRequest:
@@ -183,13 +188,14 @@ class ChatRequest:
         return {k: v for k, v in values.items() if v is not None}
 
     def continued(self, partial: str) -> ChatRequest:
-        """The same request, asking the next backend to continue ``partial``."""
+        """The same request, asking the next backend to continue ``partial`` (without thought
+        summaries: the answer has begun, and its thoughts came before it)."""
         if self.continue_final:
             head, last = self.messages[:-1], self.messages[-1]
             messages = (*head, Message("assistant", last.content + partial))
         else:
             messages = (*self.messages, Message("assistant", partial))
-        return replace(self, messages=messages, continue_final=True)
+        return replace(self, messages=messages, continue_final=True, thought_summaries=False)
 
 
 def _tool_choice(choice: str | NamedToolChoice | None) -> ToolChoice:
@@ -260,6 +266,9 @@ class Completion:
     # Choices 1..n-1 when the request asked for n > 1 (this one is choice 0; their usage is
     # counted in this one's).
     alternatives: tuple[Completion, ...] = ()
+    # The model's thought summary, when the request asked for it (``thought_summaries``) and
+    # the backend gave one (Gemini's ``thought`` parts); never part of ``text``.
+    reasoning: str = ""
 
 
 @dataclass(slots=True)
@@ -276,15 +285,19 @@ class Delta:
     # Which choice this piece belongs to (n > 1); the stream ends when every choice has
     # finished, the last piece carrying the usage.
     index: int = 0
+    # A piece of the thought summary (``Completion.reasoning``); content for the stream's
+    # first-piece and idle rules, as text is.
+    reasoning: str = ""
 
 
 class _Choice:
     """What the deltas of one choice have said so far."""
 
-    __slots__ = ("calls", "finish", "logprobs", "texts")
+    __slots__ = ("calls", "finish", "logprobs", "texts", "thoughts")
 
     def __init__(self) -> None:
         self.texts: list[str] = []
+        self.thoughts: list[str] = []
         self.calls: list[ToolCallDelta] = []
         self.logprobs: list[dict[str, Any]] = []
         self.finish: FinishReason | None = None
@@ -292,12 +305,13 @@ class _Choice:
 
 class Assembly:
     """A stream's deltas added up into the whole answer they make (the one reader of deltas
-    into a ``Completion``): each choice's text, its tool-call pieces as whole calls
-    (``whole_calls``), its logprobs and finish reason; the request's usage and model version
-    from the deltas that carry them (the last one, by the stream contract). ``add`` says when
-    every one of the ``n`` choices has finished; a delta of a choice beyond ``n`` is the
-    caller's to refuse before ``add``. Logprobs are kept when ``logprobs`` (the request asked
-    for them): a choice's items, an empty list when it has none."""
+    into a ``Completion``): each choice's text and thought summary, its tool-call pieces as
+    whole calls (``whole_calls``), its logprobs and finish reason; the request's usage and
+    model version from the deltas that carry them (the last one, by the stream contract).
+    ``add`` says when every one of the ``n`` choices has finished; a delta of a choice
+    beyond ``n`` is the caller's to refuse before ``add``. Logprobs are kept when
+    ``logprobs`` (the request asked for them): a choice's items, an empty list when it has
+    none."""
 
     __slots__ = ("_choices", "_finished", "logprobs", "model_version", "n", "usage")
 
@@ -314,6 +328,8 @@ class Assembly:
         choice = self._choices[delta.index]
         if delta.text:
             choice.texts.append(delta.text)
+        if delta.reasoning:
+            choice.thoughts.append(delta.reasoning)
         if delta.tool_calls:
             choice.calls.extend(delta.tool_calls)
         if delta.logprobs:
@@ -336,6 +352,7 @@ class Assembly:
                 finish_reason=c.finish or "stop",
                 tool_calls=whole_calls(c.calls) if c.calls else (),
                 logprobs=c.logprobs if self.logprobs else None,
+                reasoning="".join(c.thoughts),
             )
             for c in self._choices
         )

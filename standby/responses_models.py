@@ -1,12 +1,12 @@
 """What clients send to ``POST /v1/responses``: OpenAI's Responses request, as pydantic models.
 
 Only what the gateway can serve is modelled: input as a string or as items (messages with text,
-image and file parts, ``function_call``, ``function_call_output``), function tools, a text
-format, a reasoning effort and the sampling limits. Unknown fields are accepted (SDKs add new
-ones) and logged once per name, as on chat (``openai_models.log_ignored_fields``). Items and
-tools of other kinds are kept as raw objects here and refused, by name, where the request is
-translated (``standby.gateway.responses_input``): a built-in tool is a 400 naming it, never a
-silent drop.
+image and file parts, ``function_call``, ``function_call_output``, ``reasoning`` items sent
+back), function tools, a text format, a reasoning effort and summary, and the sampling limits.
+Unknown fields are accepted (SDKs add new ones) and logged once per name, as on chat
+(``openai_models.log_ignored_fields``). Items and tools of other kinds are kept as raw objects
+here and refused, by name, where the request is translated
+(``standby.gateway.responses_input``): a built-in tool is a 400 naming it, never a silent drop.
 """
 
 from __future__ import annotations
@@ -107,6 +107,23 @@ class FunctionCallOutputItem(OpenModel):
     status: str | None = None
 
 
+class SummaryText(OpenModel):
+    type: Literal["summary_text"]
+    text: str
+
+
+class ReasoningItem(OpenModel):
+    """A ``reasoning`` item of an earlier answer, sent back with the history (the OpenAI Agents
+    SDK replays every output item). Read and checked, never sent to a backend: Gemini's state
+    of mind travels in the thought signatures of its function calls."""
+
+    type: Literal["reasoning"]
+    summary: list[SummaryText]
+    id: str | None = None
+    status: str | None = None
+    encrypted_content: str | None = None
+
+
 class FunctionTool(FunctionSpec):
     """A function tool, flat as the Responses API has it (chat nests it under ``function``);
     the name and the JSON Schema are checked as on chat."""
@@ -154,9 +171,19 @@ class TextParam(OpenModel):
     verbosity: str | None = None
 
 
+Summary = Literal["auto", "concise", "detailed"]
+
+
 class ReasoningParam(OpenModel):
+    """``reasoning``: how much to think (``effort``) and whether to summarize the thinking
+    (``summary``; ``generate_summary`` is its deprecated name, still sent by older clients)."""
+
     effort: ReasoningEffort | None = None
-    summary: str | None = None
+    summary: Summary | None = None
+    generate_summary: Summary | None = None
+
+    def summarized(self) -> Summary | None:
+        return self.summary or self.generate_summary
 
 
 class ResponsesRequest(OpenModel):

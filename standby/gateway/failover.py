@@ -255,11 +255,14 @@ class FailoverStream:
 
     Failure before the first content moves to the next backend invisibly. Failure after text
     continues on the next backend from the partial answer (``ChatRequest.continued``, which
-    keeps the request's tools; logprobs of the continued part are the next backend's); when
-    nothing can continue it, a tool-call piece was already sent, or the request asked for
-    several choices (``n`` > 1: one partial answer per choice, which no backend continues
-    together), a ``StreamFailure`` is yielded so the client sees an error event. The stream
-    ends when each of the ``n`` choices has finished.
+    keeps the request's tools; logprobs of the continued part are the next backend's); failure
+    after only a thought summary (``Delta.reasoning``: no answer begun) starts the answer over
+    on the next backend with the request as it came. When nothing can continue it, a
+    tool-call piece was already sent, or the request asked for several choices (``n`` > 1:
+    one partial answer per choice, which no backend continues together), a ``StreamFailure``
+    is yielded so the client sees an error event. ``resumed`` counts the moves to another
+    backend after content was sent. The stream ends when each of the ``n`` choices has
+    finished.
     """
 
     def __init__(
@@ -271,6 +274,8 @@ class FailoverStream:
         self.outcome = outcome
         self.started = time.perf_counter()
         self.sent: list[str] = []  # the text of choice 0 sent to the client
+        self.reasoned = False  # a piece of a thought summary was sent
+        self.resumed = 0  # moves to another backend after content was sent
         self.calls: list[ToolCallDelta] = []  # the tool-call pieces of choice 0 sent
         self.finishes: dict[int, FinishReason] = {}  # choice index -> its finish reason
         self._claimed: str | None = None
@@ -301,7 +306,12 @@ class FailoverStream:
         try:
             while True:
                 delta = await timed.next()
-                if delta.text or delta.tool_calls or delta.finish_reason is not None:
+                if (
+                    delta.text
+                    or delta.tool_calls
+                    or delta.reasoning
+                    or delta.finish_reason is not None
+                ):
                     return delta, timed
         except BaseException:
             await timed.aclose()
@@ -313,24 +323,27 @@ class FailoverStream:
         while True:
             try:
                 attempt = functools.partial(self._open, request=request)
+                began = bool(self.sent) or self.reasoned
                 name, (delta, timed) = await failover.walk(
-                    outcome, names, request, attempt, mid_stream=bool(self.sent)
+                    outcome, names, request, attempt, mid_stream=began
                 )
             except (UpstreamError, AllBackendsFailed) as error:
-                if not self.sent:
+                if not began:
                     raise
                 yield StreamFailure(error)
                 return
             self._claimed = name
             try:
                 while True:
-                    if delta.text or delta.tool_calls:
+                    if delta.text or delta.tool_calls or delta.reasoning:
                         if outcome.ttft_s is None:
                             outcome.ttft_s = time.perf_counter() - self.started
                         if delta.text and delta.index == 0:
                             self.sent.append(delta.text)
                         if delta.index == 0:
                             self.calls.extend(delta.tool_calls)
+                            if delta.reasoning:
+                                self.reasoned = True
                     if delta.finish_reason is not None:
                         self.finishes[delta.index] = delta.finish_reason
                     if len(self.finishes) >= self.request.n:
@@ -352,7 +365,10 @@ class FailoverStream:
             finally:
                 self.abandon()
                 await timed.aclose()
-            # Continue the partial answer on the backends after this one.
+            # Continue the partial answer on the backends after this one; with no answer text
+            # sent (a thought summary only), the next one answers the request from the start.
             names = names[names.index(name) + 1 :]
-            request = self.request.continued("".join(self.sent))
-            outcome.provenance = "stitched"
+            self.resumed += 1
+            if self.sent:
+                request = self.request.continued("".join(self.sent))
+                outcome.provenance = "stitched"

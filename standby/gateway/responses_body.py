@@ -3,7 +3,8 @@
 ``ResponseShape`` holds what every body of one response repeats (its id, creation time, the
 request's settings echoed back as OpenAI does); ``body()`` adds the status, output items and
 usage. A whole answer (``Completion``) and a stream (``responses_stream``) build the same items:
-a ``message`` with one ``output_text`` part when the answer has text, then one
+a ``reasoning`` item with the thought summary when the request asked for one and the backend
+gave it, a ``message`` with one ``output_text`` part when the answer has text, then one
 ``function_call`` item per call. Plain dicts, serialized with orjson, as chat's bodies are.
 """
 
@@ -41,7 +42,9 @@ class ResponseShape:
             "metadata": req.metadata or {},
             "parallel_tool_calls": req.parallel_tool_calls is not False,
             "previous_response_id": req.previous_response_id,
-            "reasoning": {"effort": reasoning.effort, "summary": None} if reasoning else None,
+            "reasoning": {"effort": reasoning.effort, "summary": reasoning.summarized()}
+            if reasoning
+            else None,
             "store": req.store is not False,  # kept unless the client says not to
             "temperature": req.temperature,
             "text": _text(req),
@@ -104,12 +107,29 @@ def whole_body(
     """The ``response`` object of a whole answer."""
     done = "incomplete" if completion.finish_reason in INCOMPLETE else "completed"
     output: list[dict[str, Any]] = []
+    if completion.reasoning:
+        output.append(reasoning_item(shape.ids.item("rs"), [completion.reasoning], "completed"))
     if completion.text or not completion.tool_calls:
         output.append(message_item(shape.ids.item("msg"), completion.text, done))
     output.extend(
         call_item(shape.ids.item("fc"), call, "completed") for call in completion.tool_calls
     )
     return shape.finished(output, completion.finish_reason, completion.usage, extra)
+
+
+def summary_part(text: str) -> dict[str, str]:
+    return {"type": "summary_text", "text": text}
+
+
+def reasoning_item(id: str, summary: list[str], status: str) -> dict[str, Any]:
+    """A ``reasoning`` item: the thought summary as ``summary_text`` parts (no
+    ``encrypted_content``: Gemini's thinking state travels in its calls' thought signatures)."""
+    return {
+        "id": id,
+        "type": "reasoning",
+        "summary": [summary_part(text) for text in summary],
+        "status": status,
+    }
 
 
 def text_part(text: str) -> dict[str, Any]:

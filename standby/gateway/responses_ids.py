@@ -4,7 +4,7 @@ A response id is ``resp_`` and 44 hex digits: its making time in milliseconds (1
 random bits (32). The time lets a gateway process that cannot find a response tell whether it
 may be one another process answered moments ago and has not written yet (``responses_state``:
 the wait on a miss); a response that will not be kept (``store: false``) gets 32 random digits
-only, so a miss on it is answered at once. Item ids (``msg_``, ``fc_``, a ``call_`` id the
+only, so a miss on it is answered at once. Item ids (``msg_``, ``fc_``, ``rs_``, a ``call_`` id the
 backend did not give) are the response's digits and a count: unique, never drawn again.
 """
 
@@ -29,7 +29,8 @@ class ResponseIds:
         self._count = 0
 
     def item(self, prefix: str) -> str:
-        """A new item id: ``msg_...`` for a message, ``fc_...`` for a function call."""
+        """A new item id: ``msg_...`` for a message, ``fc_...`` for a function call, ``rs_...``
+        for a reasoning item."""
         self._count += 1
         return f"{prefix}_{self._base}{self._count:04x}"
 

@@ -4,7 +4,8 @@ and redaction see no difference between the two surfaces.
 
 ``instructions`` becomes the first system message; ``input`` a user message (a string) or the
 conversation of its items: messages (``developer`` as ``system``), ``function_call`` items
-folded into the assistant turn they follow, ``function_call_output`` items as ``tool`` turns.
+folded into the assistant turn they follow, ``function_call_output`` items as ``tool`` turns;
+``reasoning`` items (an earlier answer's thought summary, sent back) are checked and left out.
 With ``previous_response_id`` the stored conversation's items (``responses_state``) come before
 the request's own, read by the same rules.
 What the gateway cannot serve is a 400 naming the field (``tools.0.type``, ``input.3.type``,
@@ -32,6 +33,7 @@ from standby.responses_models import (
     NamedFunction,
     OutputText,
     Part,
+    ReasoningItem,
     Refusal,
     ResponsesRequest,
 )
@@ -72,6 +74,7 @@ def chat_request(req: ResponsesRequest, history: list[dict[str, Any]] | None = N
         parallel_tool_calls=req.parallel_tool_calls,
         reasoning_effort=req.reasoning.effort if req.reasoning is not None else None,
         service_tier=req.service_tier,
+        thought_summaries=req.reasoning is not None and req.reasoning.summarized() is not None,
     )
 
 
@@ -168,10 +171,14 @@ def _messages(req: ResponsesRequest, history: list[dict[str, Any]]) -> tuple[Mes
             text = r.output if isinstance(r.output, str) else _text(r.output, f"{where}.output")
             out.append(Message("tool", text, tool_call_id=r.call_id, name=name))
             joinable = False
+        elif kind == "reasoning":
+            # A summary of thinking already done: no backend reads it back (Gemini's is in the
+            # calls' thought signatures), and it does not end the assistant turn it is in.
+            _parsed(ReasoningItem, raw, *where.split("."))
         else:
             raise RequestError(
                 f"{where}.type: input items of type {kind!r} are not supported by this gateway "
-                "(messages, function_call and function_call_output are)",
+                "(messages, function_call, function_call_output and reasoning are)",
                 param=f"{where}.type",
                 code="unsupported",
             )

@@ -100,7 +100,7 @@ class Stored:
         return items
 
 
-_PREFIX = {"function_call": "fc", "function_call_output": "fco"}
+_PREFIX = {"function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
 
 
 class ResponseKeeper:

@@ -1,6 +1,9 @@
 """A failover stream as the Responses API's server-sent events.
 
-The sequence: ``response.created``, ``response.in_progress``; for text, a ``message`` item
+The sequence: ``response.created``, ``response.in_progress``; for a thought summary, a
+``reasoning`` item (``response.output_item.added``, ``response.reasoning_summary_part.added``,
+``response.reasoning_summary_text.delta`` per piece, ``.reasoning_summary_text.done``,
+``.reasoning_summary_part.done``, ``.output_item.done``); for text, a ``message`` item
 (``response.output_item.added``, ``response.content_part.added``, ``response.output_text.delta``
 per piece, then ``.output_text.done``, ``.content_part.done``, ``.output_item.done``); for each
 call, a ``function_call`` item (``.output_item.added``, ``.function_call_arguments.delta`` per
@@ -11,7 +14,10 @@ event has its ``type`` on an ``event:`` line and a ``sequence_number`` counting 
 Failover is the chat stream's (``FailoverStream``): a failure before the first piece fails over
 before any byte is sent, text is continued on the next backend (stitched), and a stream that
 broke where nothing could continue it ends in ``response.failed`` (status ``failed``, its
-``error`` saying why), never in a clean end.
+``error`` saying why), never in a clean end. A stream that broke during its thought summary
+(no answer text yet) starts the answer over on the next backend: the summary part it cut is
+done with ``status: incomplete`` (its item ``incomplete`` too), a next Gemini's own summary
+is the item's next part, and the answer follows as usual.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from standby.gateway.responses_body import (
     ResponseShape,
     call_item,
     message_item,
+    reasoning_item,
+    summary_part,
     text_part,
 )
 from standby.gateway.responses_ids import ResponseIds
@@ -68,6 +76,23 @@ class _Call:
         return call_item(self.id, call, status)
 
 
+class _Reasoning:
+    """The reasoning item being streamed: its id, place in the output, its summary parts' pieces
+    (the last part taking pieces while ``open``), and whether a failover cut a part."""
+
+    __slots__ = ("cut", "id", "index", "open", "parts")
+
+    def __init__(self, index: int, ids: ResponseIds) -> None:
+        self.id = ids.item("rs")
+        self.index = index
+        self.parts: list[list[str]] = []
+        self.open = False
+        self.cut = False
+
+    def item(self, status: str) -> dict[str, Any]:
+        return reasoning_item(self.id, ["".join(p) for p in self.parts], status)
+
+
 class ResponseEvents:
     """The output of one streamed response, item by item, as events."""
 
@@ -75,6 +100,7 @@ class ResponseEvents:
         self.shape = shape
         self.event = _Events()
         self.output: list[dict[str, Any]] = []  # finished items, and open ones in their place
+        self.reasoning: _Reasoning | None = None
         self.message: tuple[str, int, list[str]] | None = None  # id, output index, texts
         self.calls: dict[int, _Call] = {}  # by the delta's call index
         self.open_call: _Call | None = None
@@ -88,8 +114,10 @@ class ResponseEvents:
 
     def piece(self, delta: Delta) -> list[bytes]:
         out: list[bytes] = []
+        if delta.reasoning:
+            out += self._reasoning_piece(delta.reasoning)
         if delta.text:
-            out += self._close_call()
+            out += self._close_reasoning() + self._close_call()
             if self.message is None:
                 out += self._open_message()
             assert self.message is not None
@@ -113,9 +141,9 @@ class ResponseEvents:
         """The last events of a finished answer."""
         assert delta.finish_reason is not None
         status = "incomplete" if delta.finish_reason in INCOMPLETE else "completed"
-        out: list[bytes] = []
-        if not self.output:  # an empty answer is an empty message, as a whole answer has it
-            out += self._open_message()
+        out = self._close_reasoning()
+        if all(item["type"] == "reasoning" for item in self.output):
+            out += self._open_message()  # an empty answer is an empty message, as whole
         out += self._close_message(status) + self._close_call()
         body = self.final = self.shape.finished(
             self.output, delta.finish_reason, delta.usage, extra
@@ -124,8 +152,19 @@ class ResponseEvents:
         out.append(self.event(kind, response=body))
         return out
 
+    def interrupted(self) -> list[bytes]:
+        """The backend broke during a thought summary and the stream goes on elsewhere: that
+        summary part is done, ``incomplete``; the next backend's summary starts the next."""
+        r = self.reasoning
+        if r is None or not r.open:
+            return []
+        r.cut = True
+        return self._end_part(incomplete=True)
+
     def failed(self, error: Exception, extra: dict[str, Any]) -> bytes:
         """``response.failed``: what was sent stays in the output, marked incomplete."""
+        if self.reasoning is not None:
+            self.output[self.reasoning.index] = self.reasoning.item("incomplete")
         if self.message is not None:
             mid, index, texts = self.message
             self.output[index] = message_item(mid, "".join(texts), "incomplete")
@@ -139,6 +178,65 @@ class ResponseEvents:
             extra=extra,
         )
         return self.event("response.failed", response=body)
+
+    def _reasoning_piece(self, text: str) -> list[bytes]:
+        out: list[bytes] = []
+        r = self.reasoning
+        if r is None:
+            out += self._close_message() + self._close_call()
+            r = self.reasoning = _Reasoning(len(self.output), self.shape.ids)
+            item = r.item("in_progress")
+            self.output.append(item)
+            out.append(self.event("response.output_item.added", output_index=r.index, item=item))
+        where = {"item_id": r.id, "output_index": r.index}
+        if not r.open:
+            r.open = True
+            r.parts.append([])
+            out.append(
+                self.event(
+                    "response.reasoning_summary_part.added",
+                    **where,
+                    summary_index=len(r.parts) - 1,
+                    part=summary_part(""),
+                )
+            )
+        r.parts[-1].append(text)
+        out.append(
+            self.event(
+                "response.reasoning_summary_text.delta",
+                **where,
+                summary_index=len(r.parts) - 1,
+                delta=text,
+            )
+        )
+        return out
+
+    def _end_part(self, *, incomplete: bool = False) -> list[bytes]:
+        """The events that finish the open summary part (``incomplete``: a failover cut it)."""
+        r = self.reasoning
+        if r is None or not r.open:
+            return []
+        r.open = False
+        text = "".join(r.parts[-1])
+        where = {"item_id": r.id, "output_index": r.index, "summary_index": len(r.parts) - 1}
+        cut = {"status": "incomplete"} if incomplete else {}
+        return [
+            self.event("response.reasoning_summary_text.done", **where, text=text),
+            self.event(
+                "response.reasoning_summary_part.done", **where, part=summary_part(text), **cut
+            ),
+        ]
+
+    def _close_reasoning(self) -> list[bytes]:
+        r = self.reasoning
+        if r is None:
+            return []
+        out = self._end_part()
+        self.reasoning = None
+        item = r.item("incomplete" if r.cut else "completed")
+        self.output[r.index] = item
+        out.append(self.event("response.output_item.done", output_index=r.index, item=item))
+        return out
 
     def _open_message(self) -> list[bytes]:
         mid, index = self.shape.ids.item("msg"), len(self.output)
@@ -175,7 +273,7 @@ class ResponseEvents:
         out: list[bytes] = []
         call = self.calls.get(p.index)
         if call is None:
-            out += self._close_message() + self._close_call()
+            out += self._close_reasoning() + self._close_message() + self._close_call()
             call = self.calls[p.index] = self.open_call = _Call(len(self.output), p, self.shape.ids)
             item = call.item("in_progress")
             self.output.append(item)
@@ -231,11 +329,16 @@ async def response_events(
         yield events.start()
         item: Delta | StreamFailure | None = first
         iterator = aiter(stream)
+        resumed = 0  # the stream's moves to another backend seen so far
         while item is not None:
             if isinstance(item, StreamFailure):
                 yield Last(events.failed(item.error, stream.outcome.extra()))
                 return
-            out = events.piece(item)
+            out = []
+            if stream.resumed != resumed:
+                resumed = stream.resumed
+                out += events.interrupted()
+            out += events.piece(item)
             if item.finish_reason is not None:
                 out += events.finish(item, stream.outcome.extra())
                 status, final = "ok", item

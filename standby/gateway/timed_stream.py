@@ -41,7 +41,9 @@ class TimedStream:
         except TimeoutError:
             seconds = limits.total_s if phase == "total" else limit
             raise UpstreamTimeout(self.name, phase, seconds) from None
-        self.got_content = self.got_content or bool(delta.text or delta.tool_calls)
+        self.got_content = self.got_content or bool(
+            delta.text or delta.tool_calls or delta.reasoning
+        )
         return delta
 
     async def aclose(self) -> None:

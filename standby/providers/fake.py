@@ -4,14 +4,15 @@ answers queued per call (in the spirit of httpx's ``MockTransport`` and llm's ``
     fake = FakeProvider("primary", UpstreamStatusError("primary", 503, "down"), Reply("Hi"))
     Gateway(settings, providers={"primary": fake, ...})
 
-Each ``complete()`` or ``stream()`` call takes the next step of ``script`` (``default`` once
-the script is used up; tests may append to it). A step is a ``Reply``, a ``Blocked`` answer, a
-``Cut`` stream, a ``Hang``, or any ``UpstreamError``, which the call raises before answering.
-A ``Reply`` or ``Cut`` may carry tool calls (``calls=``): streamed after its text, each as a
-first piece with the call's id, name and signature, then its arguments in ``piece_chars``
-pieces. ``requests`` keeps every request received (a stitched continuation's prefill
-included); ``busy`` makes ``ready()`` say no; ``no_tools`` makes it unsupported for requests
-that use tools.
+Each ``complete()`` or ``stream()`` call takes the next step of ``script`` (``default`` once the
+script is used up; tests may append to it). A step is a ``Reply``, a ``Blocked`` answer, a
+``Cut`` stream, a ``Hang``, or any ``UpstreamError``, which the call raises before answering. A
+``Reply`` or ``Cut`` may carry tool calls (``calls=``): streamed after its text, each as a first
+piece with the call's id, name and signature, then its arguments in ``piece_chars`` pieces; and
+a thought summary (``thoughts=``, its pieces), streamed before the text when the request asks
+for summaries (``ChatRequest.thought_summaries``), as Gemini gives one. ``requests`` keeps every
+request received (a stitched continuation's prefill included); ``busy`` makes ``ready()`` say
+no; ``no_tools`` makes it unsupported for requests that use tools.
 """
 
 from __future__ import annotations
@@ -33,12 +34,21 @@ class Reply:
     """An answer: streamed as these pieces, whole as their concatenation; ``calls`` are tool
     calls after the text (the finish reason is then ``tool_calls`` unless given)."""
 
-    __slots__ = ("calls", "delay_s", "finish_reason", "model_version", "piece_chars", "pieces")
+    __slots__ = (
+        "calls",
+        "delay_s",
+        "finish_reason",
+        "model_version",
+        "piece_chars",
+        "pieces",
+        "thoughts",
+    )
 
     def __init__(
         self,
         *pieces: str,
         calls: Sequence[ToolCall] = (),
+        thoughts: Sequence[str] = (),
         finish_reason: FinishReason | None = None,
         model_version: str | None = None,
         delay_s: float = 0.0,
@@ -46,6 +56,7 @@ class Reply:
     ) -> None:
         self.pieces = pieces
         self.calls = tuple(calls)
+        self.thoughts = tuple(thoughts)
         self.finish_reason: FinishReason = finish_reason or ("tool_calls" if calls else "stop")
         self.model_version = model_version
         self.delay_s = delay_s  # before each piece: a slow backend
@@ -63,16 +74,22 @@ class Blocked:
 
 
 class Cut:
-    """A stream that sends ``pieces`` (then the pieces of ``calls``) and then fails with
-    ``error`` (default: a connection reset). A whole answer fails with ``error`` at once."""
+    """A stream that sends ``thoughts`` (when asked for), ``pieces`` (then the pieces of
+    ``calls``) and then fails with ``error`` (default: a connection reset). A whole answer
+    fails with ``error`` at once."""
 
-    __slots__ = ("calls", "error", "pieces")
+    __slots__ = ("calls", "error", "pieces", "thoughts")
 
     def __init__(
-        self, *pieces: str, calls: Sequence[ToolCall] = (), error: UpstreamError | None = None
+        self,
+        *pieces: str,
+        calls: Sequence[ToolCall] = (),
+        thoughts: Sequence[str] = (),
+        error: UpstreamError | None = None,
     ) -> None:
         self.pieces = pieces
         self.calls = tuple(calls)
+        self.thoughts = tuple(thoughts)
         self.error = error
 
 
@@ -154,12 +171,15 @@ class FakeProvider:
             usage=_usage(request, text, step.calls),
             model_version=self._version(step),
             tool_calls=step.calls,
+            reasoning="".join(step.thoughts) if request.thought_summaries else "",
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         step = self._next(request)
+        thoughts = step.thoughts if request.thought_summaries and not isinstance(step, Hang) else ()
         if isinstance(step, Reply):
-            *head, last = _deltas(step.pieces, step.calls, step.piece_chars) or [Delta()]
+            deltas = _deltas(step.pieces, step.calls, step.piece_chars, thoughts)
+            *head, last = deltas or [Delta()]
             for delta in head:
                 await asyncio.sleep(step.delay_s)
                 yield delta
@@ -170,7 +190,7 @@ class FakeProvider:
             yield last
             return
         calls = step.calls if isinstance(step, Cut) else ()
-        for delta in _deltas(step.pieces, calls, PIECE_CHARS):
+        for delta in _deltas(step.pieces, calls, PIECE_CHARS, thoughts):
             yield delta
         if isinstance(step, Cut):
             raise step.error or UpstreamConnectError(self.name, "connection reset")
@@ -180,10 +200,14 @@ class FakeProvider:
         return step.model_version or self.model_version
 
 
-def _deltas(pieces: Sequence[str], calls: Sequence[ToolCall], chars: int) -> list[Delta]:
-    """The stream of an answer: its text pieces, then each call as a first piece (id, name,
-    signature) and its arguments in pieces of ``chars`` characters."""
-    deltas = [Delta(text=piece) for piece in pieces]
+def _deltas(
+    pieces: Sequence[str], calls: Sequence[ToolCall], chars: int, thoughts: Sequence[str] = ()
+) -> list[Delta]:
+    """The stream of an answer: its thought summary's pieces, its text pieces, then each call
+    as a first piece (id, name, signature) and its arguments in pieces of ``chars``
+    characters."""
+    deltas = [Delta(reasoning=piece) for piece in thoughts]
+    deltas += [Delta(text=piece) for piece in pieces]
     for i, call in enumerate(calls):
         first = ToolCallDelta(i, id=call.id, name=call.name, signature=call.signature)
         deltas.append(Delta(tool_calls=(first,)))

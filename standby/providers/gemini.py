@@ -143,6 +143,7 @@ class _OneStreamed:
         "_logprobs",
         "_pieces",
         "_texts",
+        "_thoughts",
         "backend",
         "calls",
         "finished",
@@ -161,6 +162,7 @@ class _OneStreamed:
         # What the read being fed said.
         self._index = 0
         self._texts: list[str] = []
+        self._thoughts: list[str] = []
         self._pieces: list[ToolCallDelta] = []
         self._logprobs: list[dict[str, Any]] | None = None
         self._finish: FinishReason | None = None
@@ -173,6 +175,8 @@ class _OneStreamed:
         for c in parsed.choices:
             self._index = c.index
             self._texts.append(c.text)
+            if c.thought and self.request.thought_summaries:
+                self._thoughts.append(c.thought)
             if c.logprobs is not None:
                 self._logprobs = (self._logprobs or []) + c.logprobs
             for call in c.calls:
@@ -193,12 +197,22 @@ class _OneStreamed:
                 finish = "tool_calls"
         texts, pieces, logprobs = self._texts, self._pieces, self._logprobs
         text = texts[0] if len(texts) == 1 else "".join(texts)
+        thought = "".join(self._thoughts) if self._thoughts else ""
         out = []
-        if text or pieces or logprobs or finish is not None:
+        if text or thought or pieces or logprobs or finish is not None:
             out.append(
-                Delta(text, finish, tool_calls=tuple(pieces), logprobs=logprobs, index=self._index)
+                Delta(
+                    text,
+                    finish,
+                    tool_calls=tuple(pieces),
+                    logprobs=logprobs,
+                    index=self._index,
+                    reasoning=thought,
+                )
             )
         self._texts, self._pieces, self._logprobs, self._finish = [], [], None, None
+        if thought:
+            self._thoughts = []
         if self.request.logprobs:
             _require_logprobs(self.backend, [(d.text, d.logprobs) for d in out])
         return out
@@ -221,17 +235,22 @@ def _completion(choice: Choice, request: ChatRequest) -> Completion:
     calls = choice.calls[:1] if request.parallel_tool_calls is False else choice.calls
     finish = choice.finish or ("tool_calls" if calls else "stop")
     return Completion(
-        text=choice.text, finish_reason=finish, tool_calls=calls, logprobs=choice.logprobs
+        text=choice.text,
+        finish_reason=finish,
+        tool_calls=calls,
+        logprobs=choice.logprobs,
+        reasoning=choice.thought if request.thought_summaries else "",
     )
 
 
 class _Piece:
     """What one network read said about one candidate."""
 
-    __slots__ = ("finish", "logprobs", "pieces", "texts")
+    __slots__ = ("finish", "logprobs", "pieces", "texts", "thoughts")
 
     def __init__(self) -> None:
         self.texts: list[str] = []
+        self.thoughts: list[str] = []
         self.pieces: list[ToolCallDelta] = []
         self.logprobs: list[dict[str, Any]] | None = None
         self.finish: FinishReason | None = None
@@ -260,6 +279,8 @@ class _Streamed:
         for c in parsed.choices:
             piece = self._piece(c.index)
             piece.texts.append(c.text)
+            if c.thought and self.request.thought_summaries:
+                piece.thoughts.append(c.thought)
             if c.logprobs is not None:
                 piece.logprobs = (piece.logprobs or []) + c.logprobs
             for call in c.calls:
@@ -290,7 +311,8 @@ class _Streamed:
                 if self.calls.get(index) and finish == "stop":
                     finish = "tool_calls"
             text = "".join(piece.texts)
-            if text or piece.pieces or piece.logprobs or finish is not None:
+            thought = "".join(piece.thoughts)
+            if text or thought or piece.pieces or piece.logprobs or finish is not None:
                 out.append(
                     Delta(
                         text,
@@ -298,6 +320,7 @@ class _Streamed:
                         tool_calls=tuple(piece.pieces),
                         logprobs=piece.logprobs,
                         index=index,
+                        reasoning=thought,
                     )
                 )
         self._read = {}

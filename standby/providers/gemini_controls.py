@@ -2,7 +2,11 @@
 safety settings and service tier.
 
 OpenAI's ``reasoning_effort`` becomes ``generationConfig.thinkingConfig``, chosen by the model's
-name (docs/parameters.md has the table).
+name (docs/parameters.md has the table). Thought summaries asked for (the Responses API's
+``reasoning.summary``: ``auto``, ``concise`` or ``detailed``, which Gemini does not tell apart)
+become ``thinkingConfig.includeThoughts: true``: the answer then carries parts marked
+``thought: true`` whose text summarizes the model's thinking (Google's thinking page, "Thought
+summaries"), read by ``gemini_wire``.
 
 Gemini 3 and later take a ``thinkingLevel`` from a set that differs by model (Google's thinking
 page and each model's card): Flash from 3.7 on LOW / MEDIUM / HIGH; earlier 3.x Flash and every
@@ -167,17 +171,23 @@ class Controls:
         )
 
     def generation(self, request: ChatRequest, gen: dict[str, Any]) -> None:
-        """Add the penalties and ``thinkingConfig`` to ``gen`` (a ``generationConfig``)."""
+        """Add the penalties and ``thinkingConfig`` to ``gen`` (a ``generationConfig``): the
+        effort's level or budget, and ``includeThoughts`` when the request asks for thought
+        summaries (only to a model with thinking control: others take no ``thinkingConfig``)."""
         if self.penalties:
             if request.presence_penalty is not None:
                 gen["presencePenalty"] = request.presence_penalty
             if request.frequency_penalty is not None:
                 gen["frequencyPenalty"] = request.frequency_penalty
+        if self.thinking is None:
+            return
         effort = request.reasoning_effort or self.effort
-        if effort is not None and self.thinking is not None:
+        if effort is not None:
             thinking = dict(gen.get("thinkingConfig") or {})
             thinking.update(self.thinking.config(effort))
             gen["thinkingConfig"] = thinking
+        if request.thought_summaries:
+            gen["thinkingConfig"] = {**gen.get("thinkingConfig", {}), "includeThoughts": True}
 
     def body(self, request: ChatRequest, body: dict[str, Any]) -> None:
         """Add ``safetySettings`` and ``serviceTier`` to a ``GenerateContentRequest``."""

@@ -270,10 +270,12 @@ def tool_call(part: dict[str, Any], backend: str) -> ToolCall:
 
 
 class Choice:
-    """One candidate of a response: its text, calls, finish, logprobs (OpenAI's items) and
-    ``index`` among the ``candidateCount`` asked for (a stream chunk may carry only some)."""
+    """One candidate of a response: its text, calls, finish, logprobs (OpenAI's items),
+    ``thought`` (the text of its ``thought: true`` parts: a thought summary, given when
+    ``thinkingConfig.includeThoughts`` asked for it; never part of ``text``) and ``index``
+    among the ``candidateCount`` asked for (a stream chunk may carry only some)."""
 
-    __slots__ = ("blocked", "calls", "finish", "index", "logprobs", "text")
+    __slots__ = ("blocked", "calls", "finish", "index", "logprobs", "text", "thought")
 
     def __init__(self, cand: Any, backend: str) -> None:
         if not isinstance(cand, dict):
@@ -292,12 +294,16 @@ class Choice:
         parts = (cand.get("content") or {}).get("parts") or ()
         texts = []
         calls = []
+        thoughts = []
         for p in parts:
             if "functionCall" in p:
                 calls.append(tool_call(p, backend))
-            elif not p.get("thought"):
+            elif p.get("thought"):
+                thoughts.append(p.get("text", ""))
+            else:
                 texts.append(p.get("text", ""))
         self.text = "".join(texts)
+        self.thought = "".join(thoughts)
         if calls:
             self.calls = tuple(calls)
         reason = cand.get("finishReason")

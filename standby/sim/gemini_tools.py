@@ -17,11 +17,13 @@ prompt's opening words).
 
 Thought signatures, as Google documents them (ai.google.dev/gemini-api/docs/thought-signatures):
 on ``gemini-3*`` names the first function call of each answer carries a ``thoughtSignature``
-(base64), only the first for parallel calls; with ``thinkingConfig.includeThoughts`` a thought
-summary part (``thought: true``) comes first. A ``gemini-3*`` request whose current turn (since
-the last user message that is not function responses) has a step whose first call lacks a
-signature, or carries one this simulator did not give, is refused with Gemini's 400; Google's
-documented placeholders (``skip_thought_signature_validator``,
+(base64), only the first for parallel calls. With ``thinkingConfig.includeThoughts`` a model
+that thinks (``gemini-2.5*``, ``gemini-3*`` and later) gives a thought summary first: one part
+(``thought: true``) in a whole answer, and streamed in pieces, one chunk each, before the
+answer's first text or call, as Gemini's rolling summaries come. A ``gemini-3*`` request whose
+current turn (since the last user message that is not function responses) has a step whose first
+call lacks a signature, or carries one this simulator did not give, is refused with Gemini's
+400; Google's documented placeholders (``skip_thought_signature_validator``,
 ``context_engineering_is_the_way_to_go``; accepted as the literal value and as the base64 of
 those bytes, the form the Python SDK sends) pass. Earlier turns are not checked. Call ``id``s
 are given on ``gemini-3*`` names only, so clients meet both shapes.
@@ -69,6 +71,14 @@ def traits(model: str) -> tuple[str | None, bool]:
     it is a Gemini 3 name (signatures given and required)."""
     m = _BEHAVIOUR.search(model)
     return (m.group(1) if m else None), model.startswith("gemini-3")
+
+
+_THINKING = re.compile(r"gemini-(2\.5|[3-9])")
+
+
+def thinks(model: str) -> bool:
+    """Whether a model name is of a family that thinks (and so can summarize its thoughts)."""
+    return bool(_THINKING.match(model))
 
 
 def is_base64(value: str) -> bool:
@@ -137,7 +147,7 @@ def _tooled(model: str, req: SimRequest) -> Answer:
         ans = Answer("", "STOP", tokens, calls)
     else:
         ans = answer(req)
-    if req.include_thoughts and gemini3:
+    if req.include_thoughts and thinks(model):
         ans = replace(ans, thought=_thought(req, chosen))
     return ans
 
@@ -192,8 +202,9 @@ def scripted_reply(reply: Reply, model: str, req: SimRequest) -> Answer:
 
 
 def native_parts(model: str, ans: Answer, stream: bool) -> list[list[dict[str, Any]]]:
-    """The parts of each body: a thought summary first, the text (in pieces when streamed),
-    then each function call whole (streamed: one chunk each, as Gemini streams them)."""
+    """The parts of each body: a thought summary first, the text (both in pieces when
+    streamed), then each function call whole (streamed: one chunk each, as Gemini streams
+    them)."""
     with_ids = traits(model)[1]
     calls = [_call_part(c, with_ids) for c in ans.calls]
     thought = [{"text": ans.thought, "thought": True}] if ans.thought else []
@@ -201,7 +212,8 @@ def native_parts(model: str, ans: Answer, stream: bool) -> list[list[dict[str, A
     if not stream:
         return [[*thought, *([{"text": ans.text}] if has_text else []), *calls]]
     pieces = [[{"text": piece}] for piece in split_chunks(ans.text)] if has_text else []
-    return [*([thought] if thought else []), *pieces, *([c] for c in calls)]
+    thoughts = [[{"text": t, "thought": True}] for t in split_chunks(ans.thought or "", 3)]
+    return [*(thoughts if thought else []), *pieces, *([c] for c in calls)]
 
 
 def _call_part(call: SimCall, with_id: bool) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import openai
 import pytest
 from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
+from openai.types.shared import Reasoning
 from pydantic import BaseModel
 
 from standby.sim.background import AiohttpServer
@@ -161,16 +162,23 @@ STEPS = {
 }
 
 
-def responses_loop(session: Session, down: tuple[int, ...], sim: RunningSim, stream: bool) -> Any:
+def responses_loop(
+    session: Session, down: tuple[int, ...], sim: RunningSim, stream: bool, **settings: Any
+) -> Any:
     """The loop as an openai SDK user writes it: each response's output items go back as
-    input, followed by a ``function_call_output`` per call."""
+    input (``reasoning`` items too), followed by a ``function_call_output`` per call."""
     items: list[Any] = [{"role": "user", "content": QUESTION}]
     called: list[str] = []
     with session.client() as client:
         for step in range(5):
             sim.sim.set_fault("error-503" if step in down else "ok")
             raw = client.responses.with_raw_response.create(
-                model=session.route, input=items, tools=FUNCTIONS, temperature=0, stream=stream
+                model=session.route,
+                input=items,
+                tools=FUNCTIONS,
+                temperature=0,
+                stream=stream,
+                **settings,
             )
             session.backends.append(raw.headers["x-standby-backend"])
             if stream:
@@ -239,6 +247,114 @@ async def test_an_agents_sdk_agent_completes_a_tool_loop(
     assert seen == list(steps)
 
 
+# -- thought summaries: reasoning items ----------------------------------------------------------
+
+SUMMARIZED = {"effort": "low", "summary": "auto"}
+LOW_THOUGHTS = 32  # the simulator's thought tokens for thinkingLevel LOW
+
+
+def test_a_thought_summary_is_a_reasoning_item_created_and_streamed(
+    gateway: GatewayServer, sim: RunningSim
+) -> None:
+    client = gateway.client()
+    ask: dict[str, Any] = {"model": GEMINI_3, "input": "Hello there", "reasoning": SUMMARIZED}
+    whole = client.responses.create(**ask)
+    assert [item.type for item in whole.output] == ["reasoning", "message"]
+    summary = whole.output[0].summary[0].text  # type: ignore[union-attr]
+    assert summary.startswith("Simulated thought about: Hello there")
+    assert whole.output_text.startswith("Simulated Gemini answer to: Hello there")
+    assert whole.reasoning is not None and whole.reasoning.summary == "auto"
+    # Thought tokens: the level's and the summary's (a simulator token is a word).
+    assert whole.usage is not None
+    reasoning_tokens = whole.usage.output_tokens_details.reasoning_tokens
+    assert reasoning_tokens == LOW_THOUGHTS + len(summary.split())
+    with client.responses.stream(**ask) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    types = [e.type for e in events]
+    assert types[2:5] == [
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+    ]
+    assert types.index("response.reasoning_summary_part.done") < types.index(
+        "response.output_text.delta"
+    )
+    pieces = [e.delta for e in events if e.type == "response.reasoning_summary_text.delta"]
+    assert "".join(pieces) == summary
+    assert final.output[0].summary[0].text == summary  # type: ignore[union-attr]
+    assert final.output_text == whole.output_text
+    assert final.usage is not None
+    assert final.usage.output_tokens_details.reasoning_tokens == reasoning_tokens
+    effort_only = client.responses.create(**{**ask, "reasoning": {"effort": "low"}})
+    assert [item.type for item in effort_only.output] == ["message"]
+    assert effort_only.usage is not None
+    assert effort_only.usage.output_tokens_details.reasoning_tokens == LOW_THOUGHTS
+
+
+LOOPS = {k: STEPS[k] for k in ("gemini-3", "gemini-down-mid-loop")}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize(("route", "steps", "down"), LOOPS.values(), ids=LOOPS.keys())
+def test_a_tool_loop_with_thought_summaries_sends_its_reasoning_items_back(
+    route: str,
+    steps: tuple[str, ...],
+    down: tuple[int, ...],
+    stream: bool,
+    gateway: GatewayServer,
+    sim: RunningSim,
+) -> None:
+    """Gemini's steps begin with a reasoning item, which goes back with the history, to
+    Gemini and to the vLLM fallback alike (and the fallback's step has none)."""
+    session = Session(f"{gateway.url}/v1", route)
+    called, text, items = responses_loop(session, down, sim, stream, reasoning=SUMMARIZED)
+    assert called == CALLED
+    assert text.strip()
+    assert session.backends == list(steps)
+    # The items sent back: each step's output but the last, reasoning first on Gemini's.
+    outputs = [i for i in items if i.get("type") in ("reasoning", "function_call")]
+    expected = [
+        ["reasoning", "function_call"] if s == "gemini3" else ["function_call"] for s in steps[:-1]
+    ]
+    assert [i["type"] for i in outputs] == [t for step in expected for t in step]
+
+
+async def test_an_agents_sdk_agent_with_thought_summaries_completes_a_tool_loop(
+    gateway: GatewayServer, sim: RunningSim
+) -> None:
+    session = Session(f"{gateway.url}/v1", GEMINI_3)
+    sent: list[dict[str, Any]] = []
+
+    async def keep(request: Any) -> None:
+        if request.url.path.endswith("/responses"):
+            sent.append(json.loads(request.content))
+
+    http = session.async_http()
+    http.event_hooks["request"].append(keep)
+    async with openai.AsyncOpenAI(
+        base_url=session.base_url, api_key="unused", max_retries=0, http_client=http
+    ) as client:
+        agent = Agent(
+            name="weather",
+            model=OpenAIResponsesModel(model=GEMINI_3, openai_client=client),
+            tools=list(AGENT_TOOLS),
+            model_settings=ModelSettings(
+                temperature=0, reasoning=Reasoning(effort="low", summary="auto")
+            ),
+        )
+        result = await Runner.run(agent, QUESTION, max_turns=5)
+    calls = [i.raw_item.name for i in result.new_items if i.type == "tool_call_item"]  # type: ignore[union-attr]
+    assert calls == CALLED
+    assert isinstance(result.final_output, str) and result.final_output.strip()
+    summaries = [i.raw_item for i in result.new_items if i.type == "reasoning_item"]
+    assert len(summaries) == 3  # one per step
+    assert all(s.summary[0].text.startswith("Simulated thought about:") for s in summaries)  # type: ignore[union-attr]
+    # The agent replayed every earlier step's reasoning item, and each request was answered.
+    replayed = [[i.get("type") for i in body["input"]].count("reasoning") for body in sent]
+    assert replayed == [0, 1, 2]
+
+
 # -- capture -------------------------------------------------------------------------------------
 
 
@@ -264,3 +380,28 @@ async def test_a_responses_answer_is_captured_as_the_same_event_as_a_chat_one(
         k: v for k, v in responses.items() if k not in varying
     }
     assert responses["response"].startswith("Simulated Gemini answer to: Hi")
+
+
+async def test_thought_summaries_are_not_captured(
+    sim: RunningSim, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    """The captured answer is the answer's text (what a training pair learns), whole or
+    streamed; the summary the client got is nowhere in the event."""
+    db = tmp_path / "events.db"
+    config = base_config(sim.url, None)
+    config["backends"]["gemini"]["timeouts"] = PATIENT
+    config["capture"] = {"enabled": True, "bus": f"sqlite:///{db}", "flush_interval_s": 0.05}
+    gw = start_gateway(config)
+    client = gw.client()
+    ask: dict[str, Any] = {"model": ROUTE, "input": "Hi", "reasoning": {"summary": "detailed"}}
+    whole = client.responses.create(**ask)
+    with client.responses.stream(**ask) as stream:
+        streamed = stream.get_final_response()
+    gw.stop()
+    summaries = [r.output[0].summary[0].text for r in (whole, streamed)]  # type: ignore[union-attr]
+    assert all(s.startswith("Simulated thought about: Hi") for s in summaries)
+    events = [e.data.model_dump() for e in await stored(db)]
+    assert [e["response"] for e in events] == [whole.output_text, streamed.output_text]
+    assert [e["stream"] for e in events] == [False, True]
+    assert all(summaries[0] not in json.dumps(e) for e in events)
+    assert all(e["params"] == {} for e in events)  # the summary is no sampling parameter

@@ -216,3 +216,44 @@ async def test_a_system_only_conversation_is_answered(sim: RunningSim, started: 
         {"role": "user", "parts": [{"text": "Greet the user in one line."}]}
     ]
     assert "systemInstruction" not in body
+
+
+@pytest.mark.parametrize(
+    ("model", "effort", "thinking"),
+    [
+        ("gemini-3.8-flash", None, {"includeThoughts": True}),
+        ("gemini-3.8-flash", "low", {"thinkingLevel": "LOW", "includeThoughts": True}),
+        ("gemini-2.5-flash", "high", {"thinkingBudget": 16384, "includeThoughts": True}),
+        ("gemini-2.0-flash", "high", None),  # no thinking control: nothing to summarize
+    ],
+)
+def test_thought_summaries_ask_for_include_thoughts(
+    model: str, effort: str | None, thinking: dict[str, Any] | None
+) -> None:
+    config = GeminiBackend(type="gemini", model=model)
+    req = ChatRequest(messages=(HELLO,), reasoning_effort=effort, thought_summaries=True)  # type: ignore[arg-type]
+    body = request_body(req, Controls.of(config))
+    assert body["generationConfig"].get("thinkingConfig") == thinking
+    types.GenerateContentConfig.model_validate(body["generationConfig"])  # google-genai's type
+
+
+@pytest.mark.parametrize("model", ["gemini-3.8-flash", "gemini-2.5-flash"])
+async def test_a_thought_summary_comes_whole_and_streamed_apart_from_the_text(
+    sim: RunningSim, started: Start, model: str
+) -> None:
+    p = await started(gemini(sim, model))
+    asked = ChatRequest(messages=(HELLO,), reasoning_effort="low", thought_summaries=True)
+    whole = await p.complete(asked)
+    deltas = [d async for d in p.stream(asked)]
+    plain = await p.complete(ChatRequest(messages=(HELLO,), reasoning_effort="low"))
+    assert whole.reasoning.startswith("Simulated thought about: Say hello.")
+    assert whole.text == plain.text  # the summary is never answer text
+    assert plain.reasoning == ""
+    thoughts = [d.reasoning for d in deltas if d.reasoning]
+    assert "".join(thoughts) == whole.reasoning  # streamed before any text
+    first_text = next(i for i, d in enumerate(deltas) if d.text)
+    assert all(not d.reasoning for d in deltas[first_text + 1 :])  # (one read: one delta)
+    assert "".join(d.text for d in deltas) == whole.text
+    # Its tokens are thought tokens: reasoning_tokens counts them.
+    assert whole.usage.reasoning_tokens is not None and plain.usage.reasoning_tokens is not None
+    assert whole.usage.reasoning_tokens > plain.usage.reasoning_tokens

@@ -375,6 +375,7 @@ async def test_thought_parts_are_not_answer_text(sim: RunningSim) -> None:
     assert payload["candidates"][0]["content"]["parts"][0]["thought"] is True
     parsed = Parsed(payload, "gemini")
     assert parsed.text == ""
+    assert parsed.choices[0].thought.startswith("Simulated thought about:")
     assert [c.name for c in parsed.calls] == ["get_weather"]
     assert parsed.finish == "tool_calls"
     assert parsed.usage is not None

@@ -103,6 +103,32 @@ def test_thought_parts_when_thoughts_are_asked_for(client: genai.Client) -> None
     assert r.usage_metadata is not None and r.usage_metadata.thoughts_token_count
 
 
+@pytest.mark.parametrize("model", [FLASH3, "gemini-2.5-flash"])
+def test_a_streamed_thought_summary_comes_in_pieces_before_the_text(
+    client: genai.Client, model: str
+) -> None:
+    """Google's rolling summaries: ``thought`` parts, one chunk each, then the answer; the
+    same summary as the whole answer's one part. Not for a model that does not think."""
+    thinking = types.ThinkingConfig(include_thoughts=True)
+    ask = {"model": model, "contents": "Hello", "config": config(thinking_config=thinking)}
+    chunks = list(client.models.generate_content_stream(**ask))  # type: ignore[arg-type]
+    parts = [p for c in chunks if c.candidates for p in c.candidates[0].content.parts or ()]  # type: ignore[union-attr]
+    kinds = [bool(p.thought) for p in parts]
+    thoughts = kinds.index(False)
+    assert thoughts > 1 and not any(kinds[thoughts:])
+    whole = client.models.generate_content(**ask)  # type: ignore[arg-type]
+    assert whole.candidates is not None and whole.candidates[0].content is not None
+    first, *rest = whole.candidates[0].content.parts or []
+    assert first.thought is True
+    assert first.text == "".join(p.text or "" for p in parts[:thoughts])
+    assert "".join(p.text or "" for p in rest) == "".join(p.text or "" for p in parts[thoughts:])
+    plain = client.models.generate_content(
+        model="gemini-2.0-flash", contents="Hello", config=config(thinking_config=thinking)
+    )
+    assert plain.candidates is not None and plain.candidates[0].content is not None
+    assert not any(p.thought for p in plain.candidates[0].content.parts or [])
+
+
 def test_streamed_calls_arrive_whole_one_chunk_each(client: genai.Client) -> None:
     chunks = list(
         client.models.generate_content_stream(
