@@ -57,6 +57,24 @@ class _Events:
         self.seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
+    def text_delta(self, head: bytes, text: str) -> bytes:
+        """A ``response.output_text.delta`` event, its bytes up to the text given (``head``,
+        made once per message by ``delta_head``): the same bytes as the call above, for the
+        event every piece of text sends."""
+        seq = self.seq
+        self.seq += 1
+        return head + orjson.dumps(text) + b',"logprobs":[],"sequence_number":%d}\n\n' % seq
+
+
+def delta_head(mid: str, index: int) -> bytes:
+    """The start of a message's ``response.output_text.delta`` events, to its ``delta``."""
+    where = orjson.dumps({"item_id": mid, "output_index": index, "content_index": 0})
+    return (
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+        + where[1:-1]
+        + b',"delta":'
+    )
+
 
 class _Call:
     """One function call being streamed: its item id, place in the output, pieces so far."""
@@ -105,9 +123,10 @@ class ResponseEvents:
         self.calls: dict[int, _Call] = {}  # by the delta's call index
         self.open_call: _Call | None = None
         self.final: dict[str, Any] | None = None  # the finished response object
+        self.delta_head = b""  # the open message's text delta events start so
 
     def start(self) -> bytes:
-        body = self.shape.body(status="in_progress", output=[])
+        body = orjson.Fragment(orjson.dumps(self.shape.body(status="in_progress", output=[])))
         return self.event("response.created", response=body) + self.event(
             "response.in_progress", response=body
         )
@@ -121,18 +140,8 @@ class ResponseEvents:
             if self.message is None:
                 out += self._open_message()
             assert self.message is not None
-            mid, index, texts = self.message
-            texts.append(delta.text)
-            out.append(
-                self.event(
-                    "response.output_text.delta",
-                    item_id=mid,
-                    output_index=index,
-                    content_index=0,
-                    delta=delta.text,
-                    logprobs=[],
-                )
-            )
+            self.message[2].append(delta.text)
+            out.append(self.event.text_delta(self.delta_head, delta.text))
         for p in delta.tool_calls:
             out += self._call_piece(p)
         return out
@@ -241,6 +250,7 @@ class ResponseEvents:
     def _open_message(self) -> list[bytes]:
         mid, index = self.shape.ids.item("msg"), len(self.output)
         self.message = (mid, index, [])
+        self.delta_head = delta_head(mid, index)
         item = message_item(mid, None, "in_progress")
         self.output.append(item)
         return [
