@@ -19,4 +19,5 @@ pytest_plugins = [
     "tests.fixtures.ports",
     "tests.fixtures.media",
     "tests.fixtures.hostile_upstream",
+    "tests.fixtures.workers",
 ]

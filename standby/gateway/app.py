@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from standby.config import Settings
+from standby.config import BackendConfig, LocalBackend, Settings
 from standby.errors import RateLimited, StandbyError
 from standby.gateway.accounting import Accounting
 from standby.gateway.admin import admin_api
@@ -33,6 +33,7 @@ from standby.gateway.responses_state import ResponseKeeper
 from standby.gateway.routes import CHAT_PATH, api, chat_asgi
 from standby.gateway.secrets import secret_values
 from standby.gateway.shared_limits import admission_for, limiter_for
+from standby.gateway.worker_env import model_socket_path, run_dir
 from standby.openai_models import ChatCompletionRequest
 from standby.providers.base import Provider, build_provider
 from standby.providers.hotswap import HotSwappable
@@ -61,7 +62,7 @@ class Gateway:
         self.limiter = limiter_for(settings)
         self.config_path: Path | None = None  # `standby serve`: keys reload from this file too
         self.providers = providers or {
-            name: build_provider(name, cfg) for name, cfg in settings.backends.items()
+            name: backend_provider(name, cfg) for name, cfg in settings.backends.items()
         }
         self.failover = Failover(settings, self.providers, self.metrics.breaker_changed)
         self.accounting = Accounting(settings, self.metrics)
@@ -121,6 +122,17 @@ class Gateway:
             await self.capture.close()
         await self.responses.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()))
+
+
+def backend_provider(name: str, config: BackendConfig) -> Provider:
+    """The provider of one backend; in a worker of several (``standby serve --workers N``), a
+    ``local`` backend's is the one that forwards to the host's model process."""
+    run = run_dir()
+    if run is not None and isinstance(config, LocalBackend):
+        from standby.providers.local_remote import HostedLocalProvider
+
+        return HostedLocalProvider(name, config, model_socket_path(run, name))
+    return build_provider(name, config)
 
 
 class GatewayApp:

@@ -189,6 +189,8 @@ class Failover:
                 result = await attempt(name)
             except UpstreamError as error:
                 self.settle(name, error)
+                if isinstance(error, Unsupported):  # found out by the backend itself
+                    unsupported.append(error)
                 if not error.failover and not mid_stream:
                     outcome.backend = name
                     raise

@@ -12,6 +12,10 @@ backend to it and updates the fallback-model metrics.
   also checks the serving adapter is still loaded (a restarted vLLM forgets runtime adapters,
   another replica may have unloaded it) and loads it again if not.
 
+- ``local`` backends under ``standby serve --workers N`` are swapped by the host's model process,
+  which follows the registry itself (once for the host); a worker only waits until that process
+  serves the version the registry names, then updates its metrics.
+
 A version the backend rejects (a bad adapter path, an adapter vLLM cannot load) is logged once
 and skipped until the registry changes: the version served before keeps serving. A server that
 cannot be reached (vLLM still starting) is logged once and tried again at every poll."""
@@ -29,6 +33,7 @@ from standby.gateway.metrics import Metrics
 from standby.providers.hotswap import (
     AdapterLoadError,
     AdapterSwapping,
+    FollowedElsewhere,
     HotSwappable,
     RuntimeAdapters,
 )
@@ -45,8 +50,8 @@ class ModelFollower:
     def __init__(
         self, settings: Settings, providers: Mapping[str, object], metrics: Metrics
     ) -> None:
-        """``providers``: the followed backends; each must be ``hotswap.AdapterSwapping`` or
-        ``hotswap.RuntimeAdapters`` (TypeError otherwise)."""
+        """``providers``: the followed backends; each must be ``hotswap.AdapterSwapping``,
+        ``hotswap.RuntimeAdapters`` or ``hotswap.FollowedElsewhere`` (TypeError otherwise)."""
         self.settings = settings
         self.metrics = metrics
         self.serving: dict[str, str] = {}  # backend -> registry version now served
@@ -54,7 +59,7 @@ class ModelFollower:
         self._waiting: dict[str, str] = {}  # backend -> version whose server was unreachable
         self.providers: dict[str, HotSwappable] = {}
         for name, p in providers.items():
-            if not isinstance(p, RuntimeAdapters | AdapterSwapping):
+            if not isinstance(p, RuntimeAdapters | AdapterSwapping | FollowedElsewhere):
                 raise TypeError(f"backend {name!r} cannot change its model at runtime")
             self.providers[name] = p
         self._unloads: set[asyncio.Task[None]] = set()
@@ -92,6 +97,12 @@ class ModelFollower:
                 await self._switch(name, provider, wanted)
             elif isinstance(provider, AdapterSwapping):
                 await self._swap(name, provider, wanted)
+            elif isinstance(provider, FollowedElsewhere):  # swapped there: report it once done
+                if provider.following() != wanted.version:
+                    continue
+                served = provider.served()
+                assert served is not None, "a swapped backend serves a version"
+                self._served(name, wanted, served.base_model)
 
     async def _swap(self, name: str, provider: AdapterSwapping, wanted: ModelVersion) -> None:
         try:
@@ -176,6 +187,10 @@ class ModelFollower:
         self.serving[name] = wanted.version
         self._failed.pop(name, None)
         self._waiting.pop(name, None)
+        # Zeroed before cleared: under --workers N a series lives on in this worker's metrics
+        # file after clear(), and the page shows each series' maximum over the workers.
+        for labels in list(self.metrics.fallback_model_info._metrics):
+            self.metrics.fallback_model_info.labels(*labels).set(0)
         self.metrics.fallback_model_info.clear()
         self.metrics.fallback_model_info.labels(wanted.version, base).set(1)
         for criterion, score in wanted.scores.items():

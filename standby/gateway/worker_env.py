@@ -4,7 +4,8 @@
 of the worker processes it starts (``standby.gateway.workers``), and deletes it when they have
 all ended. It holds the breaker table (``standby.gateway.shared_breakers``), the admission
 counts and rate-limit buckets (``standby.gateway.shared_limits``), the host's capture writer's
-socket (``standby.gateway.capture_host``) and prometheus-client's multiprocess files
+socket (``standby.gateway.capture_host``), the sockets of the model processes of ``local``
+backends (``standby.gateway.model_host``) and prometheus-client's multiprocess files
 (``metrics/``, also named by ``PROMETHEUS_MULTIPROC_DIR``, which prometheus-client reads when it
 is imported). A gateway outside such a supervisor (one process,
 ``--workers 1``, or a test's in-process server) finds no run directory and shares nothing.
@@ -12,7 +13,9 @@ is imported). A gateway outside such a supervisor (one process,
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -61,3 +64,11 @@ def rate_buckets_path(run: Path) -> Path:
 
 def capture_socket_path(run: Path) -> Path:
     return run / "capture.sock"
+
+
+def model_socket_path(run: Path, backend: str) -> Path:
+    """The socket of the model process serving local backend ``backend`` (a digest of the name
+    when it is long or unusual: a unix socket's path has at most 107 bytes)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", backend):
+        backend = hashlib.sha256(backend.encode()).hexdigest()[:16]
+    return run / f"model-{backend}.sock"

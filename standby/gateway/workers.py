@@ -21,8 +21,10 @@ Shared between the workers, through a run directory the supervisor makes and del
 (``worker_env``): the breakers (``shared_breakers``), admission caps and per-key rate limits
 (``shared_limits``: a dead worker's slot of requests in flight is zeroed before it is
 restarted), the capture writer (``capture_host``: one process for the host, which the workers
-feed over a unix socket; started before them, restarted when it dies, stopped after them) and
-the metrics (prometheus-client's multiprocess mode). Per worker: stored responses' connections.
+feed over a unix socket; started before them, restarted when it dies, stopped after them), each
+local backend's model process (``model_host``: the weights loaded once, served to the workers
+over a unix socket; started before them, restarted when it dies, stopped after them) and the
+metrics (prometheus-client's multiprocess mode). Per worker: stored responses' connections.
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, values
 from prometheus_client.multiprocess import mark_process_dead
 
-from standby.config import LocalBackend, Settings
+from standby.config import Settings
 from standby.errors import ConfigError, StandbyError
 from standby.gateway.capture_host import HostCaptureWriter
+from standby.gateway.model_host import ModelHosts
 from standby.gateway.shared_breakers import BreakerTable
 from standby.gateway.shared_limits import clear_worker, create_tables
 from standby.gateway.worker_env import (
@@ -71,17 +74,6 @@ POLL_S = 0.5
 SetupLogging = Callable[[str], None]
 
 
-def check_workers(settings: Settings) -> None:
-    """What several workers cannot do yet: one line naming the field."""
-    local = [n for n, b in settings.backends.items() if isinstance(b, LocalBackend)]
-    if settings.server.workers > 1 and local:
-        raise ConfigError(
-            f"server.workers: {settings.server.workers} workers cannot serve the local backend "
-            f"{local[0]!r} (each would load its own copy of the model; a model process shared "
-            "by the workers is not built yet): set server.workers to 1 (or --workers 1)"
-        )
-
-
 def serve_workers(
     settings: Settings,
     *,
@@ -93,26 +85,31 @@ def serve_workers(
     code (0 after a clean drain). ``setup_logging`` sets up each worker's logging (the CLI's)."""
     from standby.gateway.server import listening_socket
 
-    check_workers(settings)
     sock = listening_socket(settings.server.host, settings.server.port)
     run = Path(tempfile.mkdtemp(prefix="standby-workers-"))
     saved = {
         name: os.environ.get(name) for name in (RUN_DIR_ENV, METRICS_DIR_ENV, SUPERVISOR_PID_ENV)
     }
     capture = HostCaptureWriter(settings, run) if settings.capture.enabled else None
+    context = multiprocessing.get_context("spawn")
+    models = ModelHosts(context, settings, run, setup_logging, log_level)
     try:
         metrics_dir(run).mkdir()
         BreakerTable.create(breaker_table_path(run), settings)
         create_tables(run, settings)
         if capture is not None:
             capture.start()  # before the workers, which connect to it as they start
+        models.start()  # each local backend's model loaded once, before the workers
         # Read by the workers (spawned with this environment) and by prometheus-client there.
         os.environ[RUN_DIR_ENV] = str(run)
         os.environ[METRICS_DIR_ENV] = str(metrics_dir(run))
         os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())  # POST /admin/keys/reload asks it
-        supervisor = Supervisor(settings, sock, run, setup_logging, log_level, config_path, capture)
+        supervisor = Supervisor(
+            settings, sock, run, setup_logging, log_level, config_path, capture, models
+        )
         return supervisor.run()  # every worker has ended (drained) when it returns
     finally:
+        models.stop()  # after the workers, which drained through them
         if capture is not None:
             capture.stop()  # it writes what the workers handed it, then exits
         sock.close()
@@ -147,9 +144,11 @@ class Supervisor:
         log_level: str,
         config_path: str | Path | None,
         capture: HostCaptureWriter | None = None,
+        models: ModelHosts | None = None,
     ) -> None:
         self.settings = settings
         self.capture = capture
+        self.models = models
         self.sock = sock
         self.run_dir = run
         self.args = (setup_logging, settings, log_level, config_path)
@@ -158,6 +157,7 @@ class Supervisor:
         self.stopping = False
         self.port_served = False  # some worker served: later deaths are restarted
         self.restarts = restart_counter(CollectorRegistry())
+        self.worker_restarts = self.restarts.labels("worker")
 
     def run(self) -> int:
         previous = {
@@ -211,9 +211,13 @@ class Supervisor:
             waits += [w.ready for w in alive if not w.ready.closed]
             if self.capture is not None:
                 waits += self.capture.waitable()
+            if self.models is not None:
+                waits += self.models.waitable()
             wait(waits, timeout=self._next_timeout())
             if self.capture is not None:
                 self.capture.check(self.stopping)
+            if self.models is not None and (died := self.models.check(self.stopping)):
+                self.restarts.labels("model_host").inc(died)
             for worker in alive:
                 if not worker.ready.closed and worker.ready.poll():
                     worker.serving = self.port_served = _said_ready(worker.ready)
@@ -249,7 +253,7 @@ class Supervisor:
         delay = RESTART_DELAYS_S[min(worker.failures, len(RESTART_DELAYS_S) - 1)]
         worker.failures += 1
         worker.restart_at = time.monotonic() + delay
-        self.restarts.inc()
+        self.worker_restarts.inc()
         log.error(
             "worker %d (pid %d) exited with code %d; restarting it in %.1f s",
             worker.index,
@@ -266,6 +270,8 @@ class Supervisor:
         pending = [w.restart_at - now for w in self.workers if w.restart_at is not None]
         if self.capture is not None and (writer := self.capture.next_timeout()) is not None:
             pending.append(writer)
+        if self.models is not None and (model := self.models.next_timeout()) is not None:
+            pending.append(model)
         return max(0.0, min([POLL_S, *pending]))
 
     def _stop_all(self) -> None:
@@ -287,7 +293,8 @@ def _said_ready(ready: Connection) -> bool:
 
 
 def restart_counter(registry: CollectorRegistry) -> Counter:
-    """``standby_worker_restarts_total`` on ``registry``; in the supervisor, kept in the
+    """``standby_worker_restarts_total{kind}`` on ``registry`` (kind ``worker`` or
+    ``model_host``, a local backend's model process); in the supervisor, kept in the
     multiprocess files (so every worker's ``/metrics`` shows it): prometheus-client picks its
     value store when first imported, and the supervisor imported it before the run directory
     existed, so it is picked again here."""
@@ -296,12 +303,15 @@ def restart_counter(registry: CollectorRegistry) -> Counter:
     try:
         counter = Counter(
             "standby_worker_restarts",
-            "Worker processes restarted after they died (standby serve --workers N > 1).",
+            "Processes restarted after they died (standby serve --workers N > 1), by kind: "
+            "worker, model_host (a local backend's model process).",
+            ["kind"],
             registry=registry,
         )
+        for kind in ("worker", "model_host"):  # each child's value is made here
+            counter.labels(kind).inc(0)  # written at zero, so the first restart shows in rate()
     finally:
         values.ValueClass = previous
-    counter.inc(0)  # written at zero, so the first restart shows in rate()
     return counter
 
 

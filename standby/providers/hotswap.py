@@ -5,6 +5,8 @@ from a provider, without knowing its vendor.
   requests with it; requests in flight finish on the adapter they started with.
 - ``RuntimeAdapters`` (an openai backend serving vLLM): the server loads an adapter under a
   name at runtime; the provider then sends that name as ``model``.
+- ``FollowedElsewhere`` (a local backend under ``standby serve --workers N``): the host's model
+  process follows the registry and swaps; a worker only reads which version it serves.
 
 Both say what they serve (``served()``), which the gateway publishes as
 ``standby_fallback_model_info``.
@@ -74,3 +76,12 @@ class RuntimeAdapters(HotSwappable, Protocol):
     def use_model(self, model: str, base_model: str | None = None) -> ServedModel:
         """Send ``model`` from the next request on (requests already sent keep theirs);
         ``base_model``: the model under it, when known. Returns what is served now."""
+
+
+@runtime_checkable
+class FollowedElsewhere(HotSwappable, Protocol):
+    """Its model is swapped by another process that follows the registry itself
+    (``local_remote.HostedLocalProvider``: the host's one model process)."""
+
+    def following(self) -> str | None:
+        """The registry version served now (None: none yet, or not known)."""

@@ -35,7 +35,7 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
-from standby.capabilities import Need, missing
+from standby.capabilities import Need
 from standby.chat_format import (
     chat_of,
     chat_template,
@@ -60,18 +60,13 @@ from standby.providers.local_batching import GenerationWorker, eos_tokens
 from standby.providers.local_choices import stream_choices
 from standby.providers.local_grammar import Grammars
 from standby.providers.local_rows import Job, WorkerStats
+from standby.providers.local_support import LOCAL_SUPPORTS, local_unsupported, version_of
 from standby.providers.local_tools import RESULT_START, ToolStream, forced_prefix, tool_support
 
 log = logging.getLogger("standby.providers.local")
 
 
 DEFAULT_ADAPTER = "default"  # peft's name for the adapter a model is loaded with
-
-
-# Tools are decided by the model's chat template (``no_tools``) once it is loaded.
-LOCAL_SUPPORTS: frozenset[Need] = frozenset(
-    {"tools", "structured_output", "logprobs", "choices", "logit_bias"}
-)
 
 
 class LocalProvider:
@@ -86,9 +81,9 @@ class LocalProvider:
         self._swapping = asyncio.Lock()
         self.adapter = config.adapter
         # What answers a job, by the worker's adapter name (None: the base model alone).
-        self.versions: dict[str | None, str] = {None: _version(config.model, config.revision)}
+        self.versions: dict[str | None, str] = {None: version_of(config.model, config.revision)}
         if config.adapter:
-            self.versions[DEFAULT_ADAPTER] = _version(config.adapter, config.adapter_revision)
+            self.versions[DEFAULT_ADAPTER] = version_of(config.adapter, config.adapter_revision)
         self.model_version = self.versions[DEFAULT_ADAPTER if config.adapter else None]
         self.no_tools: str | None = None  # why this model cannot answer with tools (once loaded)
         self.supports: frozenset[Need] = LOCAL_SUPPORTS
@@ -210,27 +205,14 @@ class LocalProvider:
         return self.worker is not None and self.worker.alive and not self.worker.full()
 
     def unsupported(self, request: ChatRequest) -> str | None:
-        if request.uses_tools and self.no_tools:
-            return self.no_tools
-        lacking = missing(request, self.supports | {"tools"}, f"backend {self.name!r}")
-        if lacking is not None:
-            return lacking
-        fmt = request.response_format
-        if fmt is not None and request.tools and request.tool_choice.mode != "none":
-            return (
-                f"backend {self.name!r} cannot hold an answer to response_format while it may "
-                "call tools (send tool_choice none, or no tools)"
-            )
-        if fmt is not None and self.grammars is not None:
-            return self.grammars.problem(fmt)
-        if request.logit_bias and self.vocab_size is not None:
-            bad = next((t for t in request.logit_bias if not 0 <= t < self.vocab_size), None)
-            if bad is not None:
-                return (
-                    f"logit_bias: token id {bad} is not in the vocabulary of backend "
-                    f"{self.name!r} (0..{self.vocab_size - 1})"
-                )
-        return None
+        return local_unsupported(
+            self.name,
+            request,
+            no_tools=self.no_tools,
+            supports=self.supports,
+            vocab_size=self.vocab_size,
+            schema_problem=None if self.grammars is None else self.grammars.problem,
+        )
 
     def served(self) -> ServedModel:
         """The version new requests are answered with (``hotswap.AdapterSwapping``)."""
@@ -249,7 +231,7 @@ class LocalProvider:
         async with self._swapping:
             name = f"standby_{len(self.versions)}"
             await asyncio.wrap_future(worker.swap_adapter(name, local, revision))
-            version = self.versions[name] = _version(adapter, revision)
+            version = self.versions[name] = version_of(adapter, revision)
             self.adapter, self.model_version = adapter, version
         log.info("%s: now serving %s", self.name, version)
         return version
@@ -334,10 +316,6 @@ class LocalProvider:
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-
-
-def _version(ref: str, revision: str | None) -> str:
-    return f"{ref}@{revision}" if revision else ref
 
 
 def _renders_tools(tokenizer: Any) -> bool:

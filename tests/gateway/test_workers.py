@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,123 +19,12 @@ import httpx
 import openai
 import psutil
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from standby.sim.background import free_port
 from standby.store import open_bus
 from tests.fixtures.gateway import ROUTE, base_config
 from tests.fixtures.sim import RunningSim
-
-BODY = {"model": ROUTE, "messages": [{"role": "user", "content": "which worker?"}]}
-
-
-class Served:
-    """A running ``standby serve --workers N`` process and its workers."""
-
-    def __init__(self, config: dict[str, Any], tmp_path: Path, workers: int = 2) -> None:
-        port = free_port()
-        config["server"]["port"] = port
-        self.config_path = tmp_path / f"standby-{port}.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{port}"
-        self.stderr = tmp_path / f"standby-{port}.log"
-        with self.stderr.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "standby.cli", "--log-level", "info", "serve"),
-                    *("--config", str(self.config_path), "--workers", str(workers)),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-            )
-        self.wait_workers(workers)
-
-    def workers(self) -> list[psutil.Process]:
-        """The serving children (not multiprocessing's resource tracker)."""
-        children = psutil.Process(self.proc.pid).children()
-        return [c for c in children if "spawn_main" in " ".join(c.cmdline())]
-
-    def wait_workers(self, n: int, timeout_s: float = 60) -> list[psutil.Process]:
-        """Until ``n`` workers run and each answers (each is checked alone)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            workers = self.workers()
-            if len(workers) == n and all(self.answers_alone(w) for w in workers):
-                return workers
-            time.sleep(0.2)
-        raise AssertionError(f"{n} workers did not start:\n{self.log()}")
-
-    def answers_alone(self, worker: psutil.Process) -> bool:
-        with self.only(worker):
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-    @contextlib.contextmanager
-    def only(self, worker: psutil.Process) -> Iterator[None]:
-        """Every other worker stopped: new connections go to ``worker``."""
-        others = [w for w in self.workers() if w.pid != worker.pid]
-        for w in others:
-            w.send_signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            for w in others:
-                w.send_signal(signal.SIGCONT)
-
-    def chat(self, key: str = "unused") -> int:
-        """One request on a new connection: its status."""
-        with httpx.Client(timeout=30) as client:
-            r = client.post(
-                f"{self.url}/v1/chat/completions",
-                json=BODY,
-                headers={"authorization": f"Bearer {key}"},
-            )
-            return r.status_code
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-
-    def total(self, name: str, **labels: str) -> float:
-        return sum(
-            value
-            for (sample, have), value in self.metrics().items()
-            if sample == name and set(labels.items()) <= set(have)
-        )
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-    def log(self) -> str:
-        return self.stderr.read_text(errors="replace")[-3000:]
-
-
-@pytest.fixture
-def serve_workers(tmp_path: Path) -> Iterator[Any]:
-    started: list[Served] = []
-
-    def start(config: dict[str, Any], workers: int = 2) -> Served:
-        served = Served(config, tmp_path, workers)
-        started.append(served)
-        return served
-
-    yield start
-    for served in started:
-        if served.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(served.proc.pid, signal.SIGKILL)
-            served.proc.wait(30)
+from tests.fixtures.workers import BODY, Served, failed_start
 
 
 @pytest.mark.timeout(180)
@@ -265,17 +151,6 @@ def test_one_breaker_for_the_host(sim: RunningSim, serve_workers: Any) -> None:
     states = {k: v for k, v in served.metrics().items() if k[0] == "standby_breaker_state"}
     assert set(states.values()) == {0.0}
     assert served.stop() == 0
-
-
-def test_a_local_backend_needs_one_worker(tmp_path: Path) -> None:
-    config = base_config("http://127.0.0.1:9", tmp_path / "no-model")
-    done = failed_start(config, tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "standby: error: server.workers: 2 workers cannot serve the local backend 'gemma' "
-        "(each would load its own copy of the model; a model process shared by the workers is "
-        "not built yet): set server.workers to 1 (or --workers 1)"
-    ]
 
 
 def test_a_worker_that_cannot_start_stops_the_port(tmp_path: Path) -> None:
@@ -430,16 +305,3 @@ def test_an_unusable_capture_bus_stops_the_port(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("standby: error: sqlite bus ") and "not-a-dir" in line
-
-
-def failed_start(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """``standby serve --workers 2`` with ``config``, which is expected not to start."""
-    path = tmp_path / "standby.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return subprocess.run(
-        [sys.executable, "-m", "standby.cli", "serve", "--config", str(path), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
