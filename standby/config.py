@@ -52,7 +52,8 @@ class ServerConfig(Strict):
         "process, as before. More: a supervising process binds the port once and each worker "
         "accepts on it; breakers, max_concurrency and rate limits hold for all of them and "
         "/metrics sums them "
-        "(docs/architecture.md, Worker processes). A `local` backend needs workers: 1.",
+        "(docs/architecture.md, Worker processes). A `local` backend is then loaded once, in "
+        "a model process the workers call over a unix socket.",
     )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
