@@ -25,6 +25,7 @@ from standby.store import open_bus
 from tests.fixtures.gateway import ROUTE, base_config
 from tests.fixtures.sim import RunningSim
 from tests.fixtures.workers import BODY, Served, failed_start
+from tests.fixtures.workers import serve_workers as serve_workers  # re-exported for importers
 
 
 @pytest.mark.timeout(180)
