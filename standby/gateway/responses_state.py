@@ -211,34 +211,35 @@ class ResponseKeeper:
         """Start writing the queue (the timer's callback)."""
         self._timer = None
         if self._writing is None and self._queue:
-            self._writing = asyncio.ensure_future(self._write_queue())
+            self._writing = asyncio.ensure_future(self._write_batch())
 
-    async def _write_queue(self) -> None:
-        """Write batches until the queue is empty; then the next keep starts the timer."""
+    async def _write_batch(self) -> None:
+        """Write what is queued as one batch; what came meanwhile waits for the next timer (a
+        batch per interval at most, so a busy gateway writes large ones)."""
+        batch, self._queue = self._queue, []
         try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    await self.store().put_many(batch)
-                except (BusError, StoreUnavailable) as e:
-                    for rid, _, _ in batch:
-                        log.warning("response %s not stored: %s", rid, e)
-                finally:
-                    for put in batch:
-                        if self._pending.get(put[0]) is put:
-                            del self._pending[put[0]]
-                            self._pending_bytes -= len(put[2])
+            await self.store().put_many(batch)
+        except (BusError, StoreUnavailable) as e:
+            for rid, _, _ in batch:
+                log.warning("response %s not stored: %s", rid, e)
         finally:
+            for put in batch:
+                if self._pending.get(put[0]) is put:
+                    del self._pending[put[0]]
+                    self._pending_bytes -= len(put[2])
             self._writing = None
+            if self._queue and self._timer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self.interval_s, self._write)
 
     async def flush(self) -> None:
         """Write everything answered so far; returns once it is written (or failed)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         while self._queue or self._writing is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             if self._writing is None:
-                self._writing = asyncio.ensure_future(self._write_queue())
+                self._writing = asyncio.ensure_future(self._write_batch())
             await asyncio.shield(self._writing)
 
     async def delete(self, response_id: str, key_id: str | None) -> None:
