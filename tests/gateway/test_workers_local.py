@@ -7,6 +7,8 @@ answered by the fallback; ``local-only`` routes to the local backend alone."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -144,7 +146,19 @@ def test_both_workers_answer_through_one_model_process(
     assert served.total("standby_worker_restarts_total", kind="model_host") == 1
     assert served.total("standby_worker_restarts_total", kind="worker") == 0
     assert "the model process exited with code -9; restarting it" in served.stderr.read_text()
-    assert served.stop() == 0
+
+    # SIGTERM to the whole process group (systemd, Ctrl-C): a stream in flight finishes through
+    # the model process, which stops only once the workers have drained.
+    with sdk(served) as client:
+        stream = client.chat.completions.create(
+            model=LOCAL, messages=HELLO, max_tokens=300, temperature=0, stream=True
+        )
+        pieces = iter(stream)
+        next(pieces)
+        os.killpg(served.proc.pid, signal.SIGTERM)
+        rest = list(pieces)
+    assert rest[-1].choices[0].finish_reason in ("length", "stop")
+    assert served.proc.wait(60) == 0
     assert not psutil.pid_exists(restarted.pid)
 
 
