@@ -47,7 +47,7 @@ def sdk(served: Served) -> openai.OpenAI:
 
 def config_for(sim: RunningSim, model: Path) -> dict[str, Any]:
     config = base_config(sim.url, model)
-    config["backends"]["gemma"]["max_new_tokens"] = 2000
+    config["backends"]["gemma"].update(max_new_tokens=2000, max_queue=1, max_batch_size=1)
     config["routes"][LOCAL] = ["gemma"]
     return config
 
@@ -127,6 +127,33 @@ def test_both_workers_answer_through_one_model_process(
     time.sleep(1.0)
     assert sum(host.cpu_times()[:2]) - sum(before[:2]) < 0.2, "its row kept generating"
     assert served.chat() == 200
+
+    # Its queue full (one running, one waiting of max_queue 1): the backend is skipped as busy
+    # by every worker, its breaker untouched, as in one process.
+    with sdk(served) as client:
+        running = client.chat.completions.create(
+            model=LOCAL, messages=HELLO, max_tokens=2000, stream=True
+        )
+        next(iter(running))
+        waited: list[int] = []
+        waiting = threading.Thread(target=lambda: waited.append(served.chat()))
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while served.total("standby_backend_ready", backend="gemma") != 0:
+            assert time.monotonic() < deadline, "the full queue was not seen"
+            time.sleep(0.05)
+        for worker in workers:
+            with served.only(worker), httpx.Client(timeout=30) as http:
+                r = http.post(
+                    f"{served.url}/v1/chat/completions", json={"model": LOCAL, "messages": HELLO}
+                )
+            assert r.status_code == 503, r.text
+            (error,) = r.json()["standby"]["errors"]
+            assert (error["error"], error["reason"]) == ("BackendBusy", "busy")
+        running.close()
+        waiting.join(30)
+    assert waited == [200]
+    assert served.total("standby_breaker_state", backend="gemma") == 0
 
     # The model process dies: requests fail fast meanwhile, it is restarted, the same workers
     # use the new one.
