@@ -3,13 +3,30 @@ config (route, backend names) or fixed sets (reason, outcome): never a user, key
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from standby.gateway.breaker import CircuitBreaker, State
 from standby.gateway.worker_env import metrics_dir, run_dir
+
+
+def _kept_pid() -> Callable[[], int]:
+    """This process's pid, asked of the kernel once (and again in a forked child)."""
+    pid = [os.getpid()]
+    os.register_at_fork(after_in_child=lambda: pid.__setitem__(0, os.getpid()))
+    return lambda: pid[0]
+
+
+# In a worker of several, prometheus-client picked its multiprocess values when imported (it saw
+# PROMETHEUS_MULTIPROC_DIR), and each of their writes asks the kernel for the pid to notice a
+# fork: 9 system calls per streamed request. Picked again here, before any value exists, with
+# the pid kept (a fork still changes it, so a forked child still starts its own files).
+if values.ValueClass._multiprocess:
+    values.ValueClass = values.MultiProcessValue(_kept_pid())  # type: ignore[no-untyped-call]
 
 
 class Children:
