@@ -336,15 +336,15 @@ async def response_events(
     status = "error"
     final: Delta | None = None
     try:
-        yield events.start()
+        out = [events.start()]  # the opening events go out with the first piece's, in one send
         item: Delta | StreamFailure | None = first
         iterator = aiter(stream)
         resumed = 0  # the stream's moves to another backend seen so far
         while item is not None:
             if isinstance(item, StreamFailure):
-                yield Last(events.failed(item.error, stream.outcome.extra()))
+                out.append(events.failed(item.error, stream.outcome.extra()))
+                yield Last(b"".join(out))
                 return
-            out = []
             if stream.resumed != resumed:
                 resumed = stream.resumed
                 out += events.interrupted()
@@ -359,6 +359,7 @@ async def response_events(
                 return
             if out:
                 yield b"".join(out)
+                out = []
             item = await anext(iterator, None)
     finally:
         # Bookkeeping first: if the client went away this task may be cancelled at any await.
