@@ -32,8 +32,11 @@ ARMS = ("old", "new", "new2")
 SERVE = "import sys; from standby.cli import main; sys.argv = ['standby', *sys.argv[1:]]; main()"
 
 
-def start(procs: g.Procs, old: Path, sim_port: int) -> dict[str, tuple[g.Proc, str]]:
-    """The three gateways, each importing standby from its own checkout (PYTHONPATH first)."""
+def start(
+    procs: g.Procs, old: Path, sim_port: int, workers: dict[str, int]
+) -> dict[str, tuple[g.Proc, str]]:
+    """The three gateways, each importing standby from its own checkout (PYTHONPATH first),
+    each with its count of ``workers``."""
     arms: dict[str, tuple[g.Proc, str]] = {}
     for name in ARMS:
         source = old if name == "old" else g.REPO
@@ -42,6 +45,7 @@ def start(procs: g.Procs, old: Path, sim_port: int) -> dict[str, tuple[g.Proc, s
         bus = f'{{enabled: true, bus: "sqlite:///{procs.workdir}/{name}.db"}}'
         config.write_text(g.standby_yaml(port, sim_port, bus))
         argv = [sys.executable, "-c", SERVE, "serve", "--config", str(config)]
+        argv += ["--workers", str(workers[name])]
         proc = procs.start(name, argv, env={"PYTHONPATH": str(source)})
         arms[name] = (proc, f"http://127.0.0.1:{port}")
     for name, (proc, base) in arms.items():
@@ -100,7 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         default="non-stream,stream",
         help="comma list of non-stream, stream, tools, responses, responses-stream",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="standby serve --workers for new and new2"
+    )
+    parser.add_argument("--old-workers", type=int, help="for old (default: --workers)")
     args = parser.parse_args(argv)
+    if args.workers < 1 or (args.old_workers is not None and args.old_workers < 1):
+        raise SystemExit("error: --workers and --old-workers must be at least 1")
+    workers = {"old": args.old_workers or args.workers, "new": args.workers, "new2": args.workers}
     modes = args.modes.split(",")
     known = [*g.MODES, g.TOOLS_MODE, *g.RESPONSES_MODES]
     if unknown := [m for m in modes if m not in known]:
@@ -115,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             sim = procs.start("sim", [*sim_argv, "--port", str(sim_port)], role="sim")
             if g.wait_ready(sim, f"http://127.0.0.1:{sim_port}/healthz", 30) is not None:
                 raise SystemExit("error: the simulated Gemini did not start")
-            arms = start(procs, args.old.resolve(), sim_port)
+            arms = start(procs, args.old.resolve(), sim_port, workers)
+            print("workers: " + ", ".join(f"{n} {w}" for n, w in workers.items()), flush=True)
             for mode in modes:
                 script = g.wrk_script(procs.workdir, mode)
                 for _, base in arms.values():  # warm-up

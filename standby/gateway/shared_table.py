@@ -3,10 +3,12 @@
 ``standby serve --workers N`` (N > 1) keeps what the workers share in files of its run
 directory (``worker_env``): the breakers (``shared_breakers``), the admission counts and the
 rate-limit buckets (``shared_limits``). Each such file is made by the supervisor (all zero
-bytes) before any worker starts and mapped by every worker. A record is read and written only
-while its byte range is locked (an ``fcntl`` byte-range lock: one per record, so workers touching
-different records do not wait for each other, and the kernel releases the lock of a process
-that dies holding it).
+bytes) before any worker starts and mapped by every worker. A record is changed while its byte
+range is locked (an ``fcntl`` byte-range lock: one per record, so workers touching different
+records do not wait for each other, and the kernel releases the lock of a process that dies
+holding it). The owners may read or write a part of a record without the lock where they say
+why that is safe: a byte read alone, or a part only one worker writes (``shared_breakers``,
+``shared_limits``).
 
 The locks are POSIX record locks, owned by a process: two mappings of one file in the same
 process do not exclude each other (which does not matter to a worker, one event loop doing one
