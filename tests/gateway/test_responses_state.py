@@ -62,11 +62,12 @@ class Store:
         if count == 0:
             time.sleep(10 * WRITE_INTERVAL_S)
         deadline = time.monotonic() + 10
-        while len(ids := self._ids()) < count and time.monotonic() < deadline:
+        while len(ids := self.ids_now()) < count and time.monotonic() < deadline:
             time.sleep(0.01)
         return ids
 
-    def _ids(self) -> list[str]:
+    def ids_now(self) -> list[str]:
+        """The stored response ids in the storage at this moment."""
         if self.kind == "sqlite":
             if not self.path.exists():
                 return []
@@ -266,7 +267,7 @@ def test_an_answer_is_read_back_at_once_and_written_by_the_stop(
     ) as stream:
         second = stream.get_final_response()
     gone = client.responses.create(model=ROUTE, input="Forget me.")
-    assert store._ids() == []  # none written yet: 5 s have not passed
+    assert store.ids_now() == []  # none written yet: 5 s have not passed
     assert client.responses.retrieve(second.id).output_text == second.output_text
     assert not_found(gw.client(api_key=KEY_B).responses.retrieve, first.id)
     items = client.responses.input_items.list(second.id)
@@ -274,9 +275,9 @@ def test_an_answer_is_read_back_at_once_and_written_by_the_stop(
     client.responses.delete(gone.id)  # written first, then deleted where it is written
     not_found(client.responses.retrieve, gone.id)
     third = client.responses.create(model=ROUTE, input="Bye.", previous_response_id=second.id)
-    assert store._ids() == sorted([first.id, second.id])
+    assert store.ids_now() == sorted([first.id, second.id])
     gw.stop()
-    assert store._ids() == sorted([first.id, second.id, third.id])
+    assert store.ids_now() == sorted([first.id, second.id, third.id])
 
 
 def test_a_stored_response_expires_after_retention_s(

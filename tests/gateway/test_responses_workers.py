@@ -1,14 +1,14 @@
 """Stored responses under ``standby serve --workers 2``: each worker answers before it writes
 (in batches, every ``responses.write_interval_s``), yet a response one worker has just answered
 is continued, retrieved and deleted through the other at once (a miss on an id made moments
-ago reads again until the writer's time is up), and SIGTERM writes what each worker holds."""
+ago reads again until the writer's time is up), and SIGTERM writes what each worker holds; on
+a SQLite file the workers share and on the real Redis."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,9 @@ import pytest
 
 from tests.fixtures.gateway import ROUTE, base_config
 from tests.fixtures.sim import RunningSim
+from tests.gateway.test_responses_state import Store
 from tests.gateway.test_workers import Served, serve_workers  # noqa: F401 (a fixture)
+from tests.store.conftest import require_redis
 
 
 class Connection:
@@ -37,32 +39,31 @@ class Connection:
         return answer.status, json.loads(answer.read())
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "redis":
+        require_redis()
+    s = Store(request.param, tmp_path)
+    yield s
+    s.cleanup()
+
+
 @pytest.fixture
-def connections(sim: RunningSim, serve_workers: Any, tmp_path: Path) -> Iterator[Any]:  # noqa: F811
+def connections(sim: RunningSim, serve_workers: Any, store: Store) -> Iterator[Any]:  # noqa: F811
     opened: list[Connection] = []
 
-    def start(write_interval_s: float) -> tuple[Served, Path, Connection, Connection]:
-        db = tmp_path / "responses.db"
+    def start(write_interval_s: float) -> tuple[Served, Connection, Connection]:
         config = base_config(sim.url, None)
-        config["responses"] = {"url": f"sqlite:///{db}", "write_interval_s": write_interval_s}
+        config["responses"] = {"url": store.url, "write_interval_s": write_interval_s}
         served = serve_workers(config)
         a, b = served.workers()
         opened.extend([Connection(served, a), Connection(served, b)])
-        return served, db, opened[-2], opened[-1]
+        return served, opened[-2], opened[-1]
 
     yield start
     for c in opened:
         with contextlib.suppress(OSError):
             c.http.close()
-
-
-def stored(db: Path) -> set[str]:
-    """The ids in the file (none before the first write makes the table)."""
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        if ("standby_responses",) not in tables:
-            return set()
-        return {r[0] for r in conn.execute("SELECT id FROM standby_responses")}
 
 
 @pytest.mark.timeout(180)
@@ -71,7 +72,7 @@ def test_a_response_answered_by_one_worker_is_read_at_once_by_the_other(
 ) -> None:
     """Half a second between writes: the other worker reads its file before the response is
     there, and waits for it instead of answering 404."""
-    _, _, a, b = connections(0.5)
+    _, a, b = connections(0.5)
     for n in range(4):
         maker, other = (a, b) if n % 2 == 0 else (b, a)
         status, first = maker.call("POST", "/v1/responses", {"model": ROUTE, "input": f"Hi {n}"})
@@ -90,9 +91,9 @@ def test_a_response_answered_by_one_worker_is_read_at_once_by_the_other(
 
 
 @pytest.mark.timeout(180)
-def test_sigterm_writes_what_every_worker_holds(connections: Any) -> None:
+def test_sigterm_writes_what_every_worker_holds(connections: Any, store: Store) -> None:
     """Five seconds between writes: nothing is written when SIGTERM comes, all of it after."""
-    served, db, a, b = connections(5)
+    served, a, b = connections(5)
     made = set()
     for n in range(6):
         status, answer = (a, b)[n % 2].call(
@@ -100,6 +101,6 @@ def test_sigterm_writes_what_every_worker_holds(connections: Any) -> None:
         )
         assert status == 200, answer
         made.add(answer["id"])
-    assert stored(db) == set()
+    assert store.ids_now() == []
     assert served.stop() == 0
-    assert stored(db) == made
+    assert store.ids_now() == sorted(made)
