@@ -1,7 +1,9 @@
 """Gemini's REST shapes for the Gemini provider: the normalized request as a
 ``GenerateContentRequest`` body, and a ``GenerateContentResponse`` (whole or one stream chunk)
 reduced to what the gateway needs. A user turn's images, audio and files become ``inlineData``
-parts among its text parts, in order.
+parts among its text parts, in order. Parts marked ``thought: true`` (thought summaries, given
+when ``thinkingConfig.includeThoughts`` asked for them: ``gemini_controls``) are kept apart
+from the answer's text (``Choice.thought``).
 
 Tools: ``tools`` become ``functionDeclarations`` with ``parametersJsonSchema`` (full JSON
 Schema), ``tool_choice`` becomes ``toolConfig.functionCallingConfig`` (AUTO / ANY / NONE,
