@@ -40,7 +40,11 @@ def test_soak_30_seconds(tmp_path: Path, tiny_model_dir: Path, drill_report: Rec
     assert after.fallback < after.requests // 4  # and traffic went back to the primary
     first, last = result.samples[0], result.samples[-1]
     warm = max(s.rss_mib for s in result.samples[:2])
-    assert last.open_fds - first.open_fds <= 20, result.samples
+    # Descriptors grow with the connections in use, and those with the latency: on a loaded
+    # machine the first 10 s (before the outage) already open ~25 more. A leak keeps growing
+    # after that, through the outage and the rest of the run.
+    warm_fds = max(s.open_fds for s in result.samples[:3])  # t = 0, 5, 10 s
+    assert last.open_fds - warm_fds <= 20, result.samples
     assert last.rss_mib - warm < 150, result.samples
     drill_report(
         drill="soak (CI version)",
