@@ -81,14 +81,16 @@ class Stored:
 
     def own_input(self) -> list[dict[str, Any]]:
         """The items of this response's own request (``input_items``) in OpenAI's list shape:
-        each with an id (``msg_<response>_<n>`` when the client gave none), a message's text as
-        a part."""
+        each with an id (``msg_<response>_<n>`` when the client gave none), a call's or its
+        output's status (``completed`` when the client gave none), a message's text as a part."""
         rid = self.response["id"].removeprefix("resp_")
         items = []
         for i, item in enumerate(self.input[self.own :]):
             kind = str(item.get("type", "message"))
             if "id" not in item:
                 item = {"id": f"{_PREFIX.get(kind, 'msg')}_{rid}_{i}", **item}
+            if kind in _STATUSED and "status" not in item:  # optional in a request, not here
+                item = {**item, "status": "completed"}
             if kind == "message" and isinstance(item.get("content"), str):
                 part = "output_text" if item.get("role") == "assistant" else "input_text"
                 item = {
@@ -101,6 +103,7 @@ class Stored:
 
 
 _PREFIX = {"function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+_STATUSED = ("function_call", "function_call_output")  # items OpenAI lists with a status
 
 
 class ResponseKeeper:

@@ -280,6 +280,35 @@ def test_an_answer_is_read_back_at_once_and_written_by_the_stop(
     assert store.ids_now() == sorted([first.id, second.id, third.id])
 
 
+def test_input_items_sent_without_a_status_are_listed_with_one(
+    gateway: GatewayServer,
+) -> None:
+    """A request's function_call and function_call_output items may leave out ``status``;
+    ``input_items`` lists them as OpenAI's ItemResource requires, with one (the gateway's
+    ShapeCheck validates the page against OpenAI's schemas)."""
+    client = gateway.client(api_key=KEY_A)
+    response = client.responses.create(
+        model=ROUTE,
+        tools=FUNCTIONS,  # type: ignore[arg-type]
+        input=[
+            {"role": "user", "content": QUESTION},
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "get_weather",
+                "arguments": '{"city": "Paris"}',
+            },
+            {"type": "function_call_output", "call_id": "call_1", "output": "Sunny."},
+        ],
+    )
+    items = client.responses.input_items.list(response.id, order="asc").data
+    assert [(i.type, getattr(i, "status", None)) for i in items] == [
+        ("message", None),
+        ("function_call", "completed"),
+        ("function_call_output", "completed"),
+    ]
+
+
 def test_a_stored_response_expires_after_retention_s(
     sim: RunningSim, store: Store, start_gateway: StartGateway
 ) -> None:
