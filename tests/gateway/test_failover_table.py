@@ -97,6 +97,25 @@ PHASES: list[tuple[str, bool, Step, dict[str, float], str]] = [
         {"first_token_s": 5, "total_s": 0.2},
         "total timeout after 0.2s",
     ),
+    # The limit after content is shorter than the one before it: the stream's timer, set for
+    # the first piece, is set again sooner.
+    (
+        "whole-idle-sooner",
+        False,
+        Hang("Hello "),
+        {"first_token_s": 5, "total_s": 5},
+        "idle timeout after 0.2s",
+    ),
+    # Pieces at 0.15 and 0.3 s, the third too late: the timer comes due at first_token_s
+    # (0.3 s) while pieces are still coming, is set again for what is left of total_s and
+    # fires then.
+    (
+        "whole-total-after-content",
+        False,
+        Reply("Hello ", "wor", "never", delay_s=0.15),
+        {"first_token_s": 0.3, "idle_s": 5, "total_s": 0.4},
+        "total timeout after 0.4s",
+    ),
     ("stream-first-token", True, Hang(), {"total_s": 5}, "first_token timeout after 0.2s"),
     (
         "stream-total",
@@ -124,6 +143,23 @@ async def test_each_time_limit_fires_and_is_named(
     [error] = answer.body["standby"]["errors"]
     assert (error["backend"], error["error"], error["reason"]) == (P, "UpstreamTimeout", "timeout")
     assert error["message"] == message
+
+
+@MODES
+async def test_pieces_that_keep_coming_are_read_past_every_single_limit(stream: bool) -> None:
+    # Each piece within idle_s (0.2 s), the whole answer longer than first_token_s and idle_s
+    # together: no limit fires, however often the stream's one timer comes due in between.
+    pieces = [f"w{i} " for i in range(12)]
+    config = fake_config(P)
+    config["backends"][P]["timeouts"].update({"total_s": 5})
+    primary = FakeProvider(P, default=Reply(*pieces, delay_s=0.05))
+    async with fake_gateway(primary, config=config) as gw:
+        began = time.monotonic()
+        answer = await gw.ask(stream=stream)
+        assert time.monotonic() - began >= 0.6
+    assert answer.status == 200
+    assert (answer.text, answer.finish) == ("".join(pieces), "stop")
+    standby(answer, P, "primary", None)
 
 
 async def test_idle_timeout_after_content_ends_the_stream_with_an_error_event() -> None:
