@@ -22,7 +22,7 @@ from standby.errors import UpstreamBlocked, UpstreamConnectError, UpstreamProtoc
 from standby.protocol import ChatRequest, Completion, Delta, FinishReason, Usage
 from standby.providers import http
 from standby.providers.gemini_controls import Controls
-from standby.providers.gemini_wire import Choice, Parsed, request_body
+from standby.providers.gemini_wire import Choice, Parsed, request_body, usage
 from standby.tool_calls import ToolCallDelta
 
 # Gemini has no logit bias; everything else a request can need it does (media: inlineData
@@ -119,6 +119,8 @@ class GeminiProvider:
                             # Gemini said every candidate is complete: the last pieces, the
                             # finishes and the usage go out together (one write to the client).
                             final = deltas
+                            if final:  # the last usageMetadata's counts, read once, here
+                                final[-1].usage = usage(state.meta)
                             break
                         for delta in deltas:
                             yield delta
@@ -127,7 +129,6 @@ class GeminiProvider:
         if not final:
             # The connection closed cleanly but Gemini never said the answer was finished.
             raise UpstreamConnectError(self.name, "stream ended without a finishReason")
-        final[-1].usage = state.usage
         final[-1].model_version = state.version
         for delta in final:
             yield delta
@@ -147,8 +148,8 @@ class _OneStreamed:
         "backend",
         "calls",
         "finished",
+        "meta",
         "request",
-        "usage",
         "version",
     )
 
@@ -157,7 +158,7 @@ class _OneStreamed:
         self.backend = backend
         self.calls = 0
         self.finished = False
-        self.usage: Usage | None = None
+        self.meta: dict[str, Any] | None = None  # the last usageMetadata
         self.version: str | None = None
         # What the read being fed said.
         self._index = 0
@@ -168,7 +169,8 @@ class _OneStreamed:
         self._finish: FinishReason | None = None
 
     def feed(self, parsed: Parsed) -> None:
-        self.usage = parsed.usage or self.usage
+        if isinstance(parsed.meta, dict):  # read into counts once, at the end (usage())
+            self.meta = parsed.meta
         self.version = parsed.version or self.version
         if not parsed.choices and parsed.finish is not None:
             self._finish = self._finish or parsed.finish  # a refused prompt
@@ -265,12 +267,13 @@ class _Streamed:
         self.backend = backend
         self.calls: dict[int, int] = {}
         self.finished: set[int] = set()
-        self.usage: Usage | None = None
+        self.meta: dict[str, Any] | None = None  # the last usageMetadata
         self.version: str | None = None
         self._read: dict[int, _Piece] = {}
 
     def feed(self, parsed: Parsed) -> None:
-        self.usage = parsed.usage or self.usage
+        if isinstance(parsed.meta, dict):  # read into counts once, at the end (usage())
+            self.meta = parsed.meta
         self.version = parsed.version or self.version
         if not parsed.choices and parsed.finish is not None:
             # A refused prompt: every candidate ends, empty.

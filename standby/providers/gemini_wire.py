@@ -328,14 +328,16 @@ class Choice:
 class Parsed:
     """One ``GenerateContentResponse`` reduced to what the gateway needs: its ``choices`` (one
     per candidate, by index) and, for the first of them, ``text`` / ``calls`` / ``finish``.
-    ``blocked`` says why the prompt or any candidate was refused."""
+    ``blocked`` says why the prompt or any candidate was refused. ``meta`` is the raw
+    ``usageMetadata`` (``usage`` reads it): a stream repeats it on every chunk, and only the
+    last one's counts are kept, so a stream reads it once, at its end."""
 
-    __slots__ = ("blocked", "calls", "choices", "finish", "text", "usage", "version")
+    __slots__ = ("blocked", "calls", "choices", "finish", "meta", "text", "version")
 
     def __init__(self, payload: Any, backend: str) -> None:
         if not isinstance(payload, dict):
             raise UpstreamProtocolError(backend, "response is not a JSON object")
-        self.usage = usage(payload.get("usageMetadata"))
+        self.meta: Any = payload.get("usageMetadata")
         self.version: str | None = payload.get("modelVersion")
         self.text = ""
         self.calls: tuple[ToolCall, ...] = ()
@@ -366,3 +368,7 @@ class Parsed:
             first = self.choices[0]
             self.blocked = next((c.blocked for c in self.choices if c.blocked), None)
         self.text, self.calls, self.finish = first.text, first.calls, first.finish
+
+    @property
+    def usage(self) -> Usage | None:
+        return usage(self.meta)
