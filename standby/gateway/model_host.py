@@ -275,15 +275,26 @@ async def _host(settings: Settings, name: str, socket: Path, pipe: Connection) -
             provider, lambda: follows.serving.get(name) if follows is not None else None
         )
         await server.start(socket)
-    except StandbyError as e:
+    except (StandbyError, OSError) as e:
         if isinstance(e, UpstreamError):
-            pipe.send(("upstream", e.backend, e.message))
+            said = ("upstream", e.backend, e.message)
+        elif isinstance(e, OSError):  # the socket cannot be made
+            said = ("other", name, f"{name}: cannot serve {socket}: {e.strerror or e}")
         else:
-            pipe.send(("config" if isinstance(e, ConfigError) else "other", name, str(e)))
+            said = ("config" if isinstance(e, ConfigError) else "other", name, str(e))
+        with contextlib.suppress(OSError):  # the supervisor may be gone
+            pipe.send(said)
+        if follower is not None:
+            await follower.close()
         await provider.close()
         return
     freeze_startup_objects()
-    pipe.send(("ready",))
+    try:
+        pipe.send(("ready",))
+    except OSError:  # the supervisor is gone: nobody to serve
+        await server.close(0)
+        await provider.close()
+        return
     stop = asyncio.Event()
     asyncio.get_running_loop().add_reader(pipe.fileno(), stop.set)  # readable: closed
     await stop.wait()
