@@ -37,7 +37,13 @@ log = logging.getLogger("standby.gateway.responses")
 ANONYMOUS = ""  # the key id responses are filed under when gateway auth is off
 
 WRITE_MARGIN_S = 2.0  # beyond write_interval_s: how long a write may wait for the file's lock
-POLL_S = 0.01  # how often a miss on a response made moments ago reads again
+# A response finished this long after its id was made (when its request came) is written before
+# it is answered: another process's wait on a miss is timed from the id, so it covers only
+# answers finished within this of it (and WRITE_MARGIN_S - LATE_S is left for the write).
+LATE_S = 1.0
+POLL_S = 0.01  # how often a miss on a response made moments ago reads again (doubling)...
+POLL_MAX_S = 0.2  # ...up to this
+MAX_WAITING = 64  # misses waited on at once in a process; past it a miss is a 404 at once
 MAX_PENDING = 10_000  # unwritten responses held in memory, at most...
 MAX_PENDING_BYTES = 64 * 1024 * 1024  # ...and their bytes
 DELETED_KEPT = 1024  # ids this process deleted lately: a miss on one is not waited on
@@ -123,6 +129,7 @@ class ResponseKeeper:
         self._timer: asyncio.TimerHandle | None = None
         self._writing: asyncio.Task[None] | None = None
         self._deleted: collections.deque[str] = collections.deque(maxlen=DELETED_KEPT)
+        self._waiting = 0  # misses being waited on (``_written_soon``)
 
     def store(self) -> ResponseStore:
         if self._store is None:
@@ -156,18 +163,24 @@ class ResponseKeeper:
         """A missed response that another process may have answered moments ago and not yet
         written: read again until its writer's time is up (None: it is not there)."""
         made = made_at(response_id)
-        if made is None or response_id in self._deleted:
+        if made is None or response_id in self._deleted or self._waiting >= MAX_WAITING:
             return None
         deadline = min(made, time.time()) + self.interval_s + WRITE_MARGIN_S
-        while time.time() < deadline:
-            await asyncio.sleep(POLL_S)
-            pending = self._pending.get(response_id)  # this process's own, if it came since
-            if pending is not None:
-                return pending[2] if pending[1] == key else None
-            raw = await self.store().get(response_id, key)
-            if raw is not None:
-                return raw
-        return None
+        poll = POLL_S
+        self._waiting += 1
+        try:
+            while time.time() < deadline:
+                await asyncio.sleep(poll)
+                poll = min(poll * 2, POLL_MAX_S)
+                pending = self._pending.get(response_id)  # this process's own, if it came since
+                if pending is not None:
+                    return pending[2] if pending[1] == key else None
+                raw = await self.store().get(response_id, key)
+                if raw is not None:
+                    return raw
+            return None
+        finally:
+            self._waiting -= 1
 
     async def continued(self, response_id: str, key_id: str | None, body_bytes: int) -> Stored:
         """The response ``previous_response_id`` names, if the conversation it carries and
@@ -190,7 +203,9 @@ class ResponseKeeper:
         own: int,
     ) -> None:
         """Store ``response`` after ``conversation`` (whose request input starts at ``own``):
-        readable by this process at once, written with the next batch. A document over
+        readable by this process at once, written with the next batch; one that took over
+        ``LATE_S`` since its request came is written before this returns (another process
+        that misses it waits only for answers made moments ago). A document over
         ``server.max_body_bytes``, or a store that fails, keeps nothing: the answer was given,
         so it is logged (the id and why, never the content), not raised."""
         doc = orjson.dumps({"response": response, "input": conversation, "own": own})
@@ -205,7 +220,10 @@ class ResponseKeeper:
         self._pending[rid] = put
         self._pending_bytes += len(doc) - (len(old[2]) if old is not None else 0)
         self._queue.append(put)
-        if len(self._pending) > MAX_PENDING or self._pending_bytes > MAX_PENDING_BYTES:
+        made = made_at(rid)
+        if made is not None and time.time() - made > LATE_S:
+            await self.flush()  # past another process's wait on a miss: written before answered
+        elif len(self._pending) > MAX_PENDING or self._pending_bytes > MAX_PENDING_BYTES:
             await self.flush()  # the writer is behind: this answer waits for it
         elif self._timer is None and self._writing is None:
             self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._write)

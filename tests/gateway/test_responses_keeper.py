@@ -1,25 +1,37 @@
 """The gateway's stored responses (``ResponseKeeper``) on a real SQLite file: what it holds
 unwritten is bounded. Past ``MAX_PENDING`` responses, or ``MAX_PENDING_BYTES`` of them, an answer
-waits for the write instead of holding more in memory."""
+waits for the write instead of holding more in memory. Two keepers on one file are two worker
+processes: a slow answer is still found by the other one."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+import time
 from pathlib import Path
 
 from standby.config import parse_settings
-from standby.gateway.responses_state import MAX_PENDING, MAX_PENDING_BYTES, ResponseKeeper
+from standby.gateway.responses_ids import ResponseIds
+from standby.gateway.responses_state import (
+    MAX_PENDING,
+    MAX_PENDING_BYTES,
+    WRITE_MARGIN_S,
+    ResponseKeeper,
+    ResponseNotFound,
+)
 from tests.fixtures.fake_gateway import fake_config
 
 
-def keeper(path: Path, max_body_bytes: int = 1 << 20) -> ResponseKeeper:
-    """Writes every 5 s: within a test, only a full memory or the close writes."""
+def keeper(
+    path: Path, max_body_bytes: int = 1 << 20, write_interval_s: float = 5
+) -> ResponseKeeper:
+    """Writes every 5 s by default: within a test, only a full memory or the close writes."""
     config = fake_config("primary")
     config["server"]["max_body_bytes"] = max_body_bytes
     config["responses"] = {
         "url": f"sqlite:///{path}",
-        "write_interval_s": 5,
+        "write_interval_s": write_interval_s,
         "max_stored": 10 * MAX_PENDING,
     }
     return ResponseKeeper(parse_settings(config, "test"))
@@ -68,3 +80,31 @@ async def test_past_max_pending_bytes_an_answer_waits_for_the_write(tmp_path: Pa
         assert rows(path) == count + 1
     finally:
         await kept.close()
+
+
+async def test_a_slow_answer_is_found_by_another_worker(tmp_path: Path) -> None:
+    """Worker A's answer took longer than another worker waits on a miss (its id was made when
+    the request came, WRITE_MARGIN_S + 0.2 s before): A writes it before answering, so worker B
+    finds it at once instead of answering 404 (and a fast answer is still batched)."""
+    path = tmp_path / "r.db"
+    a, b = keeper(path, write_interval_s=0.02), keeper(path, write_interval_s=0.02)
+    try:
+        fast = ResponseIds(kept=True)
+        await a.keep("k", {"id": fast.id, "output": []}, [], 0)
+        assert rows(path) == 0  # batched: written within write_interval_s
+        assert (await b.load(fast.id, "k")).response["id"] == fast.id  # B waits for the write
+        slow = ResponseIds(kept=True)  # the request comes...
+        await asyncio.sleep(WRITE_MARGIN_S + 0.2)  # ...and is answered later than B would wait
+        await a.keep("k", {"id": slow.id, "output": []}, [], 0)
+        assert rows(path) == 2  # written before the answer
+        began = time.monotonic()
+        assert (await b.load(slow.id, "k")).response["id"] == slow.id
+        assert time.monotonic() - began < 0.5
+        try:
+            await b.load(ResponseIds(kept=True).id, "k")  # nobody's: 404 after the wait
+            raise AssertionError("an unknown id was found")
+        except ResponseNotFound:
+            pass
+    finally:
+        await a.close()
+        await b.close()
