@@ -43,7 +43,7 @@ from standby.gateway.worker_env import (
 log = logging.getLogger("standby.workers")
 
 RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-STEADY_S = 60.0  # a model process that served this long starts the delays over when it dies
+STEADY_S = 60.0  # a model process that served this long (after loading) starts the delays over
 STOP_KILL_S = 10.0  # beyond shutdown_grace_s, how long a stopping model process may take
 
 SetupLogging = Callable[[str], None]
@@ -73,7 +73,7 @@ class ModelHost:
         self.process: BaseProcess | None = None
         self.pipe: Connection | None = None  # ours; closing it stops the process
         self.serving = False
-        self.started = 0.0
+        self.serving_since: float | None = None  # when the running process said it serves
         self.failures = 0  # deaths in a row, for the restart delay
         self.restart_at: float | None = None
 
@@ -85,7 +85,8 @@ class ModelHost:
         process.start()
         theirs.close()
         self.process, self.pipe = process, ours
-        self.serving, self.started, self.restart_at = False, time.monotonic(), None
+        self.serving, self.restart_at = False, None
+        self.serving_since = None
 
     def wait_ready(self) -> None:
         """Until the model serves; its error (the one line the provider gave) when it cannot."""
@@ -112,7 +113,7 @@ class ModelHost:
         except (EOFError, OSError):
             return None
         if message == ("ready",):
-            self.serving = True
+            self.serving, self.serving_since = True, time.monotonic()
             log.info("%s: the model process serves (%s)", self.name, self.socket.name)
             return None
         kind, backend, text = message
@@ -137,7 +138,10 @@ class ModelHost:
                 code = self.process.exitcode
                 self._forget()
                 died = True
-                if time.monotonic() - self.started >= STEADY_S:
+                # Timed from serving, not from the start: a model that loads for minutes and
+                # then fails must not be reloaded every 0.5 s.
+                since = self.serving_since
+                if since is not None and time.monotonic() - since >= STEADY_S:
                     self.failures = 0
                 delay = RESTART_DELAYS_S[min(self.failures, len(RESTART_DELAYS_S) - 1)]
                 self.failures += 1
