@@ -8,8 +8,9 @@ their shape is fixed, so a pydantic round-trip would only cost CPU.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -360,6 +361,17 @@ class Assembly:
         first.model_version = self.model_version
         first.alternatives = tuple(rest)
         return first
+
+
+async def assembled(request: ChatRequest, deltas: AsyncGenerator[Delta, None]) -> Completion:
+    """A provider's whole answer made of its own stream (``Assembly``): exactly what the same
+    request streams; the stream is closed once every choice has finished."""
+    whole = Assembly(request.n, logprobs=request.logprobs)
+    async with contextlib.aclosing(deltas) as pieces:
+        async for delta in pieces:
+            if whole.add(delta):
+                break
+    return whole.completion()
 
 
 def completion_body(

@@ -54,7 +54,7 @@ from standby.hf_loading import (
     resolve_device,
     resolve_dtype,
 )
-from standby.protocol import Assembly, ChatRequest, Completion, Delta
+from standby.protocol import ChatRequest, Completion, Delta, assembled
 from standby.providers.hotswap import ServedModel
 from standby.providers.local_batching import GenerationWorker, eos_tokens
 from standby.providers.local_choices import stream_choices
@@ -260,12 +260,7 @@ class LocalProvider:
     async def complete(self, request: ChatRequest) -> Completion:
         """The stream's deltas, added up (``protocol.Assembly``): a whole answer is exactly
         what the same request streams."""
-        whole = Assembly(request.n, logprobs=request.logprobs)
-        async with contextlib.aclosing(self.stream(request)) as deltas:
-            async for delta in deltas:
-                if whole.add(delta):
-                    break
-        return whole.completion()
+        return await assembled(request, self.stream(request))
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         if request.n > 1:

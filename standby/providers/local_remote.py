@@ -27,7 +27,7 @@ from pathlib import Path
 
 from standby.config import LocalBackend
 from standby.errors import UpstreamConnectError, UpstreamProtocolError
-from standby.protocol import Assembly, ChatRequest, Completion, Delta
+from standby.protocol import ChatRequest, Completion, Delta, assembled
 from standby.providers.hotswap import ServedModel
 from standby.providers.local_support import LOCAL_SUPPORTS, local_unsupported, version_of
 from standby.providers.local_wire import (
@@ -122,12 +122,7 @@ class HostedLocalProvider:
         return self.state.following if self.state is not None else None
 
     async def complete(self, request: ChatRequest) -> Completion:
-        whole = Assembly(request.n, logprobs=request.logprobs)
-        async with contextlib.aclosing(self.stream(request)) as deltas:
-            async for delta in deltas:
-                if whole.add(delta):
-                    break
-        return whole.completion()
+        return await assembled(request, self.stream(request))
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         try:
