@@ -44,6 +44,7 @@ from standby.errors import ConfigError
 from standby.gateway.capture_writer import batch_frame, frame, read_frame
 from standby.gateway.captured import Captured, data_of
 from standby.gateway.metrics import Metrics
+from standby.gateway.restarts import delay_of
 from standby.gateway.worker_env import capture_socket_path, run_dir
 from standby.store import MAX_EVENT_BYTES, BusError
 
@@ -54,7 +55,6 @@ log = logging.getLogger("standby.capture")
 SEND_BATCH = 64
 SEND_WINDOW_S = 0.02
 START_TIMEOUT_S = 60.0
-RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 def payload(answers: list[bytes], secrets: list[str] | None = None) -> bytes:
@@ -377,7 +377,7 @@ class Capture:
     async def _restart(self) -> WriterLink:
         """A new writer process; a worker's: a connection to the one its supervisor restarts."""
         for attempt in itertools.count():
-            await asyncio.sleep(RESTART_DELAYS_S[min(attempt, len(RESTART_DELAYS_S) - 1)])
+            await asyncio.sleep(delay_of(attempt))
             try:
                 return await self._open()
             except (ConfigError, BusError) as e:

@@ -25,15 +25,14 @@ import orjson
 
 from standby.config import Settings
 from standby.errors import ConfigError
-from standby.gateway.capture import RESTART_DELAYS_S, START_TIMEOUT_S
+from standby.gateway.capture import START_TIMEOUT_S
 from standby.gateway.capture_writer import frame
+from standby.gateway.restarts import RestartDelays
 from standby.gateway.secrets import secret_values
 from standby.gateway.worker_env import capture_socket_path
 from standby.store import BusError
 
 log = logging.getLogger("standby.capture")
-
-STEADY_S = 60.0  # a writer that ran this long starts the restart delays over when it dies
 
 
 class HostCaptureWriter:
@@ -43,7 +42,7 @@ class HostCaptureWriter:
         self.settings = settings
         self.socket = capture_socket_path(run)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.failures = 0  # deaths in a row, for the restart delay
+        self.delays = RestartDelays()
         self.started = 0.0
         self.restart_at: float | None = None
 
@@ -92,10 +91,7 @@ class HostCaptureWriter:
         if self.proc is not None and self.proc.poll() is not None:
             code = self.proc.returncode
             self._forget()
-            if time.monotonic() - self.started >= STEADY_S:
-                self.failures = 0
-            delay = RESTART_DELAYS_S[min(self.failures, len(RESTART_DELAYS_S) - 1)]
-            self.failures += 1
+            delay = self.delays.after(time.monotonic() - self.started)
             self.restart_at = time.monotonic() + delay
             log.error(
                 "capture: the host's writer exited with code %s; restarting it in %.1f s",
@@ -106,8 +102,7 @@ class HostCaptureWriter:
             try:
                 self.start()
             except (ConfigError, BusError) as e:
-                delay = RESTART_DELAYS_S[min(self.failures, len(RESTART_DELAYS_S) - 1)]
-                self.failures += 1
+                delay = self.delays.after(None)
                 self.restart_at = time.monotonic() + delay
                 log.error("capture: the host's writer did not restart: %s", e)
 

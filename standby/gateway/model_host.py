@@ -33,6 +33,7 @@ from typing import Any
 
 from standby.config import LocalBackend, Settings
 from standby.errors import ConfigError, StandbyError, UpstreamError
+from standby.gateway.restarts import RestartDelays
 from standby.gateway.worker_env import (
     METRICS_DIR_ENV,
     RUN_DIR_ENV,
@@ -42,8 +43,6 @@ from standby.gateway.worker_env import (
 
 log = logging.getLogger("standby.workers")
 
-RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-STEADY_S = 60.0  # a model process that served this long (after loading) starts the delays over
 STOP_KILL_S = 10.0  # beyond shutdown_grace_s, how long a stopping model process may take
 
 SetupLogging = Callable[[str], None]
@@ -74,7 +73,7 @@ class ModelHost:
         self.pipe: Connection | None = None  # ours; closing it stops the process
         self.serving = False
         self.serving_since: float | None = None  # when the running process said it serves
-        self.failures = 0  # deaths in a row, for the restart delay
+        self.delays = RestartDelays()
         self.restart_at: float | None = None
 
     def start(self) -> None:
@@ -141,10 +140,7 @@ class ModelHost:
                 # Timed from serving, not from the start: a model that loads for minutes and
                 # then fails must not be reloaded every 0.5 s.
                 since = self.serving_since
-                if since is not None and time.monotonic() - since >= STEADY_S:
-                    self.failures = 0
-                delay = RESTART_DELAYS_S[min(self.failures, len(RESTART_DELAYS_S) - 1)]
-                self.failures += 1
+                delay = self.delays.after(None if since is None else time.monotonic() - since)
                 self.restart_at = time.monotonic() + delay
                 log.error(
                     "%s: the model process exited with code %s; restarting it in %.1f s",

@@ -9,7 +9,8 @@ and writes it back.
 Admission: one record of N slots, one per worker, each the worker's own count of requests in
 flight (in all, and per route). A request is admitted when the slots' sums are under the caps,
 and is counted in its worker's slot only (``enter`` takes the record's lock; ``leave`` writes
-its own slot without it: a count going down can only make another worker refuse). A worker
+its own slot without it: a worker that reads the count before it went down refuses at worst
+one request it could have taken, never admits one too many). A worker
 that dies cannot leave its requests counted: the supervisor zeroes its slot before starting
 the worker that replaces it. With no cap set at all nothing is refused, and each worker keeps
 the one-process :class:`Admission` (no lock, nothing shared).

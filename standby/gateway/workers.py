@@ -54,6 +54,7 @@ from standby.config import Settings
 from standby.errors import ConfigError, StandbyError
 from standby.gateway.capture_host import HostCaptureWriter
 from standby.gateway.model_host import ModelHosts
+from standby.gateway.restarts import RestartDelays
 from standby.gateway.shared_breakers import BreakerTable
 from standby.gateway.shared_limits import clear_worker, create_tables
 from standby.gateway.worker_env import (
@@ -67,8 +68,6 @@ from standby.gateway.worker_env import (
 
 log = logging.getLogger("standby.workers")
 
-RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-STEADY_S = 60.0  # a worker that served this long starts the delays over when it dies
 POLL_S = 0.5
 
 SetupLogging = Callable[[str], None]
@@ -130,7 +129,7 @@ class Worker:
         self.ready = ready
         self.serving = False
         self.started = time.monotonic()
-        self.failures = 0  # deaths in a row, for the restart delay
+        self.delays = RestartDelays()  # carried to the process that replaces this one
         self.restart_at: float | None = None
 
 
@@ -172,7 +171,7 @@ class Supervisor:
                 signal.signal(sig, handler)
             self._stop_all()
 
-    def _start(self, index: int, failures: int = 0) -> Worker:
+    def _start(self, index: int, delays: RestartDelays | None = None) -> Worker:
         receive, send = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=_worker_main,
@@ -182,7 +181,8 @@ class Supervisor:
         process.start()
         send.close()
         worker = Worker(index, process, receive)
-        worker.failures = failures
+        if delays is not None:
+            worker.delays = delays
         return worker
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
@@ -231,7 +231,7 @@ class Supervisor:
             now = time.monotonic()
             for i, worker in enumerate(self.workers):
                 if worker.restart_at is not None and now >= worker.restart_at and not self.stopping:
-                    self.workers[i] = self._start(worker.index, worker.failures)
+                    self.workers[i] = self._start(worker.index, worker.delays)
 
     def _ended(self, worker: Worker) -> int | None:
         """A worker's process ended: forget its live gauges; restart it later, or return the
@@ -248,10 +248,7 @@ class Supervisor:
         if not self.port_served:
             worker.restart_at = math.inf
             return exitcode or 1
-        if time.monotonic() - worker.started >= STEADY_S:
-            worker.failures = 0
-        delay = RESTART_DELAYS_S[min(worker.failures, len(RESTART_DELAYS_S) - 1)]
-        worker.failures += 1
+        delay = worker.delays.after(time.monotonic() - worker.started)
         worker.restart_at = time.monotonic() + delay
         self.worker_restarts.inc()
         log.error(
