@@ -10,7 +10,6 @@ import contextlib
 import http.client
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -18,9 +17,8 @@ import pytest
 
 from tests.fixtures.gateway import ROUTE, base_config
 from tests.fixtures.sim import RunningSim
-from tests.gateway.test_responses_state import Store
+from tests.gateway.test_responses_state import Store, store  # noqa: F401 (a fixture)
 from tests.gateway.test_workers import Served, serve_workers  # noqa: F401 (a fixture)
-from tests.store.conftest import require_redis
 
 
 class Connection:
@@ -37,15 +35,6 @@ class Connection:
         self.http.request(method, path, json.dumps(body) if body is not None else None, headers)
         answer = self.http.getresponse()
         return answer.status, json.loads(answer.read())
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "redis":
-        require_redis()
-    s = Store(request.param, tmp_path)
-    yield s
-    s.cleanup()
 
 
 @pytest.fixture
@@ -91,7 +80,7 @@ def test_a_response_answered_by_one_worker_is_read_at_once_by_the_other(
 
 
 @pytest.mark.timeout(180)
-def test_sigterm_writes_what_every_worker_holds(connections: Any, store: Store) -> None:
+def test_sigterm_writes_what_every_worker_holds(connections: Any, store: Store) -> None:  # noqa: F811
     """Five seconds between writes: nothing is written when SIGTERM comes, all of it after."""
     served, a, b = connections(5)
     made = set()
